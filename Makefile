@@ -1,0 +1,58 @@
+# Switchyard — every command a newcomer needs. `make help` lists them.
+SHELL := /bin/bash
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PYTEST := $(UV) run --frozen pytest
+
+.PHONY: help install run test unit integration e2e lint contracts bench up down dlq clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m pip install --user --quiet uv
+
+.venv/.installed: uv.lock pyproject.toml $(wildcard shared/pyproject.toml services/*/pyproject.toml) | $(UV)
+	$(UV) sync --frozen --all-packages
+	@touch $@
+
+install: .venv/.installed ## install every dependency from the lock file (idempotent)
+
+run: install ## run the whole suite locally (embedded store, mail sink, every service)
+	$(UV) run --frozen python scripts/run.py
+
+test: install ## the whole test suite: unit, integration (real RabbitMQ, embedded store, SMTP) and e2e
+	$(PYTEST) shared services tests-e2e
+
+unit: install ## fast tests with fakes only
+	$(PYTEST) -m "not integration and not e2e" shared services
+
+integration: install ## tests on the real broker, store and SMTP server
+	$(PYTEST) -m integration shared services
+
+e2e: install ## journeys through the gateway against the running suite
+	$(PYTEST) tests-e2e
+
+lint: install ## ruff on everything, mypy on shared/
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check shared services tests-e2e scripts
+	$(UV) run --frozen mypy shared/src
+
+contracts: install ## regenerate contracts/ from the code
+	$(UV) run --frozen switchyard-contracts export
+
+bench: install ## benchmarks, printed as tables beside their baselines
+	$(UV) run --frozen python -m benchmarks
+
+dlq: install ## the DLQ tool: make dlq ARGS="list"
+	$(UV) run --frozen switchyard-dlq $(ARGS)
+
+up: ## docker compose: real MongoDB, RabbitMQ, Mailpit, Prometheus, Grafana, Jaeger, services
+	docker compose up --build -d
+
+down: ## stop the compose stack
+	docker compose down
+
+clean: ## remove the venv and local state
+	rm -rf .venv .var

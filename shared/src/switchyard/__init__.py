@@ -1,0 +1,1 @@
+"""Switchyard shared library: the pieces every service is built from."""

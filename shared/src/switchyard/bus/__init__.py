@@ -1,0 +1,23 @@
+"""The event bus on RabbitMQ (aio-pika): topology, publishing, consuming, retries, DLQ."""
+
+from switchyard.bus.app import bus_context, consumers_context
+from switchyard.bus.connection import Bus, PublishFailed, UnroutableEvent
+from switchyard.bus.consumer import Consumer, HandlerRegistry, Subscription, decode_event
+from switchyard.bus.errors import PermanentError, PoisonMessage
+from switchyard.bus.inbox import Inbox, inbox_indexes
+
+__all__ = [
+    "Bus",
+    "Consumer",
+    "HandlerRegistry",
+    "Inbox",
+    "PermanentError",
+    "PoisonMessage",
+    "PublishFailed",
+    "Subscription",
+    "UnroutableEvent",
+    "bus_context",
+    "consumers_context",
+    "decode_event",
+    "inbox_indexes",
+]

@@ -1,0 +1,333 @@
+"""Consumers: manual ack after success, retry tiers, DLQ with reasons, inbox de-duplication.
+
+What happens to a delivery:
+
+1. The body must be a CloudEvents envelope of a known type and version whose
+   data validates; otherwise it is poison and goes to ``<queue>.dlq`` at once.
+2. The inbox claims (queue, source, id); a finished key is acked as duplicate.
+3. The handler runs. Success → inbox done, ack. :class:`PermanentError` → DLQ.
+   Any other exception → the next retry tier ``<queue>.retry.<n>`` (the attempt
+   count is read from ``x-death``), or the DLQ once the tiers are used up.
+
+A message is acked only after its successor (retry or DLQ copy) is confirmed by
+the broker, so a crash at any point redelivers rather than loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from pydantic import ValidationError
+
+from switchyard.bus.connection import Bus
+from switchyard.bus.errors import PermanentError, PoisonMessage
+from switchyard.bus.inbox import Claim, Inbox
+from switchyard.bus.topology import (
+    attempts_from_x_death,
+    declare_consumer_queues,
+    dlq_name,
+    retry_queue_name,
+)
+from switchyard.envelope import (
+    CATALOG,
+    Envelope,
+    Event,
+    EventCatalog,
+    UnknownEventType,
+    UnknownEventVersion,
+    format_time,
+)
+from switchyard.logging import request_id_var
+
+log = logging.getLogger("switchyard.bus.consumer")
+
+Handler = Callable[[Event[Any]], Awaitable[None]]
+
+# Headers written on a message parked in the DLQ (read by the DLQ tool).
+H_REASON = "x-dead-reason"
+H_EXC_TYPE = "x-exception-type"
+H_EXC_MESSAGE = "x-exception-message"
+H_ATTEMPTS = "x-attempts"
+H_FIRST_FAILURE = "x-first-failure-at"
+H_LAST_FAILURE = "x-last-failure-at"
+H_ORIGINAL_ROUTING_KEY = "x-original-routing-key"
+H_ORIGINAL_QUEUE = "x-original-queue"
+_MAX_MESSAGE_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A handler and the event types (routing-key patterns) its queue is bound to."""
+
+    name: str
+    event_types: tuple[str, ...]
+    handler: Handler
+    deduplicate: bool = True
+
+
+class HandlerRegistry:
+    """The explicit list of a service's subscriptions."""
+
+    def __init__(self) -> None:
+        self._subscriptions: dict[str, Subscription] = {}
+
+    def add(
+        self, name: str, event_types: Sequence[str], handler: Handler, *, deduplicate: bool = True
+    ) -> None:
+        if name in self._subscriptions:
+            raise ValueError(f"a subscription named {name!r} already exists")
+        self._subscriptions[name] = Subscription(name, tuple(event_types), handler, deduplicate)
+
+    def __iter__(self) -> Iterator[Subscription]:
+        return iter(self._subscriptions.values())
+
+    def __len__(self) -> int:
+        return len(self._subscriptions)
+
+
+def decode_event(
+    body: bytes, *, catalog: EventCatalog, attempt: int = 1, redelivered: bool = False
+) -> Event[Any]:
+    """Turn a message body into a typed :class:`Event`, or raise :class:`PoisonMessage`."""
+    try:
+        envelope = Envelope.model_validate_json(body)
+    except ValidationError as error:
+        if any(item["type"] == "json_invalid" for item in error.errors()):
+            raise PoisonMessage("body is not JSON") from None
+        fields = ", ".join(
+            ".".join(str(p) for p in item["loc"]) or "envelope" for item in error.errors()[:5]
+        )
+        raise PoisonMessage(f"not a valid CloudEvents envelope ({fields})") from None
+    try:
+        data = catalog.decode(envelope)
+    except UnknownEventType:
+        raise PoisonMessage(f"unknown event type {envelope.type!r}") from None
+    except UnknownEventVersion:
+        raise PoisonMessage(f"unknown version of {envelope.type!r} ({envelope.dataschema})") from None
+    except ValidationError as error:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()[:5]
+        )
+        raise PoisonMessage(f"data fails the {envelope.type} schema: {details}") from None
+    return Event(envelope=envelope, data=data, attempt=attempt, redelivered=redelivered)
+
+
+def _now_text() -> str:
+    return format_time(datetime.now(UTC))
+
+
+def _properties(message: AbstractIncomingMessage) -> dict[str, Any]:
+    return {
+        "content_type": message.content_type,
+        "message_id": message.message_id,
+        "correlation_id": message.correlation_id,
+        "type": message.type,
+        "app_id": message.app_id,
+        "timestamp": message.timestamp,
+    }
+
+
+class Consumer:
+    """Consumes one subscription's queue; competing replicas share the queue."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        subscription: Subscription,
+        *,
+        inbox: Inbox | None = None,
+        catalog: EventCatalog = CATALOG,
+    ) -> None:
+        self.bus = bus
+        self.subscription = subscription
+        self.queue_name = bus.queue_name(subscription.name)
+        self.inbox = inbox if subscription.deduplicate else None
+        self.catalog = catalog
+        self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        metrics = bus.metrics
+        self._consumed = metrics.events_consumed
+        self._duration = metrics.event_handler_duration.labels(bus.service, self.queue_name)
+
+    async def declare(self) -> AbstractQueue:
+        if self._channel is None:
+            self._channel = await self.bus.connection.channel()
+            await self._channel.set_qos(prefetch_count=self.bus.prefetch)
+        exchange = await self._channel.declare_exchange(
+            self.bus.exchange_name, "topic", durable=True
+        )
+        self._queue = await declare_consumer_queues(
+            self._channel,
+            exchange,
+            self.queue_name,
+            self.subscription.event_types,
+            self.bus.retry_delays,
+            self.bus.queue_expires_ms,
+        )
+        return self._queue
+
+    async def start(self) -> None:
+        queue = await self.declare()
+        self._consumer_tag = await queue.consume(self._on_message)
+        log.info("consuming", extra={"queue": self.queue_name, "event_types": list(self.subscription.event_types)})
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking messages, let in-flight handlers finish, close the channel."""
+        if self._queue is not None and self._consumer_tag is not None:
+            try:
+                await self._queue.cancel(self._consumer_tag)
+            except Exception as error:  # the channel may already be gone; nothing left to cancel
+                log.warning("could not cancel consumer", extra={"queue": self.queue_name, "error": repr(error)})
+            self._consumer_tag = None
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            log.warning("in-flight handlers still running at shutdown", extra={"queue": self.queue_name, "inflight": self._inflight})
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+        self._channel = None
+
+    # -- message processing ----------------------------------------------------------
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            await self._process(message)
+        except Exception:  # the message stays unacked; the broker redelivers it
+            log.exception("could not settle a message; it will be redelivered", extra={"queue": self.queue_name})
+            await self._requeue(message)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
+    async def _requeue(self, message: AbstractIncomingMessage) -> None:
+        channel = self._channel
+        if channel is None or channel.is_closed:
+            return  # a closed channel returns its unacked messages by itself
+        try:
+            await message.nack(requeue=True)
+        except Exception as error:  # the channel closed meanwhile: same outcome
+            log.warning("could not requeue", extra={"queue": self.queue_name, "error": repr(error)})
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        attempts = attempts_from_x_death(self.queue_name, message.headers)
+        try:
+            event = decode_event(
+                message.body, catalog=self.catalog, attempt=attempts + 1, redelivered=message.redelivered
+            )
+        except PoisonMessage as poison:
+            await self._dead_letter(message, poison, attempts=attempts, reason="poison")
+            return
+
+        key = Inbox.key(self.queue_name, event.envelope) if self.inbox else None
+        if self.inbox is not None and key is not None:
+            claim = await self.inbox.claim(key, redelivered=message.redelivered)
+            if claim is Claim.DUPLICATE:
+                await message.ack()
+                self._consumed.labels(self.bus.service, self.queue_name, "duplicate").inc()
+                return
+            if claim is Claim.BUSY:
+                await self._retry_or_dead_letter(message, RuntimeError("another consumer holds this event"), attempts)
+                return
+
+        token = request_id_var.set(event.envelope.correlationid)
+        started = time.perf_counter()
+        try:
+            await self.subscription.handler(event)
+        except asyncio.CancelledError:
+            raise
+        except PermanentError as error:
+            await self._release(key)
+            log.warning("handler gave up on an event", extra=self._log_fields(event, error))
+            await self._dead_letter(message, error, attempts=attempts + 1, reason="permanent-error")
+            return
+        except Exception as error:
+            await self._release(key)
+            log.warning("handler failed", exc_info=True, extra=self._log_fields(event, error))
+            await self._retry_or_dead_letter(message, error, attempts)
+            return
+        finally:
+            self._duration.observe(time.perf_counter() - started)
+            request_id_var.reset(token)
+        if self.inbox is not None and key is not None:
+            await self.inbox.complete(key)
+        await message.ack()
+        self._consumed.labels(self.bus.service, self.queue_name, "ok").inc()
+
+    def _log_fields(self, event: Event[Any], error: BaseException) -> dict[str, Any]:
+        return {
+            "queue": self.queue_name,
+            "event_id": event.id,
+            "event_type": event.type,
+            "attempt": event.attempt,
+            "error_type": type(error).__name__,
+        }
+
+    async def _release(self, key: str | None) -> None:
+        if self.inbox is not None and key is not None:
+            await self.inbox.release(key)
+
+    async def _retry_or_dead_letter(
+        self, message: AbstractIncomingMessage, error: BaseException, attempts: int
+    ) -> None:
+        if attempts >= len(self.bus.retry_delays):
+            await self._dead_letter(message, error, attempts=attempts + 1, reason="retries-exhausted")
+            return
+        headers = dict(message.headers or {})
+        now = _now_text()
+        headers.setdefault(H_FIRST_FAILURE, now)
+        headers.setdefault(H_ORIGINAL_ROUTING_KEY, message.routing_key or "")
+        headers[H_LAST_FAILURE] = now
+        headers[H_EXC_TYPE] = type(error).__name__
+        headers[H_EXC_MESSAGE] = str(error)[:_MAX_MESSAGE_CHARS]
+        await self.bus.send_to_queue(
+            retry_queue_name(self.queue_name, attempts + 1),
+            message.body,
+            headers=headers,
+            properties=_properties(message),
+        )
+        await message.ack()
+        self._consumed.labels(self.bus.service, self.queue_name, "retry").inc()
+
+    async def _dead_letter(
+        self, message: AbstractIncomingMessage, error: BaseException, *, attempts: int, reason: str
+    ) -> None:
+        headers = dict(message.headers or {})
+        now = _now_text()
+        headers.setdefault(H_FIRST_FAILURE, now)
+        headers.setdefault(H_ORIGINAL_ROUTING_KEY, message.routing_key or "")
+        headers[H_LAST_FAILURE] = now
+        headers[H_REASON] = reason
+        headers[H_EXC_TYPE] = type(error).__name__
+        headers[H_EXC_MESSAGE] = str(error)[:_MAX_MESSAGE_CHARS]
+        headers[H_ATTEMPTS] = attempts
+        headers[H_ORIGINAL_QUEUE] = self.queue_name
+        await self.bus.send_to_queue(
+            dlq_name(self.queue_name), message.body, headers=headers, properties=_properties(message)
+        )
+        await message.ack()
+        self._consumed.labels(self.bus.service, self.queue_name, "dead").inc()
+        log.error(
+            "message parked in the DLQ",
+            extra={
+                "queue": self.queue_name,
+                "reason": reason,
+                "error_type": type(error).__name__,
+                "error": str(error)[:200],
+                "attempts": attempts,
+                "message_id": message.message_id,
+            },
+        )

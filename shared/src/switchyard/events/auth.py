@@ -1,0 +1,91 @@
+"""Events the auth service publishes (through its outbox)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from switchyard.envelope import event_type
+
+Role = Literal["customer", "contractor", "admin"]
+OtpPurpose = Literal["verify_email", "reset_password"]
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@event_type("auth.user.registered")
+class UserRegistered(_Data):
+    """A user signed up; the account waits for email verification."""
+
+    user_id: str
+    email: EmailStr
+    display_name: str
+    roles: list[Role]
+    registered_at: datetime
+
+
+@event_type("auth.otp.requested")
+class OtpRequested(_Data):
+    """A one-time code was issued; the notification service emails it."""
+
+    user_id: str
+    email: EmailStr
+    display_name: str
+    purpose: OtpPurpose
+    code: str = Field(pattern=r"^\d{6}$")
+    expires_at: datetime
+
+
+@event_type("auth.user.verified")
+class UserVerified(_Data):
+    """A user proved ownership of their email address; the account is active."""
+
+    user_id: str
+    email: EmailStr
+    display_name: str
+    verified_at: datetime
+
+
+@event_type("auth.user.updated")
+class UserUpdated(_Data):
+    """A user's profile or roles changed."""
+
+    user_id: str
+    email: EmailStr
+    display_name: str
+    roles: list[Role]
+    updated_at: datetime
+
+
+@event_type("auth.password.changed")
+class PasswordChanged(_Data):
+    """A user's password was changed or reset; every other session was revoked."""
+
+    user_id: str
+    email: EmailStr
+    display_name: str
+    reason: Literal["change", "reset"]
+    changed_at: datetime
+
+
+@event_type("auth.user.deleted")
+class UserDeleted(_Data):
+    """A user deleted their account; every service erases or anonymises their data."""
+
+    user_id: str
+    deleted_at: datetime
+
+
+@event_type("auth.session.reuse_detected")
+class SessionReuseDetected(_Data):
+    """A rotated refresh token was presented again; its whole family was revoked."""
+
+    user_id: str
+    email: EmailStr
+    display_name: str
+    family_id: str
+    detected_at: datetime

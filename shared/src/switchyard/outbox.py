@@ -1,0 +1,255 @@
+"""The embedded outbox (DESIGN §2–§3): a state change and its events are one document write.
+
+Writing: a service adds its events to the same single-document update that
+changes state — :func:`with_events` for inserts, :func:`stage_events` for
+updates. Each event lands in the document's ``outbox`` map under its id, and
+``outbox_pending`` counts them, so no multi-document transaction is needed.
+
+Relaying: :class:`OutboxRelay` finds documents with pending events, publishes
+each with a broker confirm, then removes it from the map with a guarded update
+(``outbox.<id>`` must still exist, so a second relay never double-decrements).
+A crash after the confirm and before the removal publishes the event again
+later: delivery is at least once and consumers de-duplicate on the event id.
+One relay per service holds a lease at a time, so replicas don't race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from aiohttp import web
+from pymongo import UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from switchyard import keys
+from switchyard.bus.connection import PublishFailed, UnroutableEvent
+from switchyard.envelope import Envelope, format_time, utcnow
+from switchyard.metrics import Metrics
+from switchyard.mongo.client import Document, Index, asc
+
+log = logging.getLogger("switchyard.outbox")
+
+OUTBOX_FIELD = "outbox"
+PENDING_FIELD = "outbox_pending"
+LEASES_COLLECTION = "outbox_leases"
+UNROUTABLE_COLLECTION = "outbox_unroutable"
+
+
+class Publisher(Protocol):
+    async def publish(self, envelope: Envelope) -> None: ...
+
+
+def _stored(envelope: Envelope) -> dict[str, Any]:
+    return {"envelope": envelope.model_dump(mode="json", exclude_none=True), "staged_at": time.time()}
+
+
+def with_events(document: Mapping[str, Any], events: Iterable[Envelope]) -> dict[str, Any]:
+    """A new document carrying ``events`` in its outbox, for ``insert_one``."""
+    staged = {event.id: _stored(event) for event in events}
+    return {**document, OUTBOX_FIELD: staged, PENDING_FIELD: len(staged)}
+
+
+def stage_events(update: Mapping[str, Any], events: Iterable[Envelope]) -> dict[str, Any]:
+    """``update`` plus ``$set`` of each event into the outbox map and ``$inc`` of the counter."""
+    merged: dict[str, Any] = {op: dict(fields) for op, fields in update.items()}
+    count = 0
+    for event in events:
+        merged.setdefault("$set", {})[f"{OUTBOX_FIELD}.{event.id}"] = _stored(event)
+        count += 1
+    if count:
+        inc = merged.setdefault("$inc", {})
+        inc[PENDING_FIELD] = inc.get(PENDING_FIELD, 0) + count
+    return merged
+
+
+def outbox_indexes(collections: Sequence[str]) -> list[Index]:
+    return [Index(name, asc(PENDING_FIELD)) for name in collections]
+
+
+class OutboxRelay:
+    """Publishes the pending events of ``collections`` and marks them sent."""
+
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        collections: Sequence[str],
+        publisher: Publisher,
+        *,
+        metrics: Metrics,
+        poll_interval: float = 0.5,
+        batch_size: int = 200,
+        lease_seconds: float = 10.0,
+        owner: str | None = None,
+    ) -> None:
+        self.db = db
+        self.collections = list(collections)
+        self.publisher = publisher
+        self.metrics = metrics
+        self.poll_interval = poll_interval
+        self.batch_size = batch_size
+        self.lease_seconds = lease_seconds
+        self.owner = owner or uuid.uuid4().hex
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._lease_until = 0.0
+        self._last_gauge = 0.0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def notify(self) -> None:
+        """Tell the relay new events were written (it also polls)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(PyMongoError):
+            await self.db[LEASES_COLLECTION].delete_one({"_id": self.metrics.service, "owner": self.owner})
+
+    async def run(self) -> None:
+        backoff = self.poll_interval
+        while True:
+            try:
+                published = await self.relay_once()
+                backoff = self.poll_interval
+            except (PublishFailed, PyMongoError) as error:
+                log.warning("outbox relay waiting for the broker or store", extra={"error": repr(error)})
+                published = 0
+                backoff = min(backoff * 2, 10.0)
+            if published >= self.batch_size:
+                continue  # more is waiting
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), backoff)
+
+    # -- one pass ------------------------------------------------------------------
+
+    async def _hold_lease(self) -> bool:
+        now = time.time()
+        if self._lease_until - now > self.lease_seconds / 2:
+            return True
+        leases = self.db[LEASES_COLLECTION]
+        until = now + self.lease_seconds
+        service = self.metrics.service
+        result = await leases.update_one(
+            {"_id": service, "$or": [{"owner": self.owner}, {"until": {"$lt": now}}]},
+            {"$set": {"owner": self.owner, "until": until}},
+        )
+        if result.matched_count == 0:
+            try:
+                await leases.insert_one({"_id": service, "owner": self.owner, "until": until})
+            except DuplicateKeyError:
+                self._lease_until = 0.0
+                return False
+        self._lease_until = until
+        return True
+
+    async def relay_once(self) -> int:
+        """Publish what is pending now; returns how many events were published."""
+        if not await self._hold_lease():
+            return 0
+        total = 0
+        for name in self.collections:
+            total += await self._relay_collection(name)
+        await self._update_gauges()
+        return total
+
+    async def _relay_collection(self, name: str) -> int:
+        collection = self.db[name]
+        cursor = collection.find(
+            {PENDING_FIELD: {"$gt": 0}}, {OUTBOX_FIELD: 1}, limit=self.batch_size
+        )
+        documents = await cursor.to_list()
+        if not documents:
+            return 0
+        pending: list[tuple[Any, str, Envelope]] = []
+        for document in documents:
+            for event_id, stored in (document.get(OUTBOX_FIELD) or {}).items():
+                pending.append((document["_id"], event_id, Envelope.model_validate(stored["envelope"])))
+        pending.sort(key=lambda item: (item[2].time, item[1]))
+
+        results = await asyncio.gather(
+            *(self.publisher.publish(envelope) for _, _, envelope in pending), return_exceptions=True
+        )
+        done: list[UpdateOne] = []
+        unroutable: list[Document] = []
+        failure: BaseException | None = None
+        for (doc_id, event_id, envelope), result in zip(pending, results, strict=True):
+            if isinstance(result, UnroutableEvent):
+                unroutable.append(
+                    {"_id": event_id, "collection": name, "document_id": doc_id,
+                     "envelope": envelope.model_dump(mode="json", exclude_none=True),
+                     "returned_at": format_time(utcnow())}
+                )
+            elif isinstance(result, BaseException):
+                failure = result
+                continue
+            done.append(
+                UpdateOne(
+                    {"_id": doc_id, f"{OUTBOX_FIELD}.{event_id}": {"$exists": True}},
+                    {"$unset": {f"{OUTBOX_FIELD}.{event_id}": ""}, "$inc": {PENDING_FIELD: -1}},
+                )
+            )
+        if unroutable:
+            # Kept for inspection: counted and logged by the bus, never silently dropped.
+            for record in unroutable:
+                await self.db[UNROUTABLE_COLLECTION].replace_one({"_id": record["_id"]}, record, upsert=True)
+        if done:
+            await collection.bulk_write(done, ordered=False)
+        if failure is not None:
+            if isinstance(failure, PublishFailed | PyMongoError):
+                raise failure
+            raise PublishFailed(repr(failure)) from failure
+        return len(done)
+
+    async def _update_gauges(self, every: float = 2.0) -> None:
+        now = time.time()
+        if now - self._last_gauge < every:
+            return
+        self._last_gauge = now
+        pending = 0
+        oldest: float | None = None
+        for name in self.collections:
+            async for document in self.db[name].find({PENDING_FIELD: {"$gt": 0}}, {OUTBOX_FIELD: 1}):
+                for stored in (document.get(OUTBOX_FIELD) or {}).values():
+                    pending += 1
+                    staged = float(stored.get("staged_at", now))
+                    oldest = staged if oldest is None else min(oldest, staged)
+        service = self.metrics.service
+        self.metrics.outbox_pending.labels(service).set(pending)
+        self.metrics.outbox_oldest_age.labels(service).set(0 if oldest is None else now - oldest)
+
+
+def outbox_context(collections: Sequence[str]) -> Any:
+    """A ``cleanup_ctx`` running the relay for ``collections`` (needs the Mongo and bus contexts)."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        settings = app[keys.SETTINGS]
+        relay = OutboxRelay(
+            app[keys.MONGO_DB],
+            collections,
+            app[keys.BUS],
+            metrics=app[keys.METRICS],
+            poll_interval=settings.outbox_poll_interval,
+        )
+        app[keys.OUTBOX_RELAY] = relay
+        relay.start()
+        try:
+            yield
+        finally:
+            await relay.stop()
+
+    return context

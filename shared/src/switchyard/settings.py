@@ -1,0 +1,111 @@
+"""Typed settings shared by every service.
+
+Each service subclasses :class:`ServiceSettings`, adds its own fields and calls
+:func:`load_settings` once in its entry point. Settings are passed into
+``create_app`` explicitly; nothing reads ``os.environ`` ad hoc.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Environment = Literal["development", "test", "production"]
+
+# Values that only ever belong on a developer's machine. Outside development a
+# secret that matches one of these (or is shorter than 32 characters) stops the
+# process at start-up.
+_PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "dev", "development", "password", ""}
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service shares (DESIGN §6)."""
+
+    model_config = SettingsConfigDict(
+        env_file=None,
+        extra="ignore",
+        case_sensitive=False,
+        populate_by_name=True,
+    )
+
+    service_name: str = "switchyard"
+    environment: Environment = Field("development", validation_alias="SWITCHYARD_ENV")
+    host: str = Field("127.0.0.1", validation_alias="HOST")
+    port: int = Field(8080, ge=1, le=65535)
+
+    amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", validation_alias="AMQP_URL")
+    mongo_url: str = Field("mongodb://127.0.0.1:27017/", validation_alias="MONGO_URL")
+    mongo_database: str | None = Field(None, validation_alias="MONGO_DATABASE")
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", validation_alias="LOG_LEVEL")
+    log_format: Literal["json", "console"] = Field("json", validation_alias="LOG_FORMAT")
+
+    # Bus: the exchange name and queue prefix exist so test runs never collide.
+    bus_exchange: str = Field("switchyard.events", validation_alias="BUS_EXCHANGE")
+    bus_queue_prefix: str = Field("", validation_alias="BUS_QUEUE_PREFIX")
+    bus_retry_delays: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [1.0, 10.0, 60.0, 300.0], validation_alias="BUS_RETRY_DELAYS"
+    )
+    bus_prefetch: int = Field(32, ge=1, le=1000, validation_alias="BUS_PREFETCH")
+    # Only for throwaway namespaces (tests): queues unused this long are deleted by the broker.
+    bus_queue_expires_ms: int | None = Field(None, ge=1000, validation_alias="BUS_QUEUE_EXPIRES_MS")
+
+    outbox_poll_interval: float = Field(0.5, gt=0, validation_alias="OUTBOX_POLL_INTERVAL")
+
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="MAX_BODY_BYTES")
+    shutdown_timeout: float = Field(10.0, ge=0, validation_alias="SHUTDOWN_TIMEOUT")
+
+    @field_validator("bus_retry_delays", mode="before")
+    @classmethod
+    def _split_delays(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [float(part) for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("bus_retry_delays")
+    @classmethod
+    def _positive_delays(cls, value: list[float]) -> list[float]:
+        if not value or any(delay <= 0 for delay in value):
+            raise ValueError("retry delays must be a non-empty list of positive seconds")
+        return value
+
+    @property
+    def database_name(self) -> str:
+        return self.mongo_database or self.service_name
+
+    @model_validator(mode="after")
+    def _reject_placeholder_secrets(self) -> ServiceSettings:
+        if self.environment == "development" or self.environment == "test":
+            return self
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                raw = value.get_secret_value()
+                if raw.lower() in _PLACEHOLDER_SECRETS or len(raw) < 32:
+                    raise ValueError(
+                        f"{name} must be set to a real secret (32+ characters) outside development"
+                    )
+        return self
+
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Render a settings validation error as lines a human can act on."""
+    lines = [f"Invalid settings ({error.error_count()} problem(s)):"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "settings"
+        lines.append(f"  - {where.upper()}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(cls: type[SettingsT], **overrides: object) -> SettingsT:
+    """Build settings from the environment; on failure print why and exit with status 2."""
+    try:
+        return cls(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        print(describe_validation_error(error), file=sys.stderr)
+        raise SystemExit(2) from None
