@@ -25,3 +25,76 @@ class ThingHappenedV2(BaseModel):
     model_config = ConfigDict(extra="forbid")
     thing_id: str
     reason: str
+
+
+import asyncio  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Awaitable, Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+from switchyard.bus import Bus, Consumer, Subscription  # noqa: E402
+from switchyard.bus.inbox import Inbox  # noqa: E402
+from switchyard.envelope import Event  # noqa: E402
+from switchyard.metrics import Metrics  # noqa: E402
+
+
+def make_bus(overrides: dict[str, Any], *, url: str | None = None, service: str = "svc", retry_delays=None) -> Bus:
+    return Bus(
+        url=url or overrides["amqp_url"],
+        exchange=overrides["bus_exchange"],
+        service=service,
+        metrics=Metrics(service),
+        queue_prefix=overrides["bus_queue_prefix"],
+        retry_delays=retry_delays or overrides["bus_retry_delays"],
+        queue_expires_ms=overrides["bus_queue_expires_ms"],
+        publish_timeout=15.0,
+    )
+
+
+class Recorder:
+    """A handler that records what it received and can be told to fail."""
+
+    def __init__(self, fail_times: int = 0, always_fail: bool = False) -> None:
+        self.events: list[Event[Any]] = []
+        self.times: list[float] = []
+        self.fail_times = fail_times
+        self.always_fail = always_fail
+        self.arrived = asyncio.Condition()
+
+    async def __call__(self, event: Event[Any]) -> None:
+        self.times.append(time.monotonic())
+        self.events.append(event)
+        async with self.arrived:
+            self.arrived.notify_all()
+        if self.always_fail or len(self.events) <= self.fail_times:
+            raise RuntimeError(f"induced failure on delivery {len(self.events)}")
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> None:
+        async def enough() -> None:
+            async with self.arrived:
+                await self.arrived.wait_for(lambda: len(self.events) >= count)
+
+        await asyncio.wait_for(enough(), timeout)
+
+
+async def start_consumer(
+    bus: Bus,
+    name: str,
+    patterns: tuple[str, ...],
+    handler: Callable[[Event[Any]], Awaitable[None]],
+    *,
+    inbox: Inbox | None = None,
+) -> Consumer:
+    consumer = Consumer(bus, Subscription(name, patterns, handler), inbox=inbox, catalog=TEST_CATALOG)
+    await consumer.start()
+    return consumer
+
+
+async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if await predicate():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)

@@ -22,12 +22,14 @@ from switchyard.logging import configure_logging
 from switchyard.mongo.embedded import EmbeddedMongo
 from switchyard.testing.servers import AppServer, docker_available
 from switchyard.testing.smtp import SmtpSink
+from switchyard.tracing import configure_tracing
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     configure_logging("tests", os.environ.get("LOG_LEVEL", "INFO"), "console")
+    configure_tracing("tests")  # a real provider, so trace context propagates as in services
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,1 @@
+"""Development tools: the `make run` launcher and the local mail sink."""

@@ -1,0 +1,180 @@
+"""The outbox relay on the embedded store and the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from switchyard.bus.inbox import Inbox
+from switchyard.envelope import new_envelope
+from switchyard.outbox import OUTBOX_FIELD, PENDING_FIELD, UNROUTABLE_COLLECTION, OutboxRelay, stage_events, with_events
+from switchyard.testing import TcpProxy
+
+from ..support import TEST_CATALOG, Recorder, ThingHappened, eventually, make_bus, start_consumer
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("broker_cleanup")]
+
+
+def thing(thing_id: str, amount: int = 0):
+    return new_envelope(ThingHappened(thing_id=thing_id, amount=amount), service="svc", catalog=TEST_CATALOG)
+
+
+@pytest.fixture
+async def bus(settings_overrides):
+    bus = make_bus(settings_overrides)
+    await bus.connect()
+    yield bus
+    await bus.close()
+
+
+def relay_for(mongo_db, publisher, **kwargs) -> OutboxRelay:
+    return OutboxRelay(mongo_db, ["things"], publisher, metrics=publisher.metrics, poll_interval=0.1, **kwargs)
+
+
+async def pending(mongo_db) -> int:
+    total = 0
+    async for doc in mongo_db["things"].find({}, {PENDING_FIELD: 1, OUTBOX_FIELD: 1}):
+        assert doc.get(PENDING_FIELD, 0) == len(doc.get(OUTBOX_FIELD) or {})
+        total += doc.get(PENDING_FIELD, 0)
+    return total
+
+
+async def test_state_and_events_are_one_write(mongo_db):
+    first, second = thing("a", 1), thing("a", 2)
+    await mongo_db["things"].insert_one(with_events({"_id": "a", "amount": 1}, [first]))
+    await mongo_db["things"].update_one({"_id": "a"}, stage_events({"$set": {"amount": 2}}, [second]))
+    doc = await mongo_db["things"].find_one({"_id": "a"})
+    assert doc["amount"] == 2
+    assert set(doc[OUTBOX_FIELD]) == {first.id, second.id}
+    assert doc[PENDING_FIELD] == 2
+
+
+async def test_killed_after_write_before_publish_publishes_once_after_restart(
+    bus, settings_overrides, mongo_url, mongo_db
+):
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).with_name("proc_writer.py")),
+        json.dumps({"mongo_url": mongo_url, "db": mongo_db.name}),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    event_id = (await writer.stdout.readline()).decode().strip()
+    assert await writer.wait() == -9  # died by SIGKILL right after the write
+    assert await pending(mongo_db) == 1
+
+    recorder = Recorder()
+    consumer = await start_consumer(bus, "after_crash", ("test.thing.happened",), recorder)
+    relay = relay_for(mongo_db, bus)  # "after restart"
+    relay.start()
+    await recorder.wait_for(1)
+    await eventually(lambda: _zero(mongo_db))
+    await asyncio.sleep(0.5)
+    assert [e.id for e in recorder.events] == [event_id]
+    assert (await mongo_db["things"].find_one({"_id": "crash"}))["amount"] == 5
+    await relay.stop()
+    await consumer.stop()
+
+
+async def _zero(mongo_db) -> bool:
+    return await pending(mongo_db) == 0
+
+
+async def test_relay_waits_while_broker_is_down_then_catches_up(settings_overrides, mongo_db):
+    proxy = await TcpProxy("127.0.0.1", 5672).start()
+    url = settings_overrides["amqp_url"].replace("127.0.0.1:5672", f"127.0.0.1:{proxy.port}")
+    relay_bus = make_bus(settings_overrides, url=url)
+    relay_bus.publish_timeout = 1.0
+    await relay_bus.connect()
+    listener = make_bus(settings_overrides, service="sub")
+    await listener.connect()
+    recorder = Recorder()
+    consumer = await start_consumer(listener, "catch_up", ("test.thing.happened",), recorder)
+    relay = relay_for(mongo_db, relay_bus)
+    relay.start()
+
+    await proxy.cut()
+    events = [thing(f"d{n}", n) for n in range(5)]
+    for n, envelope in enumerate(events):
+        await mongo_db["things"].insert_one(with_events({"_id": f"d{n}", "amount": n}, [envelope]))
+    relay.notify()
+    await asyncio.sleep(2.5)
+    assert recorder.events == []
+    assert await pending(mongo_db) == 5  # kept, not dropped
+
+    await proxy.restore()
+    await recorder.wait_for(5, timeout=30)
+    await eventually(lambda: _zero(mongo_db), timeout=10)
+    assert sorted(e.id for e in recorder.events) == sorted(e.id for e in events)
+    await relay.stop()
+    await consumer.stop()
+    await listener.close()
+    await relay_bus.close()
+    await proxy.close()
+
+
+async def test_crash_between_publish_and_mark_is_deduplicated_by_the_inbox(bus, mongo_db):
+    recorder = Recorder()
+    inbox = Inbox(mongo_db["inbox"], owner="t")
+    consumer = await start_consumer(bus, "twice", ("test.thing.happened",), recorder, inbox=inbox)
+    envelope = thing("m")
+    await mongo_db["things"].insert_one(with_events({"_id": "m"}, [envelope]))
+    await bus.publish(envelope)  # the relay got this far, then "crashed" before marking it sent
+    relay = relay_for(mongo_db, bus)
+    assert await relay.relay_once() == 1  # after restart it is published again …
+    await recorder.wait_for(1)
+    await asyncio.sleep(0.5)
+    assert [e.id for e in recorder.events] == [envelope.id]  # … and handled once
+    assert await pending(mongo_db) == 0
+    await consumer.stop()
+
+
+async def test_unroutable_event_is_kept_aside_not_dropped(bus, mongo_db):
+    envelope = thing("lonely")  # no queue is bound in this namespace
+    await mongo_db["things"].insert_one(with_events({"_id": "lonely"}, [envelope]))
+    relay = relay_for(mongo_db, bus)
+    await relay.relay_once()
+    assert await pending(mongo_db) == 0
+    kept = await mongo_db[UNROUTABLE_COLLECTION].find_one({"_id": envelope.id})
+    assert kept["envelope"]["type"] == "test.thing.happened"
+    assert bus.metrics.events_unroutable.labels("svc", "test.thing.happened")._value.get() == 1
+
+
+async def test_two_relays_publish_each_event_once(settings_overrides, mongo_db):
+    buses = [make_bus(settings_overrides) for _ in range(2)]
+    for b in buses:
+        await b.connect()
+    listener = make_bus(settings_overrides, service="sub")
+    await listener.connect()
+    recorder = Recorder()
+    consumer = await start_consumer(listener, "pair", ("test.thing.happened",), recorder)
+    relays = [relay_for(mongo_db, b) for b in buses]
+    for relay in relays:
+        relay.start()
+    events = [thing(f"p{n}", n) for n in range(40)]
+    for n, envelope in enumerate(events):
+        await mongo_db["things"].insert_one(with_events({"_id": f"p{n}"}, [envelope]))
+        relays[n % 2].notify()
+    await recorder.wait_for(40, timeout=30)
+    await eventually(lambda: _zero(mongo_db))
+    await asyncio.sleep(0.5)
+    assert len(recorder.events) == 40  # one relay held the lease; nothing published twice
+    published = sum(b.metrics.events_published.labels("svc", "test.thing.happened")._value.get() for b in buses)
+    assert published == 40
+    for relay in relays:
+        await relay.stop()
+    await consumer.stop()
+    await listener.close()
+    for b in buses:
+        await b.close()
+
+
+async def test_pending_gauge_reports_count_and_age(bus, mongo_db):
+    await mongo_db["things"].insert_one(with_events({"_id": "g"}, [thing("g1"), thing("g2")]))
+    relay = relay_for(mongo_db, bus)
+    await relay._update_gauges(every=0)
+    assert bus.metrics.outbox_pending.labels("svc")._value.get() == 2
+    assert bus.metrics.outbox_oldest_age.labels("svc")._value.get() >= 0
