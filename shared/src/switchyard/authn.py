@@ -98,7 +98,7 @@ def authn_middleware(verifier: TokenVerifier | None = None) -> Any:
 
 def current_identity(request: web.Request) -> Identity:
     """The caller's identity; 401 when the request carried no valid token."""
-    identity = request.get(IDENTITY)
+    identity: Identity | None = request.get(IDENTITY)
     if identity is None:
         raise unauthorized("This endpoint needs an access token.")
     return identity
@@ -112,7 +112,9 @@ def require_roles(*roles: str) -> Callable[[Handler], Handler]:
         async def wrapper(request: web.Request) -> web.StreamResponse:
             identity = current_identity(request)
             if roles and not identity.has_role(*roles):
-                raise Problem(403, "Your account lacks the role this action needs.", slug="forbidden")
+                raise Problem(
+                    403, "Your account lacks the role this action needs.", slug="forbidden"
+                )
             return await handler(request)
 
         return wrapper
@@ -132,7 +134,7 @@ def check_roles(identity: Identity, *roles: str) -> None:
 async def socketio_identity(
     verifier: TokenVerifier, environ: Mapping[str, Any], auth: Any
 ) -> Identity:
-    """Authenticate a Socket.IO ``connect``: token from ``auth["token"]`` or the Authorization header.
+    """Authenticate a Socket.IO ``connect`` (token in ``auth["token"]`` or an Authorization header).
 
     Raises ``socketio.exceptions.ConnectionRefusedError("unauthorized", {"reason": ...})``;
     the client's ``connect_error`` gets ``{"message": "unauthorized", "data": {"reason": ...}}``.

@@ -35,7 +35,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import aiohttp
 from cryptography.exceptions import InvalidSignature
@@ -108,9 +108,13 @@ def _compact_json(value: Mapping[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
 
-def encode_jwt(header: Mapping[str, Any], claims: Mapping[str, Any], private_key: Ed25519PrivateKey) -> str:
+def encode_jwt(
+    header: Mapping[str, Any], claims: Mapping[str, Any], private_key: Ed25519PrivateKey
+) -> str:
     """Sign ``claims`` under ``header`` with Ed25519 (``header`` should say ``alg: EdDSA``)."""
-    signing_input = b64url_encode(_compact_json(header)) + "." + b64url_encode(_compact_json(claims))
+    signing_input = (
+        b64url_encode(_compact_json(header)) + "." + b64url_encode(_compact_json(claims))
+    )
     signature = private_key.sign(signing_input.encode("ascii"))
     return signing_input + "." + b64url_encode(signature)
 
@@ -176,7 +180,11 @@ def keys_from_jwks(
             log.warning("skipping a JWK with a key of the wrong length", extra={"kid": kid})
             continue
         old = previous.get(kid)
-        out[kid] = old if old is not None and public_key_bytes(old) == raw else Ed25519PublicKey.from_public_bytes(raw)
+        out[kid] = (
+            old
+            if old is not None and public_key_bytes(old) == raw
+            else Ed25519PublicKey.from_public_bytes(raw)
+        )
     return out
 
 
@@ -212,7 +220,9 @@ class TokenSigner:
         self.lifetime = lifetime
         self.clock = clock
 
-    def issue(self, subject: str, roles: Iterable[str], *, extra: Mapping[str, Any] | None = None) -> IssuedToken:
+    def issue(
+        self, subject: str, roles: Iterable[str], *, extra: Mapping[str, Any] | None = None
+    ) -> IssuedToken:
         now = int(self.clock())
         expires = now + int(self.lifetime)
         jti = secrets.token_urlsafe(16)
@@ -341,7 +351,9 @@ class JwksKeys:
         try:
             await self.refresh()
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-            log.warning("JWKS not available yet; will retry", extra={"url": self.url, "error": repr(error)})
+            log.warning(
+                "JWKS not available yet; will retry", extra={"url": self.url, "error": repr(error)}
+            )
         self._loop_task = asyncio.create_task(self._refresh_loop(), name="jwks-refresh")
 
     async def close(self) -> None:
@@ -366,7 +378,9 @@ class JwksKeys:
             raise RuntimeError("JwksKeys.start() was not called")
         self._last_attempt = self.clock()
         self.fetches += 1
-        async with self._session.get(self.url, timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
+        async with self._session.get(
+            self.url, timeout=aiohttp.ClientTimeout(total=self.timeout)
+        ) as response:
             response.raise_for_status()
             document = await response.json(content_type=None)
         keys = keys_from_jwks(document, previous=self._keys)
@@ -375,7 +389,9 @@ class JwksKeys:
         added, removed = set(keys) - set(self._keys), set(self._keys) - set(keys)
         self._keys = keys
         if added or removed:
-            log.info("signing keys updated", extra={"added": sorted(added), "removed": sorted(removed)})
+            log.info(
+                "signing keys updated", extra={"added": sorted(added), "removed": sorted(removed)}
+            )
 
     async def _refresh_loop(self) -> None:
         backoff = 1.0
@@ -386,7 +402,9 @@ class JwksKeys:
                 await self.refresh()
                 backoff, delay = 1.0, self.refresh_interval
             except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-                log.warning("JWKS refresh failed; keeping the keys we have", extra={"error": repr(error)})
+                log.warning(
+                    "JWKS refresh failed; keeping the keys we have", extra={"error": repr(error)}
+                )
                 delay = backoff
                 backoff = min(backoff * 2, self.refresh_interval)
 
@@ -447,10 +465,14 @@ class TokenVerifier:
         self.audience = audience
         self.leeway = leeway
         self.clock = clock
-        self.keys: KeySource = keys if keys is not None else JwksKeys(
-            jwks_url,  # type: ignore[arg-type]
-            refresh_interval=refresh_interval,
-            unknown_kid_cooldown=unknown_kid_cooldown,
+        self.keys: KeySource = (
+            keys
+            if keys is not None
+            else JwksKeys(
+                jwks_url,  # type: ignore[arg-type]
+                refresh_interval=refresh_interval,
+                unknown_kid_cooldown=unknown_kid_cooldown,
+            )
         )
         self._headers: dict[str, str] = {}
 
@@ -513,7 +535,9 @@ class TokenVerifier:
         if b64url_encode(signature) != signature_segment:
             raise InvalidToken("malformed", "the signature is not canonical base64url")
         try:
-            key.verify(signature, token[: len(header_segment) + 1 + len(payload_segment)].encode("ascii"))
+            key.verify(
+                signature, token[: len(header_segment) + 1 + len(payload_segment)].encode("ascii")
+            )
         except InvalidSignature:
             raise InvalidToken("bad-signature", "the token signature does not verify") from None
         try:
@@ -525,7 +549,7 @@ class TokenVerifier:
         return self._identity(claims)
 
     async def verify_async(self, token: str) -> Identity:
-        """Like :meth:`verify`, but an unknown ``kid`` waits for one JWKS refetch (with cooldown)."""
+        """As :meth:`verify`; an unknown ``kid`` waits for one JWKS refetch (with cooldown)."""
         try:
             return self.verify(token)
         except InvalidToken as error:
@@ -540,18 +564,18 @@ class TokenVerifier:
         now = self.clock()
         leeway = self.leeway
         exp = claims.get("exp")
-        if type(exp) not in (int, float):
+        if not _is_number(exp):
             raise InvalidToken("missing-claim", "the token has no numeric exp")
         if now > exp + leeway:
             raise InvalidToken("expired", "the token has expired")
         nbf = claims.get("nbf")
         if nbf is not None:
-            if type(nbf) not in (int, float):
+            if not _is_number(nbf):
                 raise InvalidToken("malformed", "nbf is not numeric")
             if now + leeway < nbf:
                 raise InvalidToken("not-yet-valid", "the token is not valid yet")
         iat = claims.get("iat")
-        if type(iat) not in (int, float):
+        if not _is_number(iat):
             raise InvalidToken("missing-claim", "the token has no numeric iat")
         if now + leeway < iat:
             raise InvalidToken("not-yet-valid", "the token was issued in the future")
@@ -577,6 +601,10 @@ class TokenVerifier:
             issued_at=iat,
             claims=claims,
         )
+
+
+def _is_number(value: Any) -> TypeGuard[float]:
+    return type(value) is int or type(value) is float  # bool is not a timestamp
 
 
 def generate_signing_key() -> tuple[str, Ed25519PrivateKey]:

@@ -9,7 +9,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-
 from switchyard.authn import (
     IDENTITY,
     authn_middleware,
@@ -95,7 +94,9 @@ async def test_jwks_keys_fetch_cooldown_and_removal(jwks) -> None:  # type: igno
         assert jwks.fetches == 2
 
         # A storm of unknown kids within the cooldown does not hammer the JWKS endpoint.
-        junk = TokenSigner(generate_signing_key()[1], "junk", issuer=ISSUER, audience=AUDIENCE).issue("x", [])
+        junk = TokenSigner(
+            generate_signing_key()[1], "junk", issuer=ISSUER, audience=AUDIENCE
+        ).issue("x", [])
         for _ in range(20):
             with pytest.raises(InvalidToken):
                 await verifier.verify_async(junk.token)
@@ -122,7 +123,9 @@ async def test_jwks_sync_verify_schedules_background_refetch(jwks) -> None:  # t
     kid1, key1 = generate_signing_key()
     kid2, key2 = generate_signing_key()
     jwks.keys = {kid1: key1.public_key()}
-    verifier = TokenVerifier(jwks_url=jwks.url, issuer=ISSUER, audience=AUDIENCE, unknown_kid_cooldown=0)
+    verifier = TokenVerifier(
+        jwks_url=jwks.url, issuer=ISSUER, audience=AUDIENCE, unknown_kid_cooldown=0
+    )
     async with verifier:
         jwks.keys[kid2] = key2.public_key()
         token = TokenSigner(key2, kid2, issuer=ISSUER, audience=AUDIENCE).issue("u2", [])
@@ -164,7 +167,9 @@ def signing() -> tuple[str, Any]:
 @pytest.fixture
 async def protected_app(start_app, signing):  # type: ignore[no-untyped-def]
     kid, private = signing
-    verifier = TokenVerifier(keys=StaticKeys({kid: private.public_key()}), issuer=ISSUER, audience=AUDIENCE)
+    verifier = TokenVerifier(
+        keys=StaticKeys({kid: private.public_key()}), issuer=ISSUER, audience=AUDIENCE
+    )
     app = new_app(ServiceSettings(environment="test", service_name="demo"))
     app.middlewares.append(authn_middleware(verifier))
 
@@ -194,7 +199,11 @@ async def test_middleware_and_decorators(protected_app) -> None:  # type: ignore
     customer = signer.issue("c1", ["customer"]).token
     admin = signer.issue("a1", ["admin"]).token
     other_kid, other_key = generate_signing_key()
-    forged = TokenSigner(other_key, signer.kid, issuer=ISSUER, audience=AUDIENCE).issue("a1", ["admin"]).token
+    forged = (
+        TokenSigner(other_key, signer.kid, issuer=ISSUER, audience=AUDIENCE)
+        .issue("a1", ["admin"])
+        .token
+    )
 
     async with aiohttp.ClientSession(server.url) as http:
 
@@ -226,8 +235,12 @@ async def test_socketio_identity(signing) -> None:  # type: ignore[no-untyped-de
     from socketio.exceptions import ConnectionRefusedError as Refused
 
     kid, private = signing
-    verifier = TokenVerifier(keys=StaticKeys({kid: private.public_key()}), issuer=ISSUER, audience=AUDIENCE)
-    token = TokenSigner(private, kid, issuer=ISSUER, audience=AUDIENCE).issue("u1", ["customer"]).token
+    verifier = TokenVerifier(
+        keys=StaticKeys({kid: private.public_key()}), issuer=ISSUER, audience=AUDIENCE
+    )
+    token = (
+        TokenSigner(private, kid, issuer=ISSUER, audience=AUDIENCE).issue("u1", ["customer"]).token
+    )
     assert (await socketio_identity(verifier, {}, {"token": token})).user_id == "u1"
     environ = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
     assert (await socketio_identity(verifier, environ, None)).user_id == "u1"
@@ -240,7 +253,9 @@ async def test_socketio_identity(signing) -> None:  # type: ignore[no-untyped-de
 
 def test_check_roles() -> None:
     kid, private = generate_signing_key()
-    verifier = TokenVerifier(keys=StaticKeys({kid: private.public_key()}), issuer=ISSUER, audience=AUDIENCE)
+    verifier = TokenVerifier(
+        keys=StaticKeys({kid: private.public_key()}), issuer=ISSUER, audience=AUDIENCE
+    )
     identity = verifier.verify(
         TokenSigner(private, kid, issuer=ISSUER, audience=AUDIENCE).issue("u", ["customer"]).token
     )

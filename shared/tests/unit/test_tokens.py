@@ -9,7 +9,6 @@ import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from switchyard.tokens import (
     Identity,
     InvalidToken,
@@ -95,7 +94,9 @@ def test_signer_token_verifies_to_identity(verifier: TokenVerifier, key, clock: 
         expires_at=NOW + 900,
         issued_at=NOW,
     )
-    assert identity.is_admin and identity.has_role("contractor") and not identity.has_role("customer")
+    assert (
+        identity.is_admin and identity.has_role("contractor") and not identity.has_role("customer")
+    )
     assert identity.claims["iss"] == ISSUER
 
 
@@ -174,7 +175,9 @@ def test_not_yet_valid(verifier: TokenVerifier, key) -> None:
         ({"roles": [1]}, "malformed"),
     ],
 )
-def test_claim_checks(verifier: TokenVerifier, key, override: dict[str, object], expected: str) -> None:
+def test_claim_checks(
+    verifier: TokenVerifier, key, override: dict[str, object], expected: str
+) -> None:
     kid, private = key
     assert reason(verifier, encode_jwt(header(kid), claims(**override), private)) == expected
 
@@ -189,7 +192,9 @@ def test_claim_checks(verifier: TokenVerifier, key, override: dict[str, object],
         ({"crit": ["exp"]}, "unsupported-header"),
     ],
 )
-def test_header_checks(verifier: TokenVerifier, key, override: dict[str, object], expected: str) -> None:
+def test_header_checks(
+    verifier: TokenVerifier, key, override: dict[str, object], expected: str
+) -> None:
     kid, private = key
     assert reason(verifier, encode_jwt(header(kid, **override), claims(), private)) == expected
 
@@ -252,8 +257,9 @@ def test_jwks_round_trip_and_thumbprint(key) -> None:
     document = jwks_document({kid: private.public_key()})
     document["keys"].append({"kty": "RSA", "kid": "rsa", "n": "x", "e": "AQAB"})
     document["keys"].append({"kty": "OKP", "crv": "Ed25519", "kid": "short", "x": "AAAA"})
-    document["keys"].append({"kty": "OKP", "crv": "Ed25519", "kid": "enc", "use": "enc",
-                             "x": document["keys"][0]["x"]})
+    document["keys"].append(
+        {"kty": "OKP", "crv": "Ed25519", "kid": "enc", "use": "enc", "x": document["keys"][0]["x"]}
+    )
     parsed = keys_from_jwks(document)
     assert list(parsed) == [kid]
     # An unchanged key keeps its object, so a refresh does not rebuild keys.
@@ -266,7 +272,6 @@ def test_jwks_round_trip_and_thumbprint(key) -> None:
 def test_rfc8037_thumbprint_vector() -> None:
     # RFC 8037 appendix A.3: the thumbprint of the example Ed25519 public key.
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     from switchyard.tokens import b64url_decode
 
     public = Ed25519PublicKey.from_public_bytes(
@@ -284,7 +289,9 @@ def test_verifier_needs_exactly_one_key_source() -> None:
 
 def test_real_clock_default(key) -> None:
     kid, private = key
-    verifier = TokenVerifier(keys=StaticKeys({kid: private.public_key()}), issuer=ISSUER, audience=AUDIENCE)
+    verifier = TokenVerifier(
+        keys=StaticKeys({kid: private.public_key()}), issuer=ISSUER, audience=AUDIENCE
+    )
     token = TokenSigner(private, kid, issuer=ISSUER, audience=AUDIENCE).issue("u", [])
     identity = verifier.verify(token.token)
     assert identity.roles == frozenset()
