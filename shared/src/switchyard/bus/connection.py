@@ -126,9 +126,15 @@ class Bus:
         )
 
     async def ping(self) -> None:
-        """Readiness: raises while the broker is unreachable."""
-        if not self.connected:
+        """Readiness: raises while the broker is unreachable.
+
+        A round trip (passive declare of the exchange) catches a silently dead
+        connection that the heartbeat has not noticed yet.
+        """
+        if not self.connected or self._channel is None:
             raise ConnectionError("the broker connection is down")
+        underlay = await asyncio.wait_for(self._channel.get_underlay_channel(), 1.5)
+        await asyncio.wait_for(underlay.exchange_declare(exchange=self.exchange_name, passive=True), 1.5)
 
     def queue_name(self, handler: str) -> str:
         return f"{self.queue_prefix}{self.service}.{handler}"
