@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import enum
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from switchyard.envelope import Envelope, utcnow
+from switchyard.envelope import Envelope
 from switchyard.mongo.client import Document, Index, asc
 
 INBOX_COLLECTION = "inbox"
@@ -30,7 +30,7 @@ class Claim(enum.Enum):
 
 def inbox_indexes(collection: str = INBOX_COLLECTION) -> list[Index]:
     return [
-        Index(collection, asc("done_at"), expire_after_seconds=int(KEEP_DONE_FOR.total_seconds())),
+        Index(collection, asc("done.at"), expire_after_seconds=int(KEEP_DONE_FOR.total_seconds())),
     ]
 
 
@@ -67,7 +67,10 @@ class Inbox:
 
     async def complete(self, key: str) -> None:
         await self.collection.update_one(
-            {"_id": key}, {"$set": {"status": "done", "done_at": utcnow()}, "$unset": {"lease_until": ""}}
+            {"_id": key},
+            # The date goes in a sub-document: a bare datetime $set in an update is stored
+            # as a string by the embedded server (see the store contract tests).
+            {"$set": {"status": "done", "done": {"at": datetime.now(UTC)}}, "$unset": {"lease_until": ""}},
         )
 
     async def release(self, key: str) -> None:

@@ -1,0 +1,208 @@
+"""Event contracts generated from the code: JSON Schemas and an AsyncAPI 3.0 document.
+
+    switchyard-contracts export   write contracts/events/ from the event catalog
+    switchyard-contracts check    exit 1 (with a diff summary) when contracts/ and code differ
+
+The committed files are what other teams read; a test runs ``check`` so code and
+contracts never drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from switchyard.envelope import CATALOG, HEADER_ATTRIBUTES, HEADER_PREFIX, Envelope, EventCatalog, EventSpec
+
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+EXCHANGE = "switchyard.events"
+
+
+def _load_all_events() -> None:
+    import switchyard.events  # noqa: F401  (registers every event type)
+
+
+def data_schema(spec: EventSpec) -> dict[str, Any]:
+    schema = spec.model.model_json_schema(mode="serialization")
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "$id": spec.dataschema,
+        "title": f"{spec.type} v{spec.version}",
+        "description": spec.description,
+        **{k: v for k, v in schema.items() if k not in ("title", "description")},
+    }
+
+
+def envelope_schema() -> dict[str, Any]:
+    schema = Envelope.model_json_schema(mode="serialization")
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "$id": "https://switchyard.dev/contracts/events/envelope.json",
+        "title": "Switchyard event envelope (CloudEvents 1.0, structured JSON)",
+        **{k: v for k, v in schema.items() if k != "title"},
+    }
+
+
+def _message_name(spec: EventSpec) -> str:
+    return f"{spec.type}.v{spec.version}"
+
+
+def asyncapi(specs: Iterable[EventSpec]) -> dict[str, Any]:
+    specs = list(specs)
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    schemas: dict[str, Any] = {"Envelope": {"$ref": "envelope.json"}}
+    headers_schema = {
+        "type": "object",
+        "properties": {HEADER_PREFIX + name: {"type": "string"} for name in HEADER_ATTRIBUTES},
+        "required": [HEADER_PREFIX + n for n in ("specversion", "id", "source", "type", "time", "dataschema")],
+    }
+    for spec in specs:
+        name = _message_name(spec)
+        schema_file = f"{spec.type}.v{spec.version}.json"
+        messages[name] = {
+            "name": spec.type,
+            "title": f"{spec.type} v{spec.version}",
+            "summary": spec.description,
+            "contentType": "application/cloudevents+json",
+            "headers": headers_schema,
+            "payload": {
+                "allOf": [
+                    {"$ref": "envelope.json"},
+                    {
+                        "type": "object",
+                        "properties": {
+                            "type": {"const": spec.type},
+                            "dataschema": {"const": spec.dataschema},
+                            "data": {"$ref": schema_file},
+                        },
+                    },
+                ]
+            },
+        }
+        channel = channels.setdefault(
+            spec.type,
+            {
+                "address": spec.type,
+                "description": f"Routing key {spec.type} on the {EXCHANGE} topic exchange.",
+                "messages": {},
+                "bindings": {
+                    "amqp": {
+                        "is": "routingKey",
+                        "exchange": {"name": EXCHANGE, "type": "topic", "durable": True, "autoDelete": False, "vhost": "/"},
+                        "bindingVersion": "0.3.0",
+                    }
+                },
+            },
+        )
+        channel["messages"][name] = {"$ref": f"#/components/messages/{name}"}
+        operation = operations.setdefault(
+            f"{spec.producer}.publish.{spec.type}",
+            {
+                "action": "send",
+                "title": f"{spec.producer} publishes {spec.type}",
+                "channel": {"$ref": f"#/channels/{spec.type}"},
+                "messages": [],
+                "bindings": {"amqp": {"deliveryMode": 2, "mandatory": True, "bindingVersion": "0.3.0"}},
+            },
+        )
+        operation["messages"].append({"$ref": f"#/channels/{spec.type}/messages/{name}"})
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Switchyard events",
+            "version": "1.0.0",
+            "description": (
+                "Events between Switchyard services. Every message is a CloudEvents 1.0 envelope "
+                "(structured JSON) whose `data` follows the schema named by `dataschema`; the "
+                "attributes also travel as `cloudEvents_<name>` AMQP headers. Persistent, "
+                "published with confirms and `mandatory`; consumers own quorum queues "
+                "`<service>.<handler>` with retry tiers and a DLQ."
+            ),
+        },
+        "defaultContentType": "application/cloudevents+json",
+        "servers": {
+            "rabbitmq": {"host": "localhost:5672", "protocol": "amqp", "protocolVersion": "0.9.1"},
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages, "schemas": schemas},
+    }
+
+
+def render(catalog: EventCatalog = CATALOG) -> dict[str, str]:
+    """Every contract file under ``contracts/events/``, path → content."""
+    _load_all_events()
+    files: dict[str, str] = {}
+    specs = list(catalog)
+    for spec in specs:
+        files[f"{spec.type}.v{spec.version}.json"] = json.dumps(data_schema(spec), indent=2, sort_keys=True) + "\n"
+    files["envelope.json"] = json.dumps(envelope_schema(), indent=2, sort_keys=True) + "\n"
+    files["asyncapi.yaml"] = yaml.safe_dump(asyncapi(specs), sort_keys=False, width=100, allow_unicode=True)
+    return files
+
+
+def export(directory: Path) -> list[str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    files = render()
+    for stale in directory.glob("*"):
+        if stale.is_file() and stale.name not in files:
+            stale.unlink()
+    for name, content in files.items():
+        (directory / name).write_text(content)
+    return sorted(files)
+
+
+def check(directory: Path) -> list[str]:
+    """Differences between the committed contracts and the code (empty when in sync)."""
+    problems = []
+    files = render()
+    present = {p.name for p in directory.glob("*") if p.is_file()} if directory.exists() else set()
+    for name in sorted(present - set(files)):
+        problems.append(f"{name}: committed but no longer produced by the code")
+    for name, content in sorted(files.items()):
+        path = directory / name
+        if not path.exists():
+            problems.append(f"{name}: missing — run `make contracts`")
+            continue
+        committed = path.read_text()
+        if committed != content:
+            diff = difflib.unified_diff(committed.splitlines(), content.splitlines(), "committed", "code", lineterm="", n=1)
+            problems.append(f"{name}: differs from the code — run `make contracts`\n" + "\n".join(list(diff)[:40]))
+    return problems
+
+
+def default_directory() -> Path:
+    here = Path.cwd()
+    for candidate in (here, *here.parents):
+        if (candidate / "contracts").is_dir() and (candidate / "shared").is_dir():
+            return candidate / "contracts" / "events"
+    return here / "contracts" / "events"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="switchyard-contracts")
+    parser.add_argument("command", choices=["export", "check"])
+    parser.add_argument("--dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    directory = args.dir or default_directory()
+    if args.command == "export":
+        for name in export(directory):
+            print(directory / name)
+        return
+    problems = check(directory)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    raise SystemExit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Store contract: every query and update shape Switchyard relies on, pinned.
+
+Runs against the embedded MongoDB-wire server (nx-27017) by default and against
+a real MongoDB when ``MONGO_URL`` is set or a Docker engine answers. A new shape
+enters the code together with a test here (services add theirs in
+``services/<name>/tests/store/``). Shapes DESIGN §2 lists as wrong on the
+embedded server are never used, so they have no test here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import DuplicateKeyError
+
+from switchyard.mongo import Index, ensure_indexes
+from switchyard.mongo.client import asc
+
+pytestmark = pytest.mark.integration
+
+
+async def test_single_document_inc_is_exact_under_concurrency(mongo_db):
+    col = mongo_db["counters"]
+    await col.insert_one({"_id": "c", "n": 0, "nested": {"n": 0}})
+    await asyncio.gather(*(col.update_one({"_id": "c"}, {"$inc": {"n": 1, "nested.n": 2}}) for _ in range(200)))
+    doc = await col.find_one({"_id": "c"})
+    assert doc["n"] == 200 and doc["nested"]["n"] == 400
+
+
+async def test_guarded_decrement_never_goes_negative(mongo_db):
+    col = mongo_db["wallets"]
+    await col.insert_one({"_id": "w", "balance": 100})
+
+    async def spend() -> int:
+        result = await col.update_one({"_id": "w", "balance": {"$gte": 30}}, {"$inc": {"balance": -30}})
+        return result.modified_count
+
+    spent = sum(await asyncio.gather(*(spend() for _ in range(10))))
+    assert spent == 3
+    assert (await col.find_one({"_id": "w"}))["balance"] == 10
+
+
+async def test_map_field_set_exists_unset_with_counter(mongo_db):
+    """The outbox shape: $set of a sub-document under a map key, $inc counter, guarded $unset."""
+    col = mongo_db["things"]
+    await col.insert_one({"_id": "a", "outbox": {"e1": {"envelope": {"id": "e1"}, "staged_at": 1.0}}, "outbox_pending": 1})
+    await col.update_one(
+        {"_id": "a"},
+        {"$set": {"state": "x", "outbox.e2": {"envelope": {"id": "e2", "data": {"k": [1, 2]}}, "staged_at": 2.0}},
+         "$inc": {"outbox_pending": 1}},
+    )
+    doc = await col.find_one({"_id": "a"})
+    assert doc["outbox"]["e2"]["envelope"]["data"] == {"k": [1, 2]}  # a real sub-document, not a string
+    assert doc["outbox_pending"] == 2
+    assert await col.count_documents({"outbox.e2": {"$exists": True}}) == 1
+    guard = {"_id": "a", "outbox.e1": {"$exists": True}}
+    mark = {"$unset": {"outbox.e1": ""}, "$inc": {"outbox_pending": -1}}
+    assert (await col.update_one(guard, mark)).modified_count == 1
+    assert (await col.update_one(guard, mark)).modified_count == 0  # a second relay changes nothing
+    doc = await col.find_one({"_id": "a"})
+    assert set(doc["outbox"]) == {"e2"} and doc["outbox_pending"] == 1
+
+
+async def test_find_gt_with_projection_and_limit(mongo_db):
+    col = mongo_db["things"]
+    await col.insert_many([{"_id": f"d{n}", "outbox_pending": n % 3, "outbox": {}, "big": "x" * 100} for n in range(9)])
+    docs = await col.find({"outbox_pending": {"$gt": 0}}, {"outbox": 1}, limit=4).to_list()
+    assert len(docs) == 4
+    assert all(set(d) == {"_id", "outbox"} for d in docs)
+    assert await col.count_documents({"outbox_pending": {"$gt": 0}}) == 6
+
+
+async def test_unordered_bulk_write_of_guarded_updates(mongo_db):
+    col = mongo_db["things"]
+    await col.insert_many([{"_id": n, "outbox": {"e": {"x": 1}}, "outbox_pending": 1} for n in range(5)])
+    ops = [UpdateOne({"_id": n, "outbox.e": {"$exists": True}}, {"$unset": {"outbox.e": ""}, "$inc": {"outbox_pending": -1}}) for n in range(6)]
+    result = await col.bulk_write(ops, ordered=False)
+    assert result.modified_count == 5
+    assert await col.count_documents({"outbox_pending": 0}) == 5
+
+
+async def test_unique_index_and_duplicate_key(mongo_db):
+    await ensure_indexes(mongo_db, [Index("users", asc("email"), unique=True)])
+    col = mongo_db["users"]
+    await col.insert_one({"_id": "u1", "email": "a@example.com"})
+    with pytest.raises(DuplicateKeyError):
+        await col.insert_one({"_id": "u2", "email": "a@example.com"})
+    with pytest.raises(DuplicateKeyError):
+        await col.insert_one({"_id": "u1", "email": "b@example.com"})
+    await ensure_indexes(mongo_db, [Index("users", asc("email"), unique=True)])  # idempotent
+
+
+async def test_compound_unique_index(mongo_db):
+    await ensure_indexes(mongo_db, [Index("deliveries", asc("event_id", "channel"), unique=True)])
+    col = mongo_db["deliveries"]
+    await col.insert_one({"event_id": "e", "channel": "email"})
+    await col.insert_one({"event_id": "e", "channel": "push"})
+    with pytest.raises(DuplicateKeyError):
+        await col.insert_one({"event_id": "e", "channel": "email"})
+
+
+async def test_ttl_index_is_accepted(mongo_db):
+    await ensure_indexes(mongo_db, [Index("inbox", asc("done.at"), expire_after_seconds=3600)])
+    info = await mongo_db["inbox"].index_information()
+    assert any(spec.get("expireAfterSeconds") == 3600 for spec in info.values())
+
+
+async def test_lease_update_with_or_and_lt_on_numbers(mongo_db):
+    """The relay lease: take it when we own it or it has run out."""
+    col = mongo_db["outbox_leases"]
+    now = time.time()
+    await col.insert_one({"_id": "svc", "owner": "a", "until": now + 10})
+    take = {"$set": {"owner": "b", "until": now + 20}}
+    assert (await col.update_one({"_id": "svc", "$or": [{"owner": "b"}, {"until": {"$lt": now}}]}, take)).matched_count == 0
+    await col.update_one({"_id": "svc"}, {"$set": {"until": now - 1}})
+    assert (await col.update_one({"_id": "svc", "$or": [{"owner": "b"}, {"until": {"$lt": now}}]}, take)).matched_count == 1
+    assert (await col.find_one({"_id": "svc"}))["owner"] == "b"
+
+
+async def test_find_one_and_update_compare_and_set(mongo_db):
+    """Optimistic concurrency: only one of many racers wins a version-guarded update."""
+    col = mongo_db["families"]
+    await col.insert_one({"_id": "f", "version": 1, "current": "h1", "items": ["a"]})
+
+    async def racer(n: int):
+        return await col.find_one_and_update(
+            {"_id": "f", "version": 1, "current": "h1"},
+            {"$set": {"current": f"h{n}", "items": ["a", f"b{n}"]}, "$inc": {"version": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    results = await asyncio.gather(*(racer(n) for n in range(2, 12)))
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1
+    doc = await col.find_one({"_id": "f"})
+    assert doc["version"] == 2 and doc["items"] == ["a", doc["current"].replace("h", "b")]
+
+
+async def test_set_unset_and_delete_with_several_conditions(mongo_db):
+    col = mongo_db["inbox"]
+    await col.insert_one({"_id": "k", "status": "processing", "owner": "o", "lease_until": 5.0})
+    assert (await col.delete_one({"_id": "k", "owner": "x", "status": "processing"})).deleted_count == 0
+    await col.update_one(
+        {"_id": "k"}, {"$set": {"status": "done", "done": {"at": datetime.now(UTC)}}, "$unset": {"lease_until": ""}}
+    )
+    doc = await col.find_one({"_id": "k"})
+    assert doc["status"] == "done" and "lease_until" not in doc
+    assert isinstance(doc["done"]["at"], datetime)
+
+
+async def test_datetimes_round_trip_and_compare(mongo_db):
+    col = mongo_db["times"]
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    await col.insert_many([{"_id": n, "at": base + timedelta(minutes=n)} for n in range(5)])
+    docs = await col.find({"at": {"$gte": base + timedelta(minutes=2)}}).sort("at", -1).to_list()
+    assert [d["_id"] for d in docs] == [4, 3, 2]
+    assert docs[0]["at"] == base + timedelta(minutes=4)
+
+
+async def test_sort_skip_limit_and_cursor_pagination_by_id(mongo_db):
+    col = mongo_db["items"]
+    await col.insert_many([{"_id": f"i{n:03d}", "owner": "u" if n % 2 else "v"} for n in range(20)])
+    page = await col.find({"owner": "u", "_id": {"$gt": "i005"}}).sort("_id", 1).limit(3).to_list()
+    assert [d["_id"] for d in page] == ["i007", "i009", "i011"]
+
+
+async def test_whole_array_replacement_and_scalar_push_pull_in(mongo_db):
+    col = mongo_db["users"]
+    await col.insert_one({"_id": "u", "roles": ["customer"], "tags": []})
+    await col.update_one({"_id": "u"}, {"$set": {"roles": ["customer", "admin"]}})
+    await col.update_one({"_id": "u"}, {"$push": {"tags": "a"}})
+    await col.update_one({"_id": "u"}, {"$push": {"tags": "b"}})
+    await col.update_one({"_id": "u"}, {"$pull": {"tags": "a"}})
+    doc = await col.find_one({"_id": "u"})
+    assert doc["roles"] == ["customer", "admin"] and doc["tags"] == ["b"]
+    assert await col.count_documents({"roles": "admin"}) == 1
+    assert await col.count_documents({"roles": {"$in": ["admin", "x"]}}) == 1
+    assert await col.count_documents({"roles": {"$all": ["admin", "customer"]}}) == 1
+
+
+async def test_upsert_replace_one(mongo_db):
+    col = mongo_db["outbox_unroutable"]
+    await col.replace_one({"_id": "e"}, {"_id": "e", "n": 1}, upsert=True)
+    await col.replace_one({"_id": "e"}, {"_id": "e", "n": 2}, upsert=True)
+    assert await col.count_documents({}) == 1
+    assert (await col.find_one({"_id": "e"}))["n"] == 2
+
+
+async def test_group_aggregation(mongo_db):
+    col = mongo_db["ledger"]
+    await col.insert_many([{"account": "a", "amount": 5}, {"account": "a", "amount": -2}, {"account": "b", "amount": -3}])
+    rows = await (await col.aggregate([{"$group": {"_id": None, "total": {"$sum": "$amount"}}}])).to_list()
+    assert rows[0]["total"] == 0
+
+
+async def test_timestamps_in_updates_go_in_sub_documents(mongo_db):
+    """How a datetime may enter an existing document so it stays a queryable date (TTL,
+    range queries): inside a ``$set`` sub-document, by insert, or by upsert/replace."""
+    col = mongo_db["times"]
+    now = datetime.now(UTC)
+    window = {"$gte": now - timedelta(seconds=5), "$lte": now + timedelta(seconds=5)}
+    await col.insert_one({"_id": 1, "created_at": now})
+    await col.update_one({"_id": 1}, {"$set": {"done": {"at": now}, "state": {"name": "x", "since": now}}})
+    await col.replace_one({"_id": 2}, {"_id": 2, "at": now}, upsert=True)
+    await col.update_one({"_id": 3}, {"$setOnInsert": {"at": now}}, upsert=True)
+    doc = await col.find_one({"_id": 1})
+    assert isinstance(doc["created_at"], datetime)
+    assert isinstance(doc["done"]["at"], datetime)
+    assert await col.count_documents({"created_at": window}) == 1
+    assert await col.count_documents({"done.at": window}) == 1
+    assert await col.count_documents({"state.since": window}) == 1
+    assert await col.count_documents({"at": window}) == 2
+
+
+async def test_known_differences_of_bare_datetimes_in_updates(mongo_db, store_backend):
+    """On the embedded server ``$set`` of a bare datetime on an existing document stores a
+    string, and ``$currentDate`` stores a value range queries cannot see. Code uses
+    neither; this test documents why, and shows real MongoDB keeps queryable dates."""
+    col = mongo_db["times"]
+    now = datetime.now(UTC)
+    window = {"$gte": now - timedelta(seconds=5), "$lte": now + timedelta(seconds=5)}
+    await col.insert_one({"_id": 1})
+    await col.update_one({"_id": 1}, {"$set": {"at": now}, "$currentDate": {"stamped": True}})
+    doc = await col.find_one({"_id": 1})
+    if store_backend == "embedded":
+        assert isinstance(doc["at"], str)
+        assert await col.count_documents({"stamped": window}) == 0
+    else:
+        assert isinstance(doc["at"], datetime)
+        assert await col.count_documents({"stamped": window}) == 1
