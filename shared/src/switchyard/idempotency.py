@@ -98,7 +98,8 @@ def idempotent(
                 "_id": doc_id,
                 "fingerprint": fingerprint,
                 "state": "running",
-                "locked_until": now + timedelta(seconds=lock_seconds),
+                # Times in sub-documents: the embedded store turns a bare $set datetime to text.
+                "lock": {"until": now + timedelta(seconds=lock_seconds)},
                 "created_at": now,
                 "expires_at": now + ttl,
             }
@@ -122,9 +123,9 @@ def idempotent(
                     {
                         "_id": doc_id,
                         "state": "running",
-                        "locked_until": {"$lte": now},
+                        "lock.until": {"$lte": now},
                     },
-                    {"$set": {"locked_until": now + timedelta(seconds=lock_seconds)}},
+                    {"$set": {"lock": {"until": now + timedelta(seconds=lock_seconds)}}},
                 )
                 if taken.modified_count != 1:
                     raise Problem(

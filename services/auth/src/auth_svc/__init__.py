@@ -1,0 +1,1 @@
+"""The Switchyard auth service: users, credentials, emailed codes, sessions and signing keys."""

@@ -1,0 +1,109 @@
+"""The users collection: one document per account, carrying its own outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+from switchyard.envelope import Envelope
+from switchyard.mongo import Index
+from switchyard.mongo.client import asc
+from switchyard.outbox import stage_events, with_events
+
+from auth_svc.domain.errors import EmailTaken
+from auth_svc.domain.users import User
+
+USERS = "users"
+INDEXES = [
+    Index(USERS, asc("email"), unique=True),
+    Index(USERS, asc("roles")),
+]
+
+
+def to_store(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Timestamps (``*_at``) are stored as ``{"<name>": {"at": value}}`` sub-documents.
+
+    The embedded store keeps a bare datetime given to ``$set`` as a string (pinned in
+    shared/tests/store); inside a sub-document it stays a date on every backend.
+    """
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name.endswith("_at"):
+            out[name[:-3]] = {"at": value}
+        else:
+            out[name] = value
+    return out
+
+
+def from_store(document: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in document.items():
+        if isinstance(value, Mapping) and set(value) == {"at"}:
+            out[f"{name}_at"] = value["at"]
+        else:
+            out[name] = value
+    return out
+
+
+def _user(document: Mapping[str, Any] | None) -> User | None:
+    return User.from_document(from_store(document)) if document else None
+
+
+class UserRepository:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+        self.collection = db[USERS]
+
+    async def insert(self, document: Mapping[str, Any], events: Sequence[Envelope]) -> User:
+        try:
+            await self.collection.insert_one(with_events(to_store(document), events))
+        except DuplicateKeyError:
+            raise EmailTaken(document["email"]) from None
+        return User.from_document(dict(document))
+
+    async def by_email(self, email: str) -> User | None:
+        return _user(await self.collection.find_one({"email": email}, {"outbox": 0}))
+
+    async def by_id(self, user_id: str) -> User | None:
+        return _user(await self.collection.find_one({"_id": user_id}, {"outbox": 0}))
+
+    async def update(
+        self,
+        user_id: str,
+        *,
+        expect: Mapping[str, Any] | None = None,
+        set_fields: Mapping[str, Any] | None = None,
+        unset_fields: Sequence[str] = (),
+        events: Sequence[Envelope] = (),
+    ) -> User | None:
+        """One guarded single-document update with its events; None when ``expect`` failed."""
+        update: dict[str, Any] = {}
+        if set_fields:
+            update["$set"] = to_store(set_fields)
+        if unset_fields:
+            update["$unset"] = {name: "" for name in to_store(dict.fromkeys(unset_fields))}
+        document = await self.collection.find_one_and_update(
+            {"_id": user_id, **to_store(expect or {})},
+            stage_events(update, events),
+            projection={"outbox": 0},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _user(document)
+
+    async def page(
+        self, *, limit: int, after: str | None, status: str | None, role: str | None
+    ) -> list[User]:
+        query: dict[str, Any] = {}
+        if after:
+            query["_id"] = {"$gt": after}
+        if status:
+            query["status"] = status
+        if role:
+            query["roles"] = role
+        cursor = self.collection.find(query, {"outbox": 0}).sort("_id", 1).limit(limit)
+        return [User.from_document(from_store(document)) async for document in cursor]
+
+    async def any_admin(self) -> bool:
+        return await self.collection.find_one({"roles": "admin"}, {"_id": 1}) is not None

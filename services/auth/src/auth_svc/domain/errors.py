@@ -1,0 +1,49 @@
+"""What can go wrong in an auth command, in the domain's words (the HTTP layer maps them)."""
+
+from __future__ import annotations
+
+
+class AuthError(Exception):
+    """Base of the failures a client can cause."""
+
+
+class EmailTaken(AuthError):
+    pass
+
+
+class InvalidCredentials(AuthError):
+    """Unknown email or wrong password: deliberately indistinguishable."""
+
+
+class EmailNotVerified(AuthError):
+    pass
+
+
+class AccountLocked(AuthError):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"locked for {retry_after:.0f}s")
+        self.retry_after = retry_after
+
+
+class InvalidCode(AuthError):
+    """Wrong, expired, used up or never issued: deliberately indistinguishable."""
+
+
+class InvalidRefreshToken(AuthError):
+    pass
+
+
+class NotAuthenticated(AuthError):
+    """The access token verified but its session or account no longer exists."""
+
+
+class WrongPassword(AuthError):
+    pass
+
+
+class UserNotFound(AuthError):
+    pass
+
+
+class RoleChangeRefused(AuthError):
+    pass

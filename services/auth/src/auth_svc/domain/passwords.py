@@ -1,0 +1,74 @@
+"""Password rules: length 10–128 and a zxcvbn score ≥ 3, with the user's own data as context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zxcvbn import zxcvbn
+
+MIN_LENGTH = 10
+MAX_LENGTH = 128
+_ZXCVBN_MAX = 72  # zxcvbn's own limit; a longer password is at least as strong as its prefix
+
+
+class PasswordRejected(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Argon2Parameters:
+    """argon2id cost. The defaults are OWASP's minimum: m = 19 MiB, t = 2, p = 1."""
+
+    time_cost: int = 2
+    memory_kib: int = 19 * 1024
+    parallelism: int = 1
+
+    def describe(self) -> str:
+        return f"argon2id m={self.memory_kib // 1024}MiB t={self.time_cost} p={self.parallelism}"
+
+
+OWASP_MINIMUM = Argon2Parameters()
+
+
+@dataclass(frozen=True)
+class PasswordPolicy:
+    min_length: int = MIN_LENGTH
+    max_length: int = MAX_LENGTH
+    min_score: int = 3
+
+    def check(self, password: str, *, context: tuple[str, ...] = ()) -> None:
+        """Raise :class:`PasswordRejected` unless ``password`` is long and hard enough to guess."""
+        if len(password) < self.min_length:
+            raise PasswordRejected(
+                "password_too_short", f"Use at least {self.min_length} characters."
+            )
+        if len(password) > self.max_length:
+            raise PasswordRejected(
+                "password_too_long", f"Use at most {self.max_length} characters."
+            )
+        inputs = [part for item in context for part in _context_words(item)]
+        result = zxcvbn(password[:_ZXCVBN_MAX], user_inputs=inputs)
+        if result["score"] < self.min_score:
+            feedback = result.get("feedback") or {}
+            hints = [feedback.get("warning") or "", *(feedback.get("suggestions") or [])]
+            advice = " ".join(hint for hint in hints if hint)
+            raise PasswordRejected(
+                "password_too_weak",
+                "This password is too easy to guess." + (f" {advice}" if advice else ""),
+            )
+
+
+def _context_words(value: str) -> list[str]:
+    """The user's email, its local part and name words: passwords built from them are weak."""
+    value = value.strip().lower()
+    if not value:
+        return []
+    words = [value]
+    if "@" in value:
+        local, _, domain = value.partition("@")
+        words += [local, domain.split(".")[0]]
+    words += value.replace("@", " ").replace(".", " ").split()
+    return [word for word in dict.fromkeys(words) if len(word) >= 3]

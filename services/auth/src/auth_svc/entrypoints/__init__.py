@@ -1,0 +1,1 @@
+"""How the world reaches the auth service: HTTP routes (it consumes no events)."""

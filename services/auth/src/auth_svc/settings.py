@@ -1,0 +1,92 @@
+"""Typed settings of the auth service (DESIGN §6), validated at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import EmailStr, Field, SecretStr, model_validator
+from switchyard.settings import ServiceSettings
+
+from auth_svc.domain.passwords import OWASP_MINIMUM, Argon2Parameters
+
+
+class AuthSettings(ServiceSettings):
+    service_name: str = "auth"
+    port: int = Field(8081, ge=1, le=65535, validation_alias="AUTH_PORT")
+
+    # Access tokens. The issuer is the public base URL clients reach auth under;
+    # every service is configured with the same AUTH_ISSUER and JWT_AUDIENCE.
+    issuer: str = Field("http://localhost:8080", min_length=1, validation_alias="AUTH_ISSUER")
+    audience: str = Field("switchyard", min_length=1, validation_alias="JWT_AUDIENCE")
+    access_token_ttl: int = Field(900, ge=60, le=3600, validation_alias="ACCESS_TOKEN_TTL")
+    refresh_token_ttl: int = Field(
+        30 * 86400, ge=3600, le=365 * 86400, validation_alias="REFRESH_TOKEN_TTL"
+    )
+
+    # Signing keys live in a directory outside the repository (mode 0700, one
+    # file per key, 0600), optionally encrypted with AUTH_KEY_ENCRYPTION_KEY.
+    keys_dir: Path = Field(validation_alias="AUTH_KEYS_DIR")
+    key_encryption_key: SecretStr | None = Field(None, validation_alias="AUTH_KEY_ENCRYPTION_KEY")
+    # Create a first key when the directory has none (default: everywhere but production).
+    generate_key: bool | None = Field(None, validation_alias="AUTH_GENERATE_KEY")
+    key_reload_interval: float = Field(5.0, gt=0, validation_alias="AUTH_KEY_RELOAD_INTERVAL")
+
+    # One-time codes.
+    otp_ttl: int = Field(600, ge=60, le=3600, validation_alias="OTP_TTL")
+    otp_max_attempts: int = Field(5, ge=1, le=20, validation_alias="OTP_MAX_ATTEMPTS")
+    otp_resend_cooldown: int = Field(60, ge=0, le=3600, validation_alias="OTP_RESEND_COOLDOWN")
+
+    # Brute-force protection per account (also applied to unknown emails).
+    lockout_threshold: int = Field(5, ge=1, le=100, validation_alias="LOCKOUT_THRESHOLD")
+    lockout_window: int = Field(900, ge=1, validation_alias="LOCKOUT_WINDOW")
+    lockout_duration: int = Field(900, ge=1, validation_alias="LOCKOUT_DURATION")
+
+    # argon2id cost; the defaults are OWASP's minimum and production refuses less.
+    argon2_time_cost: int = Field(
+        OWASP_MINIMUM.time_cost, ge=1, validation_alias="ARGON2_TIME_COST"
+    )
+    argon2_memory_kib: int = Field(
+        OWASP_MINIMUM.memory_kib, ge=8, validation_alias="ARGON2_MEMORY_KIB"
+    )
+    argon2_parallelism: int = Field(
+        OWASP_MINIMUM.parallelism, ge=1, le=16, validation_alias="ARGON2_PARALLELISM"
+    )
+    password_min_score: int = Field(3, ge=0, le=4, validation_alias="PASSWORD_MIN_SCORE")
+
+    # The first admin, created at start-up when no admin exists.
+    admin_email: EmailStr | None = Field(None, validation_alias="ADMIN_EMAIL")
+    admin_password: SecretStr | None = Field(None, validation_alias="ADMIN_PASSWORD")
+    admin_display_name: str = Field("Administrator", validation_alias="ADMIN_DISPLAY_NAME")
+
+    idempotency_ttl_hours: int = Field(24, ge=24, validation_alias="IDEMPOTENCY_TTL_HOURS")
+
+    @property
+    def argon2(self) -> Argon2Parameters:
+        return Argon2Parameters(
+            self.argon2_time_cost, self.argon2_memory_kib, self.argon2_parallelism
+        )
+
+    @property
+    def may_generate_key(self) -> bool:
+        if self.generate_key is not None:
+            return self.generate_key
+        return self.environment != "production"
+
+    @property
+    def jwks_uri(self) -> str:
+        return self.issuer.rstrip("/") + "/.well-known/jwks.json"
+
+    @model_validator(mode="after")
+    def _coherent(self) -> AuthSettings:
+        if (self.admin_email is None) != (self.admin_password is None):
+            raise ValueError("ADMIN_EMAIL and ADMIN_PASSWORD are set together or not at all")
+        if self.environment == "production":
+            weaker = (
+                self.argon2_time_cost < OWASP_MINIMUM.time_cost
+                or self.argon2_memory_kib < OWASP_MINIMUM.memory_kib
+            )
+            if weaker:
+                raise ValueError("argon2 cost below OWASP's minimum (m=19 MiB, t=2) in production")
+            if self.password_min_score < 3:
+                raise ValueError("PASSWORD_MIN_SCORE below 3 is not allowed in production")
+        return self

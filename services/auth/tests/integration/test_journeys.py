@@ -1,0 +1,182 @@
+"""End-to-end journeys through HTTP on the running service: sign-up, sessions, passwords."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import STRONG_PASSWORD, AuthClient
+
+pytestmark = pytest.mark.integration
+
+NEW_PASSWORD = "marble-lantern-92-quince"
+
+
+async def test_signup_verify_refresh_reuse_login_logout(auth: AuthClient) -> None:
+    email = "Dana.Example@Example.COM"
+    registered = await auth.register(email, role="contractor")
+    assert registered.status == 201, registered.body
+    user = registered.body
+    assert user["email"] == "dana.example@example.com"  # normalised
+    assert user["status"] == "pending_verification"
+    assert user["roles"] == ["contractor"]
+    assert "password_hash" not in user
+
+    event = await auth.events.wait_for("auth.user.registered")
+    assert event.data.user_id == user["id"]
+    assert event.envelope.source == "/switchyard/auth"
+
+    # Not verified yet: the right password gets 403 email-not-verified.
+    early = await auth.login("dana.example@example.com")
+    assert early.status == 403 and early.body["type"].endswith("/email-not-verified")
+
+    # The code travels on the real broker, as the notification service receives it.
+    code = await auth.events.code_for("dana.example@example.com", "verify_email")
+    assert len(code) == 6 and code.isdigit()
+    verified = await auth.post("/verify-email", {"email": email, "code": code})
+    assert verified.status == 200, verified.body
+    pair = verified.body
+    assert pair["token_type"] == "Bearer" and pair["expires_in"] == 900
+    await auth.events.wait_for("auth.user.verified", lambda d: d.user_id == user["id"])
+
+    # The code is single use.
+    again = await auth.post("/verify-email", {"email": email, "code": code})
+    assert again.status == 400
+
+    me = await auth.call("GET", "/me", token=pair["access_token"])
+    assert me.status == 200
+    assert me.body["id"] == user["id"] and me.body["status"] == "active"
+
+    # Rotation: a new pair, and the old refresh token is now a replay.
+    rotated = await auth.post("/refresh", {"refresh_token": pair["refresh_token"]})
+    assert rotated.status == 200
+    assert rotated.body["refresh_token"] != pair["refresh_token"]
+    assert (await auth.call("GET", "/me", token=rotated.body["access_token"])).status == 200
+
+    replay = await auth.post("/refresh", {"refresh_token": pair["refresh_token"]})
+    assert replay.status == 401
+    assert replay.headers["Content-Type"] == "application/problem+json"
+    reuse = await auth.events.wait_for("auth.session.reuse_detected")
+    assert reuse.data.user_id == user["id"]
+    # The whole family died: the newest token of the family is refused too.
+    dead = await auth.post("/refresh", {"refresh_token": rotated.body["refresh_token"]})
+    assert dead.status == 401
+
+    login = await auth.login(email)
+    assert login.status == 200
+    fresh = login.body
+    assert (await auth.post("/refresh", {"refresh_token": fresh["refresh_token"]})).status == 200
+
+    second = await auth.login(email)
+    logout = await auth.post("/logout", {"refresh_token": second.body["refresh_token"]})
+    assert logout.status == 204
+    gone = await auth.post("/refresh", {"refresh_token": second.body["refresh_token"]})
+    assert gone.status == 401
+
+    metrics = await auth.call("GET", "/metrics")
+    text = metrics.body
+    assert 'auth_logins_total{outcome="success",service="auth"}' in text
+    assert 'auth_refresh_reuse_detected_total{service="auth"} 1.0' in text
+    assert 'auth_codes_issued_total{purpose="verify_email",service="auth"} 1.0' in text
+
+
+async def test_password_forgot_reset_revokes_sessions(auth: AuthClient) -> None:
+    email = "reset.me@example.com"
+    first = await auth.signed_up(email)
+    other = (await auth.login(email)).body
+
+    forgot = await auth.post("/password/forgot", {"email": email})
+    assert forgot.status == 202
+    code = await auth.events.code_for(email, "reset_password")
+
+    weak = await auth.post(
+        "/password/reset", {"email": email, "code": code, "new_password": "password123"}
+    )
+    assert weak.status == 422
+    assert weak.body["errors"][0]["location"] == "/new_password"
+
+    reset = await auth.post(
+        "/password/reset", {"email": email, "code": code, "new_password": NEW_PASSWORD}
+    )
+    assert reset.status == 204, reset.body
+    changed = await auth.events.wait_for("auth.password.changed")
+    assert changed.data.reason == "reset"
+
+    # Every session is dead: both refresh families, and the access token at auth.
+    auth.clock.advance(1)
+    for pair in (first, other):
+        assert (await auth.post("/refresh", {"refresh_token": pair["refresh_token"]})).status == 401
+    assert (await auth.call("GET", "/me", token=first["access_token"])).status == 401
+
+    assert (await auth.login(email, STRONG_PASSWORD)).status == 401
+    login = await auth.login(email, NEW_PASSWORD)
+    assert login.status == 200
+    assert (await auth.call("GET", "/me", token=login.body["access_token"])).status == 200
+
+
+async def test_password_change_starts_a_new_session(auth: AuthClient) -> None:
+    email = "change.me@example.com"
+    pair = await auth.signed_up(email)
+    wrong = await auth.post(
+        "/password/change",
+        {"current_password": "not-the-password-1", "new_password": NEW_PASSWORD},
+        token=pair["access_token"],
+    )
+    assert wrong.status == 403
+    changed = await auth.post(
+        "/password/change",
+        {"current_password": STRONG_PASSWORD, "new_password": NEW_PASSWORD},
+        token=pair["access_token"],
+    )
+    assert changed.status == 200, changed.body
+    auth.clock.advance(1)
+    assert (await auth.post("/refresh", {"refresh_token": pair["refresh_token"]})).status == 401
+    new_pair = changed.body
+    assert (await auth.post("/refresh", {"refresh_token": new_pair["refresh_token"]})).status == 200
+    assert (await auth.login(email, NEW_PASSWORD)).status == 200
+    event = await auth.events.wait_for("auth.password.changed")
+    assert event.data.reason == "change"
+
+
+async def test_logout_all_and_profile(auth: AuthClient) -> None:
+    email = "profile@example.com"
+    pair = await auth.signed_up(email)
+    other = (await auth.login(email)).body
+
+    patched = await auth.call(
+        "PATCH", "/me", {"display_name": "  New Name  "}, token=pair["access_token"]
+    )
+    assert patched.status == 200 and patched.body["display_name"] == "New Name"
+    updated = await auth.events.wait_for("auth.user.updated")
+    assert updated.data.display_name == "New Name"
+
+    bad = await auth.call("PATCH", "/me", {"email": "x@example.com"}, token=pair["access_token"])
+    assert bad.status == 422
+
+    assert (await auth.post("/logout-all", token=pair["access_token"])).status == 204
+    auth.clock.advance(1)
+    for tokens in (pair, other):
+        assert (
+            await auth.post("/refresh", {"refresh_token": tokens["refresh_token"]})
+        ).status == 401
+    assert (await auth.post("/logout-all")).status == 401
+
+
+async def test_account_deletion_emits_event_and_revokes_sessions(auth: AuthClient) -> None:
+    email = "leaving@example.com"
+    pair = await auth.signed_up(email)
+    other = (await auth.login(email)).body
+    user_id = (await auth.call("GET", "/me", token=pair["access_token"])).body["id"]
+
+    deleted = await auth.call("DELETE", "/me", token=pair["access_token"])
+    assert deleted.status == 204
+    event = await auth.events.wait_for("auth.user.deleted")
+    assert event.data.user_id == user_id
+
+    for tokens in (pair, other):
+        assert (
+            await auth.post("/refresh", {"refresh_token": tokens["refresh_token"]})
+        ).status == 401
+    assert (await auth.call("GET", "/me", token=pair["access_token"])).status == 401
+    assert (await auth.login(email)).status == 401
+    # The address is free again.
+    assert (await auth.register(email)).status == 201
