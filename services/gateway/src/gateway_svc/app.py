@@ -1,0 +1,203 @@
+"""The only wiring place: :func:`create_app` builds a :class:`Gateway` from settings.
+
+The gateway is not an aiohttp ``web.Application``: its hot path is a lean
+HTTP/1.1 proxy on httptools and (under ``python -m gateway_svc``) uvloop, because
+an aiohttp request/response cycle per proxied request costs more than the whole
+budget (see the README's performance section). It still speaks the suite's
+conventions: problem+json from ``switchyard.problems``, ``X-Request-ID`` on every
+response, /healthz, /readyz and /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+from switchyard.tokens import TokenVerifier
+
+from gateway_svc.accesslog import AccessLog
+from gateway_svc.adapters.limiter_store import LocalStore, RedisStore
+from gateway_svc.adapters.token_cache import CachedVerifier
+from gateway_svc.domain.routes import RouteTable, load_route_file
+from gateway_svc.entrypoints.admin import AdminEndpoints
+from gateway_svc.metrics import GatewayMetrics
+from gateway_svc.proxy.edges import Cors, RequestIds, TrustedProxies
+from gateway_svc.proxy.exchange import Exchange
+from gateway_svc.proxy.server import ClientConnection
+from gateway_svc.proxy.upstream import UpstreamGroup, UpstreamHost
+from gateway_svc.settings import GatewaySettings
+
+log = logging.getLogger("gateway")
+
+TICK_SECONDS = 0.1
+
+
+def listen_socket(
+    host: str, port: int, *, reuse_port: bool = False, backlog: int = 2048
+) -> socket.socket:
+    """A listening TCP socket; with ``reuse_port`` several processes share the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+class Gateway:
+    """Everything one gateway worker holds: routes, upstream pools, verifier, limiter."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        verifier: TokenVerifier | None = None,
+        local_limiter: LocalStore | None = None,
+        metrics_dir: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.table = RouteTable(load_route_file(settings.routes_file, settings.upstream_overrides))
+        self.groups = {
+            name: UpstreamGroup(name, config, settings.upstream_max_idle)
+            for name, config in self.table.source.upstreams.items()
+        }
+        self.verifier = verifier or TokenVerifier(
+            jwks_url=settings.jwks_url, issuer=settings.auth_issuer, audience=settings.jwt_audience
+        )
+        self.tokens = CachedVerifier(self.verifier, settings.token_cache_size)
+        self.limiter = local_limiter or LocalStore(settings.rate_limit_local_slots)
+        self.limiter_async = (
+            RedisStore(settings.rate_limit_redis_url, settings.rate_limit_key_prefix, self.limiter)
+            if settings.rate_limit_redis_url
+            else None
+        )
+        self.metrics = GatewayMetrics(
+            settings.service_name, hosts=self._hosts, snapshot_dir=metrics_dir
+        )
+        self.access_log = AccessLog(settings.access_log, settings.service_name)
+        self.cors = Cors(settings.cors_origins)
+        self.trusted_proxies = TrustedProxies(settings.trusted_proxies)
+        self.request_ids = RequestIds()
+        self.admin = AdminEndpoints(self)
+        self.max_header_bytes = settings.max_header_bytes
+        self.connections: set[ClientConnection] = set()
+        self.in_flight: set[Exchange] = set()  # requests waiting on an upstream (timeouts)
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self.port = settings.port
+
+    def _busy(self) -> bool:
+        return any(conn.active is not None for conn in self.connections)
+
+    def _hosts(self) -> Iterator[UpstreamHost]:
+        for group in self.groups.values():
+            yield from group.hosts
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.port}"
+
+    async def start(self, sock: socket.socket | None = None) -> Gateway:
+        self.loop = asyncio.get_running_loop()
+        await self.verifier.start()
+        if sock is None:
+            sock = listen_socket(self.settings.host, self.settings.port)
+        self.port = sock.getsockname()[1]
+        self._server = await self.loop.create_server(lambda: ClientConnection(self), sock=sock)
+        self._ticker = asyncio.create_task(self._tick(), name="gateway-tick")
+        log.info("gateway listening", extra={"url": self.url, "routes": len(self.table.routes)})
+        return self
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``grace`` seconds), close."""
+        grace = self.settings.shutdown_timeout if grace is None else grace
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            if conn.active is None and conn.tunnel is None:
+                conn.close()
+        deadline = self.loop.time() + grace
+        while self._busy() and self.loop.time() < deadline:  # noqa: ASYNC110 - polls many connections
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.abort()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for host in self._hosts():
+            host.close_all()
+        await self.verifier.close()
+        if self.limiter_async is not None:
+            await self.limiter_async.close()
+        self.access_log.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a slow-path step in a task; its failure is logged, never lost."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("gateway task failed", exc_info=task.exception())
+
+    async def _tick(self) -> None:
+        """Timeouts, batching and housekeeping: a watchdog for requests waiting on an
+        upstream (0.1 s resolution, instead of a timer per request), access-log flush,
+        idle sweeps, metrics snapshots."""
+        settings = self.settings
+        ticks = 0
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            ticks += 1
+            now = self.loop.time()
+            for exchange in [ex for ex in self.in_flight if now - ex.progress >= ex.route.timeout]:  # type: ignore[union-attr]
+                if exchange.watched:
+                    exchange.timed_out(now)
+            self.access_log.flush()
+            if ticks % 10:
+                continue
+            for conn in list(self.connections):
+                if conn.tunnel is not None or conn.active is not None:
+                    continue
+                if conn.head_started and now - conn.head_started > settings.header_timeout:
+                    conn.abort()  # a request head trickling in (slowloris)
+                elif conn.cur is None and now - conn.last_activity > settings.keepalive_timeout:
+                    conn.close()
+            cutoff = now - settings.upstream_idle_timeout
+            for host in self._hosts():
+                host.close_idle_before(cutoff)
+            try:
+                self.metrics.write_snapshot()
+            except OSError as error:
+                log.warning("could not write the metrics snapshot", extra={"error": repr(error)})
+
+
+def create_app(
+    settings: GatewaySettings,
+    *,
+    verifier: TokenVerifier | None = None,
+    local_limiter: LocalStore | None = None,
+    metrics_dir: Path | None = None,
+) -> Gateway:
+    """Build a gateway (not started: ``await gateway.start()``)."""
+    return Gateway(
+        settings, verifier=verifier, local_limiter=local_limiter, metrics_dir=metrics_dir
+    )

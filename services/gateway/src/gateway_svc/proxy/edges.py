@@ -1,0 +1,162 @@
+"""What the gateway adds at the edge: request ids, trace context, client address,
+CORS and security headers. Everything here is precomputed bytes or a cheap check."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import re
+from collections.abc import Iterable, Sequence
+
+from gateway_svc.settings import IpNetwork
+
+REQUEST_ID_PATTERN = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+TRACEPARENT_PATTERN = re.compile(rb"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"X-Content-Type-Options: nosniff\r\n"),
+    (b"x-frame-options", b"X-Frame-Options: DENY\r\n"),
+    (b"referrer-policy", b"Referrer-Policy: no-referrer\r\n"),
+    (
+        b"content-security-policy",
+        b"Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n",
+    ),
+)
+ALL_SECURITY_HEADERS = b"".join(line for _, line in SECURITY_HEADERS)
+HSTS_HEADER = b"Strict-Transport-Security: max-age=31536000; includeSubDomains\r\n"
+
+
+class RequestIds:
+    """Request ids: a random per-process prefix and a counter (unique, and cheap)."""
+
+    __slots__ = ("_prefix", "_counter")
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex().encode()
+        self._counter = 0
+
+    def new(self) -> bytes:
+        self._counter += 1
+        return b"%s%016x" % (self._prefix, self._counter)
+
+
+def accept_request_id(value: bytes | None, ids: RequestIds) -> bytes:
+    if value is not None and REQUEST_ID_PATTERN.fullmatch(value):
+        return value
+    return ids.new()
+
+
+_trace_random = random.Random(os.urandom(32))
+
+
+def accept_traceparent(value: bytes | None) -> bytes:
+    """The incoming W3C traceparent if well formed, else a new sampled root.
+
+    Trace ids need uniqueness, not secrecy: a seeded PRNG instead of two
+    ``getrandom`` syscalls per request.
+    """
+    if value is not None and TRACEPARENT_PATTERN.fullmatch(value):
+        return value
+    bits = _trace_random.getrandbits
+    return b"00-%032x-%016x-01" % (bits(128) | 1, bits(64) | 1)
+
+
+class TrustedProxies:
+    """Which peers may tell us the client address (X-Forwarded-For) and scheme."""
+
+    def __init__(self, networks: Sequence[IpNetwork]) -> None:
+        self.networks = tuple(networks)
+        self._cache: dict[str, bool] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def trusts(self, address: str) -> bool:
+        known = self._cache.get(address)
+        if known is None:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                known = False
+            else:
+                known = any(ip in network for network in self.networks)
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[address] = known
+        return known
+
+    def client_address(self, peer: str, forwarded_for: bytes | None) -> str:
+        """The right-most address in X-Forwarded-For that is not one of our proxies."""
+        if forwarded_for is None or not self.trusts(peer):
+            return peer
+        for part in reversed(forwarded_for.split(b",")):
+            candidate = part.strip().decode("latin-1")
+            if not candidate:
+                continue
+            try:
+                ipaddress.ip_address(candidate)
+            except ValueError:
+                return peer  # garbage in the chain: fall back to what we can see
+            if not self.trusts(candidate):
+                return candidate
+        return peer
+
+
+class Cors:
+    """CORS from an allow-list of origins (``*`` allows any)."""
+
+    ALLOW_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+    DEFAULT_ALLOW_HEADERS = (
+        b"Authorization, Content-Type, Idempotency-Key, X-Request-ID, traceparent, tracestate"
+    )
+    EXPOSE = (
+        b"Access-Control-Expose-Headers:"
+        b" X-Request-ID, RateLimit, RateLimit-Policy, Retry-After, Location, ETag\r\n"
+    )
+    MAX_AGE = b"600"
+
+    def __init__(self, origins: Iterable[str]) -> None:
+        listed = {origin.rstrip("/").encode() for origin in origins}
+        self.any_origin = b"*" in listed
+        self.origins = frozenset(listed - {b"*"})
+
+    def allows(self, origin: bytes) -> bool:
+        return self.any_origin or origin in self.origins
+
+    def response_headers(self, origin: bytes | None) -> bytes:
+        """Headers for an actual (non-preflight) response; empty for other origins."""
+        if origin is None or not self.allows(origin):
+            return b""
+        return b"Access-Control-Allow-Origin: " + origin + b"\r\nVary: Origin\r\n" + self.EXPOSE
+
+    def preflight_headers(self, origin: bytes, requested_headers: bytes | None) -> bytes:
+        allow_headers = requested_headers if requested_headers else self.DEFAULT_ALLOW_HEADERS
+        return (
+            b"Access-Control-Allow-Origin: " + origin + b"\r\n"
+            b"Vary: Origin, Access-Control-Request-Method, Access-Control-Request-Headers\r\n"
+            b"Access-Control-Allow-Methods: " + self.ALLOW_METHODS + b"\r\n"
+            b"Access-Control-Allow-Headers: " + allow_headers + b"\r\n"
+            b"Access-Control-Max-Age: " + self.MAX_AGE + b"\r\n"
+        )
+
+
+def unsafe_path(path: bytes) -> bool:
+    """Paths the gateway refuses instead of guessing how an upstream would normalise them:
+    dot segments, encoded slashes/dots/backslashes, backslashes and NULs."""
+    if b"/." in path:
+        segments = path.split(b"/")
+        if b"." in segments or b".." in segments:
+            return True
+    if b"%" in path:
+        lowered = path.lower()
+        if b"%2f" in lowered or b"%2e" in lowered or b"%5c" in lowered or b"%00" in lowered:
+            return True
+    return b"\\" in path or b"\x00" in path
+
+
+def bearer_token(authorization: bytes) -> bytes | None:
+    """The token of an ``Authorization: Bearer <token>`` header value."""
+    if authorization[:7].lower() == b"bearer ":
+        return authorization[7:].strip() or None
+    return None

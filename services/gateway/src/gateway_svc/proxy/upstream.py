@@ -1,0 +1,254 @@
+"""Upstream side of the proxy: hosts with keep-alive pools and breakers, the
+round-robin balancer, and the protocol that reads one upstream connection."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httptools
+
+from gateway_svc.domain.breaker import CircuitBreaker, CircuitState
+from gateway_svc.domain.routes import UpstreamConfig
+
+if TYPE_CHECKING:
+    from gateway_svc.proxy.exchange import Exchange
+
+
+class UpstreamHost:
+    """One upstream base URL: its idle connections, its breaker, its counters."""
+
+    __slots__ = (
+        "group",
+        "url",
+        "host",
+        "port",
+        "authority",
+        "connect_timeout",
+        "idle",
+        "max_idle",
+        "breaker",
+        "in_flight",
+        "connections",
+        "ok",
+    )
+
+    def __init__(self, group: str, url: str, config: UpstreamConfig, max_idle: int) -> None:
+        parts = urlsplit(url)
+        self.group = group
+        self.url = url.rstrip("/")
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.authority = parts.netloc.encode()
+        self.connect_timeout = config.connect_timeout
+        self.idle: deque[UpstreamConnection] = deque()
+        self.max_idle = max_idle
+        self.breaker = CircuitBreaker(config.breaker.failures, config.breaker.open_seconds)
+        self.in_flight = 0
+        self.connections = 0
+        self.ok = 0  # successful responses (counted here: the hot path's cheapest place)
+
+    def take_idle(self) -> UpstreamConnection | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()  # the most recently used connection is the warmest
+            if not conn.closed:
+                return conn
+        return None
+
+    def put_idle(self, conn: UpstreamConnection, now: float) -> None:
+        if len(self.idle) >= self.max_idle:
+            conn.close()
+            return
+        conn.idle_since = now
+        self.idle.append(conn)
+
+    def close_idle_before(self, cutoff: float) -> None:
+        idle = self.idle
+        while idle and (idle[0].closed or idle[0].idle_since < cutoff):
+            idle.popleft().close()
+
+    def close_all(self) -> None:
+        while self.idle:
+            self.idle.popleft().close()
+
+    @property
+    def healthy(self) -> bool:
+        return self.breaker.state is CircuitState.CLOSED
+
+    def describe(self, now: float) -> dict[str, Any]:
+        breaker = self.breaker
+        return {
+            "url": self.url,
+            "healthy": self.healthy,
+            "circuit": breaker.state.name.lower(),
+            "consecutive_failures": breaker.consecutive,
+            "retry_after": round(breaker.retry_after(now), 3),
+            "in_flight": self.in_flight,
+            "idle_connections": len(self.idle),
+            "open_connections": self.connections,
+        }
+
+
+class UpstreamGroup:
+    """The hosts behind one upstream name, chosen round-robin (or by client IP when
+    sticky); hosts whose circuit is open are skipped (passive health)."""
+
+    __slots__ = ("name", "hosts", "_next")
+
+    def __init__(self, name: str, config: UpstreamConfig, max_idle: int) -> None:
+        self.name = name
+        self.hosts = [UpstreamHost(name, url, config, max_idle) for url in config.urls]
+        self._next = 0
+
+    def choose(
+        self, now: float, exclude: Iterable[UpstreamHost] = (), sticky_key: bytes | None = None
+    ) -> UpstreamHost | None:
+        hosts = self.hosts
+        count = len(hosts)
+        if sticky_key is not None:
+            start = zlib.crc32(sticky_key) % count
+        else:
+            start = self._next
+            self._next = (start + 1) % count
+        for step in range(count):
+            host = hosts[(start + step) % count]
+            if host in exclude:
+                continue
+            if host.breaker.allow(now):
+                return host
+        return None
+
+    def retry_after(self, now: float) -> float:
+        waits = [host.breaker.retry_after(now) for host in self.hosts]
+        return min(waits) if waits else 1.0
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One keep-alive connection to an upstream, carrying one exchange at a time.
+
+    Response bytes are parsed with httptools and handed to the attached exchange;
+    what the exchange writes to its client during one read is sent with a single
+    ``writelines`` call (one syscall for head and body in the common case).
+    """
+
+    __slots__ = (
+        "upstream",
+        "transport",
+        "parser",
+        "exchange",
+        "closed",
+        "idle_since",
+        "served",
+        "got_bytes",
+        "tunnel",
+    )
+
+    def __init__(self, upstream: UpstreamHost) -> None:
+        self.upstream = upstream
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self.served = 0
+        self.got_bytes = False
+        self.tunnel: asyncio.Transport | None = None
+
+    # -- asyncio callbacks ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.upstream.connections += 1
+
+    def data_received(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.write(data)
+            return
+        exchange = self.exchange
+        if exchange is None:
+            # Bytes on an idle connection: the upstream broke framing. Drop it.
+            self.close()
+            return
+        self.got_bytes = True
+        exchange.out_begin()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            exchange.on_upstream_upgraded(self, data[upgrade.args[0] :])
+        except httptools.HttpParserError:
+            exchange.on_upstream_broken(self, "the upstream sent a malformed response")
+        finally:
+            exchange.out_flush()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.closed = True
+            self.upstream.connections -= 1
+        tunnel = self.tunnel
+        if tunnel is not None:
+            self.tunnel = None
+            tunnel.close()
+        exchange = self.exchange
+        if exchange is not None:
+            self.exchange = None
+            exchange.on_upstream_lost(self)
+
+    def pause_writing(self) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.conn.pause_reading()
+
+    def resume_writing(self) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.conn.resume_reading()
+
+    # -- httptools callbacks -----------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.exchange.on_upstream_header(name, value)  # type: ignore[union-attr]
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        self.exchange.on_upstream_headers_complete(  # type: ignore[union-attr]
+            self, parser.get_status_code(), parser.should_keep_alive()
+        )
+
+    def on_body(self, body: bytes) -> None:
+        self.exchange.on_upstream_body(body)  # type: ignore[union-attr]
+
+    def on_message_complete(self) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.on_upstream_complete(self)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def reset_parser(self) -> None:
+        """A fresh parser (after a HEAD response, whose body the old parser would await)."""
+        self.parser = httptools.HttpResponseParser(self)
+
+    def close(self) -> None:
+        self.exchange = None
+        if not self.closed:
+            self.closed = True
+            self.upstream.connections -= 1
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.exchange = None
+        if not self.closed:
+            self.closed = True
+            self.upstream.connections -= 1
+        if self.transport is not None:
+            self.transport.abort()
