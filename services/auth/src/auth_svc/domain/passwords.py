@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from zxcvbn import zxcvbn
@@ -70,5 +71,8 @@ def _context_words(value: str) -> list[str]:
     if "@" in value:
         local, _, domain = value.partition("@")
         words += [local, domain.split(".")[0]]
-    words += value.replace("@", " ").replace(".", " ").split()
+    parts = re.split(r"[^a-z0-9]+", value.partition("@")[0] if "@" in value else value)
+    parts = [part for part in parts if part]
+    words += parts
+    words.append("".join(parts))  # "kettle.sprocket" and "Kettle Sprocket" → "kettlesprocket"
     return [word for word in dict.fromkeys(words) if len(word) >= 3]

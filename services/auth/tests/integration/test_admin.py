@@ -1,0 +1,103 @@
+"""The bootstrap admin, user listing with cursor pagination, and role changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .conftest import AuthClient
+
+pytestmark = pytest.mark.integration
+
+ADMIN_EMAIL = "root@example.com"
+ADMIN_PASSWORD = "quartz-meadow-81-lantern-sail"
+
+
+@pytest.fixture
+def auth_overrides() -> dict[str, Any]:
+    return {"admin_email": ADMIN_EMAIL, "admin_password": ADMIN_PASSWORD}
+
+
+async def admin_token(auth: AuthClient) -> str:
+    reply = await auth.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+    assert reply.status == 200, reply.body
+    return str(reply.body["access_token"])
+
+
+async def test_bootstrap_admin_lists_users_with_cursor(auth: AuthClient) -> None:
+    token = await admin_token(auth)
+    me = (await auth.call("GET", "/me", token=token)).body
+    assert me["roles"] == ["admin"] and me["status"] == "active"
+    await auth.events.wait_for("auth.user.registered", lambda d: d.email == ADMIN_EMAIL)
+
+    for n in range(4):
+        assert (await auth.register(f"user{n}@example.com")).status == 201
+
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        query = "?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = await auth.call("GET", "/users" + query, token=token)
+        assert page.status == 200, page.body
+        assert set(page.body) == {"items", "next_cursor"}
+        seen += [item["email"] for item in page.body["items"]]
+        pages += 1
+        cursor = page.body["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3
+    assert seen == [ADMIN_EMAIL] + [f"user{n}@example.com" for n in range(4)]
+
+    pending = await auth.call("GET", "/users?status=pending_verification", token=token)
+    assert len(pending.body["items"]) == 4
+    admins = await auth.call("GET", "/users?role=admin", token=token)
+    assert [u["email"] for u in admins.body["items"]] == [ADMIN_EMAIL]
+
+    for query, location in [
+        ("?limit=0", "/limit"),
+        ("?limit=abc", "/limit"),
+        ("?cursor=%%%", "/cursor"),
+        ("?sort=email", "/sort"),
+    ]:
+        bad = await auth.call("GET", "/users" + query, token=token)
+        assert bad.status == 422, query
+        assert location in {e["location"] for e in bad.body["errors"]}, query
+
+
+async def test_role_changes(auth: AuthClient) -> None:
+    token = await admin_token(auth)
+    user_pair = await auth.signed_up("promote.me@example.com")
+    me = (await auth.call("GET", "/me", token=user_pair["access_token"])).body
+
+    # Customers may not list users or change roles; anonymous callers get 401.
+    assert (await auth.call("GET", "/users", token=user_pair["access_token"])).status == 403
+    assert (await auth.call("GET", "/users")).status == 401
+    forbidden = await auth.call(
+        "PUT", f"/users/{me['id']}/roles", {"roles": ["admin"]}, token=user_pair["access_token"]
+    )
+    assert forbidden.status == 403
+
+    changed = await auth.call(
+        "PUT", f"/users/{me['id']}/roles", {"roles": ["contractor", "admin"]}, token=token
+    )
+    assert changed.status == 200, changed.body
+    assert changed.body["roles"] == ["admin", "contractor"]
+    event = await auth.events.wait_for("auth.user.updated", lambda d: d.user_id == me["id"])
+    assert sorted(event.data.roles) == ["admin", "contractor"]
+
+    # The next refresh carries the new roles; the new admin can list users.
+    refreshed = await auth.post("/refresh", {"refresh_token": user_pair["refresh_token"]})
+    assert refreshed.status == 200
+    assert (await auth.call("GET", "/users", token=refreshed.body["access_token"])).status == 200
+
+    admin_id = (await auth.call("GET", "/me", token=token)).body["id"]
+    own = await auth.call("PUT", f"/users/{admin_id}/roles", {"roles": ["customer"]}, token=token)
+    assert own.status == 409
+    missing = await auth.call("PUT", "/users/nope/roles", {"roles": ["customer"]}, token=token)
+    assert missing.status == 404
+    invalid = await auth.call("PUT", f"/users/{me['id']}/roles", {"roles": ["root"]}, token=token)
+    assert invalid.status == 422
+    empty = await auth.call("PUT", f"/users/{me['id']}/roles", {"roles": []}, token=token)
+    assert empty.status == 422

@@ -1,0 +1,160 @@
+"""Bad input → problem+json with errors[]; concurrency and Idempotency-Key on registration."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from .conftest import STRONG_PASSWORD, AuthClient
+
+pytestmark = pytest.mark.integration
+
+
+def locations(reply: Any) -> set[str]:
+    return {error["location"] for error in reply.body["errors"]}
+
+
+def codes(reply: Any) -> set[str]:
+    return {error["code"] for error in reply.body["errors"]}
+
+
+async def test_invalid_registrations(auth: AuthClient) -> None:
+    cases: list[tuple[dict[str, Any], str, str | None]] = [
+        (
+            {"email": "not-an-email", "password": STRONG_PASSWORD, "display_name": "A"},
+            "/email",
+            None,
+        ),
+        (
+            {"email": "a@example.com", "password": "short", "display_name": "A"},
+            "/password",
+            "password_too_short",
+        ),
+        (
+            {"email": "a@example.com", "password": "password1234", "display_name": "A"},
+            "/password",
+            "password_too_weak",
+        ),
+        (
+            {"email": "a@example.com", "password": "x" * 129, "display_name": "A"},
+            "/password",
+            "password_too_long",
+        ),
+        # Guessable from the user's own email and name.
+        (
+            {
+                "email": "kettle.sprocket@example.com",
+                "password": "kettlesprocket1",
+                "display_name": "Kettle Sprocket",
+            },
+            "/password",
+            "password_too_weak",
+        ),
+        ({"email": "a@example.com", "display_name": "A"}, "/password", "missing"),
+        (
+            {
+                "email": "a@example.com",
+                "password": STRONG_PASSWORD,
+                "display_name": "A",
+                "is_admin": True,
+            },
+            "/is_admin",
+            "extra_forbidden",
+        ),
+        (
+            {
+                "email": "a@example.com",
+                "password": STRONG_PASSWORD,
+                "display_name": "A",
+                "role": "admin",
+            },
+            "/role",
+            None,
+        ),
+        (
+            {"email": "a@example.com", "password": STRONG_PASSWORD, "display_name": "   "},
+            "/display_name",
+            None,
+        ),
+    ]
+    for body, location, code in cases:
+        reply = await auth.post("/register", body)
+        assert reply.status == 422, (body, reply.body)
+        assert reply.headers["Content-Type"] == "application/problem+json"
+        assert reply.body["status"] == 422 and reply.body["request_id"]
+        assert location in locations(reply), (body, reply.body)
+        if code:
+            assert code in codes(reply), (body, reply.body)
+
+    empty = await auth.post("/register", {})
+    assert empty.status == 422
+    assert {"/email", "/password", "/display_name"} <= locations(empty)
+
+    not_json = await auth.post("/register", data=b"email=a", headers={"Content-Type": "text/plain"})
+    assert not_json.status == 415
+    broken = await auth.post(
+        "/register", data=b"{nope", headers={"Content-Type": "application/json"}
+    )
+    assert broken.status == 400
+
+    huge = await auth.post(
+        "/register",
+        data=b'{"email": "' + b"a" * (10 * 1024 * 1024) + b'"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert huge.status == 413
+    assert huge.headers["Content-Type"] == "application/problem+json"
+    assert not auth.events.of_type("auth.user.registered")
+
+
+async def test_other_endpoints_validate_too(auth: AuthClient) -> None:
+    for path, body, location in [
+        ("/login", {"email": "a@example.com"}, "/password"),
+        ("/verify-email", {"email": "a@example.com", "code": "12ab56"}, "/code"),
+        ("/otp/resend", {"email": "a@example.com", "purpose": "other"}, "/purpose"),
+        ("/refresh", {"refresh_token": ""}, "/refresh_token"),
+        ("/password/reset", {"email": "a@example.com", "code": "123456"}, "/new_password"),
+    ]:
+        reply = await auth.post(path, body)
+        assert reply.status == 422, (path, reply.body)
+        assert location in locations(reply), (path, reply.body)
+
+
+async def test_concurrent_registrations_of_one_email(auth: AuthClient) -> None:
+    replies = await asyncio.gather(
+        auth.register("race@example.com"), auth.register("RACE@example.com")
+    )
+    assert sorted(r.status for r in replies) == [201, 409]
+    conflict = next(r for r in replies if r.status == 409)
+    assert conflict.body["type"].endswith("/email-taken")
+
+
+async def test_idempotency_key_on_register(auth: AuthClient) -> None:
+    body = {"email": "once@example.com", "password": STRONG_PASSWORD, "display_name": "Once"}
+    key = {"Idempotency-Key": "signup-7f3a"}
+    first = await auth.post("/register", body, headers=key)
+    assert first.status == 201
+    replay = await auth.post("/register", body, headers=key)
+    assert replay.status == 201
+    assert replay.body == first.body
+    assert replay.headers["Idempotent-Replayed"] == "true"
+
+    changed = await auth.post("/register", {**body, "display_name": "Twice"}, headers=key)
+    assert changed.status == 422
+    assert changed.body["type"].endswith("/idempotency-key-reused")
+
+    # Without the key, a second registration is a conflict, not a replay.
+    assert (await auth.post("/register", body)).status == 409
+    # One account, one code.
+    await auth.events.code_for("once@example.com", "verify_email")
+    assert len(auth.events.of_type("auth.user.registered")) == 1
+
+    # A stored failure is replayed as well.
+    weak = {**body, "email": "weak@example.com", "password": "password1234"}
+    key2 = {"Idempotency-Key": "signup-weak"}
+    assert (await auth.post("/register", weak, headers=key2)).status == 422
+    assert (await auth.post("/register", weak, headers=key2)).status == 422
+    bad_key = await auth.post("/register", body, headers={"Idempotency-Key": "x" * 300})
+    assert bad_key.status == 400
