@@ -827,8 +827,8 @@ class Exchange:
         if self.interim:
             self.interim = False
             return
-        if self.resp_done:
-            return
+        if self.resp_done or self.status == 101:
+            return  # after a 101 the parser signals the upgrade next: see on_upstream_upgraded
         if self.resp_mode == BODY_CHUNK:
             self._emit(b"0\r\n\r\n")
         self.resp_done = True

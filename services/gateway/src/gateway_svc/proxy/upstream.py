@@ -179,6 +179,8 @@ class UpstreamConnection(asyncio.Protocol):
         exchange.out_begin()
         try:
             self.parser.feed_data(data)
+            if exchange.status == 101 and self.tunnel is None and self.exchange is exchange:
+                exchange.on_upstream_upgraded(self, b"")
         except httptools.HttpParserUpgrade as upgrade:
             exchange.on_upstream_upgraded(self, data[upgrade.args[0] :])
         except httptools.HttpParserError:

@@ -1,0 +1,149 @@
+"""Rate limits: standard headers, 429 with Retry-After, recovery, and limits that hold
+across worker processes (shared memory) and across gateway processes (Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+
+import aiohttp
+
+from .conftest import GatewayFactory, Keys, Upstream, route_table
+
+RATELIMIT = re.compile(r'"(?P<name>[a-z-]+)";r=(?P<r>\d+);t=(?P<t>\d+)')
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def remaining(response: aiohttp.ClientResponse) -> int:
+    match = RATELIMIT.fullmatch(response.headers["RateLimit"])
+    assert match is not None, response.headers["RateLimit"]
+    return int(match["r"])
+
+
+async def test_headers_on_every_response_then_429_then_recovery(
+    make_gateway: GatewayFactory, upstream: Upstream, client: aiohttp.ClientSession
+) -> None:
+    gateway = await make_gateway(route_table(upstream.url))
+    seen = []
+    for path in ("/tight/a", "/tight/b?status=404", "/tight/c"):
+        async with client.get(gateway.url + path) as response:
+            assert response.headers["RateLimit-Policy"] == '"tight";q=3;w=1'
+            seen.append((response.status, remaining(response)))
+    assert seen == [(200, 2), (404, 1), (200, 0)]
+
+    async with client.get(gateway.url + "/tight/d") as response:
+        assert response.status == 429
+        assert response.content_type == "application/problem+json"
+        assert response.headers["RateLimit-Policy"] == '"tight";q=3;w=1'
+        assert remaining(response) == 0
+        retry_after = int(response.headers["Retry-After"])
+        assert retry_after >= 1
+        problem = await response.json()
+        assert problem["status"] == 429 and problem["type"].endswith("/too-many-requests")
+    assert upstream.count("/tight/d") == 0
+
+    await asyncio.sleep(retry_after)
+    async with client.get(gateway.url + "/tight/e") as response:
+        assert response.status == 200
+
+    async with client.get(gateway.url + "/metrics") as response:
+        text = await response.text()
+    assert 'gateway_rate_limited_total{policy="tight",route="tight",service="gateway"} 1.0' in text
+
+
+async def test_limits_are_per_user_when_authenticated(
+    make_gateway: GatewayFactory, upstream: Upstream, keys: Keys, client: aiohttp.ClientSession
+) -> None:
+    table = route_table(upstream.url)
+    table["rate_limits"]["default"] = {"limit": 2, "window": 60}
+    gateway = await make_gateway(table)
+    alice = {"Authorization": "Bearer " + keys.token("alice")}
+    bob = {"Authorization": "Bearer " + keys.token("bob")}
+    statuses = []
+    for headers in (alice, alice, alice, bob):
+        async with client.get(gateway.url + "/api/v1/chat/x", headers=headers) as response:
+            statuses.append(response.status)
+    assert statuses == [200, 200, 429, 200]
+
+
+async def test_strict_login_policy_by_client_ip(
+    make_gateway: GatewayFactory, upstream: Upstream, client: aiohttp.ClientSession
+) -> None:
+    gateway = await make_gateway(route_table(upstream.url), trusted_proxies=["127.0.0.1/32"])
+    statuses = []
+    for forwarded in ("203.0.113.7", "203.0.113.7", "203.0.113.7", "198.51.100.1"):
+        async with client.post(
+            gateway.url + "/api/v1/auth/login", json={}, headers={"X-Forwarded-For": forwarded}
+        ) as response:
+            statuses.append(response.status)
+    # two per minute per client address, taken from X-Forwarded-For because 127.0.0.1 is trusted
+    assert statuses == [200, 200, 429, 200]
+    assert upstream.hits[0]["headers"]["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
+
+
+async def test_forwarded_for_is_ignored_from_untrusted_peers(
+    make_gateway: GatewayFactory, upstream: Upstream, client: aiohttp.ClientSession
+) -> None:
+    gateway = await make_gateway(route_table(upstream.url))
+    statuses = []
+    for forwarded in ("203.0.113.7", "198.51.100.1", "192.0.2.9"):
+        async with client.post(
+            gateway.url + "/api/v1/auth/login", json={}, headers={"X-Forwarded-For": forwarded}
+        ) as response:
+            statuses.append(response.status)
+    assert statuses == [200, 200, 429]  # one client (127.0.0.1), however it dresses up
+    assert upstream.hits[0]["headers"]["x-forwarded-for"] == "127.0.0.1"
+
+
+async def test_redis_store_shares_one_limit_between_two_gateway_processes(
+    upstream: Upstream, gateway_process: object
+) -> None:
+    table = route_table(upstream.url)
+    table["rate_limits"]["tight"] = {"limit": 5, "window": 60}
+    env = {"RATE_LIMIT_REDIS_URL": REDIS_URL, "RATE_LIMIT_KEY_PREFIX": f"test:{uuid.uuid4().hex}:"}
+    first = gateway_process(table, env)  # type: ignore[operator]
+    second = gateway_process(table, env)  # type: ignore[operator]
+    await asyncio.gather(first.wait_ready(), second.wait_ready())
+    statuses = []
+    remainders = []
+    async with aiohttp.ClientSession() as session:
+        for index in range(8):
+            gateway = (first, second)[index % 2]
+            async with session.get(gateway.url + f"/tight/{index}") as response:
+                statuses.append(response.status)
+                remainders.append(remaining(response))
+            async with session.get(gateway.url + "/readyz") as response:
+                assert (await response.json())["checks"]["redis"] == "ok"
+    assert statuses == [200] * 5 + [429] * 3
+    assert remainders[:5] == [4, 3, 2, 1, 0]
+
+
+async def test_worker_processes_share_the_local_limit_and_metrics(
+    upstream: Upstream, gateway_process: object
+) -> None:
+    table = route_table(upstream.url)
+    table["rate_limits"]["tight"] = {"limit": 10, "window": 60}
+    process = gateway_process(table, {"GATEWAY_WORKERS": "2"})  # type: ignore[operator]
+    await process.wait_ready()
+    statuses = []
+    for index in range(30):
+        # a new connection each time, so the kernel spreads them over both workers
+        async with aiohttp.ClientSession() as session:
+            async with session.get(process.url + f"/tight/{index}") as response:
+                statuses.append(response.status)
+    assert statuses.count(200) == 10
+    assert statuses.count(429) == 20
+    served_by = {hit["headers"].get("x-request-id", "")[:16] for hit in upstream.hits}
+    assert len(served_by) == 2  # request ids carry a per-worker prefix: both workers served
+
+    await asyncio.sleep(1.5)  # each worker publishes its counters once a second
+    async with aiohttp.ClientSession() as session:
+        async with session.get(process.url + "/metrics") as response:
+            text = await response.text()
+    total = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("http_requests_total{") and 'route="tight"' in line
+    )
+    assert total == 30

@@ -1,0 +1,143 @@
+"""Upstream failures: 502 on refused connections, 504 on slow answers, circuit breakers
+that open and recover, and retries only where they are safe."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+import aiohttp
+from switchyard.testing import TcpProxy
+
+from .conftest import GatewayFactory, Upstream, dead_url, route_table
+
+
+async def test_upstream_down_gives_502(
+    make_gateway: GatewayFactory, upstream: Upstream, client: aiohttp.ClientSession
+) -> None:
+    gateway = await make_gateway(route_table(upstream.url, down=[dead_url()]))
+    async with client.get(gateway.url + "/down/x") as response:
+        assert response.status == 502
+        assert response.content_type == "application/problem+json"
+        assert (await response.json())["type"].endswith("/bad-gateway")
+
+
+async def test_slow_upstream_gives_504(
+    make_gateway: GatewayFactory, upstream: Upstream, client: aiohttp.ClientSession
+) -> None:
+    gateway = await make_gateway(route_table(upstream.url))
+    async with client.get(gateway.url + "/slow/x?sleep=3") as response:
+        assert response.status == 504
+        assert (await response.json())["type"].endswith("/gateway-timeout")
+    async with client.get(gateway.url + "/slow/y?sleep=0.1") as response:
+        assert response.status == 200  # under the route's 0.5 s
+
+
+async def test_breaker_opens_then_a_probe_closes_it(
+    make_gateway: GatewayFactory, upstream: Upstream, client: aiohttp.ClientSession
+) -> None:
+    target = urlsplit(upstream.url)
+    proxy = await TcpProxy(target.hostname or "127.0.0.1", target.port or 80).start()
+    try:
+        gateway = await make_gateway(
+            route_table(upstream.url, flaky=[f"http://127.0.0.1:{proxy.port}"])
+        )
+        async with client.get(gateway.url + "/flaky/ok") as response:
+            assert response.status == 200
+        await proxy.cut()
+        statuses = []
+        for _ in range(3):  # breaker: 3 consecutive failures
+            async with client.get(gateway.url + "/flaky/x") as response:
+                statuses.append(response.status)
+        assert statuses == [502, 502, 502]
+        async with client.get(gateway.url + "/flaky/x") as response:
+            assert response.status == 503
+            assert int(response.headers["Retry-After"]) >= 1
+            assert (await response.json())["type"].endswith("/upstream-unavailable")
+        async with client.get(gateway.url + "/metrics") as response:
+            text = await response.text()
+        assert (
+            'gateway_circuit_state{host="http://127.0.0.1:%d",service="gateway",upstream="flaky"} 2.0'
+            % proxy.port
+            in text
+        )
+        assert (
+            'gateway_upstream_healthy{host="http://127.0.0.1:%d",service="gateway",upstream="flaky"} 0.0'
+            % proxy.port
+            in text
+        )
+
+        await proxy.restore()
+        async with client.get(gateway.url + "/flaky/x") as response:
+            assert response.status == 503  # still open: no request reaches it early
+        await asyncio.sleep(1.1)  # open_seconds = 1, then one half-open probe
+        async with client.get(gateway.url + "/flaky/back") as response:
+            assert response.status == 200
+        host = gateway.groups["flaky"].hosts[0]
+        assert host.breaker.state.name == "CLOSED"
+        async with client.get(gateway.url + "/flaky/again") as response:
+            assert response.status == 200
+    finally:
+        await proxy.close()
+
+
+async def test_probe_failure_reopens_the_circuit(
+    make_gateway: GatewayFactory, upstream: Upstream, client: aiohttp.ClientSession
+) -> None:
+    gateway = await make_gateway(route_table(upstream.url, down=[dead_url()]))
+    for _ in range(3):
+        async with client.get(gateway.url + "/down/x"):
+            pass
+    await asyncio.sleep(1.1)
+    async with client.get(gateway.url + "/down/probe") as response:
+        assert response.status == 502  # the probe went through, and failed
+    async with client.get(gateway.url + "/down/x") as response:
+        assert response.status == 503  # so the circuit is open again
+
+
+async def test_idempotent_requests_retry_on_another_upstream(
+    make_gateway: GatewayFactory, upstream: Upstream, client: aiohttp.ClientSession
+) -> None:
+    gateway = await make_gateway(route_table(upstream.url, pair=[dead_url(), upstream.url]))
+    async with client.get(gateway.url + "/pair/read") as response:
+        assert response.status == 200  # the first choice refused; the retry landed
+    assert upstream.count("/pair/read") == 1
+    async with client.get(gateway.url + "/metrics") as response:
+        assert 'gateway_retries_total{route="pair",service="gateway"} 1.0' in await response.text()
+
+
+async def test_a_post_is_never_retried(
+    make_gateway: GatewayFactory, upstream: Upstream, client: aiohttp.ClientSession
+) -> None:
+    gateway = await make_gateway(route_table(upstream.url, pair=[dead_url(), upstream.url]))
+    async with client.post(gateway.url + "/pair/write", json={"a": 1}) as response:
+        assert response.status == 502  # round-robin picked the dead host first; no second try
+    assert upstream.count("/pair/write") == 0
+
+    # An upstream that takes the POST and dies without answering: one delivery, then 502.
+    gateway = await make_gateway(route_table(upstream.url, twins=[upstream.url, upstream.url]))
+    async with client.post(gateway.url + "/twins/pay?crash=1", json={"a": 1}) as response:
+        assert response.status == 502
+    await asyncio.sleep(0.2)
+    assert upstream.count("/twins/pay", "POST") == 1
+
+
+async def test_stale_pooled_connection_is_replaced_for_a_get(
+    make_gateway: GatewayFactory, upstream: Upstream, client: aiohttp.ClientSession
+) -> None:
+    target = urlsplit(upstream.url)
+    proxy = await TcpProxy(target.hostname or "127.0.0.1", target.port or 80).start()
+    try:
+        gateway = await make_gateway(
+            route_table(upstream.url, pooled=[f"http://127.0.0.1:{proxy.port}"])
+        )
+        async with client.get(gateway.url + "/pooled/a") as response:
+            assert response.status == 200
+        await proxy.cut()  # drops the idle keep-alive connection the gateway holds
+        await proxy.restore()
+        await asyncio.sleep(0.05)
+        async with client.get(gateway.url + "/pooled/b") as response:
+            assert response.status == 200
+        assert gateway.groups["pooled"].hosts[0].breaker.consecutive == 0
+    finally:
+        await proxy.close()
