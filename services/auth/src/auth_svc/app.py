@@ -28,7 +28,7 @@ from auth_svc.adapters.signing_keys import (
 from auth_svc.adapters.throttle import LoginThrottle
 from auth_svc.adapters.users import UserRepository
 from auth_svc.domain.clock import Clock, SystemClock
-from auth_svc.domain.passwords import PasswordPolicy
+from auth_svc.domain.passwords import PasswordPolicy, PasswordRejected
 from auth_svc.entrypoints.http import add_routes, auth_errors_middleware
 from auth_svc.keys import CLOCK, DEPS, KEY_RING
 from auth_svc.metrics import AuthMetrics
@@ -129,12 +129,16 @@ def _commands(settings: AuthSettings, ring: KeyRing, clock: Clock) -> CleanupCon
         )
         app[DEPS] = deps
         if settings.admin_email and settings.admin_password:
-            await handlers.bootstrap_admin(
-                email=str(settings.admin_email),
-                password=settings.admin_password.get_secret_value(),
-                display_name=settings.admin_display_name,
-                deps=deps,
-            )
+            try:
+                await handlers.bootstrap_admin(
+                    email=str(settings.admin_email),
+                    password=settings.admin_password.get_secret_value(),
+                    display_name=settings.admin_display_name,
+                    deps=deps,
+                )
+            except PasswordRejected as error:
+                passwords.close()
+                raise RuntimeError(f"ADMIN_PASSWORD is not acceptable: {error.message}") from None
         try:
             yield
         finally:
