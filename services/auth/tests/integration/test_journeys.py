@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from auth_svc.adapters.passwords import Passwords
+from auth_svc.domain.passwords import Argon2Parameters
+from auth_svc.keys import DEPS
+from switchyard import keys
 
 from .conftest import STRONG_PASSWORD, AuthClient
 
@@ -180,3 +184,38 @@ async def test_account_deletion_emits_event_and_revokes_sessions(auth: AuthClien
     assert (await auth.login(email)).status == 401
     # The address is free again.
     assert (await auth.register(email)).status == 201
+
+
+async def test_login_rehashes_when_the_cost_changes(auth: AuthClient) -> None:
+    email = "rehash@example.com"
+    await auth.signed_up(email)
+    users = auth.app[keys.MONGO_DB]["users"]
+    before = (await users.find_one({"email": email}))["password_hash"]
+    assert before.startswith("$argon2id$v=19$m=1024,t=1,p=1$")
+
+    deps = auth.app[DEPS]
+    old_hasher = deps.passwords
+    deps.passwords = Passwords(Argon2Parameters(time_cost=2, memory_kib=2048), workers=1)
+    try:
+        assert (await auth.login(email)).status == 200
+        after = (await users.find_one({"email": email}))["password_hash"]
+        assert after.startswith("$argon2id$v=19$m=2048,t=2,p=1$")
+        assert (await auth.login(email)).status == 200
+        assert (await users.find_one({"email": email}))["password_hash"] == after
+    finally:
+        deps.passwords.close()
+        deps.passwords = old_hasher
+
+
+async def test_sessions_end_after_thirty_days_however_often_they_rotate(auth: AuthClient) -> None:
+    pair = await auth.signed_up("long.session@example.com")
+    token = pair["refresh_token"]
+    for _ in range(3):
+        auth.clock.advance(10 * 86400 - 10)
+        rotated = await auth.post("/refresh", {"refresh_token": token})
+        assert rotated.status == 200
+        token = rotated.body["refresh_token"]
+    auth.clock.advance(60)  # now past 30 days since sign-in
+    expired = await auth.post("/refresh", {"refresh_token": token})
+    assert expired.status == 401
+    assert not auth.events.of_type("auth.session.reuse_detected")  # expiry is not reuse
