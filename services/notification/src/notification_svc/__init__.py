@@ -1,0 +1,1 @@
+"""Switchyard notification service: delivers what happened to the people it concerns."""

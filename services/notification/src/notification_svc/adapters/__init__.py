@@ -1,0 +1,1 @@
+"""Adapters: MongoDB repositories, the SMTP mailer, the Jinja2 renderer."""

@@ -1,0 +1,217 @@
+"""``notification_deliveries``: every send recorded, with the claim that makes it happen once."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import asdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo import DESCENDING, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+from switchyard.envelope import utcnow
+from switchyard.mongo.client import Document, Index, asc
+
+from notification_svc.adapters.timestamps import loaded, stored
+from notification_svc.domain.deliveries import (
+    ERASED_RECIPIENT,
+    Delivery,
+    DeliveryStatus,
+    NewDelivery,
+)
+
+COLLECTION = "notification_deliveries"
+_ID_PATTERN = re.compile(r"^dlv_[0-9a-f]{24}$")
+
+
+def delivery_indexes() -> list[Index]:
+    return [
+        Index(COLLECTION, asc("event_id", "channel", "recipient"), unique=True),
+        # Not (user_id, _id): a compound index naming _id breaks inserts on the embedded store.
+        Index(COLLECTION, asc("user_id")),
+        Index(COLLECTION, asc("status")),
+    ]
+
+
+def new_delivery_id() -> str:
+    """Opaque to clients, but ordered by creation time so ``_id`` can drive pagination."""
+    return f"dlv_{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+def encode_cursor(delivery_id: str) -> str:
+    return base64.urlsafe_b64encode(delivery_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidCursor(cursor) from None
+    if not _ID_PATTERN.match(raw):
+        raise InvalidCursor(cursor)
+    return raw
+
+
+def _delivery(doc: Mapping[str, Any]) -> Delivery:
+    return Delivery(
+        id=doc["_id"],
+        event_id=doc["event_id"],
+        event_type=doc["event_type"],
+        channel=doc["channel"],
+        recipient=doc["recipient"],
+        user_id=doc["user_id"],
+        template=doc["template"],
+        category=doc["category"],
+        status=doc["status"],
+        attempts=int(doc.get("attempts", 0)),
+        provider_response=doc.get("provider_response"),
+        created_at=loaded(doc["created_at"]),
+        updated_at=loaded(doc["updated_at"]),
+        sent_at=loaded(doc["sent_at"]) if doc.get("sent_at") else None,
+        reason=doc.get("reason"),
+    )
+
+
+class DeliveryStore:
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self.collection = collection
+
+    async def open(
+        self, new: NewDelivery, *, status: DeliveryStatus = "pending", reason: str | None = None
+    ) -> Delivery:
+        """The record of ``new``'s (event, channel, recipient): created now, or the existing one."""
+        now = stored(utcnow())
+        doc: Document = {
+            "_id": new_delivery_id(),
+            **asdict(new),
+            "status": status,
+            "attempts": 0,
+            "provider_response": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        if reason is not None:
+            doc["reason"] = reason
+        try:
+            await self.collection.insert_one(doc)
+            return _delivery(doc)
+        except DuplicateKeyError:
+            existing = await self.collection.find_one(
+                {"event_id": new.event_id, "channel": new.channel, "recipient": new.recipient}
+            )
+        if existing is None:  # erased between our insert and our read: nothing left to do
+            raise LookupError(f"delivery of event {new.event_id} vanished")
+        return _delivery(existing)
+
+    async def get(self, delivery_id: str) -> Delivery | None:
+        doc = await self.collection.find_one({"_id": delivery_id})
+        return _delivery(doc) if doc else None
+
+    async def claim(self, delivery_id: str, *, owner: str, lease: timedelta) -> Delivery | None:
+        """Take a pending or abandoned to ``sending`` for ``owner``; None if another has it."""
+        now = time.time()
+        doc = await self.collection.find_one_and_update(
+            {
+                "_id": delivery_id,
+                "$or": [{"status": "pending"}, {"status": "sending", "lease_until": {"$lt": now}}],
+            },
+            {
+                "$set": {
+                    "status": "sending",
+                    "owner": owner,
+                    "lease_until": now + lease.total_seconds(),
+                    "updated_at": stored(utcnow()),
+                },
+                "$inc": {"attempts": 1},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return _delivery(doc) if doc else None
+
+    async def mark_sent(self, delivery_id: str, *, response: str) -> None:
+        """The provider accepted the message: final, whoever held the claim by now."""
+        now = stored(utcnow())
+        await self.collection.update_one(
+            {"_id": delivery_id, "status": {"$in": ["pending", "sending"]}},
+            {
+                "$set": {
+                    "status": "sent",
+                    "provider_response": response,
+                    "sent_at": now,
+                    "updated_at": now,
+                },
+                "$unset": {"owner": "", "lease_until": ""},
+            },
+        )
+
+    async def mark_failed(self, delivery_id: str, *, owner: str, response: str) -> bool:
+        now = stored(utcnow())
+        result = await self.collection.update_one(
+            {"_id": delivery_id, "status": "sending", "owner": owner},
+            {
+                "$set": {"status": "failed", "provider_response": response, "updated_at": now},
+                "$unset": {"owner": "", "lease_until": ""},
+            },
+        )
+        return result.modified_count == 1
+
+    async def release(self, delivery_id: str, *, owner: str, response: str) -> None:
+        """Give the claim back after a temporary failure; the retried event claims it again."""
+        await self.collection.update_one(
+            {"_id": delivery_id, "status": "sending", "owner": owner},
+            {
+                "$set": {
+                    "status": "pending",
+                    "provider_response": response,
+                    "updated_at": stored(utcnow()),
+                },
+                "$unset": {"owner": "", "lease_until": ""},
+            },
+        )
+
+    async def page(
+        self,
+        *,
+        limit: int,
+        after: str | None = None,
+        user_id: str | None = None,
+        status: DeliveryStatus | None = None,
+    ) -> tuple[list[Delivery], str | None]:
+        """Newest first; ``after`` is the id of the last record of the previous page."""
+        query: Document = {}
+        if user_id is not None:
+            query["user_id"] = user_id
+        if status is not None:
+            query["status"] = status
+        if after is not None:
+            query["_id"] = {"$lt": after}
+        cursor = self.collection.find(query).sort("_id", DESCENDING).limit(limit + 1)
+        docs = [doc async for doc in cursor]
+        items = [_delivery(doc) for doc in docs[:limit]]
+        next_after = items[-1].id if len(docs) > limit else None
+        return items, next_after
+
+    async def erase_recipient(self, user_id: str, *, erased_at: datetime) -> int:
+        """Forget where a deleted user's messages went (the records stay, for the counts)."""
+        result = await self.collection.update_many(
+            {"user_id": user_id},
+            {
+                "$set": {
+                    "recipient": ERASED_RECIPIENT,
+                    "erased_at": stored(erased_at),
+                    "updated_at": stored(utcnow()),
+                },
+                "$unset": {"provider_response": ""},
+            },
+        )
+        return result.modified_count

@@ -1,0 +1,219 @@
+"""Email over SMTP (aiosmtplib): one connection reused for bursts, re-opened when it drops.
+
+Failures are sorted by what a retry can change:
+
+- the server refused *this message* (a 5xx reply to RCPT or DATA, or an address
+  it cannot take) → :class:`DeliveryRejected`, final;
+- anything else — 4xx replies, refused or dropped connections, timeouts, and
+  trouble before the transaction (TLS, authentication, our sender refused),
+  which is about our configuration rather than the message → :class:`DeliveryDeferred`,
+  retried on the bus schedule and parked in the DLQ if it never clears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr, parseaddr
+from pathlib import Path
+
+import aiosmtplib
+
+from notification_svc.domain.deliveries import DeliveryDeferred, DeliveryRejected
+from notification_svc.domain.emails import OutgoingEmail
+from notification_svc.settings import NotificationSettings, SmtpSecurity
+
+log = logging.getLogger("notification.smtp")
+
+# Failures of the connection itself: the connection is dropped and re-opened next time.
+_CONNECTION_ERRORS = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError)
+
+
+def _header_safe(value: str) -> str:
+    """Display names are user input: no line breaks or control characters in a header."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())
+
+
+def compose_message(
+    email: OutgoingEmail, *, mail_from: str, now: datetime | None = None
+) -> EmailMessage:
+    """A multipart/alternative message (text first, HTML preferred) with Message-ID and Date."""
+    _, from_address = parseaddr(mail_from)
+    domain = from_address.rpartition("@")[2] or "localhost"
+    message = EmailMessage()
+    message["From"] = mail_from
+    message["To"] = formataddr((_header_safe(email.display_name), email.recipient))
+    message["Subject"] = email.content.subject
+    message["Date"] = format_datetime(now or datetime.now(UTC))
+    message["Message-ID"] = f"<{email.reference}@{domain}>"
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(email.content.text)
+    message.add_alternative(email.content.html, subtype="html")
+    return message
+
+
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """The system trust store, plus ``ca_file`` when given (e.g. a self-signed test server)."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
+
+
+def _response_text(code: int, message: str) -> str:
+    return f"{code} {' '.join(message.split())}"[:500]
+
+
+class SmtpMailer:
+    """Sends one message at a time over a shared connection (SMTP transactions are sequential)."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        security: SmtpSecurity,
+        mail_from: str,
+        username: str | None = None,
+        password: str | None = None,
+        ca_file: Path | None = None,
+        timeout: float = 15.0,
+        idle_check_seconds: float = 10.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.security = security
+        self.mail_from = mail_from
+        self.username = username
+        self.password = password
+        self.ca_file = ca_file
+        self.timeout = timeout
+        self.idle_check_seconds = idle_check_seconds
+        self._smtp: aiosmtplib.SMTP | None = None
+        self._last_used = 0.0
+        self._lock = asyncio.Lock()
+        self.connections_opened = 0
+
+    @classmethod
+    def from_settings(cls, settings: NotificationSettings) -> SmtpMailer:
+        return cls(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            security=settings.smtp_security,
+            mail_from=settings.mail_from,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            ca_file=settings.smtp_ca_path,
+            timeout=settings.smtp_timeout,
+            idle_check_seconds=settings.smtp_idle_check_seconds,
+        )
+
+    async def send(self, email: OutgoingEmail) -> str:
+        """Send ``email``; returns the server's acceptance reply."""
+        message = compose_message(email, mail_from=self.mail_from)
+        async with self._lock:
+            smtp = await self._connection()
+            try:
+                errors, reply = await smtp.send_message(message)
+            except aiosmtplib.SMTPRecipientsRefused as error:
+                refused = error.recipients[0]
+                raise self._classify(refused.code, refused.message) from None
+            except aiosmtplib.SMTPSenderRefused as error:
+                raise DeliveryDeferred(
+                    "sender refused: " + _response_text(error.code, error.message)
+                ) from None
+            except aiosmtplib.SMTPResponseException as error:
+                if error.code == 421:  # the server is closing the connection
+                    await self._drop()
+                raise self._classify(error.code, error.message) from None
+            except aiosmtplib.SMTPNotSupported as error:
+                # e.g. an internationalised address on a server without SMTPUTF8: it never will be.
+                raise DeliveryRejected(f"not supported by the server: {error.message}") from None
+            except _CONNECTION_ERRORS as error:
+                await self._drop()
+                raise DeliveryDeferred(f"connection lost: {type(error).__name__}") from None
+            except asyncio.CancelledError:
+                # Stopped mid-transaction: the connection's state is unknown, so never reuse it.
+                self._abort()
+                raise
+            self._last_used = time.monotonic()
+        if errors:  # a single recipient per message: a partial refusal cannot happen, but be exact
+            first = next(iter(errors.values()))
+            raise self._classify(first.code, first.message)
+        return f"250 {reply.strip()}"
+
+    @staticmethod
+    def _classify(code: int, message: str) -> DeliveryRejected | DeliveryDeferred:
+        response = _response_text(code, message)
+        return DeliveryRejected(response) if 500 <= code < 600 else DeliveryDeferred(response)
+
+    async def _connection(self) -> aiosmtplib.SMTP:
+        smtp = self._smtp
+        if smtp is not None and smtp.is_connected:
+            if time.monotonic() - self._last_used < self.idle_check_seconds:
+                return smtp
+            try:  # idle for a while: servers drop idle clients, so check before reusing
+                await smtp.noop()
+                return smtp
+            except (aiosmtplib.SMTPException, OSError):
+                log.info("idle SMTP connection was gone; reconnecting")
+        await self._drop()
+        return await self._open()
+
+    async def _open(self) -> aiosmtplib.SMTP:
+        context = tls_context(self.ca_file) if self.security != "none" else None
+        smtp = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            use_tls=self.security == "tls",
+            start_tls=self.security == "starttls",
+            tls_context=context,
+            timeout=self.timeout,
+        )
+        try:
+            await smtp.connect()
+        except aiosmtplib.SMTPResponseException as error:
+            smtp.close()
+            raise DeliveryDeferred(
+                "could not open an SMTP session: " + _response_text(error.code, error.message)
+            ) from None
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as error:
+            smtp.close()
+            raise DeliveryDeferred(
+                f"cannot connect to {self.host}:{self.port}: {type(error).__name__}"
+            ) from None
+        self._smtp = smtp
+        self._last_used = time.monotonic()
+        self.connections_opened += 1
+        log.info(
+            "SMTP connection opened",
+            extra={"smtp_host": self.host, "smtp_port": self.port, "security": self.security},
+        )
+        return smtp
+
+    async def _drop(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is None:
+            return
+        if smtp.is_connected:
+            try:
+                await asyncio.wait_for(smtp.quit(), 2)
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                smtp.close()
+        else:
+            smtp.close()
+
+    def _abort(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            smtp.close()
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._drop()

@@ -1,0 +1,1 @@
+"""The notification domain: what gets sent to whom, and the rules deciding whether it may."""

@@ -1,0 +1,154 @@
+"""The emails this service sends, one kind per template, and how each is built from its event."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from switchyard.events.auth import (
+    OtpRequested,
+    PasswordChanged,
+    SessionReuseDetected,
+    UserVerified,
+)
+
+from notification_svc.domain.preferences import Category
+
+
+class EmailKind(enum.StrEnum):
+    """One template (text + HTML) per kind; the value is the template's name."""
+
+    SIGNUP_CODE = "signup_code"
+    PASSWORD_RESET_CODE = "password_reset_code"
+    WELCOME = "welcome"
+    PASSWORD_CHANGED = "password_changed"
+    SESSION_REUSE_DETECTED = "session_reuse_detected"
+
+
+CATEGORY_OF: Mapping[EmailKind, Category] = {
+    EmailKind.SIGNUP_CODE: "signup",
+    EmailKind.WELCOME: "signup",
+    EmailKind.PASSWORD_RESET_CODE: "security",
+    EmailKind.PASSWORD_CHANGED: "security",
+    EmailKind.SESSION_REUSE_DETECTED: "security",
+}
+
+
+@dataclass(frozen=True)
+class EmailRequest:
+    """An email to one user, with what its template needs (may include a one-time code)."""
+
+    kind: EmailKind
+    user_id: str
+    recipient: str
+    display_name: str
+    context: Mapping[str, Any]
+
+    @property
+    def category(self) -> Category:
+        return CATEGORY_OF[self.kind]
+
+    def __repr__(self) -> str:  # the context may hold a one-time code: never print it
+        return f"EmailRequest(kind={self.kind.value!r}, user_id={self.user_id!r})"
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+    def __repr__(self) -> str:
+        return f"RenderedEmail(subject={self.subject!r})"
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    """What the mail adapter sends: rendered content and its addressing."""
+
+    recipient: str
+    display_name: str
+    content: RenderedEmail
+    # Stable per delivery, so a resend after an ambiguous failure carries the same Message-ID.
+    reference: str
+
+    def __repr__(self) -> str:
+        return f"OutgoingEmail(reference={self.reference!r})"
+
+
+def minutes_until(moment: datetime, now: datetime) -> int:
+    """Whole minutes left, rounded up, at least 1 (a code valid for 9m59s says "10 minutes")."""
+    return max(1, math.ceil((moment - now).total_seconds() / 60))
+
+
+def otp_email(data: OtpRequested, *, sent_at: datetime) -> EmailRequest:
+    kind = (
+        EmailKind.SIGNUP_CODE if data.purpose == "verify_email" else EmailKind.PASSWORD_RESET_CODE
+    )
+    return EmailRequest(
+        kind=kind,
+        user_id=data.user_id,
+        recipient=str(data.email),
+        display_name=data.display_name,
+        context={
+            "code": data.code,
+            "expires_at": data.expires_at,
+            "expires_in_minutes": minutes_until(data.expires_at, sent_at),
+        },
+    )
+
+
+def welcome_email(data: UserVerified) -> EmailRequest:
+    return EmailRequest(
+        kind=EmailKind.WELCOME,
+        user_id=data.user_id,
+        recipient=str(data.email),
+        display_name=data.display_name,
+        context={"verified_at": data.verified_at},
+    )
+
+
+def password_changed_email(data: PasswordChanged) -> EmailRequest:
+    return EmailRequest(
+        kind=EmailKind.PASSWORD_CHANGED,
+        user_id=data.user_id,
+        recipient=str(data.email),
+        display_name=data.display_name,
+        context={"reason": data.reason, "changed_at": data.changed_at},
+    )
+
+
+def session_reuse_email(data: SessionReuseDetected) -> EmailRequest:
+    return EmailRequest(
+        kind=EmailKind.SESSION_REUSE_DETECTED,
+        user_id=data.user_id,
+        recipient=str(data.email),
+        display_name=data.display_name,
+        context={"detected_at": data.detected_at},
+    )
+
+
+def email_for(data: object, *, now: datetime) -> EmailRequest | None:
+    """The email an event calls for, or None when the event calls for none."""
+    if isinstance(data, OtpRequested):
+        return otp_email(data, sent_at=now)
+    if isinstance(data, UserVerified):
+        return welcome_email(data)
+    if isinstance(data, PasswordChanged):
+        return password_changed_email(data)
+    if isinstance(data, SessionReuseDetected):
+        return session_reuse_email(data)
+    return None
+
+
+# The event types the ``emails`` subscription is bound to.
+EMAIL_EVENT_TYPES = (
+    "auth.otp.requested",
+    "auth.user.verified",
+    "auth.password.changed",
+    "auth.session.reuse_detected",
+)

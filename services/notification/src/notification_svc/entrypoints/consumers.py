@@ -1,0 +1,31 @@
+"""Bus subscriptions, one quorum queue per concern (``notification.<name>``, each with its
+retry tiers and DLQ): ``emails`` sends, ``user_directory`` keeps the read model, so a
+failing email never holds up the read model and the other way round."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from aiohttp import web
+from switchyard.bus import HandlerRegistry
+
+from notification_svc import keys
+from notification_svc.domain.emails import EMAIL_EVENT_TYPES
+from notification_svc.handlers import handle_email_event, handle_user_event
+
+
+def build_registry(app: web.Application) -> HandlerRegistry:
+    email = app[keys.EMAIL_CHANNEL]
+    registry = HandlerRegistry()
+    registry.add("emails", EMAIL_EVENT_TYPES, partial(handle_email_event, email=email))
+    registry.add(
+        "user_directory",
+        ["auth.user.registered", "auth.user.verified", "auth.user.updated", "auth.user.deleted"],
+        partial(
+            handle_user_event,
+            directory=app[keys.DIRECTORY],
+            deliveries=app[keys.DELIVERIES],
+            preferences=app[keys.PREFERENCES],
+        ),
+    )
+    return registry

@@ -1,0 +1,209 @@
+"""Event handlers: plain async functions; dependencies are bound in entrypoints/consumers.py."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any, Protocol
+
+from switchyard.bus import PermanentError
+from switchyard.envelope import Event, utcnow
+from switchyard.events.auth import UserDeleted, UserRegistered, UserUpdated, UserVerified
+
+from notification_svc.adapters.deliveries import DeliveryStore
+from notification_svc.adapters.preferences import PreferenceStore
+from notification_svc.adapters.templates import EmailRenderer
+from notification_svc.adapters.users import UserDirectory
+from notification_svc.domain.deliveries import (
+    ERASED_RECIPIENT,
+    Delivery,
+    DeliveryDeferred,
+    DeliveryInProgress,
+    DeliveryRejected,
+    NewDelivery,
+)
+from notification_svc.domain.emails import EmailRequest, OutgoingEmail, email_for
+from notification_svc.telemetry import DeliveryMetrics
+
+log = logging.getLogger("notification.handlers")
+
+
+class Mailer(Protocol):
+    async def send(self, email: OutgoingEmail) -> str:
+        """Send; return the provider's acceptance. Raise DeliveryRejected or DeliveryDeferred."""
+        ...
+
+
+@dataclass(frozen=True)
+class EmailChannel:
+    """Everything sending one email needs."""
+
+    deliveries: DeliveryStore
+    directory: UserDirectory
+    preferences: PreferenceStore
+    mailer: Mailer
+    renderer: EmailRenderer
+    metrics: DeliveryMetrics
+    # Who holds a claim (one value per process) and for how long before others may take it over.
+    owner: str
+    claim_lease: timedelta = timedelta(seconds=60)
+
+
+async def send_email(
+    request: EmailRequest, *, event: Event[Any], channel: EmailChannel
+) -> Delivery:
+    """Deliver ``request`` once per (event, channel, recipient), recording the outcome."""
+    template = request.kind.value
+    new = NewDelivery(
+        event_id=event.id,
+        event_type=event.type,
+        channel="email",
+        recipient=request.recipient,
+        user_id=request.user_id,
+        template=template,
+        category=request.category,
+    )
+    fields = {"event_id": event.id, "template": template, "user_id": request.user_id}
+
+    contact = await channel.directory.get(request.user_id)
+    if contact is not None and contact.deleted:
+        delivery = await channel.deliveries.open(
+            replace(new, recipient=ERASED_RECIPIENT), status="suppressed", reason="user-deleted"
+        )
+        channel.metrics.outcome("email", template, "suppressed")
+        log.info("email suppressed: the user was deleted", extra=fields)
+        return delivery
+    preferences = await channel.preferences.get(request.user_id)
+    if not preferences.allows(request.category, "email"):
+        delivery = await channel.deliveries.open(new, status="suppressed", reason="opted-out")
+        channel.metrics.outcome("email", template, "suppressed")
+        log.info("email suppressed by the user's preferences", extra=fields)
+        return delivery
+
+    delivery = await channel.deliveries.open(new)
+    if delivery.final:
+        channel.metrics.outcome("email", template, "duplicate")
+        log.info("email already handled", extra={**fields, "status": delivery.status})
+        return delivery
+
+    content = channel.renderer.render(
+        request.kind, display_name=request.display_name, context=request.context
+    )
+    claimed = await channel.deliveries.claim(
+        delivery.id, owner=channel.owner, lease=channel.claim_lease
+    )
+    if claimed is None:
+        current = await channel.deliveries.get(delivery.id)
+        if current is not None and current.final:
+            channel.metrics.outcome("email", template, "duplicate")
+            return current
+        raise DeliveryInProgress(f"delivery {delivery.id} is being sent by another consumer")
+
+    outgoing = OutgoingEmail(
+        recipient=request.recipient,
+        display_name=request.display_name,
+        content=content,
+        reference=delivery.id,
+    )
+    fields = {**fields, "delivery_id": delivery.id, "attempt": claimed.attempts}
+    started = time.perf_counter()
+    try:
+        response = await channel.mailer.send(outgoing)
+    except DeliveryRejected as rejected:
+        channel.metrics.attempt_took("email", time.perf_counter() - started)
+        await channel.deliveries.mark_failed(
+            delivery.id, owner=channel.owner, response=rejected.response
+        )
+        channel.metrics.outcome("email", template, "failed")
+        log.warning(
+            "email rejected for good",
+            extra={**fields, "smtp_reply": _reply_code(rejected.response)},
+        )
+        return replace(claimed, status="failed", provider_response=rejected.response)
+    except DeliveryDeferred as deferred:
+        channel.metrics.attempt_took("email", time.perf_counter() - started)
+        await channel.deliveries.release(
+            delivery.id, owner=channel.owner, response=deferred.response
+        )
+        channel.metrics.outcome("email", template, "deferred")
+        log.warning(
+            "email deferred; the event will be retried",
+            extra={**fields, "smtp_reply": _reply_code(deferred.response)},
+        )
+        raise
+    except Exception as error:
+        await channel.deliveries.release(
+            delivery.id, owner=channel.owner, response=f"error: {type(error).__name__}"
+        )
+        raise
+    sent_seconds = time.perf_counter() - started
+    await channel.deliveries.mark_sent(delivery.id, response=response)
+    channel.metrics.outcome("email", template, "sent")
+    channel.metrics.sent_after(
+        "email",
+        send_seconds=sent_seconds,
+        lag_seconds=(utcnow() - event.envelope.time).total_seconds(),
+    )
+    log.info("email sent", extra=fields)
+    return replace(claimed, status="sent", provider_response=response)
+
+
+def _reply_code(response: str) -> str:
+    """The reply code only: the full text may quote the recipient's address, which logs must not."""
+    head = response.split(" ", 1)[0]
+    return head if head.isdigit() else response.split(":", 1)[0][:60]
+
+
+async def handle_email_event(event: Event[Any], *, email: EmailChannel) -> None:
+    """The ``emails`` subscription: the email each auth event calls for, sent once."""
+    request = email_for(event.data, now=utcnow())
+    if request is None:
+        raise PermanentError(f"no email is sent for {event.type}")
+    await send_email(request, event=event, channel=email)
+
+
+async def handle_user_event(
+    event: Event[Any],
+    *,
+    directory: UserDirectory,
+    deliveries: DeliveryStore,
+    preferences: PreferenceStore,
+) -> None:
+    """Keep the read model of users; erase everything about a deleted user."""
+    data = event.data
+    if isinstance(data, UserRegistered):
+        await directory.record_profile(
+            data.user_id,
+            email=str(data.email),
+            display_name=data.display_name,
+            as_of=data.registered_at,
+        )
+        await directory.record_status(
+            data.user_id, "pending_verification", as_of=data.registered_at
+        )
+    elif isinstance(data, UserVerified):
+        await directory.record_profile(
+            data.user_id,
+            email=str(data.email),
+            display_name=data.display_name,
+            as_of=data.verified_at,
+        )
+        await directory.record_status(data.user_id, "active", as_of=data.verified_at)
+    elif isinstance(data, UserUpdated):
+        await directory.record_profile(
+            data.user_id,
+            email=str(data.email),
+            display_name=data.display_name,
+            as_of=data.updated_at,
+        )
+    elif isinstance(data, UserDeleted):
+        await directory.erase(data.user_id, deleted_at=data.deleted_at)
+        erased = await deliveries.erase_recipient(data.user_id, erased_at=data.deleted_at)
+        await preferences.erase(data.user_id)
+        log.info(
+            "erased a deleted user's data", extra={"user_id": data.user_id, "deliveries": erased}
+        )
+    else:
+        raise PermanentError(f"the user read model does not handle {event.type}")

@@ -1,0 +1,19 @@
+"""Every web.AppKey of the notification service."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from notification_svc.adapters.deliveries import DeliveryStore
+from notification_svc.adapters.preferences import PreferenceStore
+from notification_svc.adapters.smtp import SmtpMailer
+from notification_svc.adapters.users import UserDirectory
+from notification_svc.handlers import EmailChannel
+from notification_svc.telemetry import DeliveryMetrics
+
+DELIVERIES = web.AppKey("notification.deliveries", DeliveryStore)
+DIRECTORY = web.AppKey("notification.directory", UserDirectory)
+PREFERENCES = web.AppKey("notification.preferences", PreferenceStore)
+MAILER = web.AppKey("notification.mailer", SmtpMailer)
+EMAIL_CHANNEL = web.AppKey("notification.email_channel", EmailChannel)
+DELIVERY_METRICS = web.AppKey("notification.delivery_metrics", DeliveryMetrics)

@@ -1,0 +1,61 @@
+"""Typed settings of the notification service (DESIGN §6)."""
+
+from __future__ import annotations
+
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
+from switchyard.settings import ServiceSettings
+
+SmtpSecurity = Literal["none", "starttls", "tls"]
+
+
+class NotificationSettings(ServiceSettings):
+    service_name: str = "notification"
+    port: int = Field(8084, ge=1, le=65535, validation_alias="NOTIFICATION_PORT")
+
+    # Email channel. The default points at the local mail sink `make run` starts
+    # (and Mailpit's SMTP port under docker compose).
+    smtp_host: str = Field("127.0.0.1", validation_alias="SMTP_HOST")
+    smtp_port: int = Field(1025, ge=1, le=65535, validation_alias="SMTP_PORT")
+    smtp_username: str | None = Field(None, validation_alias="SMTP_USERNAME")
+    smtp_password: SecretStr | None = Field(None, validation_alias="SMTP_PASSWORD")
+    smtp_security: SmtpSecurity = Field("none", validation_alias="SMTP_SECURITY")
+    # Extra CA bundle (PEM) to trust for STARTTLS/TLS, e.g. a self-signed test server.
+    smtp_ca_file: FilePath | None = Field(None, validation_alias="SMTP_CA_FILE")
+    smtp_timeout: float = Field(15.0, gt=0, validation_alias="SMTP_TIMEOUT")
+    # A connection idle this long is checked with NOOP before it is reused.
+    smtp_idle_check_seconds: float = Field(10.0, ge=0, validation_alias="SMTP_IDLE_CHECK_SECONDS")
+    mail_from: str = Field(
+        "Switchyard <no-reply@switchyard.localhost>", validation_alias="MAIL_FROM"
+    )
+    product_name: str = Field("Switchyard", validation_alias="MAIL_PRODUCT_NAME")
+
+    # Access tokens (verified with the shared switchyard.tokens verifier against auth's JWKS).
+    jwks_url: str = Field(
+        "http://127.0.0.1:8081/.well-known/jwks.json", validation_alias="JWKS_URL"
+    )
+    auth_issuer: str = Field("http://localhost:8080", validation_alias="AUTH_ISSUER")
+    jwt_audience: str = Field("switchyard", validation_alias="JWT_AUDIENCE")
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from_is_an_address(cls, value: str) -> str:
+        _, address = parseaddr(value)
+        if "@" not in address:
+            raise ValueError(
+                "MAIL_FROM must be an address, e.g. 'Switchyard <no-reply@example.com>'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _credentials_together(self) -> NotificationSettings:
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ValueError("SMTP_USERNAME and SMTP_PASSWORD are set together or not at all")
+        return self
+
+    @property
+    def smtp_ca_path(self) -> Path | None:
+        return Path(self.smtp_ca_file) if self.smtp_ca_file else None

@@ -1,0 +1,66 @@
+"""Fixtures of the notification service's tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from notification_svc.app import create_app
+from notification_svc.settings import NotificationSettings
+
+from .support import AUDIENCE, ISSUER, JwksServer, RunningService, publisher_bus
+
+
+@pytest.fixture
+async def jwks(start_app: Any) -> JwksServer:
+    server = JwksServer()
+    running = await start_app(server.app)
+    server.url = running.url + "/.well-known/jwks.json"
+    return server
+
+
+@pytest.fixture
+def service_settings(
+    settings_overrides: dict[str, Any], jwks: JwksServer
+) -> Callable[..., NotificationSettings]:
+    """``service_settings(smtp_port=…, …)``: the test's settings with its own namespace."""
+
+    def build(**overrides: Any) -> NotificationSettings:
+        values: dict[str, Any] = {
+            **settings_overrides,
+            "smtp_host": "127.0.0.1",
+            "jwks_url": jwks.url,
+            "auth_issuer": ISSUER,
+            "jwt_audience": AUDIENCE,
+            "mail_from": "Switchyard <no-reply@switchyard.test>",
+            # Leftover test queues go within a minute instead of five (quorum queues are heavy).
+            "bus_queue_expires_ms": 60_000,
+            **overrides,
+        }
+        return NotificationSettings(**values)
+
+    return build
+
+
+@pytest.fixture
+async def start_service(
+    service_settings: Callable[..., NotificationSettings],
+    settings_overrides: dict[str, Any],
+    start_app: Any,
+    broker_cleanup: None,
+) -> AsyncIterator[Callable[..., Any]]:
+    """``service = await start_service(smtp_port=…)``: the app running with its consumers."""
+    publishers = []
+
+    async def start(**overrides: Any) -> RunningService:
+        app = create_app(service_settings(**overrides))
+        server = await start_app(app)
+        publisher = publisher_bus(settings_overrides)
+        await publisher.connect()
+        publishers.append(publisher)
+        return RunningService(app=app, server=server, publisher=publisher)
+
+    yield start
+    for publisher in publishers:
+        await publisher.close()
