@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
-
 from switchyard.envelope import EventCatalog
 
 TEST_CATALOG = EventCatalog()
@@ -38,7 +37,9 @@ from switchyard.envelope import Event  # noqa: E402
 from switchyard.metrics import Metrics  # noqa: E402
 
 
-def make_bus(overrides: dict[str, Any], *, url: str | None = None, service: str = "svc", retry_delays=None) -> Bus:
+def make_bus(
+    overrides: dict[str, Any], *, url: str | None = None, service: str = "svc", retry_delays=None
+) -> Bus:
     return Bus(
         url=url or overrides["amqp_url"],
         exchange=overrides["bus_exchange"],
@@ -85,12 +86,16 @@ async def start_consumer(
     *,
     inbox: Inbox | None = None,
 ) -> Consumer:
-    consumer = Consumer(bus, Subscription(name, patterns, handler), inbox=inbox, catalog=TEST_CATALOG)
+    consumer = Consumer(
+        bus, Subscription(name, patterns, handler), inbox=inbox, catalog=TEST_CATALOG
+    )
     await consumer.start()
     return consumer
 
 
-async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05) -> None:
+async def eventually(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if await predicate():

@@ -19,7 +19,14 @@ from typing import Any
 
 import yaml
 
-from switchyard.envelope import CATALOG, HEADER_ATTRIBUTES, HEADER_PREFIX, Envelope, EventCatalog, EventSpec
+from switchyard.envelope import (
+    CATALOG,
+    HEADER_ATTRIBUTES,
+    HEADER_PREFIX,
+    Envelope,
+    EventCatalog,
+    EventSpec,
+)
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 EXCHANGE = "switchyard.events"
@@ -63,7 +70,9 @@ def asyncapi(specs: Iterable[EventSpec]) -> dict[str, Any]:
     headers_schema = {
         "type": "object",
         "properties": {HEADER_PREFIX + name: {"type": "string"} for name in HEADER_ATTRIBUTES},
-        "required": [HEADER_PREFIX + n for n in ("specversion", "id", "source", "type", "time", "dataschema")],
+        "required": [
+            HEADER_PREFIX + n for n in ("specversion", "id", "source", "type", "time", "dataschema")
+        ],
     }
     for spec in specs:
         name = _message_name(spec)
@@ -97,7 +106,13 @@ def asyncapi(specs: Iterable[EventSpec]) -> dict[str, Any]:
                 "bindings": {
                     "amqp": {
                         "is": "routingKey",
-                        "exchange": {"name": EXCHANGE, "type": "topic", "durable": True, "autoDelete": False, "vhost": "/"},
+                        "exchange": {
+                            "name": EXCHANGE,
+                            "type": "topic",
+                            "durable": True,
+                            "autoDelete": False,
+                            "vhost": "/",
+                        },
                         "bindingVersion": "0.3.0",
                     }
                 },
@@ -111,7 +126,9 @@ def asyncapi(specs: Iterable[EventSpec]) -> dict[str, Any]:
                 "title": f"{spec.producer} publishes {spec.type}",
                 "channel": {"$ref": f"#/channels/{spec.type}"},
                 "messages": [],
-                "bindings": {"amqp": {"deliveryMode": 2, "mandatory": True, "bindingVersion": "0.3.0"}},
+                "bindings": {
+                    "amqp": {"deliveryMode": 2, "mandatory": True, "bindingVersion": "0.3.0"}
+                },
             },
         )
         operation["messages"].append({"$ref": f"#/channels/{spec.type}/messages/{name}"})
@@ -144,9 +161,13 @@ def render(catalog: EventCatalog = CATALOG) -> dict[str, str]:
     files: dict[str, str] = {}
     specs = list(catalog)
     for spec in specs:
-        files[f"{spec.type}.v{spec.version}.json"] = json.dumps(data_schema(spec), indent=2, sort_keys=True) + "\n"
+        files[f"{spec.type}.v{spec.version}.json"] = (
+            json.dumps(data_schema(spec), indent=2, sort_keys=True) + "\n"
+        )
     files["envelope.json"] = json.dumps(envelope_schema(), indent=2, sort_keys=True) + "\n"
-    files["asyncapi.yaml"] = yaml.safe_dump(asyncapi(specs), sort_keys=False, width=100, allow_unicode=True)
+    files["asyncapi.yaml"] = yaml.safe_dump(
+        asyncapi(specs), sort_keys=False, width=100, allow_unicode=True
+    )
     return files
 
 
@@ -175,8 +196,13 @@ def check(directory: Path) -> list[str]:
             continue
         committed = path.read_text()
         if committed != content:
-            diff = difflib.unified_diff(committed.splitlines(), content.splitlines(), "committed", "code", lineterm="", n=1)
-            problems.append(f"{name}: differs from the code — run `make contracts`\n" + "\n".join(list(diff)[:40]))
+            diff = difflib.unified_diff(
+                committed.splitlines(), content.splitlines(), "committed", "code", lineterm="", n=1
+            )
+            problems.append(
+                f"{name}: differs from the code — run `make contracts`\n"
+                + "\n".join(list(diff)[:40])
+            )
     return problems
 
 

@@ -92,7 +92,7 @@ class ParkedMessage:
             reason=text(H_REASON),
             exception_type=text(H_EXC_TYPE),
             exception_message=text(H_EXC_MESSAGE),
-            attempts=int(attempts) if attempts is not None else None,
+            attempts=int(str(attempts)) if attempts is not None else None,
             first_failure=text(H_FIRST_FAILURE),
             last_failure=text(H_LAST_FAILURE),
             original_routing_key=text(H_ORIGINAL_ROUTING_KEY),
@@ -154,7 +154,9 @@ class DeadLetters:
         finally:
             await connection.close()  # unacked messages go back to the DLQ
 
-    async def _drain(self, channel: AbstractChannel, limit: int | None) -> list[AbstractIncomingMessage]:
+    async def _drain(
+        self, channel: AbstractChannel, limit: int | None
+    ) -> list[AbstractIncomingMessage]:
         queue = await channel.get_queue(self.dlq, ensure=True)
         taken: list[AbstractIncomingMessage] = []
         while limit is None or len(taken) < limit:
@@ -179,7 +181,9 @@ class DeadLetters:
             for message in await self._drain(channel, None):
                 if message_id is not None and message.message_id != message_id:
                     continue
-                headers = {k: v for k, v in (message.headers or {}).items() if k not in _RESET_HEADERS}
+                headers = {
+                    k: v for k, v in (message.headers or {}).items() if k not in _RESET_HEADERS
+                }
                 parked = ParkedMessage.from_message(message)
                 target = parked.original_queue or self.queue
                 await channel.default_exchange.publish(
@@ -226,13 +230,17 @@ def discover_dlqs(amqp_url: str) -> list[tuple[str, int]]:
     management = os.environ.get("RABBITMQ_MANAGEMENT_URL")
     if management:
         parsed = urllib.parse.urlsplit(management)
-        request = urllib.request.Request(f"{parsed.scheme}://{parsed.hostname}:{parsed.port or 15672}/api/queues")
+        request = urllib.request.Request(
+            f"{parsed.scheme}://{parsed.hostname}:{parsed.port or 15672}/api/queues"
+        )
         if parsed.username:
             token = base64.b64encode(f"{parsed.username}:{parsed.password or ''}".encode()).decode()
             request.add_header("Authorization", f"Basic {token}")
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (operator-given URL)
             queues = json.load(response)
-        return sorted((q["name"], int(q.get("messages", 0))) for q in queues if q["name"].endswith(".dlq"))
+        return sorted(
+            (q["name"], int(q.get("messages", 0))) for q in queues if q["name"].endswith(".dlq")
+        )
     if shutil.which("rabbitmqctl"):
         output = subprocess.run(
             ["rabbitmqctl", "list_queues", "name", "messages", "--quiet", "--no-table-headers"],
@@ -254,7 +262,9 @@ def discover_dlqs(amqp_url: str) -> list[tuple[str, int]]:
 
 
 def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    cells = [list(map(str, headers))] + [[("" if c is None else str(c)) for c in row] for row in rows]
+    cells = [list(map(str, headers))] + [
+        [("" if c is None else str(c)) for c in row] for row in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -264,17 +274,28 @@ def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
 async def _run(args: argparse.Namespace) -> int:
     url = args.amqp_url
     if args.command == "list" and not args.queue:
-        rows = discover_dlqs(url)
-        print(_table(rows, ["dlq", "messages"]) if rows else "no dead-letter queues")
+        depths = discover_dlqs(url)
+        print(_table(depths, ["dlq", "messages"]) if depths else "no dead-letter queues")
         return 0
     tool = DeadLetters(url, args.queue)
     if args.command == "list":
         parked = await tool.peek(args.limit)
         rows = [
-            (m.message_id, m.event_type, m.reason, m.attempts, m.last_failure, f"{m.exception_type}: {m.exception_message}"[:80])
+            (
+                m.message_id,
+                m.event_type,
+                m.reason,
+                m.attempts,
+                m.last_failure,
+                f"{m.exception_type}: {m.exception_message}"[:80],
+            )
             for m in parked
         ]
-        print(_table(rows, ["message_id", "type", "reason", "attempts", "last_failure", "error"]) if rows else f"{tool.dlq} is empty")
+        print(
+            _table(rows, ["message_id", "type", "reason", "attempts", "last_failure", "error"])
+            if rows
+            else f"{tool.dlq} is empty"
+        )
         return 0
     if args.command == "show":
         parked = await tool.peek(args.limit)
@@ -300,7 +321,9 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="switchyard-dlq", description="Inspect and replay dead-lettered events")
+    parser = argparse.ArgumentParser(
+        prog="switchyard-dlq", description="Inspect and replay dead-lettered events"
+    )
     parser.add_argument("--amqp-url", default=os.environ.get("AMQP_URL", DEFAULT_AMQP_URL))
     sub = parser.add_subparsers(dest="command", required=True)
     p_list = sub.add_parser("list", help="DLQs and their depth, or the messages of one")

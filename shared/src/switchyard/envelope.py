@@ -7,6 +7,7 @@ carried in ``dataschema``; consumers refuse versions they do not know.
 
 from __future__ import annotations
 
+import builtins
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -81,7 +82,9 @@ class Envelope(BaseModel):
             value = getattr(self, name)
             if value is None:
                 continue
-            out[HEADER_PREFIX + name] = format_time(value) if isinstance(value, datetime) else str(value)
+            out[HEADER_PREFIX + name] = (
+                format_time(value) if isinstance(value, datetime) else str(value)
+            )
         return out
 
     @property
@@ -113,7 +116,7 @@ class EventSpec:
 
     type: str
     version: int
-    model: type[BaseModel]
+    model: builtins.type[BaseModel]
     description: str
 
     @property

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -18,10 +18,10 @@ if TYPE_CHECKING:
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 
-SETTINGS = web.AppKey("switchyard.settings", "ServiceSettings")
-METRICS = web.AppKey("switchyard.metrics", "Metrics")
+SETTINGS: web.AppKey[ServiceSettings] = web.AppKey("switchyard.settings")
+METRICS: web.AppKey[Metrics] = web.AppKey("switchyard.metrics")
 READINESS_CHECKS = web.AppKey("switchyard.readiness", dict[str, ReadinessCheck])
-MONGO_CLIENT = web.AppKey("switchyard.mongo_client", "AsyncMongoClient")
-MONGO_DB = web.AppKey("switchyard.mongo_db", "AsyncDatabase")
-BUS = web.AppKey("switchyard.bus", "Bus")
-OUTBOX_RELAY = web.AppKey("switchyard.outbox_relay", "OutboxRelay")
+MONGO_CLIENT: web.AppKey[AsyncMongoClient[dict[str, Any]]] = web.AppKey("switchyard.mongo_client")
+MONGO_DB: web.AppKey[AsyncDatabase[dict[str, Any]]] = web.AppKey("switchyard.mongo_db")
+BUS: web.AppKey[Bus] = web.AppKey("switchyard.bus")
+OUTBOX_RELAY: web.AppKey[OutboxRelay] = web.AppKey("switchyard.outbox_relay")

@@ -47,7 +47,10 @@ class Publisher(Protocol):
 
 
 def _stored(envelope: Envelope) -> dict[str, Any]:
-    return {"envelope": envelope.model_dump(mode="json", exclude_none=True), "staged_at": time.time()}
+    return {
+        "envelope": envelope.model_dump(mode="json", exclude_none=True),
+        "staged_at": time.time(),
+    }
 
 
 def with_events(document: Mapping[str, Any], events: Iterable[Envelope]) -> dict[str, Any]:
@@ -117,7 +120,9 @@ class OutboxRelay:
                 await self._task
             self._task = None
         with contextlib.suppress(PyMongoError):
-            await self.db[LEASES_COLLECTION].delete_one({"_id": self.metrics.service, "owner": self.owner})
+            await self.db[LEASES_COLLECTION].delete_one(
+                {"_id": self.metrics.service, "owner": self.owner}
+            )
 
     async def run(self) -> None:
         backoff = self.poll_interval
@@ -126,7 +131,9 @@ class OutboxRelay:
                 published = await self.relay_once()
                 backoff = self.poll_interval
             except (PublishFailed, PyMongoError) as error:
-                log.warning("outbox relay waiting for the broker or store", extra={"error": repr(error)})
+                log.warning(
+                    "outbox relay waiting for the broker or store", extra={"error": repr(error)}
+                )
                 published = 0
                 backoff = min(backoff * 2, 10.0)
             if published >= self.batch_size:
@@ -178,11 +185,14 @@ class OutboxRelay:
         pending: list[tuple[Any, str, Envelope]] = []
         for document in documents:
             for event_id, stored in (document.get(OUTBOX_FIELD) or {}).items():
-                pending.append((document["_id"], event_id, Envelope.model_validate(stored["envelope"])))
+                pending.append(
+                    (document["_id"], event_id, Envelope.model_validate(stored["envelope"]))
+                )
         pending.sort(key=lambda item: (item[2].time, item[1]))
 
         results = await asyncio.gather(
-            *(self.publisher.publish(envelope) for _, _, envelope in pending), return_exceptions=True
+            *(self.publisher.publish(envelope) for _, _, envelope in pending),
+            return_exceptions=True,
         )
         done: list[UpdateOne] = []
         unroutable: list[Document] = []
@@ -190,9 +200,13 @@ class OutboxRelay:
         for (doc_id, event_id, envelope), result in zip(pending, results, strict=True):
             if isinstance(result, UnroutableEvent):
                 unroutable.append(
-                    {"_id": event_id, "collection": name, "document_id": doc_id,
-                     "envelope": envelope.model_dump(mode="json", exclude_none=True),
-                     "returned_at": format_time(utcnow())}
+                    {
+                        "_id": event_id,
+                        "collection": name,
+                        "document_id": doc_id,
+                        "envelope": envelope.model_dump(mode="json", exclude_none=True),
+                        "returned_at": format_time(utcnow()),
+                    }
                 )
             elif isinstance(result, BaseException):
                 failure = result
@@ -206,7 +220,9 @@ class OutboxRelay:
         if unroutable:
             # Kept for inspection: counted and logged by the bus, never silently dropped.
             for record in unroutable:
-                await self.db[UNROUTABLE_COLLECTION].replace_one({"_id": record["_id"]}, record, upsert=True)
+                await self.db[UNROUTABLE_COLLECTION].replace_one(
+                    {"_id": record["_id"]}, record, upsert=True
+                )
         if done:
             await collection.bulk_write(done, ordered=False)
         if failure is not None:
@@ -223,7 +239,9 @@ class OutboxRelay:
         pending = 0
         oldest: float | None = None
         for name in self.collections:
-            async for document in self.db[name].find({PENDING_FIELD: {"$gt": 0}}, {OUTBOX_FIELD: 1}):
+            async for document in self.db[name].find(
+                {PENDING_FIELD: {"$gt": 0}}, {OUTBOX_FIELD: 1}
+            ):
                 for stored in (document.get(OUTBOX_FIELD) or {}).values():
                     pending += 1
                     staged = float(stored.get("staged_at", now))
@@ -234,7 +252,10 @@ class OutboxRelay:
 
 
 def outbox_context(collections: Sequence[str]) -> Any:
-    """A ``cleanup_ctx`` running the relay for ``collections`` (needs the Mongo and bus contexts)."""
+    """A ``cleanup_ctx`` running the relay for ``collections``.
+
+    Needs the Mongo and bus contexts registered before it.
+    """
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         settings = app[keys.SETTINGS]

@@ -113,9 +113,7 @@ def validation_problem(errors: Iterable[Mapping[str, Any]], detail: str | None =
     )
 
 
-def problem_response(
-    problem: Problem, *, instance: str, request_id: str | None
-) -> web.Response:
+def problem_response(problem: Problem, *, instance: str, request_id: str | None) -> web.Response:
     response = web.Response(
         status=problem.status,
         body=json.dumps(problem.body(instance=instance, request_id=request_id)).encode(),

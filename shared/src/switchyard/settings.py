@@ -40,7 +40,9 @@ class ServiceSettings(BaseSettings):
     mongo_url: str = Field("mongodb://127.0.0.1:27017/", validation_alias="MONGO_URL")
     mongo_database: str | None = Field(None, validation_alias="MONGO_DATABASE")
 
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", validation_alias="LOG_LEVEL")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias="LOG_LEVEL"
+    )
     log_format: Literal["json", "console"] = Field("json", validation_alias="LOG_FORMAT")
 
     # Bus: the exchange name and queue prefix exist so test runs never collide.

@@ -84,8 +84,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        problem = problem_from_http_exception(error)
-        return problem_response(problem, instance=request.path, request_id=request_id_var.get())
+        return problem_response(
+            problem_from_http_exception(error),
+            instance=request.path,
+            request_id=request_id_var.get(),
+        )
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -150,7 +153,8 @@ async def readyz(request: web.Request) -> web.Response:
             results[name] = "ok"
         except asyncio.CancelledError:
             raise
-        except Exception as error:  # readiness reports any failure as "not ready"
+        # Readiness reports any failure as "not ready".
+        except Exception as error:  # noqa: BLE001
             results[name] = f"unavailable: {type(error).__name__}"
 
     await asyncio.gather(*(run(name, check) for name, check in checks.items()))
@@ -210,13 +214,17 @@ async def read_json(request: web.Request, model: type[ModelT]) -> ModelT:
         raise validation_problem(validation_errors(error)) from None
 
 
-def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     """Serialize pydantic models (or plain data) as JSON."""
     if isinstance(data, BaseModel):
         payload = data.model_dump_json().encode()
     else:
         payload = json.dumps(data, default=_default).encode()
-    return web.Response(body=payload, status=status, content_type="application/json", headers=headers)
+    return web.Response(
+        body=payload, status=status, content_type="application/json", headers=headers
+    )
 
 
 def _default(value: Any) -> Any:
@@ -227,7 +235,10 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
-def run(app_factory: Callable[[], Awaitable[web.Application] | web.Application], settings: ServiceSettings) -> None:
+def run(
+    app_factory: Callable[[], Awaitable[web.Application] | web.Application],
+    settings: ServiceSettings,
+) -> None:
     """Run a service until SIGTERM/SIGINT, draining in-flight work on the way out."""
     try:
         import uvloop
@@ -236,7 +247,7 @@ def run(app_factory: Callable[[], Awaitable[web.Application] | web.Application],
     except ImportError:  # uvloop is optional on platforms without it
         log.debug("uvloop unavailable; using the default event loop")
     web.run_app(
-        app_factory(),  # type: ignore[arg-type]
+        app_factory(),
         host=settings.host,
         port=settings.port,
         shutdown_timeout=settings.shutdown_timeout,

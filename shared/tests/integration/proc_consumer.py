@@ -17,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pymongo import AsyncMongoClient  # noqa: E402
 from support import make_bus, start_consumer  # noqa: E402
-
 from switchyard.bus.inbox import Inbox  # noqa: E402
 
 
@@ -29,10 +28,14 @@ async def main(config: dict) -> None:
     await bus.connect()
 
     async def handler(event) -> None:
-        await effects.insert_one({"_id": uuid.uuid4().hex, "event_id": event.id, "pid": os.getpid(), "stage": "started"})
+        await effects.insert_one(
+            {"_id": uuid.uuid4().hex, "event_id": event.id, "pid": os.getpid(), "stage": "started"}
+        )
         if config.get("slow") and event.data.amount == 1:
             await asyncio.sleep(60)
-        await effects.insert_one({"_id": uuid.uuid4().hex, "event_id": event.id, "pid": os.getpid(), "stage": "done"})
+        await effects.insert_one(
+            {"_id": uuid.uuid4().hex, "event_id": event.id, "pid": os.getpid(), "stage": "done"}
+        )
 
     inbox = Inbox(db["inbox"], owner=f"pid-{os.getpid()}")
     await start_consumer(bus, "crashy", ("test.thing.happened",), handler, inbox=inbox)

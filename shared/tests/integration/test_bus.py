@@ -13,7 +13,6 @@ import uuid
 import aio_pika
 import pytest
 from opentelemetry import trace
-
 from switchyard.bus import UnroutableEvent
 from switchyard.bus.inbox import Inbox
 from switchyard.dlq import DeadLetters
@@ -33,7 +32,9 @@ async def bus(settings_overrides):
 
 
 def thing(thing_id: str = "t1", **kwargs):
-    return new_envelope(ThingHappened(thing_id=thing_id, **kwargs), service="svc", catalog=TEST_CATALOG)
+    return new_envelope(
+        ThingHappened(thing_id=thing_id, **kwargs), service="svc", catalog=TEST_CATALOG
+    )
 
 
 async def queue_depth(amqp_url: str, name: str) -> int:
@@ -84,7 +85,9 @@ async def test_envelope_and_headers_survive_the_trip(bus, settings_overrides):
     await consumer.stop()
 
 
-async def test_failing_twice_then_succeeding_is_delivered_three_times_with_delays(settings_overrides):
+async def test_failing_twice_then_succeeding_is_delivered_three_times_with_delays(
+    settings_overrides,
+):
     bus = make_bus(settings_overrides, retry_delays=[0.3, 0.6, 0.9])
     await bus.connect()
     recorder = Recorder(fail_times=2)
@@ -107,7 +110,9 @@ async def test_failing_twice_then_succeeding_is_delivered_three_times_with_delay
     await bus.close()
 
 
-async def test_always_failing_ends_in_dlq_with_reasons_and_replay_succeeds_after_fix(bus, settings_overrides):
+async def test_always_failing_ends_in_dlq_with_reasons_and_replay_succeeds_after_fix(
+    bus, settings_overrides
+):
     recorder = Recorder(always_fail=True)
     consumer = await start_consumer(bus, "broken", ("test.thing.happened",), recorder)
     envelope = thing("doomed")
@@ -128,7 +133,11 @@ async def test_always_failing_ends_in_dlq_with_reasons_and_replay_succeeds_after
     assert message.attempts == tiers + 1
     assert message.original_routing_key == "test.thing.happened"
     assert message.original_queue == consumer.queue_name
-    assert message.first_failure and message.last_failure and message.first_failure <= message.last_failure
+    assert (
+        message.first_failure
+        and message.last_failure
+        and message.first_failure <= message.last_failure
+    )
     assert len(await tool.peek()) == 1  # listing does not consume
 
     recorder.always_fail = False  # "the handler is fixed"
@@ -155,16 +164,28 @@ async def test_dlq_cli_lists_and_purges(bus, settings_overrides):
     env = {**os.environ, "AMQP_URL": settings_overrides["amqp_url"]}
     env["PATH"] = f"{os.path.dirname(sys.executable)}:{env.get('PATH', '')}"
     listing = await asyncio.to_thread(
-        subprocess.run, ["switchyard-dlq", "list", consumer.queue_name], capture_output=True, text=True, env=env
+        subprocess.run,
+        ["switchyard-dlq", "list", consumer.queue_name],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert listing.returncode == 0, listing.stderr
     assert envelope.id in listing.stdout and "retries-exhausted" in listing.stdout
     shown = await asyncio.to_thread(
-        subprocess.run, ["switchyard-dlq", "show", consumer.queue_name, "--id", envelope.id], capture_output=True, text=True, env=env
+        subprocess.run,
+        ["switchyard-dlq", "show", consumer.queue_name, "--id", envelope.id],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert json.loads(shown.stdout)[0]["body"]["data"] == {"thing_id": "cli", "amount": 0}
     purged = await asyncio.to_thread(
-        subprocess.run, ["switchyard-dlq", "purge", consumer.queue_name, "--all", "--yes"], capture_output=True, text=True, env=env
+        subprocess.run,
+        ["switchyard-dlq", "purge", consumer.queue_name, "--all", "--yes"],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert purged.returncode == 0 and "purged 1" in purged.stdout
     assert await tool.peek() == []
@@ -185,7 +206,9 @@ async def _has(tool: DeadLetters, count: int) -> bool:
     ],
     ids=["not-json", "not-envelope", "unknown-type", "bad-data", "unknown-version"],
 )
-async def test_poison_goes_straight_to_dlq_and_consumer_keeps_going(bus, settings_overrides, body, why):
+async def test_poison_goes_straight_to_dlq_and_consumer_keeps_going(
+    bus, settings_overrides, body, why
+):
     recorder = Recorder()
     consumer = await start_consumer(bus, "poison", ("test.#",), recorder)
     good = thing("good")
@@ -200,7 +223,9 @@ async def test_poison_goes_straight_to_dlq_and_consumer_keeps_going(bus, setting
         else:
             doc["dataschema"] = doc["dataschema"].replace("/v1.json", "/v9.json")
         body = json.dumps(doc).encode()
-    await bus.exchange.publish(aio_pika.Message(body, message_id="poison-1"), routing_key="test.thing.happened")
+    await bus.exchange.publish(
+        aio_pika.Message(body, message_id="poison-1"), routing_key="test.thing.happened"
+    )
     await bus.publish(good)
     await recorder.wait_for(1)
     assert [e.id for e in recorder.events] == [good.id]
@@ -225,7 +250,10 @@ async def test_same_event_id_twice_has_one_effect(bus, mongo_db):
     await recorder.wait_for(2)
     await asyncio.sleep(0.5)
     assert [e.id for e in recorder.events] == [envelope.id, second.id]
-    assert bus.metrics.events_consumed.labels("svc", consumer.queue_name, "duplicate")._value.get() == 1
+    assert (
+        bus.metrics.events_consumed.labels("svc", consumer.queue_name, "duplicate")._value.get()
+        == 1
+    )
     await consumer.stop()
 
 
@@ -236,4 +264,7 @@ async def test_unroutable_event_is_counted_and_logged(bus, caplog):
         await bus.publish(envelope)
     assert bus.metrics.events_unroutable.labels("svc", "test.thing.happened")._value.get() == 1
     assert bus.metrics.events_published.labels("svc", "test.thing.happened")._value.get() == 0
-    assert any(r.getMessage().startswith("unroutable event") and r.event_id == envelope.id for r in caplog.records)
+    assert any(
+        r.getMessage().startswith("unroutable event") and r.event_id == envelope.id
+        for r in caplog.records
+    )

@@ -6,14 +6,13 @@ import asyncio
 
 import aio_pika
 import pytest
-
+from switchyard.bus import HandlerRegistry
 from switchyard.bus.inbox import Inbox
 from switchyard.dlq import DeadLetters
 from switchyard.envelope import new_envelope
 from switchyard.testing import InMemoryBus
 
 from ..support import TEST_CATALOG, Recorder, ThingHappened, eventually, make_bus, start_consumer
-from switchyard.bus import HandlerRegistry
 
 
 class MemoryBackend:
@@ -51,7 +50,9 @@ class RabbitBackend:
 
     async def subscribe(self, name, patterns, handler):
         inbox = Inbox(self.mongo_db["inbox"], owner="contract")
-        self.consumers.append(await start_consumer(self.bus, name, tuple(patterns), handler, inbox=inbox))
+        self.consumers.append(
+            await start_consumer(self.bus, name, tuple(patterns), handler, inbox=inbox)
+        )
 
     async def publish(self, envelope):
         await self.bus.publish(envelope)

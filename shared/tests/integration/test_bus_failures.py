@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from switchyard.bus import PublishFailed
 from switchyard.envelope import new_envelope
 from switchyard.testing import TcpProxy
@@ -23,7 +22,9 @@ PROC = Path(__file__).with_name("proc_consumer.py")
 
 
 def thing(thing_id: str, amount: int = 0):
-    return new_envelope(ThingHappened(thing_id=thing_id, amount=amount), service="svc", catalog=TEST_CATALOG)
+    return new_envelope(
+        ThingHappened(thing_id=thing_id, amount=amount), service="svc", catalog=TEST_CATALOG
+    )
 
 
 async def spawn_consumer(config: dict) -> asyncio.subprocess.Process:
@@ -36,7 +37,12 @@ async def spawn_consumer(config: dict) -> asyncio.subprocess.Process:
 
 
 async def test_consumer_killed_mid_handler_loses_nothing(settings_overrides, mongo_url, mongo_db):
-    config = {"mongo_url": mongo_url, "db": mongo_db.name, "overrides": settings_overrides, "slow": True}
+    config = {
+        "mongo_url": mongo_url,
+        "db": mongo_db.name,
+        "overrides": settings_overrides,
+        "slow": True,
+    }
     first = await spawn_consumer(config)
     bus = make_bus(settings_overrides)
     await bus.connect()
@@ -70,20 +76,36 @@ async def test_consumer_killed_mid_handler_loses_nothing(settings_overrides, mon
 
 def _close_connections(marker: str) -> int:
     listing = subprocess.run(
-        ["rabbitmqctl", "list_connections", "pid", "client_properties", "--quiet", "--no-table-headers"],
-        capture_output=True, text=True, check=True, timeout=30,
+        [
+            "rabbitmqctl",
+            "list_connections",
+            "pid",
+            "client_properties",
+            "--quiet",
+            "--no-table-headers",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     ).stdout
     closed = 0
     for line in listing.splitlines():
         if marker in line:
             pid = line.split("\t", 1)[0]
-            subprocess.run(["rabbitmqctl", "close_connection", pid, "test: connection cut"], check=True,
-                           capture_output=True, timeout=30)
+            subprocess.run(
+                ["rabbitmqctl", "close_connection", pid, "test: connection cut"],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
             closed += 1
     return closed
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/sbin/rabbitmqctl"), reason="needs rabbitmqctl of a local broker")
+@pytest.mark.skipif(
+    not os.path.exists("/usr/sbin/rabbitmqctl"), reason="needs rabbitmqctl of a local broker"
+)
 async def test_publisher_and_consumer_survive_cut_connections(settings_overrides):
     publisher = make_bus(settings_overrides, service="pub")
     consumer_bus = make_bus(settings_overrides, service="sub")

@@ -8,10 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from switchyard.bus.inbox import Inbox
 from switchyard.envelope import new_envelope
-from switchyard.outbox import OUTBOX_FIELD, PENDING_FIELD, UNROUTABLE_COLLECTION, OutboxRelay, stage_events, with_events
+from switchyard.outbox import (
+    OUTBOX_FIELD,
+    PENDING_FIELD,
+    UNROUTABLE_COLLECTION,
+    OutboxRelay,
+    stage_events,
+    with_events,
+)
 from switchyard.testing import TcpProxy
 
 from ..support import TEST_CATALOG, Recorder, ThingHappened, eventually, make_bus, start_consumer
@@ -20,7 +26,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("broker_cleanup")
 
 
 def thing(thing_id: str, amount: int = 0):
-    return new_envelope(ThingHappened(thing_id=thing_id, amount=amount), service="svc", catalog=TEST_CATALOG)
+    return new_envelope(
+        ThingHappened(thing_id=thing_id, amount=amount), service="svc", catalog=TEST_CATALOG
+    )
 
 
 @pytest.fixture
@@ -32,7 +40,9 @@ async def bus(settings_overrides):
 
 
 def relay_for(mongo_db, publisher, **kwargs) -> OutboxRelay:
-    return OutboxRelay(mongo_db, ["things"], publisher, metrics=publisher.metrics, poll_interval=0.1, **kwargs)
+    return OutboxRelay(
+        mongo_db, ["things"], publisher, metrics=publisher.metrics, poll_interval=0.1, **kwargs
+    )
 
 
 async def pending(mongo_db) -> int:
@@ -46,7 +56,9 @@ async def pending(mongo_db) -> int:
 async def test_state_and_events_are_one_write(mongo_db):
     first, second = thing("a", 1), thing("a", 2)
     await mongo_db["things"].insert_one(with_events({"_id": "a", "amount": 1}, [first]))
-    await mongo_db["things"].update_one({"_id": "a"}, stage_events({"$set": {"amount": 2}}, [second]))
+    await mongo_db["things"].update_one(
+        {"_id": "a"}, stage_events({"$set": {"amount": 2}}, [second])
+    )
     doc = await mongo_db["things"].find_one({"_id": "a"})
     assert doc["amount"] == 2
     assert set(doc[OUTBOX_FIELD]) == {first.id, second.id}
@@ -162,7 +174,9 @@ async def test_two_relays_publish_each_event_once(settings_overrides, mongo_db):
     await eventually(lambda: _zero(mongo_db))
     await asyncio.sleep(0.5)
     assert len(recorder.events) == 40  # one relay held the lease; nothing published twice
-    published = sum(b.metrics.events_published.labels("svc", "test.thing.happened")._value.get() for b in buses)
+    published = sum(
+        b.metrics.events_published.labels("svc", "test.thing.happened")._value.get() for b in buses
+    )
     assert published == 40
     for relay in relays:
         await relay.stop()

@@ -8,7 +8,6 @@ import logging
 import aiohttp
 import pytest
 from aiohttp import web
-
 from switchyard.bus import bus_context
 from switchyard.mongo import mongo_context
 from switchyard.problems import Problem
@@ -70,7 +69,9 @@ async def test_valid_body_is_accepted(client):
 
 
 async def test_malformed_json_is_400(client):
-    async with client.post("/api/v1/widgets", data=b'{"name": ', headers={"Content-Type": "application/json"}) as r:
+    async with client.post(
+        "/api/v1/widgets", data=b'{"name": ', headers={"Content-Type": "application/json"}
+    ) as r:
         assert r.status == 400
         assert (await problem(r))["type"].endswith("/malformed-json")
 
@@ -80,7 +81,11 @@ async def test_validation_errors_are_422_with_errors(client):
         assert r.status == 422
         body = await problem(r)
         locations = {e["location"]: e["code"] for e in body["errors"]}
-        assert locations == {"/name": "missing", "/size": "int_parsing", "/colour": "extra_forbidden"}
+        assert locations == {
+            "/name": "missing",
+            "/size": "int_parsing",
+            "/colour": "extra_forbidden",
+        }
         assert body["instance"] == "/api/v1/widgets"
 
 
@@ -104,7 +109,9 @@ async def test_wrong_method_is_405_with_allow(client):
 
 
 async def test_oversized_body_is_413(client):
-    async with client.post("/api/v1/widgets", data=b"x" * 10_000, headers={"Content-Type": "application/json"}) as r:
+    async with client.post(
+        "/api/v1/widgets", data=b"x" * 10_000, headers={"Content-Type": "application/json"}
+    ) as r:
         assert r.status == 413
         assert (await problem(r))["type"].endswith("/payload-too-large")
 
@@ -142,12 +149,17 @@ async def test_metrics_count_requests_by_route_template(client):
         pass
     async with client.get("/metrics") as r:
         text = await r.text()
-    assert 'http_requests_total{method="POST",route="/api/v1/widgets",service="widgets",status="201"} 1.0' in text
+    assert (
+        'http_requests_total{method="POST",route="/api/v1/widgets",'
+        'service="widgets",status="201"} 1.0' in text
+    )
     assert 'route="/api/v1/widgets/{id}/explode"' in text and "/widgets/42" not in text
     assert "http_request_duration_seconds_bucket" in text
 
 
-async def test_readyz_reports_503_while_the_broker_is_down(start_app, settings_overrides, broker_cleanup):
+async def test_readyz_reports_503_while_the_broker_is_down(
+    start_app, settings_overrides, broker_cleanup
+):
     proxy = await TcpProxy("127.0.0.1", 5672).start()
     url = settings_overrides["amqp_url"].replace("127.0.0.1:5672", f"127.0.0.1:{proxy.port}")
     app = widget_app(**{**settings_overrides, "amqp_url": url})

@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
-
 from switchyard.mongo import Index, ensure_indexes
 from switchyard.mongo.client import asc
 
@@ -26,7 +25,9 @@ pytestmark = pytest.mark.integration
 async def test_single_document_inc_is_exact_under_concurrency(mongo_db):
     col = mongo_db["counters"]
     await col.insert_one({"_id": "c", "n": 0, "nested": {"n": 0}})
-    await asyncio.gather(*(col.update_one({"_id": "c"}, {"$inc": {"n": 1, "nested.n": 2}}) for _ in range(200)))
+    await asyncio.gather(
+        *(col.update_one({"_id": "c"}, {"$inc": {"n": 1, "nested.n": 2}}) for _ in range(200))
+    )
     doc = await col.find_one({"_id": "c"})
     assert doc["n"] == 200 and doc["nested"]["n"] == 400
 
@@ -36,7 +37,9 @@ async def test_guarded_decrement_never_goes_negative(mongo_db):
     await col.insert_one({"_id": "w", "balance": 100})
 
     async def spend() -> int:
-        result = await col.update_one({"_id": "w", "balance": {"$gte": 30}}, {"$inc": {"balance": -30}})
+        result = await col.update_one(
+            {"_id": "w", "balance": {"$gte": 30}}, {"$inc": {"balance": -30}}
+        )
         return result.modified_count
 
     spent = sum(await asyncio.gather(*(spend() for _ in range(10))))
@@ -47,14 +50,27 @@ async def test_guarded_decrement_never_goes_negative(mongo_db):
 async def test_map_field_set_exists_unset_with_counter(mongo_db):
     """The outbox shape: $set of a sub-document under a map key, $inc counter, guarded $unset."""
     col = mongo_db["things"]
-    await col.insert_one({"_id": "a", "outbox": {"e1": {"envelope": {"id": "e1"}, "staged_at": 1.0}}, "outbox_pending": 1})
+    await col.insert_one(
+        {
+            "_id": "a",
+            "outbox": {"e1": {"envelope": {"id": "e1"}, "staged_at": 1.0}},
+            "outbox_pending": 1,
+        }
+    )
     await col.update_one(
         {"_id": "a"},
-        {"$set": {"state": "x", "outbox.e2": {"envelope": {"id": "e2", "data": {"k": [1, 2]}}, "staged_at": 2.0}},
-         "$inc": {"outbox_pending": 1}},
+        {
+            "$set": {
+                "state": "x",
+                "outbox.e2": {"envelope": {"id": "e2", "data": {"k": [1, 2]}}, "staged_at": 2.0},
+            },
+            "$inc": {"outbox_pending": 1},
+        },
     )
     doc = await col.find_one({"_id": "a"})
-    assert doc["outbox"]["e2"]["envelope"]["data"] == {"k": [1, 2]}  # a real sub-document, not a string
+    assert doc["outbox"]["e2"]["envelope"]["data"] == {
+        "k": [1, 2]
+    }  # a real sub-document, not a string
     assert doc["outbox_pending"] == 2
     assert await col.count_documents({"outbox.e2": {"$exists": True}}) == 1
     guard = {"_id": "a", "outbox.e1": {"$exists": True}}
@@ -67,7 +83,12 @@ async def test_map_field_set_exists_unset_with_counter(mongo_db):
 
 async def test_find_gt_with_projection_and_limit(mongo_db):
     col = mongo_db["things"]
-    await col.insert_many([{"_id": f"d{n}", "outbox_pending": n % 3, "outbox": {}, "big": "x" * 100} for n in range(9)])
+    await col.insert_many(
+        [
+            {"_id": f"d{n}", "outbox_pending": n % 3, "outbox": {}, "big": "x" * 100}
+            for n in range(9)
+        ]
+    )
     docs = await col.find({"outbox_pending": {"$gt": 0}}, {"outbox": 1}, limit=4).to_list()
     assert len(docs) == 4
     assert all(set(d) == {"_id", "outbox"} for d in docs)
@@ -76,8 +97,16 @@ async def test_find_gt_with_projection_and_limit(mongo_db):
 
 async def test_unordered_bulk_write_of_guarded_updates(mongo_db):
     col = mongo_db["things"]
-    await col.insert_many([{"_id": n, "outbox": {"e": {"x": 1}}, "outbox_pending": 1} for n in range(5)])
-    ops = [UpdateOne({"_id": n, "outbox.e": {"$exists": True}}, {"$unset": {"outbox.e": ""}, "$inc": {"outbox_pending": -1}}) for n in range(6)]
+    await col.insert_many(
+        [{"_id": n, "outbox": {"e": {"x": 1}}, "outbox_pending": 1} for n in range(5)]
+    )
+    ops = [
+        UpdateOne(
+            {"_id": n, "outbox.e": {"$exists": True}},
+            {"$unset": {"outbox.e": ""}, "$inc": {"outbox_pending": -1}},
+        )
+        for n in range(6)
+    ]
     result = await col.bulk_write(ops, ordered=False)
     assert result.modified_count == 5
     assert await col.count_documents({"outbox_pending": 0}) == 5
@@ -115,9 +144,13 @@ async def test_lease_update_with_or_and_lt_on_numbers(mongo_db):
     now = time.time()
     await col.insert_one({"_id": "svc", "owner": "a", "until": now + 10})
     take = {"$set": {"owner": "b", "until": now + 20}}
-    assert (await col.update_one({"_id": "svc", "$or": [{"owner": "b"}, {"until": {"$lt": now}}]}, take)).matched_count == 0
+    assert (
+        await col.update_one({"_id": "svc", "$or": [{"owner": "b"}, {"until": {"$lt": now}}]}, take)
+    ).matched_count == 0
     await col.update_one({"_id": "svc"}, {"$set": {"until": now - 1}})
-    assert (await col.update_one({"_id": "svc", "$or": [{"owner": "b"}, {"until": {"$lt": now}}]}, take)).matched_count == 1
+    assert (
+        await col.update_one({"_id": "svc", "$or": [{"owner": "b"}, {"until": {"$lt": now}}]}, take)
+    ).matched_count == 1
     assert (await col.find_one({"_id": "svc"}))["owner"] == "b"
 
 
@@ -143,9 +176,15 @@ async def test_find_one_and_update_compare_and_set(mongo_db):
 async def test_set_unset_and_delete_with_several_conditions(mongo_db):
     col = mongo_db["inbox"]
     await col.insert_one({"_id": "k", "status": "processing", "owner": "o", "lease_until": 5.0})
-    assert (await col.delete_one({"_id": "k", "owner": "x", "status": "processing"})).deleted_count == 0
+    assert (
+        await col.delete_one({"_id": "k", "owner": "x", "status": "processing"})
+    ).deleted_count == 0
     await col.update_one(
-        {"_id": "k"}, {"$set": {"status": "done", "done": {"at": datetime.now(UTC)}}, "$unset": {"lease_until": ""}}
+        {"_id": "k"},
+        {
+            "$set": {"status": "done", "done": {"at": datetime.now(UTC)}},
+            "$unset": {"lease_until": ""},
+        },
     )
     doc = await col.find_one({"_id": "k"})
     assert doc["status"] == "done" and "lease_until" not in doc
@@ -192,8 +231,16 @@ async def test_upsert_replace_one(mongo_db):
 
 async def test_group_aggregation(mongo_db):
     col = mongo_db["ledger"]
-    await col.insert_many([{"account": "a", "amount": 5}, {"account": "a", "amount": -2}, {"account": "b", "amount": -3}])
-    rows = await (await col.aggregate([{"$group": {"_id": None, "total": {"$sum": "$amount"}}}])).to_list()
+    await col.insert_many(
+        [
+            {"account": "a", "amount": 5},
+            {"account": "a", "amount": -2},
+            {"account": "b", "amount": -3},
+        ]
+    )
+    rows = await (
+        await col.aggregate([{"$group": {"_id": None, "total": {"$sum": "$amount"}}}])
+    ).to_list()
     assert rows[0]["total"] == 0
 
 
@@ -204,7 +251,9 @@ async def test_timestamps_in_updates_go_in_sub_documents(mongo_db):
     now = datetime.now(UTC)
     window = {"$gte": now - timedelta(seconds=5), "$lte": now + timedelta(seconds=5)}
     await col.insert_one({"_id": 1, "created_at": now})
-    await col.update_one({"_id": 1}, {"$set": {"done": {"at": now}, "state": {"name": "x", "since": now}}})
+    await col.update_one(
+        {"_id": 1}, {"$set": {"done": {"at": now}, "state": {"name": "x", "since": now}}}
+    )
     await col.replace_one({"_id": 2}, {"_id": 2, "at": now}, upsert=True)
     await col.update_one({"_id": 3}, {"$setOnInsert": {"at": now}}, upsert=True)
     doc = await col.find_one({"_id": 1})

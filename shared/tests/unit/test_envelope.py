@@ -2,7 +2,6 @@ import json
 
 import pytest
 from pydantic import BaseModel
-
 from switchyard.bus import PoisonMessage, decode_event
 from switchyard.envelope import EventCatalog, new_envelope
 
@@ -10,12 +9,16 @@ from ..support import TEST_CATALOG, ThingHappened, ThingHappenedV2
 
 
 def test_envelope_has_cloudevents_attributes():
-    env = new_envelope(ThingHappened(thing_id="a"), service="things", subject="a", catalog=TEST_CATALOG)
+    env = new_envelope(
+        ThingHappened(thing_id="a"), service="things", subject="a", catalog=TEST_CATALOG
+    )
     doc = json.loads(env.to_json())
     assert doc["specversion"] == "1.0"
     assert doc["source"] == "/switchyard/things"
     assert doc["type"] == "test.thing.happened"
-    assert doc["dataschema"] == "https://switchyard.dev/contracts/events/test.thing.happened/v1.json"
+    assert (
+        doc["dataschema"] == "https://switchyard.dev/contracts/events/test.thing.happened/v1.json"
+    )
     assert doc["datacontenttype"] == "application/json"
     assert doc["time"].endswith("Z")
     assert env.headers()["cloudEvents_subject"] == "a"

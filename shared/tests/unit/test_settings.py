@@ -3,7 +3,6 @@ import sys
 
 import pytest
 from pydantic import SecretStr, ValidationError
-
 from switchyard.settings import ServiceSettings
 
 
@@ -31,7 +30,10 @@ def test_placeholder_secrets_are_refused_outside_development():
 
 
 def test_invalid_settings_stop_the_process_with_a_readable_message():
-    code = "from switchyard.settings import ServiceSettings, load_settings; load_settings(ServiceSettings)"
+    code = (
+        "from switchyard.settings import ServiceSettings, load_settings; "
+        "load_settings(ServiceSettings)"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code],
         env={"LOG_LEVEL": "LOUD", "BUS_PREFETCH": "-3", "PATH": "/usr/bin"},

@@ -90,10 +90,14 @@ class Bus:
             with attempt:
                 self._connection = await aio_pika.connect_robust(
                     self.url,
-                    client_properties={"connection_name": f"{self.service} ({self.queue_prefix or 'main'})"},
+                    client_properties={
+                        "connection_name": f"{self.service} ({self.queue_prefix or 'main'})"
+                    },
                     reconnect_interval=1.0,
                 )
-        self._channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._channel = await self.connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
         self._exchange = await declare_exchange(self._channel, self.exchange_name)
         log.info("connected to the broker", extra={"exchange": self.exchange_name})
 
@@ -134,7 +138,9 @@ class Bus:
         if not self.connected or self._channel is None:
             raise ConnectionError("the broker connection is down")
         underlay = await asyncio.wait_for(self._channel.get_underlay_channel(), 1.5)
-        await asyncio.wait_for(underlay.exchange_declare(exchange=self.exchange_name, passive=True), 1.5)
+        await asyncio.wait_for(
+            underlay.exchange_declare(exchange=self.exchange_name, passive=True), 1.5
+        )
 
     def queue_name(self, handler: str) -> str:
         return f"{self.queue_prefix}{self.service}.{handler}"
@@ -157,7 +163,7 @@ class Bus:
             type=envelope.type,
             app_id=self.service,
             timestamp=envelope.time,
-            headers=envelope.headers(),
+            headers=dict(envelope.headers()),
         )
         # Continue the trace of the request that produced the event, even when the
         # outbox relay publishes it later from its own task.
@@ -187,7 +193,9 @@ class Bus:
         )
         await self._publish(message, queue, exchange="")
 
-    async def _publish(self, message: aio_pika.Message, routing_key: str, *, exchange: str | None) -> None:
+    async def _publish(
+        self, message: aio_pika.Message, routing_key: str, *, exchange: str | None
+    ) -> None:
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type((*TRANSIENT_ERRORS, _Nacked)),
@@ -197,10 +205,14 @@ class Bus:
             ):
                 with attempt:
                     await self._publish_once(message, routing_key, exchange)
-        except (*TRANSIENT_ERRORS, _Nacked) as error:
-            raise PublishFailed(f"not confirmed within {self.publish_timeout:.0f}s: {error!r}") from error
+        except (*TRANSIENT_ERRORS, _Nacked) as error:  # type: ignore[misc]
+            raise PublishFailed(
+                f"not confirmed within {self.publish_timeout:.0f}s: {error!r}"
+            ) from error
 
-    async def _publish_once(self, message: aio_pika.Message, routing_key: str, exchange: str | None) -> None:
+    async def _publish_once(
+        self, message: aio_pika.Message, routing_key: str, exchange: str | None
+    ) -> None:
         channel = self._channel
         if channel is None or channel.is_closed:
             raise aiormq.exceptions.ChannelInvalidStateError("publishing channel is not open")

@@ -110,7 +110,9 @@ def decode_event(
     except UnknownEventType:
         raise PoisonMessage(f"unknown event type {envelope.type!r}") from None
     except UnknownEventVersion:
-        raise PoisonMessage(f"unknown version of {envelope.type!r} ({envelope.dataschema})") from None
+        raise PoisonMessage(
+            f"unknown version of {envelope.type!r} ({envelope.dataschema})"
+        ) from None
     except ValidationError as error:
         details = "; ".join(
             f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()[:5]
@@ -180,20 +182,30 @@ class Consumer:
     async def start(self) -> None:
         queue = await self.declare()
         self._consumer_tag = await queue.consume(self._on_message)
-        log.info("consuming", extra={"queue": self.queue_name, "event_types": list(self.subscription.event_types)})
+        log.info(
+            "consuming",
+            extra={"queue": self.queue_name, "event_types": list(self.subscription.event_types)},
+        )
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop taking messages, let in-flight handlers finish, close the channel."""
         if self._queue is not None and self._consumer_tag is not None:
             try:
                 await self._queue.cancel(self._consumer_tag)
-            except Exception as error:  # the channel may already be gone; nothing left to cancel
-                log.warning("could not cancel consumer", extra={"queue": self.queue_name, "error": repr(error)})
+            # The channel may already be gone; nothing left to cancel.
+            except Exception as error:  # noqa: BLE001
+                log.warning(
+                    "could not cancel consumer",
+                    extra={"queue": self.queue_name, "error": repr(error)},
+                )
             self._consumer_tag = None
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:
-            log.warning("in-flight handlers still running at shutdown", extra={"queue": self.queue_name, "inflight": self._inflight})
+            log.warning(
+                "in-flight handlers still running at shutdown",
+                extra={"queue": self.queue_name, "inflight": self._inflight},
+            )
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
         self._channel = None
@@ -206,7 +218,10 @@ class Consumer:
         try:
             await self._process(message)
         except Exception:  # the message stays unacked; the broker redelivers it
-            log.exception("could not settle a message; it will be redelivered", extra={"queue": self.queue_name})
+            log.exception(
+                "could not settle a message; it will be redelivered",
+                extra={"queue": self.queue_name},
+            )
             await self._requeue(message)
         finally:
             self._inflight -= 1
@@ -219,14 +234,18 @@ class Consumer:
             return  # a closed channel returns its unacked messages by itself
         try:
             await message.nack(requeue=True)
-        except Exception as error:  # the channel closed meanwhile: same outcome
+        # The channel closed meanwhile: same outcome.
+        except Exception as error:  # noqa: BLE001
             log.warning("could not requeue", extra={"queue": self.queue_name, "error": repr(error)})
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
         attempts = attempts_from_x_death(self.queue_name, message.headers)
         try:
             event = decode_event(
-                message.body, catalog=self.catalog, attempt=attempts + 1, redelivered=message.redelivered
+                message.body,
+                catalog=self.catalog,
+                attempt=attempts + 1,
+                redelivered=bool(message.redelivered),
             )
         except PoisonMessage as poison:
             await self._dead_letter(message, poison, attempts=attempts, reason="poison")
@@ -234,13 +253,15 @@ class Consumer:
 
         key = Inbox.key(self.queue_name, event.envelope) if self.inbox else None
         if self.inbox is not None and key is not None:
-            claim = await self.inbox.claim(key, redelivered=message.redelivered)
+            claim = await self.inbox.claim(key, redelivered=bool(message.redelivered))
             if claim is Claim.DUPLICATE:
                 await message.ack()
                 self._consumed.labels(self.bus.service, self.queue_name, "duplicate").inc()
                 return
             if claim is Claim.BUSY:
-                await self._retry_or_dead_letter(message, RuntimeError("another consumer holds this event"), attempts)
+                await self._retry_or_dead_letter(
+                    message, RuntimeError("another consumer holds this event"), attempts
+                )
                 return
 
         token = request_id_var.set(event.envelope.correlationid)
@@ -284,7 +305,9 @@ class Consumer:
         self, message: AbstractIncomingMessage, error: BaseException, attempts: int
     ) -> None:
         if attempts >= len(self.bus.retry_delays):
-            await self._dead_letter(message, error, attempts=attempts + 1, reason="retries-exhausted")
+            await self._dead_letter(
+                message, error, attempts=attempts + 1, reason="retries-exhausted"
+            )
             return
         headers = dict(message.headers or {})
         now = _now_text()
@@ -316,7 +339,10 @@ class Consumer:
         headers[H_ATTEMPTS] = attempts
         headers[H_ORIGINAL_QUEUE] = self.queue_name
         await self.bus.send_to_queue(
-            dlq_name(self.queue_name), message.body, headers=headers, properties=_properties(message)
+            dlq_name(self.queue_name),
+            message.body,
+            headers=headers,
+            properties=_properties(message),
         )
         await message.ack()
         self._consumed.labels(self.bus.service, self.queue_name, "dead").inc()

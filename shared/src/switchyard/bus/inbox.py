@@ -35,7 +35,9 @@ def inbox_indexes(collection: str = INBOX_COLLECTION) -> list[Index]:
 
 
 class Inbox:
-    def __init__(self, collection: AsyncCollection[Document], *, owner: str, lease_seconds: float = 120.0) -> None:
+    def __init__(
+        self, collection: AsyncCollection[Document], *, owner: str, lease_seconds: float = 120.0
+    ) -> None:
         self.collection = collection
         self.owner = owner
         self.lease_seconds = lease_seconds
@@ -48,7 +50,12 @@ class Inbox:
         now = time.time()
         try:
             await self.collection.insert_one(
-                {"_id": key, "status": "processing", "owner": self.owner, "lease_until": now + self.lease_seconds}
+                {
+                    "_id": key,
+                    "status": "processing",
+                    "owner": self.owner,
+                    "lease_until": now + self.lease_seconds,
+                }
             )
             return Claim.NEW
         except DuplicateKeyError:
@@ -60,7 +67,12 @@ class Inbox:
         if not redelivered and float(existing.get("lease_until", 0)) > now:
             return Claim.BUSY
         taken = await self.collection.find_one_and_update(
-            {"_id": key, "status": "processing", "owner": existing.get("owner"), "lease_until": existing.get("lease_until")},
+            {
+                "_id": key,
+                "status": "processing",
+                "owner": existing.get("owner"),
+                "lease_until": existing.get("lease_until"),
+            },
             {"$set": {"owner": self.owner, "lease_until": now + self.lease_seconds}},
         )
         return Claim.NEW if taken is not None else Claim.BUSY
@@ -70,7 +82,10 @@ class Inbox:
             {"_id": key},
             # The date goes in a sub-document: a bare datetime $set in an update is stored
             # as a string by the embedded server (see the store contract tests).
-            {"$set": {"status": "done", "done": {"at": datetime.now(UTC)}}, "$unset": {"lease_until": ""}},
+            {
+                "$set": {"status": "done", "done": {"at": datetime.now(UTC)}},
+                "$unset": {"lease_until": ""},
+            },
         )
 
     async def release(self, key: str) -> None:

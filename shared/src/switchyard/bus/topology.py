@@ -35,7 +35,9 @@ def queue_arguments(expires_ms: int | None = None) -> dict[str, Any]:
     return arguments
 
 
-def retry_queue_arguments(queue: str, delay_seconds: float, expires_ms: int | None = None) -> dict[str, Any]:
+def retry_queue_arguments(
+    queue: str, delay_seconds: float, expires_ms: int | None = None
+) -> dict[str, Any]:
     return {
         **queue_arguments(expires_ms),
         "x-message-ttl": max(1, int(delay_seconds * 1000)),
@@ -73,7 +75,9 @@ async def declare_consumer_queues(
     expires_ms: int | None = None,
 ) -> AbstractQueue:
     """Declare ``queue`` with its retry tiers and DLQ, and bind it; returns the queue."""
-    consumer_queue = await channel.declare_queue(queue, durable=True, arguments=queue_arguments(expires_ms))
+    consumer_queue = await channel.declare_queue(
+        queue, durable=True, arguments=queue_arguments(expires_ms)
+    )
     for pattern in patterns:
         await consumer_queue.bind(exchange, routing_key=pattern)
     for tier, delay in enumerate(retry_delays, start=1):
@@ -82,5 +86,7 @@ async def declare_consumer_queues(
             durable=True,
             arguments=retry_queue_arguments(queue, delay, expires_ms),
         )
-    await channel.declare_queue(dlq_name(queue), durable=True, arguments=queue_arguments(expires_ms))
+    await channel.declare_queue(
+        dlq_name(queue), durable=True, arguments=queue_arguments(expires_ms)
+    )
     return consumer_queue

@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     sink = SmtpSink(port=args.port)
     sink.handler.on_message = _printer(args.dir)  # type: ignore[assignment]
     sink.start()
-    print(f"mail sink listening on 127.0.0.1:{args.port}; messages are kept in {args.dir}/", flush=True)
+    print(
+        f"mail sink listening on 127.0.0.1:{args.port}; messages are kept in {args.dir}/",
+        flush=True,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -30,7 +30,12 @@ SERVICE_PORTS = {
     "file": 8085,
 }
 # Secrets each service may need; generated once per checkout, never committed.
-DEV_SECRETS = ("FILE_URL_SECRET", "STRIPE_WEBHOOK_SECRET", "WEBHOOK_SIGNING_KEY", "AUTH_KEY_ENCRYPTION_KEY")
+DEV_SECRETS = (
+    "FILE_URL_SECRET",
+    "STRIPE_WEBHOOK_SECRET",
+    "WEBHOOK_SIGNING_KEY",
+    "AUTH_KEY_ENCRYPTION_KEY",
+)
 
 
 @dataclass
@@ -103,12 +108,16 @@ def plan(
     python = sys.executable
     if not environ.get("MONGO_URL"):
         mongo_port = ports.get("mongo", 27017)
-        result.processes["mongo"] = f"{python} -m switchyard.mongo.embedded {state / 'mongo'} {mongo_port}"
+        result.processes["mongo"] = (
+            f"{python} -m switchyard.mongo.embedded {state / 'mongo'} {mongo_port}"
+        )
         env["MONGO_URL"] = f"mongodb://127.0.0.1:{mongo_port}/"
     sink = with_mail_sink if with_mail_sink is not None else not environ.get("SMTP_HOST")
     if sink:
         mail_port = ports.get("mail", 1025)
-        result.processes["mail"] = f"{python} -m switchyard.devtools.mailsink --port {mail_port} --dir {state / 'mail'}"
+        result.processes["mail"] = (
+            f"{python} -m switchyard.devtools.mailsink --port {mail_port} --dir {state / 'mail'}"
+        )
         env.update({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mail_port), "SMTP_SECURITY": "none"})
     for name in available_services(root):
         env[f"{name.upper()}_PORT"] = str(ports[name])
@@ -128,7 +137,8 @@ async def broker_answers(url: str, timeout: float = 5.0) -> str | None:
 
     try:
         connection = await asyncio.wait_for(aio_pika.connect(url), timeout)
-    except Exception as error:  # any failure means "no usable broker"; the reason is shown
+    # Any failure means "no usable broker"; the reason is shown.
+    except Exception as error:  # noqa: BLE001
         return f"{type(error).__name__}: {error}"
     await connection.close()
     return None
@@ -158,7 +168,9 @@ def main() -> None:
     state = root / ".var"
     state.mkdir(exist_ok=True)
     procfile = state / "Procfile"
-    procfile.write_text("".join(f"{name}: {command}\n" for name, command in the_plan.processes.items()))
+    procfile.write_text(
+        "".join(f"{name}: {command}\n" for name, command in the_plan.processes.items())
+    )
     services = [name for name in the_plan.processes if name in SERVICE_PORTS]
     gateway = the_plan.env.get("GATEWAY_PORT", "8080")
     print(f"Starting {', '.join(the_plan.processes)}.")

@@ -101,7 +101,9 @@ def wait_for_mongo(
     last: Exception | None = None
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the embedded MongoDB server exited with status {process.returncode}")
+            raise RuntimeError(
+                f"the embedded MongoDB server exited with status {process.returncode}"
+            )
         client: MongoClient[dict[str, object]] = MongoClient(url, serverSelectionTimeoutMS=500)
         try:
             client.admin.command("ping")

@@ -1,5 +1,8 @@
 """Test support: fixtures for the real broker, the embedded store and an SMTP sink,
-plus an in-memory bus for unit tests. Enable with ``pytest_plugins = ["switchyard.testing.plugin"]``."""
+plus an in-memory bus for unit tests.
+
+Enable with ``pytest_plugins = ["switchyard.testing.plugin"]``.
+"""
 
 from switchyard.testing.memory import InMemoryBus
 from switchyard.testing.servers import AppServer, TcpProxy, docker_available

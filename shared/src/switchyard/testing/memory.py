@@ -81,9 +81,12 @@ class InMemoryBus:
                     type(event)(envelope=event.envelope, data=event.data, attempt=attempt)
                 )
             except PermanentError as error:
-                self.dead_letters.append(DeadLetter(subscription.name, body, "permanent-error", error, attempt))
+                self.dead_letters.append(
+                    DeadLetter(subscription.name, body, "permanent-error", error, attempt)
+                )
                 return
-            except Exception as error:  # retried like the real consumer would
+            # Retried like the real consumer would.
+            except Exception as error:  # noqa: BLE001
                 last = error
                 continue
             self._seen.add(key)

@@ -50,7 +50,9 @@ def amqp_url(docker_engine: bool) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def mongo_server(docker_engine: bool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def mongo_server(
+    docker_engine: bool, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
     """(url, backend): backend is ``mongodb`` for a real server, ``embedded`` for nx-27017."""
     if os.environ.get("MONGO_URL"):
         yield os.environ["MONGO_URL"], "mongodb"
@@ -118,7 +120,9 @@ async def mongo_client(mongo_url: str) -> AsyncIterator[AsyncMongoClient[dict[st
 
 
 @pytest.fixture
-async def mongo_db(mongo_client: AsyncMongoClient[dict[str, Any]], unique_name: str) -> AsyncIterator[Any]:
+async def mongo_db(
+    mongo_client: AsyncMongoClient[dict[str, Any]], unique_name: str
+) -> AsyncIterator[Any]:
     db = mongo_client[unique_name]
     yield db
     await mongo_client.drop_database(unique_name)

@@ -26,14 +26,17 @@ def docker_available() -> bool:
             return bool(client.ping())
         finally:
             client.close()
-    except Exception:  # no engine, no socket, no permission: all mean "use the local services"
+    # No engine, no socket, no permission: all mean "use the local services".
+    except Exception:  # noqa: BLE001
         return False
 
 
 class AppServer:
     """Runs an aiohttp application on 127.0.0.1 with its full startup/cleanup cycle."""
 
-    def __init__(self, app: web.Application, port: int | None = None, shutdown_timeout: float = 5.0) -> None:
+    def __init__(
+        self, app: web.Application, port: int | None = None, shutdown_timeout: float = 5.0
+    ) -> None:
         self.app = app
         self.port = port or free_port()
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
@@ -55,7 +58,10 @@ class AppServer:
         return await self.start()
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.stop()
 

@@ -27,7 +27,7 @@ class ReceivedMail:
     def part(self, content_type: str) -> str:
         for part in self.message.walk():
             if part.get_content_type() == content_type:
-                return str(part.get_content())  # type: ignore[attr-defined]
+                return str(part.get_content())
         raise LookupError(f"no {content_type} part")
 
     @property
@@ -55,7 +55,9 @@ class _Handler:
             raw = raw.encode()
         message = email.message_from_bytes(raw, policy=email.policy.default)
         received = ReceivedMail(
-            sender=str(envelope.mail_from), recipients=list(envelope.rcpt_tos), message=message  # type: ignore[arg-type]
+            sender=str(envelope.mail_from),
+            recipients=list(envelope.rcpt_tos),
+            message=message,
         )
         self.messages.append(received)
         if self.on_message is not None:
@@ -71,7 +73,9 @@ class SmtpSink:
 
         self.handler = _Handler()
         self.port = port or free_port()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, **controller_kwargs)
+        self.controller = Controller(
+            self.handler, hostname="127.0.0.1", port=self.port, **controller_kwargs
+        )
 
     @property
     def messages(self) -> list[ReceivedMail]:
@@ -90,7 +94,9 @@ class SmtpSink:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    async def wait_for(self, predicate: Callable[[ReceivedMail], bool], timeout: float = 10.0) -> ReceivedMail:
+    async def wait_for(
+        self, predicate: Callable[[ReceivedMail], bool], timeout: float = 10.0
+    ) -> ReceivedMail:
         """Wait until a message matching ``predicate`` arrives."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
@@ -98,5 +104,7 @@ class SmtpSink:
                 if predicate(message):
                     return message
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"no matching mail within {timeout}s ({len(self.messages)} received)")
+                raise TimeoutError(
+                    f"no matching mail within {timeout}s ({len(self.messages)} received)"
+                )
             await asyncio.sleep(0.05)
