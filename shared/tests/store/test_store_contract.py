@@ -281,3 +281,31 @@ async def test_known_differences_of_bare_datetimes_in_updates(mongo_db, store_ba
     else:
         assert isinstance(doc["at"], datetime)
         assert await col.count_documents({"stamped": window}) == 1
+
+
+async def test_find_by_array_element_without_an_index(mongo_db):
+    col = mongo_db["members"]
+    await col.insert_many(
+        [
+            {"_id": n, "roles": ["customer", "admin"] if n % 3 == 0 else ["customer"]}
+            for n in range(9)
+        ]
+    )
+    assert len(await col.find({"roles": "admin"}).to_list()) == 3
+    assert len(await col.find({"roles": {"$in": ["admin"]}}).to_list()) == 3
+
+
+async def test_known_difference_index_on_an_array_field(mongo_db, store_backend):
+    """On the embedded server ``find`` through an index on an array field misses documents
+    that ``count_documents`` sees. Code never indexes array fields; this shows why."""
+    col = mongo_db["indexed_members"]
+    await col.create_index("roles")
+    await col.insert_many(
+        [
+            {"_id": n, "roles": ["customer", "admin"] if n % 3 == 0 else ["customer"]}
+            for n in range(9)
+        ]
+    )
+    found = len(await col.find({"roles": "admin"}).to_list())
+    assert await col.count_documents({"roles": "admin"}) == 3
+    assert found == (0 if store_backend == "embedded" else 3)
