@@ -93,7 +93,9 @@ def _wrk(url: str, headers: dict[str, str], seconds: int, connections: int) -> d
     command = [WRK or "wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
-    output = subprocess.run(command + [url], capture_output=True, text=True, timeout=seconds + 30).stdout
+    output = subprocess.run(
+        command + [url], capture_output=True, text=True, timeout=seconds + 30
+    ).stdout
     result: dict[str, float] = {}
     for line in output.splitlines():
         parts = line.split()
@@ -142,7 +144,9 @@ def _measure(url: str, headers: dict[str, str], pids: list[int]) -> dict[str, fl
     cpu_before = _cpu_seconds(pids)
     result = _wrk(url, headers, WRK_SECONDS, WRK_CONNECTIONS)
     used = _cpu_seconds(pids) - cpu_before
-    result["cpu_us_per_request"] = used / result["requests"] * 1e6 if result.get("requests") else 0.0
+    result["cpu_us_per_request"] = (
+        used / result["requests"] * 1e6 if result.get("requests") else 0.0
+    )
     return result
 
 
@@ -151,7 +155,15 @@ def _nginx(config: str, workdir: Path, name: str) -> Iterator[subprocess.Popen[b
     path = workdir / f"{name}.conf"
     path.write_text(config)
     process = subprocess.Popen(
-        [NGINX or "nginx", "-c", str(path), "-p", str(workdir), "-e", str(workdir / f"{name}.error.log")],
+        [
+            NGINX or "nginx",
+            "-c",
+            str(path),
+            "-p",
+            str(workdir),
+            "-e",
+            str(workdir / f"{name}.error.log"),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -192,8 +204,9 @@ master_process on;
 pid {workdir}/proxy.pid;
 events {{ worker_connections 8192; }}
 http {{
-  log_format json escape=json '{{"time":"$time_iso8601","request_id":"$request_id","method":"$request_method",'
-                              '"path":"$uri","status":$status,"duration_ms":$request_time,'
+  log_format json escape=json '{{"time":"$time_iso8601","request_id":"$request_id",'
+                              '"method":"$request_method","path":"$uri","status":$status,'
+                              '"duration_ms":$request_time,'
                               '"upstream_ms":"$upstream_response_time","client_ip":"$remote_addr"}}';
   access_log {workdir}/nginx-access.log json buffer=64k flush=1s;
   upstream bench {{ server 127.0.0.1:{upstream_port}; keepalive 256; }}
@@ -250,7 +263,11 @@ async def _jwks_server() -> tuple[Any, str, str]:
     port = _free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     signer = TokenSigner(private_key, kid, issuer="bench", audience="switchyard", lifetime=3600)
-    return runner, f"http://127.0.0.1:{port}/.well-known/jwks.json", signer.issue("bench-user", ["customer"]).token
+    return (
+        runner,
+        f"http://127.0.0.1:{port}/.well-known/jwks.json",
+        signer.issue("bench-user", ["customer"]).token,
+    )
 
 
 def _missing_tools_rows() -> list[dict[str, Any]]:
@@ -277,10 +294,14 @@ async def run() -> list[dict[str, Any]]:
             direct = await asyncio.to_thread(
                 _measure, f"http://127.0.0.1:{upstream_port}{path}", headers, upstream_pids
             )
-            with _nginx(_proxy_config(nginx_port, upstream_port, workdir), workdir, "proxy") as proxy:
+            with _nginx(
+                _proxy_config(nginx_port, upstream_port, workdir), workdir, "proxy"
+            ) as proxy:
                 _wait_port(nginx_port)
                 nginx_pids = _children(proxy.pid)
-                nginx = await asyncio.to_thread(_measure, f"http://127.0.0.1:{nginx_port}{path}", headers, nginx_pids)
+                nginx = await asyncio.to_thread(
+                    _measure, f"http://127.0.0.1:{nginx_port}{path}", headers, nginx_pids
+                )
             gateway, memory = await asyncio.to_thread(
                 _run_gateway, gateway_port, upstream_port, jwks_url, headers, workdir
             )
@@ -334,7 +355,12 @@ def _run_gateway(
         finally:
             done = True
             sampler.join()
-        memory = {"idle": idle, "peak": peak, "rps": loaded["rps"], "non2xx": loaded.get("non2xx", 0.0)}
+        memory = {
+            "idle": idle,
+            "peak": peak,
+            "rps": loaded["rps"],
+            "non2xx": loaded.get("non2xx", 0.0),
+        }
         return result, memory
     finally:
         process.send_signal(signal.SIGTERM)
@@ -346,18 +372,39 @@ def _run_gateway(
 
 
 def _rows(
-    direct: dict[str, float], nginx: dict[str, float], gateway: dict[str, float], memory: dict[str, float]
+    direct: dict[str, float],
+    nginx: dict[str, float],
+    gateway: dict[str, float],
+    memory: dict[str, float],
 ) -> list[dict[str, Any]]:
     load = f"wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s, no core pinning"
     rows = []
     for name, result, baseline, note in (
         ("upstream direct", direct, None, f"nginx `return 200`, 1 worker; {load}"),
         ("nginx proxy", nginx, None, f"proxy_pass, {WORKERS} workers, keep-alive pool; {load}"),
-        ("gateway", gateway, nginx, f"{WORKERS} workers, JWT + rate limit + access log on; baseline = nginx"),
+        (
+            "gateway",
+            gateway,
+            nginx,
+            f"{WORKERS} workers, JWT + rate limit + access log on; baseline = nginx",
+        ),
     ):
-        rows.append(_row("gateway", f"{name} req/s", round(result["rps"]), baseline and round(baseline["rps"]), "req/s", note))
-        rows.append(_row("gateway", f"{name} p50", result["p50"], baseline and baseline["p50"], "ms", note))
-        rows.append(_row("gateway", f"{name} p99", result["p99"], baseline and baseline["p99"], "ms", note))
+        rows.append(
+            _row(
+                "gateway",
+                f"{name} req/s",
+                round(result["rps"]),
+                baseline and round(baseline["rps"]),
+                "req/s",
+                note,
+            )
+        )
+        rows.append(
+            _row("gateway", f"{name} p50", result["p50"], baseline and baseline["p50"], "ms", note)
+        )
+        rows.append(
+            _row("gateway", f"{name} p99", result["p99"], baseline and baseline["p99"], "ms", note)
+        )
     throughput_ratio = gateway["rps"] / nginx["rps"]
     p99_ratio = gateway["p99"] / nginx["p99"]
     rows.append(
@@ -367,7 +414,8 @@ def _rows(
             round(throughput_ratio, 3),
             TARGET_THROUGHPUT_RATIO,
             "ratio",
-            "target >= 0.5 " + ("(met)" if throughput_ratio >= TARGET_THROUGHPUT_RATIO else "(NOT met)"),
+            "target >= 0.5 "
+            + ("(met)" if throughput_ratio >= TARGET_THROUGHPUT_RATIO else "(NOT met)"),
         )
     )
     rows.append(
@@ -398,7 +446,8 @@ def _rows(
             round(memory["peak"] / 2**20, 1),
             round(memory["idle"] / 2**20, 1),
             "MiB",
-            f"peak over a 5 s wrk -c{MEMORY_CONNECTIONS} run ({memory['rps']:.0f} req/s); baseline = idle",
+            f"peak over a 5 s wrk -c{MEMORY_CONNECTIONS} run ({memory['rps']:.0f} req/s);"
+            " baseline = idle",
         )
     )
     return rows

@@ -43,6 +43,7 @@ class AccessLog:
         self._size = 0
         self._second = -1
         self._stamp = ""
+        self._names: dict[str, str] = {}  # route names, JSON-escaped once
 
     def _time(self) -> str:
         now = time.time()
@@ -58,13 +59,16 @@ class AccessLog:
         upstream = ex.upstream
         caller = ex.caller
         traceparent = ex.traceparent
+        route = self._names.get(ex.route_name)
+        if route is None:
+            route = self._names[ex.route_name] = _json_string(ex.route_name)
+        client_ip = ex.conn.peer if not ex.conn.peer_trusted else ex.client_ip()
         # request ids, methods and IP addresses are validated tokens: no escaping needed.
         line = (
             f',"time":"{self._time()}","request_id":"{ex.request_id.decode("latin-1")}"'
             f',"method":"{ex.method.decode("latin-1")}","path":{_json_bytes(ex.path)}'
-            f',"route":{_json_string(ex.route_name)},"status":{status}'
-            f',"duration_ms":{seconds * 1000:.3f},"client_ip":"{ex.client_ip()}"'
-            f',"bytes_out":{ex.bytes_out}'
+            f',"route":{route},"status":{status},"duration_ms":{seconds * 1000:.3f}'
+            f',"client_ip":"{client_ip}","bytes_out":{ex.bytes_out}'
         )
         if upstream is not None:
             line += f',"upstream":{_json_string(upstream.url)}'

@@ -19,11 +19,10 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
-from switchyard.testing.servers import free_port
-from switchyard.tokens import TokenSigner, generate_signing_key, jwks_document
-
 from gateway_svc.app import Gateway, create_app
 from gateway_svc.settings import GatewaySettings
+from switchyard.testing.servers import free_port
+from switchyard.tokens import TokenSigner, generate_signing_key, jwks_document
 
 ISSUER = "http://localhost:8081"
 AUDIENCE = "switchyard"

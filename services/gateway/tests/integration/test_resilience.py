@@ -56,16 +56,9 @@ async def test_breaker_opens_then_a_probe_closes_it(
             assert (await response.json())["type"].endswith("/upstream-unavailable")
         async with client.get(gateway.url + "/metrics") as response:
             text = await response.text()
-        assert (
-            'gateway_circuit_state{host="http://127.0.0.1:%d",service="gateway",upstream="flaky"} 2.0'
-            % proxy.port
-            in text
-        )
-        assert (
-            'gateway_upstream_healthy{host="http://127.0.0.1:%d",service="gateway",upstream="flaky"} 0.0'
-            % proxy.port
-            in text
-        )
+        labels = f'host="http://127.0.0.1:{proxy.port}",service="gateway",upstream="flaky"'
+        assert f"gateway_circuit_state{{{labels}}} 2.0" in text
+        assert f"gateway_upstream_healthy{{{labels}}} 0.0" in text
 
         await proxy.restore()
         async with client.get(gateway.url + "/flaky/x") as response:

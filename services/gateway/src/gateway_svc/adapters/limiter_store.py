@@ -3,16 +3,14 @@ processes) or Redis (shared by every gateway replica)."""
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import mmap
-import os
+import multiprocessing
 import secrets
 import struct
-import tempfile
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway_svc.domain.ratelimit import Decision, gcra
 from gateway_svc.domain.routes import RateLimitPolicy
@@ -38,20 +36,23 @@ class LocalStore:
     holds across the workers of one host. Each bucket has 8 slots; a new key takes an
     empty or expired slot (an expired TAT is a full bucket, same as no entry), and
     when all 8 are live the slot closest to expiry is reused, so memory is bounded
-    (``slots * 16`` bytes). With several workers each bucket is guarded by a POSIX
-    record lock, which the kernel releases if a worker dies holding it.
+    (``slots * 16`` bytes).
+
+    With several workers, updates hold one process-shared semaphore for about a
+    microsecond (its uncontended path is an atomic operation, no syscall). A worker
+    killed inside that microsecond would leave it held: the others notice after
+    ``LOCK_TIMEOUT``, log it, and carry on without the lock (a racy update can at
+    worst let a few extra requests through) while the supervisor replaces the worker.
     """
+
+    LOCK_TIMEOUT = 0.1
 
     def __init__(self, slots: int = 1 << 16, *, shared: bool = False) -> None:
         self.buckets = max(1, slots // _WAYS)
         self._memory = mmap.mmap(-1, self.buckets * _BUCKET.size)
         self._salt = secrets.token_bytes(16)
         self._hashes: dict[bytes, int] = {}
-        self._lock_fd: int | None = None
-        if shared:
-            handle, path = tempfile.mkstemp(prefix="gateway-ratelimit-")
-            os.unlink(path)
-            self._lock_fd = handle
+        self._lock: Any = multiprocessing.get_context("fork").Lock() if shared else None
 
     def _slot_hash(self, key: bytes) -> int:
         hashed = self._hashes.get(key)
@@ -67,9 +68,10 @@ class LocalStore:
         hashed = self._slot_hash(key)
         bucket = hashed % self.buckets
         offset = bucket * _BUCKET.size
-        lock_fd = self._lock_fd
-        if lock_fd is not None:
-            fcntl.lockf(lock_fd, fcntl.LOCK_EX, 1, bucket)
+        lock = self._lock
+        if lock is not None and not lock.acquire(timeout=self.LOCK_TIMEOUT):
+            log.error("the shared rate-limit lock is stuck (a worker died holding it); going on")
+            self._lock = lock = None
         try:
             now = time.monotonic()
             values = _BUCKET.unpack_from(self._memory, offset)
@@ -96,13 +98,11 @@ class LocalStore:
                 _TAT.pack_into(self._memory, offset + 64 + 8 * slot, new_tat)
             return decision
         finally:
-            if lock_fd is not None:
-                fcntl.lockf(lock_fd, fcntl.LOCK_UN, 1, bucket)
+            if lock is not None:
+                lock.release()
 
     def close(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._lock = None
 
 
 # GCRA in one atomic step, on Redis' clock so every replica agrees on "now".

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from gateway_svc.domain.routes import RouteTable, load_route_file
+from gateway_svc.settings import DEFAULT_ROUTES_FILE, GatewaySettings
+from pydantic import ValidationError
+
+
+@pytest.fixture(scope="module")
+def table() -> RouteTable:
+    return RouteTable(load_route_file(DEFAULT_ROUTES_FILE))
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "route", "auth"),
+    [
+        (b"POST", b"/api/v1/auth/login", b"", "auth-credentials", "public"),
+        (b"POST", b"/api/v1/auth/register", b"", "auth-credentials", "public"),
+        (b"POST", b"/api/v1/auth/password/reset", b"", "auth-credentials", "public"),
+        (b"POST", b"/api/v1/auth/refresh", b"", "auth-refresh", "public"),
+        (b"GET", b"/api/v1/auth/login", b"", "auth", "required"),  # only POST is public
+        (b"GET", b"/api/v1/auth/me", b"", "auth", "required"),
+        (b"POST", b"/api/v1/auth/logout", b"", "auth", "required"),
+        (b"GET", b"/.well-known/jwks.json", b"", "auth-well-known", "public"),
+        (b"GET", b"/socket.io/", b"EIO=4&transport=polling", "chat-socketio", "public"),
+        (b"GET", b"/api/v1/chat/conversations", b"", "chat", "required"),
+        (b"POST", b"/api/v1/payments/webhooks/stripe", b"", "payments-webhooks", "public"),
+        (b"GET", b"/api/v1/payments/wallet", b"", "payments", "required"),
+        (b"GET", b"/api/v1/notifications", b"unread=1", "notifications", "required"),
+        (b"GET", b"/api/v1/files/f1/content", b"expires=1&signature=x", "files-signed", "public"),
+        (b"GET", b"/api/v1/files/f1/content", b"", "files", "required"),
+        (b"POST", b"/api/v1/files", b"", "files", "required"),
+    ],
+)
+def test_default_table(
+    table: RouteTable, method: bytes, path: bytes, query: bytes, route: str, auth: str
+) -> None:
+    matched = table.match(method, path, query)
+    assert matched is not None
+    assert (matched.name, matched.auth) == (route, auth)
+
+
+def test_prefixes_match_at_a_slash_boundary(table: RouteTable) -> None:
+    assert table.match(b"GET", b"/api/v1/authority", b"") is None
+    assert table.match(b"GET", b"/api/v1/chatter/x", b"") is None
+    assert table.match(b"GET", b"/", b"") is None
+
+
+def test_default_upstreams_and_env_overrides(tmp_path: Path) -> None:
+    source = load_route_file(DEFAULT_ROUTES_FILE)
+    assert [
+        source.upstreams[name].urls[0]
+        for name in ("auth", "chat", "payments", "notification", "file")
+    ] == [f"http://127.0.0.1:{port}" for port in range(8081, 8086)]
+    settings = GatewaySettings(GATEWAY_CHAT_UPSTREAMS="http://chat-a:8082, http://chat-b:8082")
+    overridden = load_route_file(DEFAULT_ROUTES_FILE, settings.upstream_overrides)
+    assert overridden.upstreams["chat"].urls == ["http://chat-a:8082", "http://chat-b:8082"]
+    assert overridden.upstreams["auth"].urls == ["http://127.0.0.1:8081"]
+
+
+def test_invalid_tables_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text(
+        "upstreams: {a: {urls: ['http://x:1']}}\nrate_limits: {default: {limit: 1, window: 1}}\n"
+        "routes: [{name: r, upstream: missing, prefix: /r}]\n"
+    )
+    with pytest.raises(ValidationError, match="unknown upstream"):
+        load_route_file(path)
+    path.write_text(
+        "upstreams: {a: {urls: ['https://x:1/path']}}\n"
+        "rate_limits: {default: {limit: 1, window: 1}}\n"
+        "routes: [{name: r, upstream: a, prefix: /r}]\n"
+    )
+    with pytest.raises(ValidationError, match="http://host:port"):
+        load_route_file(path)

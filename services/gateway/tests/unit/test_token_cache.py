@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+from gateway_svc.adapters.token_cache import CachedVerifier
+from switchyard.tokens import (
+    InvalidToken,
+    StaticKeys,
+    TokenSigner,
+    TokenVerifier,
+    generate_signing_key,
+)
+
+
+def make(lifetime: float = 900, max_entries: int = 2) -> tuple[CachedVerifier, TokenSigner]:
+    kid, key = generate_signing_key()
+    verifier = TokenVerifier(
+        keys=StaticKeys({kid: key.public_key()}), issuer="iss", audience="aud", leeway=0
+    )
+    signer = TokenSigner(key, kid, issuer="iss", audience="aud", lifetime=lifetime)
+    return CachedVerifier(verifier, max_entries), signer
+
+
+def test_hits_after_the_first_verification_and_renders_identity_headers() -> None:
+    cache, signer = make()
+    token = signer.issue("u-1", ["customer", "admin"]).token.encode()
+    first = cache.verify(token)
+    assert cache.verify(token) is first
+    assert (cache.misses, cache.hits) == (1, 1)
+    assert first.headers == b"X-User-Id: u-1\r\nX-User-Roles: admin,customer\r\n"
+    assert first.is_admin and first.limit_key == b"u:u-1"
+
+
+def test_bounded_lru() -> None:
+    cache, signer = make(max_entries=2)
+    a, b, c = (signer.issue(name, []).token.encode() for name in "abc")
+    cache.verify(a)
+    cache.verify(b)
+    cache.verify(a)  # a is now the most recent
+    cache.verify(c)  # evicts b
+    assert cache.cached(a) is not None
+    assert cache.cached(b) is None
+
+
+def test_entries_expire_with_the_token() -> None:
+    cache, signer = make(lifetime=1)
+    token = signer.issue("u", []).token.encode()
+    cache.verify(token)
+    time.sleep(1.1)
+    assert cache.cached(token) is None
+    with pytest.raises(InvalidToken):
+        cache.verify(token)
+
+
+def test_refusals_are_not_cached() -> None:
+    cache, signer = make()
+    with pytest.raises(InvalidToken):
+        cache.verify(b"garbage")
+    assert cache.cached(b"garbage") is None
