@@ -25,6 +25,7 @@ from notification_svc.domain.deliveries import (
     NewDelivery,
 )
 from notification_svc.domain.emails import EmailRequest, OutgoingEmail, email_for
+from notification_svc.domain.preferences import ALWAYS_SENT
 from notification_svc.telemetry import DeliveryMetrics
 
 log = logging.getLogger("notification.handlers")
@@ -75,25 +76,29 @@ async def send_email(
         channel.metrics.outcome("email", template, "suppressed")
         log.info("email suppressed: the user was deleted", extra=fields)
         return delivery
-    preferences = await channel.preferences.get(request.user_id)
-    if not preferences.allows(request.category, "email"):
-        delivery = await channel.deliveries.open(new, status="suppressed", reason="opted-out")
-        channel.metrics.outcome("email", template, "suppressed")
-        log.info("email suppressed by the user's preferences", extra=fields)
-        return delivery
-
-    delivery = await channel.deliveries.open(new)
-    if delivery.final:
-        channel.metrics.outcome("email", template, "duplicate")
-        log.info("email already handled", extra={**fields, "status": delivery.status})
-        return delivery
+    if request.category not in ALWAYS_SENT:  # only then can preferences say no
+        preferences = await channel.preferences.get(request.user_id)
+        if not preferences.allows(request.category, "email"):
+            delivery = await channel.deliveries.open(new, status="suppressed", reason="opted-out")
+            channel.metrics.outcome("email", template, "suppressed")
+            log.info("email suppressed by the user's preferences", extra=fields)
+            return delivery
 
     content = channel.renderer.render(
         request.kind, display_name=request.display_name, context=request.context
     )
-    claimed = await channel.deliveries.claim(
-        delivery.id, owner=channel.owner, lease=channel.claim_lease
+    delivery, created = await channel.deliveries.open_claimed(
+        new, owner=channel.owner, lease=channel.claim_lease
     )
+    claimed: Delivery | None = delivery
+    if not created:
+        if delivery.final:
+            channel.metrics.outcome("email", template, "duplicate")
+            log.info("email already handled", extra={**fields, "status": delivery.status})
+            return delivery
+        claimed = await channel.deliveries.claim(
+            delivery.id, owner=channel.owner, lease=channel.claim_lease
+        )
     if claimed is None:
         current = await channel.deliveries.get(delivery.id)
         if current is not None and current.final:

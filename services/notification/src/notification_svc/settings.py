@@ -28,6 +28,9 @@ class NotificationSettings(ServiceSettings):
     smtp_timeout: float = Field(15.0, gt=0, validation_alias="SMTP_TIMEOUT")
     # A connection idle this long is checked with NOOP before it is reused.
     smtp_idle_check_seconds: float = Field(10.0, ge=0, validation_alias="SMTP_IDLE_CHECK_SECONDS")
+    # Connections used in parallel, each reused. One is plenty on a LAN or loopback; a remote
+    # provider costs ~4 round trips per message, so raise it there (and stay within its limits).
+    smtp_connections: int = Field(1, ge=1, le=32, validation_alias="SMTP_CONNECTIONS")
     mail_from: str = Field(
         "Switchyard <no-reply@switchyard.localhost>", validation_alias="MAIL_FROM"
     )

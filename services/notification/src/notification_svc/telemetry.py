@@ -23,7 +23,8 @@ class DeliveryMetrics:
         )
         self.send_duration = metrics.histogram(
             "notification_send_duration_seconds",
-            "Time the provider took to accept or refuse one message",
+            "Time from handing a message to the channel (waiting for a free connection "
+            "included) until the provider accepted or refused it",
             ["channel"],
         )
         self.event_lag = metrics.histogram(

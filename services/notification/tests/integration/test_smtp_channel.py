@@ -135,6 +135,21 @@ async def test_a_burst_shares_one_connection() -> None:
         assert client.connections_opened == 1
 
 
+async def test_a_pool_opens_more_connections_only_for_a_burst() -> None:
+    with SmtpSink() as sink:
+        client = mailer(sink.port, connections=3)
+        try:
+            for n in range(5):  # one at a time: the same connection every time
+                await client.send(email(n))
+            assert client.connections_opened == 1
+            await asyncio.gather(*(client.send(email(n)) for n in range(5, 35)))
+            assert 1 < client.connections_opened <= 3
+        finally:
+            await client.close()
+        assert len(sink.messages) == 35
+        assert len({m.message["Message-ID"] for m in sink.messages}) == 35
+
+
 async def test_a_dropped_connection_is_reopened() -> None:
     port = free_port()
     client = mailer(port, idle_check_seconds=0)  # check liveness before every reuse

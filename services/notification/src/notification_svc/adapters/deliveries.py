@@ -90,12 +90,32 @@ class DeliveryStore:
         self, new: NewDelivery, *, status: DeliveryStatus = "pending", reason: str | None = None
     ) -> Delivery:
         """The record of ``new``'s (event, channel, recipient): created now, or the existing one."""
+        delivery, _ = await self._insert_or_get(new, {"status": status, "attempts": 0}, reason)
+        return delivery
+
+    async def open_claimed(
+        self, new: NewDelivery, *, owner: str, lease: timedelta
+    ) -> tuple[Delivery, bool]:
+        """Create the record already claimed by ``owner`` (one write on the common path).
+
+        Returns ``(record, True)`` when it was created, else ``(existing record, False)``.
+        """
+        claim = {
+            "status": "sending",
+            "attempts": 1,
+            "owner": owner,
+            "lease_until": time.time() + lease.total_seconds(),
+        }
+        return await self._insert_or_get(new, claim, None)
+
+    async def _insert_or_get(
+        self, new: NewDelivery, state: Document, reason: str | None
+    ) -> tuple[Delivery, bool]:
         now = stored(utcnow())
         doc: Document = {
             "_id": new_delivery_id(),
             **asdict(new),
-            "status": status,
-            "attempts": 0,
+            **state,
             "provider_response": None,
             "created_at": now,
             "updated_at": now,
@@ -104,14 +124,14 @@ class DeliveryStore:
             doc["reason"] = reason
         try:
             await self.collection.insert_one(doc)
-            return _delivery(doc)
+            return _delivery(doc), True
         except DuplicateKeyError:
             existing = await self.collection.find_one(
                 {"event_id": new.event_id, "channel": new.channel, "recipient": new.recipient}
             )
         if existing is None:  # erased between our insert and our read: nothing left to do
             raise LookupError(f"delivery of event {new.event_id} vanished")
-        return _delivery(existing)
+        return _delivery(existing), False
 
     async def get(self, delivery_id: str) -> Delivery | None:
         doc = await self.collection.find_one({"_id": delivery_id})

@@ -1,4 +1,4 @@
-"""Email over SMTP (aiosmtplib): one connection reused for bursts, re-opened when it drops.
+"""Email over SMTP (aiosmtplib): connections reused for bursts, re-opened when they drop.
 
 Failures are sorted by what a retry can change:
 
@@ -16,6 +16,7 @@ import asyncio
 import logging
 import ssl
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
@@ -68,8 +69,18 @@ def _response_text(code: int, message: str) -> str:
     return f"{code} {' '.join(message.split())}"[:500]
 
 
+@dataclass
+class _Line:
+    """One SMTP connection slot: opened on first use, kept for the next message."""
+
+    smtp: aiosmtplib.SMTP | None = None
+    last_used: float = 0.0
+
+
 class SmtpMailer:
-    """Sends one message at a time over a shared connection (SMTP transactions are sequential)."""
+    """Sends over up to ``connections`` reused SMTP connections (a transaction is sequential,
+    so each connection carries one message at a time). The most recently used connection is
+    taken first, so a trickle of mail keeps a single connection open; bursts open more."""
 
     def __init__(
         self,
@@ -83,6 +94,7 @@ class SmtpMailer:
         ca_file: Path | None = None,
         timeout: float = 15.0,
         idle_check_seconds: float = 10.0,
+        connections: int = 1,
     ) -> None:
         self.host = host
         self.port = port
@@ -93,9 +105,10 @@ class SmtpMailer:
         self.ca_file = ca_file
         self.timeout = timeout
         self.idle_check_seconds = idle_check_seconds
-        self._smtp: aiosmtplib.SMTP | None = None
-        self._last_used = 0.0
-        self._lock = asyncio.Lock()
+        self._lines = [_Line() for _ in range(connections)]
+        self._free: asyncio.LifoQueue[_Line] = asyncio.LifoQueue()
+        for line in reversed(self._lines):
+            self._free.put_nowait(line)
         self.connections_opened = 0
 
     @classmethod
@@ -110,38 +123,45 @@ class SmtpMailer:
             ca_file=settings.smtp_ca_path,
             timeout=settings.smtp_timeout,
             idle_check_seconds=settings.smtp_idle_check_seconds,
+            connections=settings.smtp_connections,
         )
 
     async def send(self, email: OutgoingEmail) -> str:
         """Send ``email``; returns the server's acceptance reply."""
         message = compose_message(email, mail_from=self.mail_from)
-        async with self._lock:
-            smtp = await self._connection()
-            try:
-                errors, reply = await smtp.send_message(message)
-            except aiosmtplib.SMTPRecipientsRefused as error:
-                refused = error.recipients[0]
-                raise self._classify(refused.code, refused.message) from None
-            except aiosmtplib.SMTPSenderRefused as error:
-                raise DeliveryDeferred(
-                    "sender refused: " + _response_text(error.code, error.message)
-                ) from None
-            except aiosmtplib.SMTPResponseException as error:
-                if error.code == 421:  # the server is closing the connection
-                    await self._drop()
-                raise self._classify(error.code, error.message) from None
-            except aiosmtplib.SMTPNotSupported as error:
-                # e.g. an internationalised address on a server without SMTPUTF8: it never will be.
-                raise DeliveryRejected(f"not supported by the server: {error.message}") from None
-            except _CONNECTION_ERRORS as error:
-                await self._drop()
-                raise DeliveryDeferred(f"connection lost: {type(error).__name__}") from None
-            except asyncio.CancelledError:
-                # Stopped mid-transaction: the connection's state is unknown, so never reuse it.
-                self._abort()
-                raise
-            self._last_used = time.monotonic()
-        if errors:  # a single recipient per message: a partial refusal cannot happen, but be exact
+        line = await self._free.get()
+        try:
+            return await self._send_on(line, message)
+        finally:
+            self._free.put_nowait(line)
+
+    async def _send_on(self, line: _Line, message: EmailMessage) -> str:
+        smtp = await self._connection(line)
+        try:
+            errors, reply = await smtp.send_message(message)
+        except aiosmtplib.SMTPRecipientsRefused as error:
+            refused = error.recipients[0]
+            raise self._classify(refused.code, refused.message) from None
+        except aiosmtplib.SMTPSenderRefused as error:
+            raise DeliveryDeferred(
+                "sender refused: " + _response_text(error.code, error.message)
+            ) from None
+        except aiosmtplib.SMTPResponseException as error:
+            if error.code == 421:  # the server is closing the connection
+                await self._drop(line)
+            raise self._classify(error.code, error.message) from None
+        except aiosmtplib.SMTPNotSupported as error:
+            # e.g. an internationalised address on a server without SMTPUTF8: it never will be.
+            raise DeliveryRejected(f"not supported by the server: {error.message}") from None
+        except _CONNECTION_ERRORS as error:
+            await self._drop(line)
+            raise DeliveryDeferred(f"connection lost: {type(error).__name__}") from None
+        except asyncio.CancelledError:
+            # Stopped mid-transaction: the connection's state is unknown, so never reuse it.
+            self._abort(line)
+            raise
+        line.last_used = time.monotonic()
+        if errors:  # one recipient per message: a partial refusal cannot happen, but be exact
             first = next(iter(errors.values()))
             raise self._classify(first.code, first.message)
         return f"250 {reply.strip()}"
@@ -151,18 +171,20 @@ class SmtpMailer:
         response = _response_text(code, message)
         return DeliveryRejected(response) if 500 <= code < 600 else DeliveryDeferred(response)
 
-    async def _connection(self) -> aiosmtplib.SMTP:
-        smtp = self._smtp
+    async def _connection(self, line: _Line) -> aiosmtplib.SMTP:
+        smtp = line.smtp
         if smtp is not None and smtp.is_connected:
-            if time.monotonic() - self._last_used < self.idle_check_seconds:
+            if time.monotonic() - line.last_used < self.idle_check_seconds:
                 return smtp
             try:  # idle for a while: servers drop idle clients, so check before reusing
                 await smtp.noop()
                 return smtp
             except (aiosmtplib.SMTPException, OSError):
                 log.info("idle SMTP connection was gone; reconnecting")
-        await self._drop()
-        return await self._open()
+        await self._drop(line)
+        line.smtp = await self._open()
+        line.last_used = time.monotonic()
+        return line.smtp
 
     async def _open(self) -> aiosmtplib.SMTP:
         context = tls_context(self.ca_file) if self.security != "none" else None
@@ -188,8 +210,6 @@ class SmtpMailer:
             raise DeliveryDeferred(
                 f"cannot connect to {self.host}:{self.port}: {type(error).__name__}"
             ) from None
-        self._smtp = smtp
-        self._last_used = time.monotonic()
         self.connections_opened += 1
         log.info(
             "SMTP connection opened",
@@ -197,8 +217,9 @@ class SmtpMailer:
         )
         return smtp
 
-    async def _drop(self) -> None:
-        smtp, self._smtp = self._smtp, None
+    @staticmethod
+    async def _drop(line: _Line) -> None:
+        smtp, line.smtp = line.smtp, None
         if smtp is None:
             return
         if smtp.is_connected:
@@ -209,11 +230,13 @@ class SmtpMailer:
         else:
             smtp.close()
 
-    def _abort(self) -> None:
-        smtp, self._smtp = self._smtp, None
+    @staticmethod
+    def _abort(line: _Line) -> None:
+        smtp, line.smtp = line.smtp, None
         if smtp is not None:
             smtp.close()
 
     async def close(self) -> None:
-        async with self._lock:
-            await self._drop()
+        """Say QUIT on every open connection (called once the consumers have stopped)."""
+        for line in self._lines:
+            await self._drop(line)

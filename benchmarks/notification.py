@@ -1,0 +1,229 @@
+"""Notification benchmarks: auth events in, emails accepted by a local SMTP server out.
+
+``uv run python -c "import asyncio, benchmarks.notification as b; print(asyncio.run(b.run()))"``
+
+The running notification app (real broker at AMQP_URL, embedded store, its one
+SMTP connection) against an aiosmtpd sink in this process, which stamps each
+message as it accepts it:
+
+- emails/s: a burst of ``auth.otp.requested`` events published at once; from the
+  first publish to the last message accepted by the sink;
+- event-to-inbox latency at 50 emails/s offered load: one event every 20 ms
+  (open loop, the schedule does not wait for the service), from the publish to
+  the sink accepting that message; p50 and p99 against the 1 s p99 target.
+
+Bounded: about 20 s in all, with a hard stop at 30 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+TARGET_P99_SECONDS = 1.0
+OFFERED_RATE = 50.0  # emails per second
+LATENCY_SECONDS = 8.0
+BURST = 300
+HARD_LIMIT_SECONDS = 30.0
+
+
+def _row(
+    metric: str, value: float | None, baseline: float | None, unit: str, note: str
+) -> dict[str, Any]:
+    return {
+        "benchmark": "notification",
+        "metric": metric,
+        "value": value,
+        "baseline": baseline,
+        "unit": unit,
+        "note": note,
+    }
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class _Arrivals:
+    """When the sink accepted the message for each recipient (wall-clock, like the publish time)."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+        self.changed = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+
+    def record(self, mail: Any) -> None:  # called on the sink's thread
+        now = time.time()
+        for recipient in mail.recipients:
+            self.at[recipient] = now
+        self.loop.call_soon_threadsafe(self.changed.set)
+
+    async def wait_for(self, recipients: set[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not recipients <= self.at.keys():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                missing = len(recipients - self.at.keys())
+                raise TimeoutError(f"{missing} of {len(recipients)} emails never arrived")
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), min(remaining, 0.5))
+            except TimeoutError:
+                continue
+
+
+async def _measure(amqp_url: str, scratch: Path) -> list[dict[str, Any]]:
+    from notification_svc.app import create_app
+    from notification_svc.settings import NotificationSettings
+    from switchyard.bus import Bus
+    from switchyard.envelope import new_envelope, utcnow
+    from switchyard.events.auth import OtpRequested
+    from switchyard.metrics import Metrics
+    from switchyard.mongo.embedded import EmbeddedMongo
+    from switchyard.testing import SmtpSink
+    from switchyard.testing.servers import AppServer
+
+    name = "bench" + uuid.uuid4().hex[:10]
+    arrivals = _Arrivals()
+    mongo = EmbeddedMongo(scratch / "mongo")
+    await asyncio.to_thread(mongo.start)
+    sink = SmtpSink().start()
+    sink.handler.on_message = arrivals.record
+    settings = NotificationSettings(
+        environment="test",
+        amqp_url=amqp_url,
+        mongo_url=mongo.url,
+        mongo_database=name,
+        bus_exchange=f"switchyard.events.{name}",
+        bus_queue_prefix=f"{name}.",
+        bus_queue_expires_ms=60_000,
+        smtp_host="127.0.0.1",
+        smtp_port=sink.port,
+        log_level="WARNING",
+    )
+    server = await AppServer(create_app(settings)).start()
+    publisher = Bus(
+        url=amqp_url,
+        exchange=settings.bus_exchange,
+        service="auth",
+        metrics=Metrics("auth"),
+        queue_prefix=settings.bus_queue_prefix,
+    )
+    await publisher.connect()
+
+    def event(recipient: str) -> Any:
+        data = OtpRequested(
+            user_id="usr_" + recipient.split("@")[0],
+            email=recipient,
+            display_name="Bench User",
+            purpose="verify_email",
+            code="123456",
+            expires_at=utcnow() + dt.timedelta(minutes=10),
+        )
+        return new_envelope(data, service="auth")
+
+    try:
+        # Warm-up: the SMTP connection, the store's first writes, the broker channels.
+        warm = {f"warm{n}@example.com" for n in range(10)}
+        await asyncio.gather(*(publisher.publish(event(r)) for r in warm))
+        await arrivals.wait_for(warm, 15)
+
+        # 1. Throughput: a burst, everything published at once.
+        burst = [f"burst{n}@example.com" for n in range(BURST)]
+        envelopes = [event(r) for r in burst]
+        started = time.time()
+        await asyncio.gather(*(publisher.publish(e) for e in envelopes))
+        await arrivals.wait_for(set(burst), 20)
+        rate = BURST / (max(arrivals.at[r] for r in burst) - started)
+
+        # 2. Latency at the offered rate: one event every 1/rate seconds, open loop.
+        count = int(OFFERED_RATE * LATENCY_SECONDS)
+        paced = [f"paced{n}@example.com" for n in range(count)]
+        sent_at: dict[str, float] = {}
+        loop = asyncio.get_running_loop()
+        origin = loop.time()
+        publishes = []
+        for n, recipient in enumerate(paced):
+            await asyncio.sleep(max(0.0, origin + n / OFFERED_RATE - loop.time()))
+            sent_at[recipient] = time.time()
+            publishes.append(asyncio.create_task(publisher.publish(event(recipient))))
+        await asyncio.gather(*publishes)
+        await arrivals.wait_for(set(paced), 15)
+        latencies = [arrivals.at[r] - sent_at[r] for r in paced]
+        achieved = count / (max(sent_at.values()) - min(sent_at.values()))
+    finally:
+        await publisher.close()
+        await server.stop()
+        sink.stop()
+        await _delete_exchange(amqp_url, settings.bus_exchange)
+        await asyncio.to_thread(mongo.stop)
+
+    p50, p99 = _percentile(latencies, 0.50), _percentile(latencies, 0.99)
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    setting = (
+        f"1 replica, {settings.smtp_connections} SMTP connection(s), embedded store, "
+        f"real RabbitMQ, aiosmtpd sink in-process; load average {load} on {os.cpu_count()} cores"
+    )
+    return [
+        _row(
+            "emails/s, event published → SMTP accepted (burst)",
+            round(rate, 1),
+            OFFERED_RATE,
+            "emails/s",
+            f"{BURST} auth.otp.requested events at once; {setting}; baseline = the 50/s target",
+        ),
+        _row(
+            f"event → inbox p50 at {OFFERED_RATE:.0f} emails/s",
+            round(p50 * 1000, 1),
+            None,
+            "ms",
+            f"{count} events paced over {LATENCY_SECONDS:.0f} s (achieved {achieved:.1f}/s); "
+            f"mean {statistics.fmean(latencies) * 1000:.1f} ms",
+        ),
+        _row(
+            f"event → inbox p99 at {OFFERED_RATE:.0f} emails/s",
+            round(p99 * 1000, 1),
+            TARGET_P99_SECONDS * 1000,
+            "ms",
+            f"target p99 < {TARGET_P99_SECONDS * 1000:.0f} ms; max {max(latencies) * 1000:.1f} ms",
+        ),
+    ]
+
+
+async def _delete_exchange(amqp_url: str, exchange: str) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        await channel.exchange_delete(exchange)
+    finally:
+        await connection.close()
+
+
+async def run() -> list[dict[str, Any]]:
+    import aio_pika
+
+    amqp_url = os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
+    try:
+        connection = await asyncio.wait_for(aio_pika.connect(amqp_url), 10)
+        await connection.close()
+    except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
+        return [_row("emails/s", None, None, "emails/s", f"skipped: no broker ({error!r})")]
+    with tempfile.TemporaryDirectory() as scratch:
+        return await asyncio.wait_for(_measure(amqp_url, Path(scratch)), HARD_LIMIT_SECONDS)
+
+
+if __name__ == "__main__":
+    for row in asyncio.run(run()):
+        print(row)
