@@ -2,12 +2,17 @@
 
 Writing: a service adds its events to the same single-document update that
 changes state — :func:`with_events` for inserts, :func:`stage_events` for
-updates. Each event lands in the document's ``outbox`` map under its id, and
-``outbox_pending`` counts them, so no multi-document transaction is needed.
+updates. Each event lands in the document's ``outbox`` map under its id;
+``outbox_pending`` counts the events waiting and ``outbox_seq`` counts every
+event ever staged on the document (it only grows). No multi-document
+transaction is needed.
 
-Relaying: :class:`OutboxRelay` finds documents with pending events, publishes
-each with a broker confirm, then removes it from the map with a guarded update
-(``outbox.<id>`` must still exist, so a second relay never double-decrements).
+Relaying: :class:`OutboxRelay` finds documents with pending events and
+publishes each event with a broker confirm. A document whose events were all
+confirmed is cleared in one batched update guarded by the ``outbox_seq`` seen
+when it was read — if a writer staged another event meanwhile, the guard fails
+and that document falls back to per-event removals, each guarded by
+``outbox.<id>`` still existing (so nothing is removed twice or unpublished).
 A crash after the confirm and before the removal publishes the event again
 later: delivery is at least once and consumers de-duplicate on the event id.
 One relay per service holds a lease at a time, so replicas don't race.
@@ -38,6 +43,7 @@ log = logging.getLogger("switchyard.outbox")
 
 OUTBOX_FIELD = "outbox"
 PENDING_FIELD = "outbox_pending"
+SEQ_FIELD = "outbox_seq"
 LEASES_COLLECTION = "outbox_leases"
 UNROUTABLE_COLLECTION = "outbox_unroutable"
 
@@ -56,7 +62,7 @@ def _stored(envelope: Envelope) -> dict[str, Any]:
 def with_events(document: Mapping[str, Any], events: Iterable[Envelope]) -> dict[str, Any]:
     """A new document carrying ``events`` in its outbox, for ``insert_one``."""
     staged = {event.id: _stored(event) for event in events}
-    return {**document, OUTBOX_FIELD: staged, PENDING_FIELD: len(staged)}
+    return {**document, OUTBOX_FIELD: staged, PENDING_FIELD: len(staged), SEQ_FIELD: len(staged)}
 
 
 def stage_events(update: Mapping[str, Any], events: Iterable[Envelope]) -> dict[str, Any]:
@@ -69,6 +75,7 @@ def stage_events(update: Mapping[str, Any], events: Iterable[Envelope]) -> dict[
     if count:
         inc = merged.setdefault("$inc", {})
         inc[PENDING_FIELD] = inc.get(PENDING_FIELD, 0) + count
+        inc[SEQ_FIELD] = inc.get(SEQ_FIELD, 0) + count
     return merged
 
 
@@ -87,6 +94,7 @@ class OutboxRelay:
         *,
         metrics: Metrics,
         poll_interval: float = 0.5,
+        linger: float = 0.01,
         batch_size: int = 200,
         lease_seconds: float = 10.0,
         owner: str | None = None,
@@ -96,6 +104,9 @@ class OutboxRelay:
         self.publisher = publisher
         self.metrics = metrics
         self.poll_interval = poll_interval
+        # After a wake-up, wait this long so a burst of writes is relayed as one batch
+        # (one find and one clear instead of one per write).
+        self.linger = linger
         self.batch_size = batch_size
         self.lease_seconds = lease_seconds
         self.owner = owner or uuid.uuid4().hex
@@ -141,6 +152,8 @@ class OutboxRelay:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), backoff)
+                if self.linger:
+                    await asyncio.sleep(self.linger)
 
     # -- one pass ------------------------------------------------------------------
 
@@ -177,7 +190,7 @@ class OutboxRelay:
     async def _relay_collection(self, name: str) -> int:
         collection = self.db[name]
         cursor = collection.find(
-            {PENDING_FIELD: {"$gt": 0}}, {OUTBOX_FIELD: 1}, limit=self.batch_size
+            {PENDING_FIELD: {"$gt": 0}}, {OUTBOX_FIELD: 1, SEQ_FIELD: 1}, limit=self.batch_size
         )
         documents = await cursor.to_list()
         if not documents:
@@ -185,16 +198,16 @@ class OutboxRelay:
         pending: list[tuple[Any, str, Envelope]] = []
         for document in documents:
             for event_id, stored in (document.get(OUTBOX_FIELD) or {}).items():
-                pending.append(
-                    (document["_id"], event_id, Envelope.model_validate(stored["envelope"]))
-                )
+                envelope = Envelope.model_validate(stored["envelope"])
+                pending.append((document["_id"], event_id, envelope))
         pending.sort(key=lambda item: (item[2].time, item[1]))
 
         results = await asyncio.gather(
             *(self.publisher.publish(envelope) for _, _, envelope in pending),
             return_exceptions=True,
         )
-        done: list[UpdateOne] = []
+        sent: dict[Any, list[str]] = {}
+        unsent: set[Any] = set()
         unroutable: list[Document] = []
         failure: BaseException | None = None
         for (doc_id, event_id, envelope), result in zip(pending, results, strict=True):
@@ -210,26 +223,55 @@ class OutboxRelay:
                 )
             elif isinstance(result, BaseException):
                 failure = result
+                unsent.add(doc_id)
                 continue
-            done.append(
-                UpdateOne(
-                    {"_id": doc_id, f"{OUTBOX_FIELD}.{event_id}": {"$exists": True}},
-                    {"$unset": {f"{OUTBOX_FIELD}.{event_id}": ""}, "$inc": {PENDING_FIELD: -1}},
-                )
-            )
-        if unroutable:
+            sent.setdefault(doc_id, []).append(event_id)
+        for record in unroutable:
             # Kept for inspection: counted and logged by the bus, never silently dropped.
-            for record in unroutable:
-                await self.db[UNROUTABLE_COLLECTION].replace_one(
-                    {"_id": record["_id"]}, record, upsert=True
-                )
-        if done:
-            await collection.bulk_write(done, ordered=False)
+            await self.db[UNROUTABLE_COLLECTION].replace_one(
+                {"_id": record["_id"]}, record, upsert=True
+            )
+        await self._mark_sent(collection, documents, sent, unsent)
         if failure is not None:
             if isinstance(failure, PublishFailed | PyMongoError):
                 raise failure
             raise PublishFailed(repr(failure)) from failure
-        return len(done)
+        return sum(len(ids) for ids in sent.values())
+
+    async def _mark_sent(
+        self,
+        collection: Any,
+        documents: list[Document],
+        sent: dict[Any, list[str]],
+        unsent: set[Any],
+    ) -> None:
+        """Clear what was confirmed: whole documents in one guarded update per ``outbox_seq``
+        value, then per-event guarded removals for the rest."""
+        by_seq: dict[int, list[Any]] = {}
+        seq_of: dict[Any, int] = {}
+        for document in documents:
+            doc_id = document["_id"]
+            if doc_id in sent and doc_id not in unsent and SEQ_FIELD in document:
+                seq_of[doc_id] = int(document[SEQ_FIELD])
+                by_seq.setdefault(seq_of[doc_id], []).append(doc_id)
+        leftovers = [doc_id for doc_id in sent if doc_id not in seq_of]
+        for seq, ids in by_seq.items():
+            result = await collection.update_many(
+                {"_id": {"$in": ids}, SEQ_FIELD: seq},
+                {"$set": {OUTBOX_FIELD: {}, PENDING_FIELD: 0}},
+            )
+            if result.modified_count != len(ids):
+                leftovers.extend(ids)  # someone staged more meanwhile: remove one by one
+        operations = [
+            UpdateOne(
+                {"_id": doc_id, f"{OUTBOX_FIELD}.{event_id}": {"$exists": True}},
+                {"$unset": {f"{OUTBOX_FIELD}.{event_id}": ""}, "$inc": {PENDING_FIELD: -1}},
+            )
+            for doc_id in leftovers
+            for event_id in sent[doc_id]
+        ]
+        if operations:
+            await collection.bulk_write(operations, ordered=False)
 
     async def _update_gauges(self, every: float = 2.0) -> None:
         now = time.time()
@@ -265,6 +307,7 @@ def outbox_context(collections: Sequence[str]) -> Any:
             app[keys.BUS],
             metrics=app[keys.METRICS],
             poll_interval=settings.outbox_poll_interval,
+            linger=settings.outbox_linger,
         )
         app[keys.OUTBOX_RELAY] = relay
         relay.start()

@@ -192,3 +192,39 @@ async def test_pending_gauge_reports_count_and_age(bus, mongo_db):
     await relay._update_gauges(every=0)
     assert bus.metrics.outbox_pending.labels("svc")._value.get() == 2
     assert bus.metrics.outbox_oldest_age.labels("svc")._value.get() >= 0
+
+
+class StagingDuringPublish:
+    """A publisher that, while publishing, lets a writer stage one more event on the document."""
+
+    def __init__(self, bus, mongo_db) -> None:
+        self.bus = bus
+        self.metrics = bus.metrics
+        self.mongo_db = mongo_db
+        self.late: list = []
+
+    async def publish(self, envelope) -> None:
+        await self.bus.publish(envelope)
+        if not self.late:
+            late = thing("race", 99)
+            self.late.append(late)
+            await self.mongo_db["things"].update_one(
+                {"_id": "race"}, stage_events({"$set": {"amount": 99}}, [late])
+            )
+
+
+async def test_event_staged_while_relaying_is_not_lost(bus, mongo_db):
+    recorder = Recorder()
+    consumer = await start_consumer(bus, "race", ("test.thing.happened",), recorder)
+    first = thing("race", 1)
+    await mongo_db["things"].insert_one(with_events({"_id": "race", "amount": 1}, [first]))
+    publisher = StagingDuringPublish(bus, mongo_db)
+    relay = relay_for(mongo_db, publisher)
+    assert await relay.relay_once() == 1
+    doc = await mongo_db["things"].find_one({"_id": "race"})
+    assert set(doc[OUTBOX_FIELD]) == {publisher.late[0].id}  # the batched clear saw the new seq
+    assert await relay.relay_once() == 1
+    await recorder.wait_for(2)
+    assert [e.id for e in recorder.events] == [first.id, publisher.late[0].id]
+    assert await pending(mongo_db) == 0
+    await consumer.stop()

@@ -309,3 +309,27 @@ async def test_known_difference_index_on_an_array_field(mongo_db, store_backend)
     found = len(await col.find({"roles": "admin"}).to_list())
     assert await col.count_documents({"roles": "admin"}) == 3
     assert found == (0 if store_backend == "embedded" else 3)
+
+
+async def test_update_many_by_id_list_guarded_by_a_counter(mongo_db):
+    """The outbox's batched clear: ids in a list, guarded by the sequence seen at read time."""
+    col = mongo_db["things"]
+    await col.insert_many(
+        [
+            {"_id": n, "outbox": {f"e{n}": {"x": 1}}, "outbox_pending": 1, "outbox_seq": 1}
+            for n in range(6)
+        ]
+    )
+    await col.update_one(
+        {"_id": 2},
+        {"$set": {"outbox.late": {"x": 2}}, "$inc": {"outbox_pending": 1, "outbox_seq": 1}},
+    )
+    result = await col.update_many(
+        {"_id": {"$in": [0, 1, 2, 3]}, "outbox_seq": 1},
+        {"$set": {"outbox": {}, "outbox_pending": 0}},
+    )
+    assert result.modified_count == 3
+    assert (await col.find_one({"_id": 2}))["outbox_pending"] == 2
+    cleared = await col.find_one({"_id": 0})
+    assert cleared["outbox"] == {} and cleared["outbox_pending"] == 0
+    assert await col.count_documents({"outbox_pending": {"$gt": 0}}) == 3

@@ -74,6 +74,7 @@ class Bus:
         self.prefetch = prefetch
         self.publish_timeout = publish_timeout
         self.queue_expires_ms = queue_expires_ms
+        self._published: dict[str, Any] = {}
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
@@ -167,7 +168,11 @@ class Bus:
         )
         # Continue the trace of the request that produced the event, even when the
         # outbox relay publishes it later from its own task.
-        token = otel_context.attach(context_from_traceparent(envelope.traceparent))
+        token = (
+            otel_context.attach(context_from_traceparent(envelope.traceparent))
+            if envelope.traceparent
+            else None
+        )
         try:
             await self._publish(message, envelope.type, exchange=None)
         except UnroutableEvent:
@@ -178,8 +183,14 @@ class Bus:
             )
             raise
         finally:
-            otel_context.detach(token)
-        self.metrics.events_published.labels(self.service, envelope.type).inc()
+            if token is not None:
+                otel_context.detach(token)
+        counter = self._published.get(envelope.type)
+        if counter is None:
+            counter = self._published[envelope.type] = self.metrics.events_published.labels(
+                self.service, envelope.type
+            )
+        counter.inc()
 
     async def send_to_queue(
         self, queue: str, body: bytes, *, headers: Mapping[str, Any], properties: Mapping[str, Any]
@@ -196,6 +207,11 @@ class Bus:
     async def _publish(
         self, message: aio_pika.Message, routing_key: str, *, exchange: str | None
     ) -> None:
+        try:  # the common case, without building a retry loop
+            await self._publish_once(message, routing_key, exchange)
+            return
+        except (*TRANSIENT_ERRORS, _Nacked) as error:  # type: ignore[misc]
+            log.info("publish interrupted; retrying", extra={"error": repr(error)})
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type((*TRANSIENT_ERRORS, _Nacked)),

@@ -159,7 +159,10 @@ class Consumer:
         self._idle = asyncio.Event()
         self._idle.set()
         metrics = bus.metrics
-        self._consumed = metrics.events_consumed
+        self._outcomes = {
+            outcome: metrics.events_consumed.labels(bus.service, self.queue_name, outcome)
+            for outcome in ("ok", "duplicate", "retry", "dead")
+        }
         self._duration = metrics.event_handler_duration.labels(bus.service, self.queue_name)
 
     async def declare(self) -> AbstractQueue:
@@ -256,7 +259,7 @@ class Consumer:
             claim = await self.inbox.claim(key, redelivered=bool(message.redelivered))
             if claim is Claim.DUPLICATE:
                 await message.ack()
-                self._consumed.labels(self.bus.service, self.queue_name, "duplicate").inc()
+                self._outcomes["duplicate"].inc()
                 return
             if claim is Claim.BUSY:
                 await self._retry_or_dead_letter(
@@ -286,7 +289,7 @@ class Consumer:
         if self.inbox is not None and key is not None:
             await self.inbox.complete(key)
         await message.ack()
-        self._consumed.labels(self.bus.service, self.queue_name, "ok").inc()
+        self._outcomes["ok"].inc()
 
     def _log_fields(self, event: Event[Any], error: BaseException) -> dict[str, Any]:
         return {
@@ -323,7 +326,7 @@ class Consumer:
             properties=_properties(message),
         )
         await message.ack()
-        self._consumed.labels(self.bus.service, self.queue_name, "retry").inc()
+        self._outcomes["retry"].inc()
 
     async def _dead_letter(
         self, message: AbstractIncomingMessage, error: BaseException, *, attempts: int, reason: str
@@ -345,7 +348,7 @@ class Consumer:
             properties=_properties(message),
         )
         await message.ack()
-        self._consumed.labels(self.bus.service, self.queue_name, "dead").inc()
+        self._outcomes["dead"].inc()
         log.error(
             "message parked in the DLQ",
             extra={
