@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_signup_code_email_arrives_with_both_parts_and_is_recorded(
-    start_service, smtp_sink
+    start_service, smtp_sink, caplog
 ) -> None:
     service = await start_service(smtp_port=smtp_sink.port)
     uid = user_id()
@@ -69,6 +69,9 @@ async def test_signup_code_email_arrives_with_both_parts_and_is_recorded(
         in exposition
     )
     assert "602214" not in exposition
+    logged = [str(vars(record)) for record in caplog.records]
+    assert any("email sent" in line for line in logged)
+    assert not any("602214" in line for line in logged)  # the code is never logged
 
 
 async def test_reset_code_welcome_and_security_notices(start_service, smtp_sink) -> None:
