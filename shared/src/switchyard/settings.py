@@ -58,6 +58,12 @@ class ServiceSettings(BaseSettings):
     outbox_poll_interval: float = Field(0.5, gt=0, validation_alias="OUTBOX_POLL_INTERVAL")
     outbox_linger: float = Field(0.01, ge=0, le=1, validation_alias="OUTBOX_LINGER")
 
+    # Access tokens: every service verifies them itself against auth's JWKS (DESIGN §5).
+    # The issuer is the public base URL clients reach the suite under (the gateway).
+    auth_issuer: str = Field("http://localhost:8080", min_length=1, validation_alias="AUTH_ISSUER")
+    jwt_audience: str = Field("switchyard", min_length=1, validation_alias="JWT_AUDIENCE")
+    jwks_url: str = Field("http://127.0.0.1:8081/.well-known/jwks.json", validation_alias="JWKS_URL")
+
     max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="MAX_BODY_BYTES")
     shutdown_timeout: float = Field(10.0, ge=0, validation_alias="SHUTDOWN_TIMEOUT")
 

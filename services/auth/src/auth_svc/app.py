@@ -51,8 +51,8 @@ def create_app(settings: AuthSettings, *, clock: Clock | None = None) -> web.App
     )
     verifier = TokenVerifier(
         keys=KeyRingSource(ring),
-        issuer=settings.issuer,
-        audience=settings.audience,
+        issuer=settings.auth_issuer,
+        audience=settings.jwt_audience,
         clock=lambda: clock.now().timestamp(),
     )
     app[CLOCK] = clock
@@ -114,8 +114,8 @@ def _commands(settings: AuthSettings, ring: KeyRing, clock: Clock) -> CleanupCon
             policy=PasswordPolicy(min_score=settings.password_min_score),
             signer=Signer(
                 ring,
-                issuer=settings.issuer,
-                audience=settings.audience,
+                issuer=settings.auth_issuer,
+                audience=settings.jwt_audience,
                 lifetime=settings.access_token_ttl,
                 clock=clock,
             ),

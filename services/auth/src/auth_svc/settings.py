@@ -16,8 +16,7 @@ class AuthSettings(ServiceSettings):
 
     # Access tokens. The issuer is the public base URL clients reach auth under;
     # every service is configured with the same AUTH_ISSUER and JWT_AUDIENCE.
-    issuer: str = Field("http://localhost:8080", min_length=1, validation_alias="AUTH_ISSUER")
-    audience: str = Field("switchyard", min_length=1, validation_alias="JWT_AUDIENCE")
+    # auth_issuer (AUTH_ISSUER) and jwt_audience (JWT_AUDIENCE) come from ServiceSettings.
     access_token_ttl: int = Field(900, ge=60, le=3600, validation_alias="ACCESS_TOKEN_TTL")
     refresh_token_ttl: int = Field(
         30 * 86400, ge=3600, le=365 * 86400, validation_alias="REFRESH_TOKEN_TTL"
@@ -74,7 +73,7 @@ class AuthSettings(ServiceSettings):
 
     @property
     def jwks_uri(self) -> str:
-        return self.issuer.rstrip("/") + "/.well-known/jwks.json"
+        return self.auth_issuer.rstrip("/") + "/.well-known/jwks.json"
 
     @model_validator(mode="after")
     def _coherent(self) -> AuthSettings:

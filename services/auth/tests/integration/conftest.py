@@ -147,8 +147,8 @@ def auth_settings_for(overrides: dict[str, Any], keys_dir: Path, **extra: Any) -
     return AuthSettings(
         **overrides,
         keys_dir=keys_dir,
-        issuer=ISSUER,
-        audience=AUDIENCE,
+        auth_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
         # Cheap argon2 for speed; test_settings proves the production defaults.
         argon2_time_cost=1,
         argon2_memory_kib=1024,

@@ -63,7 +63,7 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     settings = AuthSettings()
     assert settings.keys_dir == tmp_path and settings.port == 9001
     assert settings.jwks_uri == "https://api.example.com/.well-known/jwks.json"
-    assert settings.audience == "example" and settings.access_token_ttl == 600
+    assert settings.jwt_audience == "example" and settings.access_token_ttl == 600
 
 
 @pytest.mark.parametrize(

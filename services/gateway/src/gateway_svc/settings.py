@@ -61,11 +61,7 @@ class GatewaySettings(ServiceSettings):
     # Slots of the host-local limiter table shared by the workers (16 bytes each).
     rate_limit_local_slots: int = Field(1 << 16, ge=64, validation_alias="RATE_LIMIT_LOCAL_SLOTS")
 
-    jwks_url: str = Field(
-        "http://127.0.0.1:8081/.well-known/jwks.json", validation_alias="JWKS_URL"
-    )
-    auth_issuer: str = Field("http://localhost:8081", validation_alias="AUTH_ISSUER")
-    jwt_audience: str = Field("switchyard", validation_alias="JWT_AUDIENCE")
+    # jwks_url, auth_issuer and jwt_audience come from ServiceSettings.
     token_cache_size: int = Field(10_000, ge=0, validation_alias="GATEWAY_TOKEN_CACHE_SIZE")
 
     # "stderr", "off", or a file path: one JSON line per request.

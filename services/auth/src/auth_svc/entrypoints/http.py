@@ -355,9 +355,9 @@ async def jwks(request: web.Request) -> web.Response:
 async def openid_configuration(request: web.Request) -> web.Response:
     settings = request.app[keys.SETTINGS]
     assert isinstance(settings, AuthSettings)
-    base = settings.issuer.rstrip("/") + PREFIX
+    base = settings.auth_issuer.rstrip("/") + PREFIX
     document = {
-        "issuer": settings.issuer,
+        "issuer": settings.auth_issuer,
         "jwks_uri": settings.jwks_uri,
         "token_endpoint": base + "/login",
         "revocation_endpoint": base + "/logout",
