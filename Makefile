@@ -48,7 +48,8 @@ bench: install ## benchmarks, printed as tables beside their baselines
 dlq: install ## the DLQ tool: make dlq ARGS="list"
 	$(UV) run --frozen switchyard-dlq $(ARGS)
 
-up: ## docker compose: real MongoDB, RabbitMQ, Mailpit, Prometheus, Grafana, Jaeger, services
+up: install ## docker compose: real MongoDB, RabbitMQ, Mailpit, Prometheus, Grafana, Jaeger, services
+	$(UV) run --frozen python -m switchyard.devtools.run compose-secrets
 	docker compose up --build -d
 
 down: ## stop the compose stack

@@ -156,7 +156,25 @@ Or point AMQP_URL at an existing broker:  AMQP_URL=amqp://user:pass@host:5672/ m
 """
 
 
+def write_compose_secrets(root: Path) -> Path:
+    """Secrets for `make up` (docker compose, production mode): generated once, git-ignored."""
+    path = root / ".var" / "secrets" / "compose.env"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    values = {name: secrets.token_urlsafe(48) for name in DEV_SECRETS}
+    path.write_text(
+        "# Secrets for `make up`, generated once. Never commit; delete to regenerate.\n"
+        + "".join(f"{k}={v}\n" for k, v in sorted(values.items()))
+    )
+    path.chmod(0o600)
+    return path
+
+
 def main() -> None:
+    if sys.argv[1:] == ["compose-secrets"]:
+        print(write_compose_secrets(repo_root()))
+        return
     root = repo_root()
     environ = dict(os.environ)
     the_plan = plan(root, environ)

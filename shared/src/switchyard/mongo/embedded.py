@@ -7,7 +7,6 @@ multi-document transactions are not isolated, so nothing here relies on them.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,10 +26,24 @@ def free_port() -> int:
 
 
 def _executable() -> list[str]:
-    found = shutil.which("nx-27017")
-    if found:
-        return [found]
-    return [sys.executable, "-m", "nx_27017.nx_27017"]
+    # Through our wrapper, which quiets the server's per-command INFO logging.
+    return [sys.executable, "-m", "switchyard.mongo.embedded", "--serve"]
+
+
+def serve(nx_arguments: list[str]) -> None:
+    """Run nx-27017 in this process with warnings-only logging.
+
+    nx-27017 logs every command at INFO; configuring the root logger first turns its
+    own ``basicConfig`` into a no-op, which keeps `make run` readable and saves the
+    server the cost of writing a line per command.
+    """
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s nx-27017 %(levelname)s %(message)s")
+    from nx_27017.nx_27017 import main as nx_main
+
+    sys.argv = ["nx-27017", *nx_arguments]
+    nx_main()
 
 
 class EmbeddedMongo:
@@ -118,6 +131,9 @@ def wait_for_mongo(
 
 def main() -> None:
     """``python -m switchyard.mongo.embedded DATA_DIR [PORT]`` — run in the foreground."""
+    if sys.argv[1:2] == ["--serve"]:
+        serve(sys.argv[2:])
+        return
     data_dir = Path(sys.argv[1] if len(sys.argv) > 1 else ".var/mongo")
     port = int(sys.argv[2]) if len(sys.argv) > 2 else 27017
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,265 @@
+"""Generates deploy/k8s/*.yaml (run: python deploy/k8s/generate.py).
+
+The path past one machine: each service as a Deployment (probes, resource limits,
+non-root, read-only root filesystem) with a Service and an HPA; RabbitMQ as a
+3-node cluster (RabbitMQ Cluster Operator; consumer queues are quorum queues, so
+they replicate); MongoDB as a 3-member replica set; Redis for the gateway's shared
+rate limits; Prometheus scrape configuration. Apply with `kubectl apply -k deploy/k8s`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+OUT = Path(__file__).parent
+ROOT = OUT.parents[1]
+NAMESPACE = "switchyard"
+PORTS = {"gateway": 8080, "auth": 8081, "chat": 8082, "payments": 8083, "notification": 8084, "file": 8085}
+SERVICES = [name for name in PORTS if (ROOT / "services" / name).is_dir()]
+RESOURCES = {
+    "gateway": ({"cpu": "500m", "memory": "128Mi"}, {"cpu": "2", "memory": "256Mi"}),
+    "auth": ({"cpu": "250m", "memory": "256Mi"}, {"cpu": "1", "memory": "512Mi"}),  # argon2id: 19 MiB per hash
+}
+DEFAULT_RESOURCES = ({"cpu": "100m", "memory": "128Mi"}, {"cpu": "500m", "memory": "256Mi"})
+
+
+def service_objects(name: str) -> list[dict]:
+    port = PORTS[name]
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "switchyard"}
+    requests, limits = RESOURCES.get(name, DEFAULT_RESOURCES)
+    env = [
+        {"name": "HOST", "value": "0.0.0.0"},
+        {"name": f"{name.upper()}_PORT", "value": str(port)},
+    ]
+    probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10}
+    container = {
+        "name": name,
+        "image": f"ghcr.io/switchyard/{name}:latest",
+        "ports": [{"name": "http", "containerPort": port}],
+        "envFrom": [{"configMapRef": {"name": "switchyard"}}, {"secretRef": {"name": "switchyard"}}],
+        "env": env,
+        "resources": {"requests": requests, "limits": limits},
+        "startupProbe": {**probe, "failureThreshold": 30, "periodSeconds": 2},
+        "livenessProbe": probe,
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 2},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    # The root filesystem is read-only; /tmp is the one writable place.
+    container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+    if name == "auth":
+        container["volumeMounts"].append({"name": "auth-keys", "mountPath": "/var/lib/switchyard/auth-keys", "readOnly": True})
+        volumes.append({"name": "auth-keys", "secret": {"secretName": "switchyard-auth-keys", "defaultMode": 0o400}})
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": labels},
+            "strategy": {"rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"},
+                },
+                "spec": {
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [container],
+                    "volumes": volumes,
+                    "topologySpreadConstraints": [{
+                        "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                        "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": labels},
+                    }],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+        "spec": {"selector": labels, "ports": [{"name": "http", "port": port, "targetPort": "http"}]},
+    }
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": 2,
+            "maxReplicas": 10,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}],
+        },
+    }
+    pdb = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}},
+    }
+    return [deployment, service, hpa, pdb]
+
+
+def config() -> list[dict]:
+    upstreams = {f"GATEWAY_{s.upper()}_UPSTREAMS": f"http://{s}:{PORTS[s]}" for s in PORTS if s != "gateway"}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "switchyard", "namespace": NAMESPACE},
+            "data": {
+                "SWITCHYARD_ENV": "production",
+                "LOG_FORMAT": "json",
+                "MONGO_URL": "mongodb://mongo-0.mongo,mongo-1.mongo,mongo-2.mongo:27017/?replicaSet=rs0",
+                "AUTH_ISSUER": "https://api.example.com",
+                "JWT_AUDIENCE": "switchyard",
+                "JWKS_URL": "http://auth:8081/.well-known/jwks.json",
+                "RATE_LIMIT_REDIS_URL": "redis://redis:6379/0",
+                "AUTH_KEYS_DIR": "/var/lib/switchyard/auth-keys",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
+                **upstreams,
+            },
+        },
+    ]
+
+
+def infrastructure() -> list[dict]:
+    mongo_labels = {"app.kubernetes.io/name": "mongo"}
+    return [
+        {
+            # RabbitMQ Cluster Operator (https://www.rabbitmq.com/kubernetes/operator): three nodes;
+            # Switchyard's consumer queues and DLQs are quorum queues, replicated across them.
+            "apiVersion": "rabbitmq.com/v1beta1",
+            "kind": "RabbitmqCluster",
+            "metadata": {"name": "rabbitmq", "namespace": NAMESPACE},
+            "spec": {
+                "replicas": 3,
+                "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+                "rabbitmq": {"additionalPlugins": ["rabbitmq_prometheus"],
+                             "additionalConfig": "default_queue_type = quorum\n"},
+                "persistence": {"storage": "10Gi"},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "mongo", "namespace": NAMESPACE},
+            "spec": {"clusterIP": "None", "selector": mongo_labels, "ports": [{"name": "mongo", "port": 27017}]},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": "mongo", "namespace": NAMESPACE},
+            "spec": {
+                "serviceName": "mongo",
+                "replicas": 3,
+                "selector": {"matchLabels": mongo_labels},
+                "template": {
+                    "metadata": {"labels": mongo_labels},
+                    "spec": {"containers": [{
+                        "name": "mongo",
+                        "image": "mongo:7.0",
+                        "args": ["--replSet", "rs0", "--bind_ip_all"],
+                        "ports": [{"containerPort": 27017, "name": "mongo"}],
+                        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
+                        "readinessProbe": {"exec": {"command": ["mongosh", "--quiet", "--eval", "db.adminCommand('ping').ok"]},
+                                           "periodSeconds": 10},
+                        "volumeMounts": [{"name": "data", "mountPath": "/data/db"}],
+                    }]},
+                },
+                "volumeClaimTemplates": [{
+                    "metadata": {"name": "data"},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "20Gi"}}},
+                }],
+            },
+        },
+        {
+            # Initiates the replica set once all three members answer (idempotent).
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "mongo-init-replica-set", "namespace": NAMESPACE},
+            "spec": {"backoffLimit": 20, "template": {"spec": {"restartPolicy": "OnFailure", "containers": [{
+                "name": "init",
+                "image": "mongo:7.0",
+                "command": ["mongosh", "--host", "mongo-0.mongo", "--quiet", "--eval",
+                            "try { rs.status().ok } catch (e) { rs.initiate({_id: 'rs0', members: ["
+                            "{_id: 0, host: 'mongo-0.mongo:27017'}, {_id: 1, host: 'mongo-1.mongo:27017'},"
+                            " {_id: 2, host: 'mongo-2.mongo:27017'}]}).ok }"],
+            }]}}},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "redis", "namespace": NAMESPACE},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app.kubernetes.io/name": "redis"}},
+                "template": {
+                    "metadata": {"labels": {"app.kubernetes.io/name": "redis"}},
+                    "spec": {"containers": [{
+                        "name": "redis", "image": "redis:7-alpine", "args": ["--save", "", "--appendonly", "no"],
+                        "ports": [{"containerPort": 6379}],
+                        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
+                    }]},
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "redis", "namespace": NAMESPACE},
+            "spec": {"selector": {"app.kubernetes.io/name": "redis"}, "ports": [{"port": 6379}]},
+        },
+    ]
+
+
+def prometheus() -> list[dict]:
+    scrape = {
+        "scrape_configs": [{
+            "job_name": "switchyard",
+            "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"names": [NAMESPACE]}}],
+            "relabel_configs": [
+                {"source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"], "action": "keep", "regex": "true"},
+                {"source_labels": ["__address__", "__meta_kubernetes_pod_annotation_prometheus_io_port"],
+                 "action": "replace", "regex": "([^:]+)(?::\\d+)?;(\\d+)", "replacement": "$1:$2", "target_label": "__address__"},
+                {"source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"], "target_label": "app"},
+            ],
+        }],
+    }
+    return [{
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "switchyard-prometheus-scrape", "namespace": NAMESPACE},
+        "data": {"switchyard-scrape.yml": yaml.safe_dump(scrape, sort_keys=False)},
+    }]
+
+
+def write(name: str, objects: list[dict]) -> str:
+    path = OUT / name
+    header = "# Generated by deploy/k8s/generate.py — edit the generator, not this file.\n"
+    path.write_text(header + yaml.safe_dump_all(objects, sort_keys=False))
+    return name
+
+
+def main() -> None:
+    files = [write("00-config.yaml", config()), write("10-infrastructure.yaml", infrastructure()),
+             write("20-prometheus.yaml", prometheus())]
+    files += [write(f"30-{name}.yaml", service_objects(name)) for name in SERVICES]
+    kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                     "namespace": NAMESPACE, "resources": files}
+    (OUT / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    print("\n".join(files))
+
+
+if __name__ == "__main__":
+    main()
