@@ -1,0 +1,77 @@
+"""Every service that exists is wired everywhere a user runs it: make run, compose, k8s,
+Prometheus, Grafana. A new service that forgets one of these fails here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from switchyard.devtools.run import SERVICE_PORTS, available_services, plan
+
+ROOT = Path(__file__).resolve().parents[3]
+SERVICES = available_services(ROOT)
+
+
+def test_there_are_services():
+    assert {"auth", "gateway", "notification"} <= set(SERVICES)
+
+
+def test_make_run_starts_every_service_with_embedded_store_and_mail_sink(tmp_path):
+    the_plan = plan(ROOT, {}, state=tmp_path)
+    assert set(SERVICES) <= set(the_plan.processes)
+    assert "mongo" in the_plan.processes and "mail" in the_plan.processes
+    assert the_plan.env["MONGO_URL"] == "mongodb://127.0.0.1:27017/"
+    assert (tmp_path / "secrets" / "dev.env").stat().st_mode & 0o077 == 0
+    for name in SERVICES:
+        assert the_plan.env[f"{name.upper()}_PORT"] == str(SERVICE_PORTS[name])
+
+
+def test_make_run_honours_the_callers_environment(tmp_path):
+    the_plan = plan(ROOT, {"MONGO_URL": "mongodb://db.example:27017/", "SMTP_HOST": "mx"}, state=tmp_path)
+    assert "mongo" not in the_plan.processes and "mail" not in the_plan.processes
+    assert the_plan.env["MONGO_URL"] == "mongodb://db.example:27017/"
+
+
+def test_compose_has_every_service_and_the_infrastructure():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    for name in ("mongo", "rabbitmq", "redis", "mailpit", "prometheus", "grafana", "jaeger"):
+        assert name in services
+    for name in SERVICES:
+        assert services[name]["build"]["dockerfile"] == f"services/{name}/Dockerfile"
+        assert (ROOT / "services" / name / "Dockerfile").is_file()
+
+
+def test_prometheus_scrapes_every_service():
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = {t for job in config["scrape_configs"] for sc in job.get("static_configs", []) for t in sc["targets"]}
+    for name in SERVICES:
+        assert f"{name}:{SERVICE_PORTS[name]}" in targets
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    assert {"DeadLetterQueueNotEmpty", "HighErrorRate", "ApiLatencyOverSLO", "OutboxLagging", "ConsumerDown"} <= alerts
+
+
+def _generated_unchanged(script: str, directory: str) -> None:
+    before = {p: p.read_text() for p in (ROOT / directory).glob("*") if p.suffix in (".json", ".yaml")}
+    subprocess.run([sys.executable, str(ROOT / script)], check=True, capture_output=True, cwd=ROOT)
+    after = {p: p.read_text() for p in (ROOT / directory).glob("*") if p.suffix in (".json", ".yaml")}
+    assert before == after, f"{directory} differs from what {script} generates: rerun it and commit"
+
+
+def test_grafana_dashboards_are_generated_and_cover_every_service():
+    _generated_unchanged("deploy/grafana/generate.py", "deploy/grafana/dashboards")
+    for name in [*SERVICES, "overview"]:
+        board = json.loads((ROOT / "deploy/grafana/dashboards" / f"{name}.json").read_text())
+        assert board["panels"]
+
+
+def test_k8s_manifests_are_generated_and_cover_every_service():
+    _generated_unchanged("deploy/k8s/generate.py", "deploy/k8s")
+    for name in SERVICES:
+        kinds = {doc["kind"] for doc in yaml.safe_load_all((ROOT / "deploy/k8s" / f"30-{name}.yaml").read_text())}
+        assert {"Deployment", "Service", "HorizontalPodAutoscaler"} <= kinds
