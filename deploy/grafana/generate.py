@@ -11,25 +11,45 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # A dashboard per service that exists in services/ (later services add theirs by rerunning).
-SERVICES = [s for s in ("gateway", "auth", "chat", "payments", "notification", "file") if (ROOT / "services" / s).is_dir()]
+SERVICES = [
+    s
+    for s in ("gateway", "auth", "chat", "payments", "notification", "file")
+    if (ROOT / "services" / s).is_dir()
+]
 DOMAIN = {
-    "auth": ["auth_logins_total", "auth_registrations_total", "auth_codes_issued_total", "auth_lockouts_total",
-             "auth_token_refreshes_total", "auth_refresh_reuse_detected_total"],
+    "auth": [
+        "auth_logins_total",
+        "auth_registrations_total",
+        "auth_codes_issued_total",
+        "auth_lockouts_total",
+        "auth_token_refreshes_total",
+        "auth_refresh_reuse_detected_total",
+    ],
     "notification": ["notification_deliveries_total"],
-    "gateway": ["gateway_rate_limited_total", "gateway_upstream_outcomes_total", "gateway_circuit_opened_total",
-                "gateway_circuit_open_refusals_total", "gateway_retries_total"],
+    "gateway": [
+        "gateway_rate_limited_total",
+        "gateway_upstream_outcomes_total",
+        "gateway_circuit_opened_total",
+        "gateway_circuit_open_refusals_total",
+        "gateway_retries_total",
+    ],
 }
 OUT = Path(__file__).parent / "dashboards"
 
 
-def panel(title: str, exprs: list[tuple[str, str]], x: int, y: int, unit: str = "short", w: int = 12) -> dict:
+def panel(
+    title: str, exprs: list[tuple[str, str]], x: int, y: int, unit: str = "short", w: int = 12
+) -> dict:
     return {
         "type": "timeseries",
         "title": title,
         "datasource": {"type": "prometheus", "uid": "prometheus"},
         "gridPos": {"x": x, "y": y, "w": w, "h": 8},
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "targets": [{"expr": expr, "legendFormat": legend, "refId": chr(65 + i)} for i, (expr, legend) in enumerate(exprs)],
+        "targets": [
+            {"expr": expr, "legendFormat": legend, "refId": chr(65 + i)}
+            for i, (expr, legend) in enumerate(exprs)
+        ],
     }
 
 
@@ -49,52 +69,175 @@ def dashboard(uid: str, title: str, panels: list[dict]) -> dict:
 
 
 def overview() -> dict:
-    return dashboard("switchyard-overview", "Switchyard — overview", [
-        panel("Requests/s by service", [("sum by (service) (rate(http_requests_total[1m]))", "{{service}}")], 0, 0, "reqps"),
-        panel("Error ratio (5xx) by service", [(
-            'sum by (service) (rate(http_requests_total{status=~"5.."}[5m])) / sum by (service) (rate(http_requests_total[5m]))',
-            "{{service}}")], 12, 0, "percentunit"),
-        panel("p95 latency by service", [(
-            "histogram_quantile(0.95, sum by (service, le) (rate(http_request_duration_seconds_bucket[5m])))", "{{service}}")],
-            0, 8, "s"),
-        panel("Events published/s by type", [("sum by (type) (rate(events_published_total[1m]))", "{{type}}")], 12, 8, "ops"),
-        panel("Events consumed/s by outcome", [("sum by (outcome) (rate(events_consumed_total[1m]))", "{{outcome}}")], 0, 16, "ops"),
-        panel("DLQ depth", [('max by (queue) (rabbitmq_detailed_queue_messages{queue=~".*\\\\.dlq"})', "{{queue}}")], 12, 16),
-        panel("Outbox pending / oldest age", [
-            ("sum by (service) (outbox_pending)", "pending {{service}}"),
-            ("max by (service) (outbox_oldest_pending_age_seconds)", "age {{service}} (s)"),
-        ], 0, 24),
-        panel("Store p95 by service", [(
-            "histogram_quantile(0.95, sum by (service, le) (rate(db_operation_duration_seconds_bucket[5m])))", "{{service}}")],
-            12, 24, "s"),
-    ])
+    return dashboard(
+        "switchyard-overview",
+        "Switchyard — overview",
+        [
+            panel(
+                "Requests/s by service",
+                [("sum by (service) (rate(http_requests_total[1m]))", "{{service}}")],
+                0,
+                0,
+                "reqps",
+            ),
+            panel(
+                "Error ratio (5xx) by service",
+                [
+                    (
+                        'sum by (service) (rate(http_requests_total{status=~"5.."}[5m])) / sum by (service) (rate(http_requests_total[5m]))',
+                        "{{service}}",
+                    )
+                ],
+                12,
+                0,
+                "percentunit",
+            ),
+            panel(
+                "p95 latency by service",
+                [
+                    (
+                        "histogram_quantile(0.95, sum by (service, le) (rate(http_request_duration_seconds_bucket[5m])))",
+                        "{{service}}",
+                    )
+                ],
+                0,
+                8,
+                "s",
+            ),
+            panel(
+                "Events published/s by type",
+                [("sum by (type) (rate(events_published_total[1m]))", "{{type}}")],
+                12,
+                8,
+                "ops",
+            ),
+            panel(
+                "Events consumed/s by outcome",
+                [("sum by (outcome) (rate(events_consumed_total[1m]))", "{{outcome}}")],
+                0,
+                16,
+                "ops",
+            ),
+            panel(
+                "DLQ depth",
+                [
+                    (
+                        'max by (queue) (rabbitmq_detailed_queue_messages{queue=~".*\\\\.dlq"})',
+                        "{{queue}}",
+                    )
+                ],
+                12,
+                16,
+            ),
+            panel(
+                "Outbox pending / oldest age",
+                [
+                    ("sum by (service) (outbox_pending)", "pending {{service}}"),
+                    ("max by (service) (outbox_oldest_pending_age_seconds)", "age {{service}} (s)"),
+                ],
+                0,
+                24,
+            ),
+            panel(
+                "Store p95 by service",
+                [
+                    (
+                        "histogram_quantile(0.95, sum by (service, le) (rate(db_operation_duration_seconds_bucket[5m])))",
+                        "{{service}}",
+                    )
+                ],
+                12,
+                24,
+                "s",
+            ),
+        ],
+    )
 
 
 def service_dashboard(service: str) -> dict:
     sel = f'service="{service}"'
     panels = [
-        panel("Requests/s by route and status", [(
-            f"sum by (route, status) (rate(http_requests_total{{{sel}}}[1m]))", "{{route}} {{status}}")], 0, 0, "reqps"),
-        panel("Latency p50 / p95 / p99", [
-            (f"histogram_quantile({q}, sum by (le) (rate(http_request_duration_seconds_bucket{{{sel}}}[5m])))", f"p{int(q * 100)}")
-            for q in (0.5, 0.95, 0.99)
-        ], 12, 0, "s"),
-        panel("Consumed/s by queue and outcome", [(
-            f"sum by (queue, outcome) (rate(events_consumed_total{{{sel}}}[1m]))", "{{queue}} {{outcome}}")], 0, 8, "ops"),
-        panel("Handler p95 by queue", [(
-            f"histogram_quantile(0.95, sum by (queue, le) (rate(event_handler_duration_seconds_bucket{{{sel}}}[5m])))",
-            "{{queue}}")], 12, 8, "s"),
-        panel("Store p95 by command", [(
-            f"histogram_quantile(0.95, sum by (command, le) (rate(db_operation_duration_seconds_bucket{{{sel}}}[5m])))",
-            "{{command}}")], 0, 16, "s"),
-        panel("Published/s and outbox", [
-            (f"sum by (type) (rate(events_published_total{{{sel}}}[1m]))", "{{type}}"),
-            (f"sum(outbox_pending{{{sel}}})", "outbox pending"),
-        ], 12, 16),
+        panel(
+            "Requests/s by route and status",
+            [
+                (
+                    f"sum by (route, status) (rate(http_requests_total{{{sel}}}[1m]))",
+                    "{{route}} {{status}}",
+                )
+            ],
+            0,
+            0,
+            "reqps",
+        ),
+        panel(
+            "Latency p50 / p95 / p99",
+            [
+                (
+                    f"histogram_quantile({q}, sum by (le) (rate(http_request_duration_seconds_bucket{{{sel}}}[5m])))",
+                    f"p{int(q * 100)}",
+                )
+                for q in (0.5, 0.95, 0.99)
+            ],
+            12,
+            0,
+            "s",
+        ),
+        panel(
+            "Consumed/s by queue and outcome",
+            [
+                (
+                    f"sum by (queue, outcome) (rate(events_consumed_total{{{sel}}}[1m]))",
+                    "{{queue}} {{outcome}}",
+                )
+            ],
+            0,
+            8,
+            "ops",
+        ),
+        panel(
+            "Handler p95 by queue",
+            [
+                (
+                    f"histogram_quantile(0.95, sum by (queue, le) (rate(event_handler_duration_seconds_bucket{{{sel}}}[5m])))",
+                    "{{queue}}",
+                )
+            ],
+            12,
+            8,
+            "s",
+        ),
+        panel(
+            "Store p95 by command",
+            [
+                (
+                    f"histogram_quantile(0.95, sum by (command, le) (rate(db_operation_duration_seconds_bucket{{{sel}}}[5m])))",
+                    "{{command}}",
+                )
+            ],
+            0,
+            16,
+            "s",
+        ),
+        panel(
+            "Published/s and outbox",
+            [
+                (f"sum by (type) (rate(events_published_total{{{sel}}}[1m]))", "{{type}}"),
+                (f"sum(outbox_pending{{{sel}}})", "outbox pending"),
+            ],
+            12,
+            16,
+        ),
     ]
     for n, metric in enumerate(DOMAIN.get(service, [])):
-        panels.append(panel(metric, [(f"sum without (instance, job) (rate({metric}{{{sel}}}[5m]))", "")],
-                            (n % 2) * 12, 24 + (n // 2) * 8, "ops"))
+        panels.append(
+            panel(
+                metric,
+                [(f"sum without (instance, job) (rate({metric}{{{sel}}}[5m]))", "")],
+                (n % 2) * 12,
+                24 + (n // 2) * 8,
+                "ops",
+            )
+        )
     return dashboard(f"switchyard-{service}", f"Switchyard — {service}", panels)
 
 

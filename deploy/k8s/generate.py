@@ -16,11 +16,21 @@ import yaml
 OUT = Path(__file__).parent
 ROOT = OUT.parents[1]
 NAMESPACE = "switchyard"
-PORTS = {"gateway": 8080, "auth": 8081, "chat": 8082, "payments": 8083, "notification": 8084, "file": 8085}
+PORTS = {
+    "gateway": 8080,
+    "auth": 8081,
+    "chat": 8082,
+    "payments": 8083,
+    "notification": 8084,
+    "file": 8085,
+}
 SERVICES = [name for name in PORTS if (ROOT / "services" / name).is_dir()]
 RESOURCES = {
     "gateway": ({"cpu": "500m", "memory": "128Mi"}, {"cpu": "2", "memory": "256Mi"}),
-    "auth": ({"cpu": "250m", "memory": "256Mi"}, {"cpu": "1", "memory": "512Mi"}),  # argon2id: 19 MiB per hash
+    "auth": (
+        {"cpu": "250m", "memory": "256Mi"},
+        {"cpu": "1", "memory": "512Mi"},
+    ),  # argon2id: 19 MiB per hash
 }
 DEFAULT_RESOURCES = ({"cpu": "100m", "memory": "128Mi"}, {"cpu": "500m", "memory": "256Mi"})
 
@@ -38,12 +48,19 @@ def service_objects(name: str) -> list[dict]:
         "name": name,
         "image": f"ghcr.io/switchyard/{name}:latest",
         "ports": [{"name": "http", "containerPort": port}],
-        "envFrom": [{"configMapRef": {"name": "switchyard"}}, {"secretRef": {"name": "switchyard"}}],
+        "envFrom": [
+            {"configMapRef": {"name": "switchyard"}},
+            {"secretRef": {"name": "switchyard"}},
+        ],
         "env": env,
         "resources": {"requests": requests, "limits": limits},
         "startupProbe": {**probe, "failureThreshold": 30, "periodSeconds": 2},
         "livenessProbe": probe,
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 2},
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 2,
+        },
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": 10001,
@@ -56,8 +73,15 @@ def service_objects(name: str) -> list[dict]:
     container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
     if name == "auth":
-        container["volumeMounts"].append({"name": "auth-keys", "mountPath": "/var/lib/switchyard/auth-keys", "readOnly": True})
-        volumes.append({"name": "auth-keys", "secret": {"secretName": "switchyard-auth-keys", "defaultMode": 0o400}})
+        container["volumeMounts"].append(
+            {"name": "auth-keys", "mountPath": "/var/lib/switchyard/auth-keys", "readOnly": True}
+        )
+        volumes.append(
+            {
+                "name": "auth-keys",
+                "secret": {"secretName": "switchyard-auth-keys", "defaultMode": 0o400},
+            }
+        )
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -69,16 +93,24 @@ def service_objects(name: str) -> list[dict]:
             "template": {
                 "metadata": {
                     "labels": labels,
-                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"},
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(port),
+                        "prometheus.io/path": "/metrics",
+                    },
                 },
                 "spec": {
                     "terminationGracePeriodSeconds": 30,
                     "containers": [container],
                     "volumes": volumes,
-                    "topologySpreadConstraints": [{
-                        "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
-                        "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": labels},
-                    }],
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": "kubernetes.io/hostname",
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": {"matchLabels": labels},
+                        }
+                    ],
                 },
             },
         },
@@ -87,7 +119,10 @@ def service_objects(name: str) -> list[dict]:
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
-        "spec": {"selector": labels, "ports": [{"name": "http", "port": port, "targetPort": "http"}]},
+        "spec": {
+            "selector": labels,
+            "ports": [{"name": "http", "port": port, "targetPort": "http"}],
+        },
     }
     hpa = {
         "apiVersion": "autoscaling/v2",
@@ -97,7 +132,15 @@ def service_objects(name: str) -> list[dict]:
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "minReplicas": 2,
             "maxReplicas": 10,
-            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}],
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 70},
+                    },
+                }
+            ],
         },
     }
     pdb = {
@@ -110,7 +153,9 @@ def service_objects(name: str) -> list[dict]:
 
 
 def config() -> list[dict]:
-    upstreams = {f"GATEWAY_{s.upper()}_UPSTREAMS": f"http://{s}:{PORTS[s]}" for s in PORTS if s != "gateway"}
+    upstreams = {
+        f"GATEWAY_{s.upper()}_UPSTREAMS": f"http://{s}:{PORTS[s]}" for s in PORTS if s != "gateway"
+    }
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
         {
@@ -144,9 +189,14 @@ def infrastructure() -> list[dict]:
             "metadata": {"name": "rabbitmq", "namespace": NAMESPACE},
             "spec": {
                 "replicas": 3,
-                "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
-                "rabbitmq": {"additionalPlugins": ["rabbitmq_prometheus"],
-                             "additionalConfig": "default_queue_type = quorum\n"},
+                "resources": {
+                    "requests": {"cpu": "500m", "memory": "1Gi"},
+                    "limits": {"cpu": "2", "memory": "2Gi"},
+                },
+                "rabbitmq": {
+                    "additionalPlugins": ["rabbitmq_prometheus"],
+                    "additionalConfig": "default_queue_type = quorum\n",
+                },
                 "persistence": {"storage": "10Gi"},
             },
         },
@@ -154,7 +204,11 @@ def infrastructure() -> list[dict]:
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {"name": "mongo", "namespace": NAMESPACE},
-            "spec": {"clusterIP": "None", "selector": mongo_labels, "ports": [{"name": "mongo", "port": 27017}]},
+            "spec": {
+                "clusterIP": "None",
+                "selector": mongo_labels,
+                "ports": [{"name": "mongo", "port": 27017}],
+            },
         },
         {
             "apiVersion": "apps/v1",
@@ -166,21 +220,42 @@ def infrastructure() -> list[dict]:
                 "selector": {"matchLabels": mongo_labels},
                 "template": {
                     "metadata": {"labels": mongo_labels},
-                    "spec": {"containers": [{
-                        "name": "mongo",
-                        "image": "mongo:7.0",
-                        "args": ["--replSet", "rs0", "--bind_ip_all"],
-                        "ports": [{"containerPort": 27017, "name": "mongo"}],
-                        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
-                        "readinessProbe": {"exec": {"command": ["mongosh", "--quiet", "--eval", "db.adminCommand('ping').ok"]},
-                                           "periodSeconds": 10},
-                        "volumeMounts": [{"name": "data", "mountPath": "/data/db"}],
-                    }]},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "mongo",
+                                "image": "mongo:7.0",
+                                "args": ["--replSet", "rs0", "--bind_ip_all"],
+                                "ports": [{"containerPort": 27017, "name": "mongo"}],
+                                "resources": {
+                                    "requests": {"cpu": "500m", "memory": "1Gi"},
+                                    "limits": {"cpu": "2", "memory": "4Gi"},
+                                },
+                                "readinessProbe": {
+                                    "exec": {
+                                        "command": [
+                                            "mongosh",
+                                            "--quiet",
+                                            "--eval",
+                                            "db.adminCommand('ping').ok",
+                                        ]
+                                    },
+                                    "periodSeconds": 10,
+                                },
+                                "volumeMounts": [{"name": "data", "mountPath": "/data/db"}],
+                            }
+                        ]
+                    },
                 },
-                "volumeClaimTemplates": [{
-                    "metadata": {"name": "data"},
-                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "20Gi"}}},
-                }],
+                "volumeClaimTemplates": [
+                    {
+                        "metadata": {"name": "data"},
+                        "spec": {
+                            "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": "20Gi"}},
+                        },
+                    }
+                ],
             },
         },
         {
@@ -188,14 +263,30 @@ def infrastructure() -> list[dict]:
             "apiVersion": "batch/v1",
             "kind": "Job",
             "metadata": {"name": "mongo-init-replica-set", "namespace": NAMESPACE},
-            "spec": {"backoffLimit": 20, "template": {"spec": {"restartPolicy": "OnFailure", "containers": [{
-                "name": "init",
-                "image": "mongo:7.0",
-                "command": ["mongosh", "--host", "mongo-0.mongo", "--quiet", "--eval",
-                            "try { rs.status().ok } catch (e) { rs.initiate({_id: 'rs0', members: ["
-                            "{_id: 0, host: 'mongo-0.mongo:27017'}, {_id: 1, host: 'mongo-1.mongo:27017'},"
-                            " {_id: 2, host: 'mongo-2.mongo:27017'}]}).ok }"],
-            }]}}},
+            "spec": {
+                "backoffLimit": 20,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "OnFailure",
+                        "containers": [
+                            {
+                                "name": "init",
+                                "image": "mongo:7.0",
+                                "command": [
+                                    "mongosh",
+                                    "--host",
+                                    "mongo-0.mongo",
+                                    "--quiet",
+                                    "--eval",
+                                    "try { rs.status().ok } catch (e) { rs.initiate({_id: 'rs0', members: ["
+                                    "{_id: 0, host: 'mongo-0.mongo:27017'}, {_id: 1, host: 'mongo-1.mongo:27017'},"
+                                    " {_id: 2, host: 'mongo-2.mongo:27017'}]}).ok }",
+                                ],
+                            }
+                        ],
+                    }
+                },
+            },
         },
         {
             "apiVersion": "apps/v1",
@@ -206,11 +297,20 @@ def infrastructure() -> list[dict]:
                 "selector": {"matchLabels": {"app.kubernetes.io/name": "redis"}},
                 "template": {
                     "metadata": {"labels": {"app.kubernetes.io/name": "redis"}},
-                    "spec": {"containers": [{
-                        "name": "redis", "image": "redis:7-alpine", "args": ["--save", "", "--appendonly", "no"],
-                        "ports": [{"containerPort": 6379}],
-                        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
-                    }]},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "redis",
+                                "image": "redis:7-alpine",
+                                "args": ["--save", "", "--appendonly", "no"],
+                                "ports": [{"containerPort": 6379}],
+                                "resources": {
+                                    "requests": {"cpu": "100m", "memory": "64Mi"},
+                                    "limits": {"cpu": "500m", "memory": "256Mi"},
+                                },
+                            }
+                        ]
+                    },
                 },
             },
         },
@@ -225,23 +325,42 @@ def infrastructure() -> list[dict]:
 
 def prometheus() -> list[dict]:
     scrape = {
-        "scrape_configs": [{
-            "job_name": "switchyard",
-            "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"names": [NAMESPACE]}}],
-            "relabel_configs": [
-                {"source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"], "action": "keep", "regex": "true"},
-                {"source_labels": ["__address__", "__meta_kubernetes_pod_annotation_prometheus_io_port"],
-                 "action": "replace", "regex": "([^:]+)(?::\\d+)?;(\\d+)", "replacement": "$1:$2", "target_label": "__address__"},
-                {"source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"], "target_label": "app"},
-            ],
-        }],
+        "scrape_configs": [
+            {
+                "job_name": "switchyard",
+                "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"names": [NAMESPACE]}}],
+                "relabel_configs": [
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+                        "action": "keep",
+                        "regex": "true",
+                    },
+                    {
+                        "source_labels": [
+                            "__address__",
+                            "__meta_kubernetes_pod_annotation_prometheus_io_port",
+                        ],
+                        "action": "replace",
+                        "regex": "([^:]+)(?::\\d+)?;(\\d+)",
+                        "replacement": "$1:$2",
+                        "target_label": "__address__",
+                    },
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"],
+                        "target_label": "app",
+                    },
+                ],
+            }
+        ],
     }
-    return [{
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": "switchyard-prometheus-scrape", "namespace": NAMESPACE},
-        "data": {"switchyard-scrape.yml": yaml.safe_dump(scrape, sort_keys=False)},
-    }]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "switchyard-prometheus-scrape", "namespace": NAMESPACE},
+            "data": {"switchyard-scrape.yml": yaml.safe_dump(scrape, sort_keys=False)},
+        }
+    ]
 
 
 def write(name: str, objects: list[dict]) -> str:
@@ -252,11 +371,18 @@ def write(name: str, objects: list[dict]) -> str:
 
 
 def main() -> None:
-    files = [write("00-config.yaml", config()), write("10-infrastructure.yaml", infrastructure()),
-             write("20-prometheus.yaml", prometheus())]
+    files = [
+        write("00-config.yaml", config()),
+        write("10-infrastructure.yaml", infrastructure()),
+        write("20-prometheus.yaml", prometheus()),
+    ]
     files += [write(f"30-{name}.yaml", service_objects(name)) for name in SERVICES]
-    kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-                     "namespace": NAMESPACE, "resources": files}
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": NAMESPACE,
+        "resources": files,
+    }
     (OUT / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
     print("\n".join(files))
 

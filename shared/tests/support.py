@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
+
 from switchyard.envelope import EventCatalog
 
 TEST_CATALOG = EventCatalog()

@@ -62,7 +62,9 @@ class ServiceSettings(BaseSettings):
     # The issuer is the public base URL clients reach the suite under (the gateway).
     auth_issuer: str = Field("http://localhost:8080", min_length=1, validation_alias="AUTH_ISSUER")
     jwt_audience: str = Field("switchyard", min_length=1, validation_alias="JWT_AUDIENCE")
-    jwks_url: str = Field("http://127.0.0.1:8081/.well-known/jwks.json", validation_alias="JWKS_URL")
+    jwks_url: str = Field(
+        "http://127.0.0.1:8081/.well-known/jwks.json", validation_alias="JWKS_URL"
+    )
 
     max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="MAX_BODY_BYTES")
     shutdown_timeout: float = Field(10.0, ge=0, validation_alias="SHUTDOWN_TIMEOUT")

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pymongo import AsyncMongoClient  # noqa: E402
 from support import make_bus, start_consumer  # noqa: E402
+
 from switchyard.bus.inbox import Inbox  # noqa: E402
 
 

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pymongo import MongoClient  # noqa: E402
 from support import TEST_CATALOG, ThingHappened  # noqa: E402
+
 from switchyard.envelope import new_envelope  # noqa: E402
 from switchyard.outbox import with_events  # noqa: E402
 

@@ -13,6 +13,7 @@ import uuid
 import aio_pika
 import pytest
 from opentelemetry import trace
+
 from switchyard.bus import UnroutableEvent
 from switchyard.bus.inbox import Inbox
 from switchyard.dlq import DeadLetters

@@ -6,6 +6,7 @@ import asyncio
 
 import aio_pika
 import pytest
+
 from switchyard.bus import HandlerRegistry
 from switchyard.bus.inbox import Inbox
 from switchyard.dlq import DeadLetters

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from switchyard.bus import PublishFailed
 from switchyard.envelope import new_envelope
 from switchyard.testing import TcpProxy

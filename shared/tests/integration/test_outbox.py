@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from switchyard.bus.inbox import Inbox
 from switchyard.envelope import new_envelope
 from switchyard.outbox import (

@@ -8,6 +8,7 @@ import logging
 import aiohttp
 import pytest
 from aiohttp import web
+
 from switchyard.bus import bus_context
 from switchyard.mongo import mongo_context
 from switchyard.problems import Problem

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
+
 from switchyard.mongo import Index, ensure_indexes
 from switchyard.mongo.client import asc
 

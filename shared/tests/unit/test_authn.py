@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+
 from switchyard.authn import (
     IDENTITY,
     authn_middleware,

@@ -31,7 +31,9 @@ def test_make_run_starts_every_service_with_embedded_store_and_mail_sink(tmp_pat
 
 
 def test_make_run_honours_the_callers_environment(tmp_path):
-    the_plan = plan(ROOT, {"MONGO_URL": "mongodb://db.example:27017/", "SMTP_HOST": "mx"}, state=tmp_path)
+    the_plan = plan(
+        ROOT, {"MONGO_URL": "mongodb://db.example:27017/", "SMTP_HOST": "mx"}, state=tmp_path
+    )
     assert "mongo" not in the_plan.processes and "mail" not in the_plan.processes
     assert the_plan.env["MONGO_URL"] == "mongodb://db.example:27017/"
 
@@ -48,18 +50,33 @@ def test_compose_has_every_service_and_the_infrastructure():
 
 def test_prometheus_scrapes_every_service():
     config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
-    targets = {t for job in config["scrape_configs"] for sc in job.get("static_configs", []) for t in sc["targets"]}
+    targets = {
+        t
+        for job in config["scrape_configs"]
+        for sc in job.get("static_configs", [])
+        for t in sc["targets"]
+    }
     for name in SERVICES:
         assert f"{name}:{SERVICE_PORTS[name]}" in targets
     rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
     alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
-    assert {"DeadLetterQueueNotEmpty", "HighErrorRate", "ApiLatencyOverSLO", "OutboxLagging", "ConsumerDown"} <= alerts
+    assert {
+        "DeadLetterQueueNotEmpty",
+        "HighErrorRate",
+        "ApiLatencyOverSLO",
+        "OutboxLagging",
+        "ConsumerDown",
+    } <= alerts
 
 
 def _generated_unchanged(script: str, directory: str) -> None:
-    before = {p: p.read_text() for p in (ROOT / directory).glob("*") if p.suffix in (".json", ".yaml")}
+    before = {
+        p: p.read_text() for p in (ROOT / directory).glob("*") if p.suffix in (".json", ".yaml")
+    }
     subprocess.run([sys.executable, str(ROOT / script)], check=True, capture_output=True, cwd=ROOT)
-    after = {p: p.read_text() for p in (ROOT / directory).glob("*") if p.suffix in (".json", ".yaml")}
+    after = {
+        p: p.read_text() for p in (ROOT / directory).glob("*") if p.suffix in (".json", ".yaml")
+    }
     assert before == after, f"{directory} differs from what {script} generates: rerun it and commit"
 
 
@@ -73,5 +90,8 @@ def test_grafana_dashboards_are_generated_and_cover_every_service():
 def test_k8s_manifests_are_generated_and_cover_every_service():
     _generated_unchanged("deploy/k8s/generate.py", "deploy/k8s")
     for name in SERVICES:
-        kinds = {doc["kind"] for doc in yaml.safe_load_all((ROOT / "deploy/k8s" / f"30-{name}.yaml").read_text())}
+        kinds = {
+            doc["kind"]
+            for doc in yaml.safe_load_all((ROOT / "deploy/k8s" / f"30-{name}.yaml").read_text())
+        }
         assert {"Deployment", "Service", "HorizontalPodAutoscaler"} <= kinds

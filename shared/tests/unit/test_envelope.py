@@ -2,6 +2,7 @@ import json
 
 import pytest
 from pydantic import BaseModel
+
 from switchyard.bus import PoisonMessage, decode_event
 from switchyard.envelope import EventCatalog, new_envelope
 

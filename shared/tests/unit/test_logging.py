@@ -2,6 +2,7 @@ import json
 import logging
 
 from opentelemetry import trace
+
 from switchyard.logging import REDACTED, JsonFormatter, redact, request_id_var
 
 

@@ -3,6 +3,7 @@ import sys
 
 import pytest
 from pydantic import SecretStr, ValidationError
+
 from switchyard.settings import ServiceSettings
 
 

@@ -9,6 +9,7 @@ import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from switchyard.tokens import (
     Identity,
     InvalidToken,
@@ -272,6 +273,7 @@ def test_jwks_round_trip_and_thumbprint(key) -> None:
 def test_rfc8037_thumbprint_vector() -> None:
     # RFC 8037 appendix A.3: the thumbprint of the example Ed25519 public key.
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from switchyard.tokens import b64url_decode
 
     public = Ed25519PublicKey.from_public_bytes(

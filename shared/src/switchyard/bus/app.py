@@ -13,6 +13,7 @@ from switchyard import keys
 from switchyard.bus.connection import Bus
 from switchyard.bus.consumer import Consumer, HandlerRegistry
 from switchyard.bus.inbox import INBOX_COLLECTION, Inbox
+from switchyard.envelope import CATALOG, EventCatalog
 
 log = logging.getLogger("switchyard.bus")
 
@@ -45,6 +46,8 @@ async def bus_context(app: web.Application) -> AsyncIterator[None]:
 
 def consumers_context(
     registry_factory: Callable[[web.Application], HandlerRegistry],
+    *,
+    catalog: EventCatalog = CATALOG,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """Start a consumer per subscription; on shutdown stop consuming and drain in-flight work.
 
@@ -56,7 +59,9 @@ def consumers_context(
         bus = app[keys.BUS]
         settings = app[keys.SETTINGS]
         inbox = Inbox(app[keys.MONGO_DB][INBOX_COLLECTION], owner=uuid.uuid4().hex)
-        consumers = [Consumer(bus, sub, inbox=inbox) for sub in registry_factory(app)]
+        consumers = [
+            Consumer(bus, sub, inbox=inbox, catalog=catalog) for sub in registry_factory(app)
+        ]
         for consumer in consumers:
             await consumer.start()
 

@@ -39,7 +39,9 @@ def serve(nx_arguments: list[str]) -> None:
     """
     import logging
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s nx-27017 %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s nx-27017 %(levelname)s %(message)s"
+    )
     from nx_27017.nx_27017 import main as nx_main
 
     sys.argv = ["nx-27017", *nx_arguments]
