@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+
 from notification_svc.app import create_app
 from notification_svc.settings import NotificationSettings
 

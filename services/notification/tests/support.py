@@ -17,10 +17,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from pydantic import BaseModel
+
 from notification_svc import keys
 from notification_svc.adapters.deliveries import DeliveryStore
 from notification_svc.domain.deliveries import Delivery
-from pydantic import BaseModel
 from switchyard import keys as shared_keys
 from switchyard.bus import Bus
 from switchyard.dlq import DeadLetters

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from notification_svc.app import create_app
+from notification_svc.settings import NotificationSettings
 from switchyard.logging import configure_logging
 from switchyard.settings import load_settings
 from switchyard.web import run
-
-from notification_svc.app import create_app
-from notification_svc.settings import NotificationSettings
 
 
 def main() -> None:

@@ -6,13 +6,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
-from switchyard import keys as shared_keys
-from switchyard.authn import authn_middleware, verifier_context
-from switchyard.bus import bus_context, consumers_context, inbox_indexes
-from switchyard.mongo import mongo_context
-from switchyard.mongo.client import Index
-from switchyard.tokens import TokenVerifier
-from switchyard.web import new_app
 
 from notification_svc import keys
 from notification_svc.adapters import deliveries, preferences, users
@@ -26,6 +19,13 @@ from notification_svc.entrypoints.http import add_routes
 from notification_svc.handlers import EmailChannel
 from notification_svc.settings import NotificationSettings
 from notification_svc.telemetry import DeliveryMetrics
+from switchyard import keys as shared_keys
+from switchyard.authn import authn_middleware, verifier_context
+from switchyard.bus import bus_context, consumers_context, inbox_indexes
+from switchyard.mongo import mongo_context
+from switchyard.mongo.client import Index
+from switchyard.tokens import TokenVerifier
+from switchyard.web import new_app
 
 
 def indexes() -> list[Index]:

@@ -8,10 +8,6 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Protocol
 
-from switchyard.bus import PermanentError
-from switchyard.envelope import Event, utcnow
-from switchyard.events.auth import UserDeleted, UserRegistered, UserUpdated, UserVerified
-
 from notification_svc.adapters.deliveries import DeliveryStore
 from notification_svc.adapters.preferences import PreferenceStore
 from notification_svc.adapters.templates import EmailRenderer
@@ -27,6 +23,9 @@ from notification_svc.domain.deliveries import (
 from notification_svc.domain.emails import EmailRequest, OutgoingEmail, email_for
 from notification_svc.domain.preferences import ALWAYS_SENT
 from notification_svc.telemetry import DeliveryMetrics
+from switchyard.bus import PermanentError
+from switchyard.envelope import Event, utcnow
+from switchyard.events.auth import UserDeleted, UserRegistered, UserUpdated, UserVerified
 
 log = logging.getLogger("notification.handlers")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
+
 from switchyard.settings import ServiceSettings
 
 SmtpSecurity = Literal["none", "starttls", "tls"]
@@ -35,13 +36,6 @@ class NotificationSettings(ServiceSettings):
         "Switchyard <no-reply@switchyard.localhost>", validation_alias="MAIL_FROM"
     )
     product_name: str = Field("Switchyard", validation_alias="MAIL_PRODUCT_NAME")
-
-    # Access tokens (verified with the shared switchyard.tokens verifier against auth's JWKS).
-    jwks_url: str = Field(
-        "http://127.0.0.1:8081/.well-known/jwks.json", validation_alias="JWKS_URL"
-    )
-    auth_issuer: str = Field("http://localhost:8080", validation_alias="AUTH_ISSUER")
-    jwt_audience: str = Field("switchyard", validation_alias="JWT_AUDIENCE")
 
     @field_validator("mail_from")
     @classmethod

@@ -6,6 +6,7 @@ import asyncio
 
 import aiohttp
 import pytest
+
 from notification_svc import keys
 from notification_svc.domain.emails import otp_email
 from notification_svc.handlers import send_email

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
+
 from notification_svc import keys
 from notification_svc.domain.deliveries import NewDelivery
 

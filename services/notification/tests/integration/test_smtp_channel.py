@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
 from notification_svc.adapters.smtp import SmtpMailer
 from notification_svc.domain.deliveries import DeliveryDeferred, DeliveryRejected
 from notification_svc.domain.emails import OutgoingEmail, RenderedEmail

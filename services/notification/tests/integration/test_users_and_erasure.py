@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+
 from notification_svc import keys
 from notification_svc.adapters import deliveries
 from notification_svc.adapters.deliveries import DeliveryStore, delivery_indexes

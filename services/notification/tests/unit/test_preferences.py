@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from notification_svc.domain.preferences import (
     ALWAYS_SENT,
     CATEGORIES,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from notification_svc.settings import NotificationSettings
 from pydantic import ValidationError
+
+from notification_svc.settings import NotificationSettings
 
 
 def test_environment_variables_of_design_section_6(

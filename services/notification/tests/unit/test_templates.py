@@ -8,6 +8,7 @@ from email.parser import BytesParser
 
 import pytest
 from jinja2 import UndefinedError
+
 from notification_svc.adapters.smtp import compose_message
 from notification_svc.adapters.templates import EmailRenderer
 from notification_svc.domain.emails import (

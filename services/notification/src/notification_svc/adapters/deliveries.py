@@ -15,8 +15,6 @@ from typing import Any
 from pymongo import DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
-from switchyard.envelope import utcnow
-from switchyard.mongo.client import Document, Index, asc
 
 from notification_svc.adapters.timestamps import loaded, stored
 from notification_svc.domain.deliveries import (
@@ -25,9 +23,11 @@ from notification_svc.domain.deliveries import (
     DeliveryStatus,
     NewDelivery,
 )
+from switchyard.envelope import utcnow
+from switchyard.mongo.client import Document, Index, asc
 
 COLLECTION = "notification_deliveries"
-_ID_PATTERN = re.compile(r"^dlv_[0-9a-f]{24}$")
+_ID_PATTERN = re.compile(r"^dlv_[0-9a-f]{28}$")
 
 
 def delivery_indexes() -> list[Index]:
@@ -39,9 +39,16 @@ def delivery_indexes() -> list[Index]:
     ]
 
 
-def new_delivery_id() -> str:
-    """Opaque to clients, but ordered by creation time so ``_id`` can drive pagination."""
-    return f"dlv_{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+class DeliveryIds:
+    """Opaque to clients, but ordered by creation time so ``_id`` can drive pagination:
+    nanoseconds since the epoch (strictly increasing within a process) and a random tail."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> str:
+        self._last = max(time.time_ns(), self._last + 1)
+        return f"dlv_{self._last:016x}{secrets.token_hex(6)}"
 
 
 class InvalidCursor(ValueError):
@@ -85,6 +92,7 @@ def _delivery(doc: Mapping[str, Any]) -> Delivery:
 class DeliveryStore:
     def __init__(self, collection: AsyncCollection[Document]) -> None:
         self.collection = collection
+        self.ids = DeliveryIds()
 
     async def open(
         self, new: NewDelivery, *, status: DeliveryStatus = "pending", reason: str | None = None
@@ -113,7 +121,7 @@ class DeliveryStore:
     ) -> tuple[Delivery, bool]:
         now = stored(utcnow())
         doc: Document = {
-            "_id": new_delivery_id(),
+            "_id": self.ids.next(),
             **asdict(new),
             **state,
             "provider_response": None,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
-from switchyard.envelope import utcnow
-from switchyard.mongo.client import Document
 
 from notification_svc.adapters.timestamps import stored
 from notification_svc.domain.preferences import Preferences
+from switchyard.envelope import utcnow
+from switchyard.mongo.client import Document
 
 COLLECTION = "notification_preferences"
 

@@ -13,11 +13,11 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
-from switchyard.envelope import utcnow
-from switchyard.mongo.client import Document
 
 from notification_svc.adapters.timestamps import epoch, stored
 from notification_svc.domain.users import UserContact, UserStatus
+from switchyard.envelope import utcnow
+from switchyard.mongo.client import Document
 
 COLLECTION = "notification_users"
 

@@ -9,14 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from notification_svc.domain.preferences import Category
 from switchyard.events.auth import (
     OtpRequested,
     PasswordChanged,
     SessionReuseDetected,
     UserVerified,
 )
-
-from notification_svc.domain.preferences import Category
 
 
 class EmailKind(enum.StrEnum):

@@ -7,11 +7,11 @@ from __future__ import annotations
 from functools import partial
 
 from aiohttp import web
-from switchyard.bus import HandlerRegistry
 
 from notification_svc import keys
 from notification_svc.domain.emails import EMAIL_EVENT_TYPES
 from notification_svc.handlers import handle_email_event, handle_user_event
+from switchyard.bus import HandlerRegistry
 
 
 def build_registry(app: web.Application) -> HandlerRegistry:

@@ -6,10 +6,6 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from switchyard.authn import current_identity, require_auth, require_roles
-from switchyard.envelope import format_time
-from switchyard.problems import Problem, validation_errors, validation_problem
-from switchyard.web import RequestModel, json_response, read_json
 
 from notification_svc import keys
 from notification_svc.adapters.deliveries import InvalidCursor, decode_cursor, encode_cursor
@@ -22,6 +18,10 @@ from notification_svc.domain.preferences import (
     Channel,
     Preferences,
 )
+from switchyard.authn import current_identity, require_auth, require_roles
+from switchyard.envelope import format_time
+from switchyard.problems import Problem, validation_errors, validation_problem
+from switchyard.web import RequestModel, json_response, read_json
 
 PREFIX = "/api/v1/notifications"
 _SAVE_ATTEMPTS = 3
