@@ -55,6 +55,7 @@ def _rate(fn: Callable[[], object], seconds: float) -> float:
 
 def bench_verification(seconds: float = 2.0) -> list[dict[str, Any]]:
     import jwt
+
     from switchyard.tokens import StaticKeys, TokenSigner, TokenVerifier, generate_signing_key
 
     kid, private = generate_signing_key()
@@ -121,6 +122,7 @@ async def bench_argon2(seconds: float = 3.0) -> list[dict[str, Any]]:
 async def bench_logins(seconds: float = 5.0, concurrency: int = 4) -> list[dict[str, Any]]:
     import aio_pika
     import aiohttp
+
     from auth_svc.app import create_app
     from auth_svc.domain.passwords import OWASP_MINIMUM
     from auth_svc.settings import AuthSettings

@@ -248,6 +248,7 @@ routes:
 async def _jwks_server() -> tuple[Any, str, str]:
     """A JWKS endpoint for the gateway, and a token signed by its key."""
     from aiohttp import web
+
     from switchyard.tokens import TokenSigner, generate_signing_key, jwks_document
 
     kid, private_key = generate_signing_key()

@@ -91,7 +91,7 @@ async def _measure(amqp_url: str, scratch: Path) -> list[dict[str, Any]]:
     from switchyard.metrics import Metrics
     from switchyard.mongo.embedded import EmbeddedMongo
     from switchyard.testing import SmtpSink
-    from switchyard.testing.servers import AppServer
+    from switchyard.testing.servers import AppServer, delete_exchange
 
     name = "bench" + uuid.uuid4().hex[:10]
     arrivals = _Arrivals()
@@ -165,7 +165,7 @@ async def _measure(amqp_url: str, scratch: Path) -> list[dict[str, Any]]:
         await publisher.close()
         await server.stop()
         sink.stop()
-        await _delete_exchange(amqp_url, settings.bus_exchange)
+        await delete_exchange(amqp_url, settings.bus_exchange)
         await asyncio.to_thread(mongo.stop)
 
     p50, p99 = _percentile(latencies, 0.50), _percentile(latencies, 0.99)
@@ -198,17 +198,6 @@ async def _measure(amqp_url: str, scratch: Path) -> list[dict[str, Any]]:
             f"target p99 < {TARGET_P99_SECONDS * 1000:.0f} ms; max {max(latencies) * 1000:.1f} ms",
         ),
     ]
-
-
-async def _delete_exchange(amqp_url: str, exchange: str) -> None:
-    import aio_pika
-
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        channel = await connection.channel()
-        await channel.exchange_delete(exchange)
-    finally:
-        await connection.close()
 
 
 async def run() -> list[dict[str, Any]]:

@@ -29,13 +29,12 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aio_pika
 import aiohttp
 import pytest
 
 from switchyard.devtools.run import SERVICE_PORTS, available_services, plan, repo_root
 from switchyard.testing import SmtpSink
-from switchyard.testing.servers import free_port
+from switchyard.testing.servers import delete_exchange, free_port
 from switchyard.testing.smtp import ReceivedMail
 
 NEEDED = ("gateway", "auth", "notification")
@@ -146,15 +145,6 @@ async def _wait_until_ready(suite: Suite, urls: dict[str, str]) -> None:
             await asyncio.sleep(0.5)
 
 
-async def _delete_exchange(amqp_url: str, exchange: str) -> None:
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        channel = await connection.channel()
-        await channel.exchange_delete(exchange)
-    finally:
-        await connection.close()
-
-
 @pytest.fixture(scope="session")
 def inbox() -> Iterator[SmtpSink]:
     """The mail server every service sends to during the e2e run."""
@@ -211,7 +201,7 @@ async def suite(inbox: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> As
         yield suite
     finally:
         await asyncio.to_thread(_stop, suite.processes)
-        await _delete_exchange(amqp_url, environ["BUS_EXCHANGE"])
+        await delete_exchange(amqp_url, environ["BUS_EXCHANGE"])
 
 
 @pytest.fixture

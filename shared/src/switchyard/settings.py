@@ -8,7 +8,7 @@ Each service subclasses :class:`ServiceSettings`, adds its own fields and calls
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -92,13 +92,26 @@ class ServiceSettings(BaseSettings):
         if self.environment == "development" or self.environment == "test":
             return self
         for name, value in self:
-            if isinstance(value, SecretStr):
-                raw = value.get_secret_value()
-                if raw.lower() in _PLACEHOLDER_SECRETS or len(raw) < 32:
-                    raise ValueError(
-                        f"{name} must be set to a real secret (32+ characters) outside development"
-                    )
+            if not isinstance(value, SecretStr):
+                continue
+            raw = value.get_secret_value()
+            extra = type(self).model_fields[name].json_schema_extra
+            issued_elsewhere = isinstance(extra, dict) and extra.get("credential") is True
+            if raw.lower() in _PLACEHOLDER_SECRETS:
+                raise ValueError(f"{name} must be set to a real secret outside development")
+            if not issued_elsewhere and len(raw) < 32:
+                raise ValueError(
+                    f"{name} must be a real secret of 32+ characters outside development"
+                )
         return self
+
+
+def credential(alias: str) -> Any:
+    """A secret issued by someone else (an SMTP password, a provider's API key): outside
+    development it must not be a placeholder, but its length is not ours to choose.
+    Secrets we generate (signing, encryption, HMAC keys) stay plain ``SecretStr`` fields
+    and must be 32+ characters."""
+    return Field(None, validation_alias=alias, json_schema_extra={"credential": True})
 
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from switchyard.mongo import Index, ensure_indexes
 from switchyard.mongo.client import asc
@@ -334,3 +334,16 @@ async def test_update_many_by_id_list_guarded_by_a_counter(mongo_db):
     cleared = await col.find_one({"_id": 0})
     assert cleared["outbox"] == {} and cleared["outbox_pending"] == 0
     assert await col.count_documents({"outbox_pending": {"$gt": 0}}) == 3
+
+
+async def test_known_difference_compound_index_naming_id(mongo_db, store_backend):
+    """On the embedded server a compound index that names ``_id`` makes every later insert
+    fail. Code never declares one (``_id`` is unique on its own); this shows why."""
+    col = mongo_db["compound_id"]
+    await col.create_index([("_id", 1), ("owner", 1)])
+    if store_backend == "embedded":
+        with pytest.raises(OperationFailure):
+            await col.insert_one({"_id": "a", "owner": "u"})
+    else:
+        await col.insert_one({"_id": "a", "owner": "u"})
+        assert await col.count_documents({}) == 1

@@ -4,11 +4,12 @@ import sys
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from switchyard.settings import ServiceSettings
+from switchyard.settings import ServiceSettings, credential
 
 
 class WithSecret(ServiceSettings):
     signing_secret: SecretStr = SecretStr("dev")
+    smtp_password: SecretStr | None = credential("SMTP_PASSWORD")
 
 
 def test_defaults_follow_the_design():
@@ -45,3 +46,16 @@ def test_invalid_settings_stop_the_process_with_a_readable_message():
     assert "Invalid settings (2 problem(s))" in result.stderr
     assert "LOG_LEVEL" in result.stderr and "BUS_PREFETCH" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_credentials_issued_elsewhere_need_no_length_but_no_placeholder():
+    strong = SecretStr("x" * 40)
+    assert WithSecret(
+        environment="production",
+        signing_secret=strong,
+        smtp_password=SecretStr("abcd efgh ijkl mnop"),
+    )
+    with pytest.raises(ValidationError, match="smtp_password must be set to a real secret"):
+        WithSecret(
+            environment="production", signing_secret=strong, smtp_password=SecretStr("changeme")
+        )

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from auth_svc.app import create_app
+from auth_svc.settings import AuthSettings
 from switchyard.logging import configure_logging
 from switchyard.settings import load_settings
 from switchyard.web import run
-
-from auth_svc.app import create_app
-from auth_svc.settings import AuthSettings
 
 
 def main() -> None:

@@ -5,14 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
-from switchyard import keys
-from switchyard.authn import VERIFIER, authn_middleware
-from switchyard.bus import bus_context
-from switchyard.idempotency import idempotency_indexes
-from switchyard.mongo import mongo_context
-from switchyard.outbox import outbox_context, outbox_indexes
-from switchyard.tokens import TokenVerifier
-from switchyard.web import new_app
 
 from auth_svc import handlers
 from auth_svc.adapters import codes, sessions, throttle, users
@@ -33,6 +25,14 @@ from auth_svc.entrypoints.http import add_routes, auth_errors_middleware
 from auth_svc.keys import CLOCK, DEPS, KEY_RING
 from auth_svc.metrics import AuthMetrics
 from auth_svc.settings import AuthSettings
+from switchyard import keys
+from switchyard.authn import VERIFIER, authn_middleware
+from switchyard.bus import bus_context
+from switchyard.idempotency import idempotency_indexes
+from switchyard.mongo import mongo_context
+from switchyard.outbox import outbox_context, outbox_indexes
+from switchyard.tokens import TokenVerifier
+from switchyard.web import new_app
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 

@@ -15,17 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from switchyard.envelope import Envelope, new_envelope
-from switchyard.events.auth import (
-    OtpRequested,
-    PasswordChanged,
-    SessionReuseDetected,
-    UserDeleted,
-    UserRegistered,
-    UserUpdated,
-    UserVerified,
-)
-from switchyard.tokens import Identity
 
 from auth_svc.adapters.codes import CodeRepository
 from auth_svc.adapters.passwords import Passwords
@@ -62,6 +51,17 @@ from auth_svc.domain.users import (
     normalise_email,
 )
 from auth_svc.metrics import AuthMetrics
+from switchyard.envelope import Envelope, new_envelope
+from switchyard.events.auth import (
+    OtpRequested,
+    PasswordChanged,
+    SessionReuseDetected,
+    UserDeleted,
+    UserRegistered,
+    UserUpdated,
+    UserVerified,
+)
+from switchyard.tokens import Identity
 
 log = logging.getLogger("auth.handlers")
 

@@ -19,10 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from switchyard.settings import load_settings
-
 from auth_svc.adapters.signing_keys import KeyRing, KeyStoreError
 from auth_svc.settings import AuthSettings
+from switchyard.settings import load_settings
 
 
 def build_parser() -> argparse.ArgumentParser:

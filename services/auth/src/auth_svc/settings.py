@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import EmailStr, Field, SecretStr, model_validator
-from switchyard.settings import ServiceSettings
 
 from auth_svc.domain.passwords import OWASP_MINIMUM, Argon2Parameters
+from switchyard.settings import ServiceSettings
 
 
 class AuthSettings(ServiceSettings):

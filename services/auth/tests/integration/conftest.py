@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from auth_svc.app import create_app
 from auth_svc.domain.clock import ManualClock
 from auth_svc.settings import AuthSettings

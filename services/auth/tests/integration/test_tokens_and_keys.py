@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import pytest
+
 from auth_svc import keys_cli
 from auth_svc.keys import KEY_RING
 from switchyard.tokens import (

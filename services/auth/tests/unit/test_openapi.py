@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from auth_svc.app import create_app
 from auth_svc.entrypoints import http
 from auth_svc.settings import AuthSettings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from auth_svc.adapters.passwords import Passwords
 from auth_svc.domain.passwords import Argon2Parameters, PasswordPolicy, PasswordRejected
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 from argon2 import extract_parameters
+from pydantic import ValidationError
+
 from auth_svc.adapters.passwords import Passwords
 from auth_svc.settings import AuthSettings
-from pydantic import ValidationError
 
 
 def test_defaults_are_the_production_parameters(tmp_path: Path) -> None:

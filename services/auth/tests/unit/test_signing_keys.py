@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from auth_svc import keys_cli
 from auth_svc.adapters.signing_keys import KeyRing, KeyStoreError
 from auth_svc.domain.clock import ManualClock

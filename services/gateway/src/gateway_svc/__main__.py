@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from switchyard.logging import configure_logging
-from switchyard.settings import load_settings
-
 from gateway_svc.settings import GatewaySettings
 from gateway_svc.workers import serve
+from switchyard.logging import configure_logging
+from switchyard.settings import load_settings
 
 
 def main() -> None:

@@ -18,8 +18,6 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
-from switchyard.tokens import TokenVerifier
-
 from gateway_svc.accesslog import AccessLog
 from gateway_svc.adapters.limiter_store import LocalStore, RedisStore
 from gateway_svc.adapters.token_cache import CachedVerifier
@@ -31,6 +29,7 @@ from gateway_svc.proxy.exchange import Exchange
 from gateway_svc.proxy.server import ClientConnection
 from gateway_svc.proxy.upstream import UpstreamGroup, UpstreamHost
 from gateway_svc.settings import GatewaySettings
+from switchyard.tokens import TokenVerifier
 
 log = logging.getLogger("gateway")
 

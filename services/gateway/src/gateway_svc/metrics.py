@@ -21,9 +21,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
-from switchyard.metrics import LATENCY_BUCKETS
 
 from gateway_svc.proxy.upstream import UpstreamHost
+from switchyard.metrics import LATENCY_BUCKETS
 
 log = logging.getLogger("gateway.metrics")
 

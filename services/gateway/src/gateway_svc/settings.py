@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
+
 from switchyard.settings import ServiceSettings
 
 DEFAULT_ROUTES_FILE = Path(__file__).with_name("routes.yaml")

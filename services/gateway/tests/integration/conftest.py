@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
+
 from gateway_svc.app import Gateway, create_app
 from gateway_svc.settings import GatewaySettings
 from switchyard.testing.servers import free_port

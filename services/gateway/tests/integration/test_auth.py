@@ -6,6 +6,7 @@ import time
 
 import aiohttp
 import pytest
+
 from switchyard.tokens import generate_signing_key
 
 from .conftest import GatewayFactory, Keys, Upstream, route_table

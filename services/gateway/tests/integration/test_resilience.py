@@ -7,6 +7,7 @@ import asyncio
 from urllib.parse import urlsplit
 
 import aiohttp
+
 from switchyard.testing import TcpProxy
 
 from .conftest import GatewayFactory, Upstream, dead_url, route_table

@@ -4,6 +4,7 @@ import ipaddress
 import re
 
 import pytest
+
 from gateway_svc.proxy.edges import (
     Cors,
     RequestIds,

@@ -3,9 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
 from gateway_svc.domain.routes import RouteTable, load_route_file
 from gateway_svc.settings import DEFAULT_ROUTES_FILE, GatewaySettings
-from pydantic import ValidationError
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,14 @@ def table() -> RouteTable:
         (b"POST", b"/api/v1/auth/refresh", b"", "auth-refresh", "public"),
         (b"GET", b"/api/v1/auth/login", b"", "auth", "required"),  # only POST is public
         (b"GET", b"/api/v1/auth/me", b"", "auth", "required"),
-        (b"POST", b"/api/v1/auth/logout", b"", "auth", "required"),
+        (
+            b"POST",
+            b"/api/v1/auth/logout",
+            b"",
+            "auth-refresh",
+            "public",
+        ),  # the refresh token proves it
+        (b"POST", b"/api/v1/auth/logout-all", b"", "auth", "required"),
         (b"GET", b"/.well-known/jwks.json", b"", "auth-well-known", "public"),
         (b"GET", b"/socket.io/", b"EIO=4&transport=polling", "chat-socketio", "public"),
         (b"GET", b"/api/v1/chat/conversations", b"", "chat", "required"),

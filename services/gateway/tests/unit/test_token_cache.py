@@ -3,6 +3,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from gateway_svc.adapters.token_cache import CachedVerifier
 from switchyard.tokens import (
     InvalidToken,

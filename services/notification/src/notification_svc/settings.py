@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 
-from switchyard.settings import ServiceSettings
+from switchyard.settings import ServiceSettings, credential
 
 SmtpSecurity = Literal["none", "starttls", "tls"]
 
@@ -22,7 +22,7 @@ class NotificationSettings(ServiceSettings):
     smtp_host: str = Field("127.0.0.1", validation_alias="SMTP_HOST")
     smtp_port: int = Field(1025, ge=1, le=65535, validation_alias="SMTP_PORT")
     smtp_username: str | None = Field(None, validation_alias="SMTP_USERNAME")
-    smtp_password: SecretStr | None = Field(None, validation_alias="SMTP_PASSWORD")
+    smtp_password: SecretStr | None = credential("SMTP_PASSWORD")
     smtp_security: SmtpSecurity = Field("none", validation_alias="SMTP_SECURITY")
     # Extra CA bundle (PEM) to trust for STARTTLS/TLS, e.g. a self-signed test server.
     smtp_ca_file: FilePath | None = Field(None, validation_alias="SMTP_CA_FILE")

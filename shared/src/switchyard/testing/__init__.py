@@ -5,7 +5,14 @@ Enable with ``pytest_plugins = ["switchyard.testing.plugin"]``.
 """
 
 from switchyard.testing.memory import InMemoryBus
-from switchyard.testing.servers import AppServer, TcpProxy, docker_available
+from switchyard.testing.servers import AppServer, TcpProxy, delete_exchange, docker_available
 from switchyard.testing.smtp import SmtpSink
 
-__all__ = ["AppServer", "InMemoryBus", "SmtpSink", "TcpProxy", "docker_available"]
+__all__ = [
+    "AppServer",
+    "InMemoryBus",
+    "SmtpSink",
+    "TcpProxy",
+    "delete_exchange",
+    "docker_available",
+]

@@ -13,14 +13,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-import aio_pika
 import pytest
 from aiohttp import web
 from pymongo import AsyncMongoClient
 
 from switchyard.logging import configure_logging
 from switchyard.mongo.embedded import EmbeddedMongo
-from switchyard.testing.servers import AppServer, docker_available
+from switchyard.testing.servers import AppServer, delete_exchange, docker_available
 from switchyard.testing.smtp import SmtpSink
 from switchyard.tracing import configure_tracing
 
@@ -93,7 +92,7 @@ def settings_overrides(amqp_url: str, mongo_url: str, unique_name: str) -> dict[
         "bus_exchange": f"switchyard.events.{unique_name}",
         "bus_queue_prefix": f"{unique_name}.",
         "bus_retry_delays": [0.3, 0.6],
-        "bus_queue_expires_ms": 300_000,
+        "bus_queue_expires_ms": 60_000,
         "outbox_poll_interval": 0.1,
         "log_format": "console",
         "shutdown_timeout": 2.0,
@@ -104,12 +103,7 @@ def settings_overrides(amqp_url: str, mongo_url: str, unique_name: str) -> dict[
 async def broker_cleanup(amqp_url: str, settings_overrides: dict[str, Any]) -> AsyncIterator[None]:
     """Delete the test's exchange afterwards (its queues expire on their own)."""
     yield
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        channel = await connection.channel()
-        await channel.exchange_delete(settings_overrides["bus_exchange"])
-    finally:
-        await connection.close()
+    await delete_exchange(amqp_url, settings_overrides["bus_exchange"])
 
 
 @pytest.fixture

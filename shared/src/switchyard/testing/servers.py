@@ -16,6 +16,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+async def delete_exchange(amqp_url: str, exchange: str) -> None:
+    """Remove a throwaway exchange (a test's or a benchmark's namespace)."""
+    import aio_pika
+
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        await channel.exchange_delete(exchange)
+    finally:
+        await connection.close()
+
+
 def docker_available() -> bool:
     """True only when a Docker engine answers (a client alone is not enough)."""
     try:

@@ -8,6 +8,7 @@ from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
+
 from switchyard.envelope import Envelope
 from switchyard.mongo import Index
 from switchyard.mongo.client import asc

@@ -30,9 +30,9 @@ from pathlib import Path
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from switchyard.tokens import TokenSigner, generate_signing_key
 
 from auth_svc.domain.clock import Clock, SystemClock
+from switchyard.tokens import TokenSigner, generate_signing_key
 
 log = logging.getLogger("auth.keys")
 

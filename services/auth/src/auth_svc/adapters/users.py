@@ -8,13 +8,13 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+
+from auth_svc.domain.errors import EmailTaken
+from auth_svc.domain.users import User
 from switchyard.envelope import Envelope
 from switchyard.mongo import Index
 from switchyard.mongo.client import asc
 from switchyard.outbox import stage_events, with_events
-
-from auth_svc.domain.errors import EmailTaken
-from auth_svc.domain.users import User
 
 USERS = "users"
 INDEXES = [

@@ -11,12 +11,6 @@ from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import AfterValidator, EmailStr, Field, StringConstraints, ValidationError
-from switchyard import keys
-from switchyard.authn import current_identity, require_auth, require_roles, unauthorized
-from switchyard.idempotency import idempotent
-from switchyard.problems import Problem, validation_errors, validation_problem
-from switchyard.tokens import ALGORITHM, jwks_document
-from switchyard.web import RequestModel, json_response, read_json
 
 from auth_svc import handlers
 from auth_svc.domain.errors import (
@@ -36,6 +30,12 @@ from auth_svc.domain.passwords import MAX_LENGTH, PasswordRejected
 from auth_svc.domain.users import ROLES, Role, SignupRole
 from auth_svc.keys import DEPS, KEY_RING
 from auth_svc.settings import AuthSettings
+from switchyard import keys
+from switchyard.authn import current_identity, require_auth, require_roles, unauthorized
+from switchyard.idempotency import idempotent
+from switchyard.problems import Problem, validation_errors, validation_problem
+from switchyard.tokens import ALGORITHM, jwks_document
+from switchyard.web import RequestModel, json_response, read_json
 
 PREFIX = "/api/v1/auth"
 JWKS_MAX_AGE = 300

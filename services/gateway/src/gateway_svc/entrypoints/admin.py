@@ -8,9 +8,9 @@ import os
 from typing import TYPE_CHECKING
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from switchyard.tokens import InvalidToken
 
 from gateway_svc.proxy.edges import bearer_token
+from switchyard.tokens import InvalidToken
 
 if TYPE_CHECKING:
     from gateway_svc.app import Gateway

@@ -21,9 +21,6 @@ import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from switchyard.problems import PROBLEM_CONTENT_TYPE, Problem
-from switchyard.tokens import InvalidToken
-
 from gateway_svc.domain.breaker import CircuitState
 from gateway_svc.domain.ratelimit import Decision, retry_after_seconds, state_header
 from gateway_svc.domain.routes import IDEMPOTENT_METHODS, Route
@@ -37,6 +34,8 @@ from gateway_svc.proxy.edges import (
     unsafe_path,
 )
 from gateway_svc.proxy.upstream import UpstreamConnection, UpstreamHost
+from switchyard.problems import PROBLEM_CONTENT_TYPE, Problem
+from switchyard.tokens import InvalidToken
 
 if TYPE_CHECKING:
     from gateway_svc.adapters.token_cache import Caller
