@@ -37,7 +37,7 @@ e2e: install ## journeys through the gateway against the running suite
 lint: install ## ruff on everything, mypy on shared/
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check shared services tests-e2e scripts
-	$(UV) run --frozen mypy shared/src
+	MYPYPATH=shared/src $(UV) run --frozen mypy -p switchyard
 
 contracts: install ## regenerate contracts/ from the code
 	$(UV) run --frozen switchyard-contracts export

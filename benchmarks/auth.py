@@ -21,21 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.rows import row
+
 TARGET_VERIFICATIONS = 10_000
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
-def _row(
-    benchmark: str, metric: str, value: float | None, baseline: float | None, unit: str, note: str
-) -> dict[str, Any]:
-    return {
-        "benchmark": benchmark,
-        "metric": metric,
-        "value": value,
-        "baseline": baseline,
-        "unit": unit,
-        "note": note,
-    }
+_row = row
 
 
 def _rate(fn: Callable[[], object], seconds: float) -> float:

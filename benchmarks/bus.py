@@ -16,6 +16,7 @@ Latency = publish call → handler entry, p50/p99. Publishes keep ``WINDOW`` in 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import tempfile
@@ -28,6 +29,7 @@ import aio_pika
 from pydantic import BaseModel
 from pymongo import AsyncMongoClient, monitoring
 
+from benchmarks.rows import row
 from switchyard.bus import Bus, Consumer, Subscription
 from switchyard.bus.inbox import Inbox
 from switchyard.envelope import EventCatalog, new_envelope
@@ -52,17 +54,7 @@ class Happened(BaseModel):
     sent: float
 
 
-def _row(
-    metric: str, value: float | None, baseline: float | None, unit: str, note: str = ""
-) -> dict[str, Any]:
-    return {
-        "benchmark": "bus",
-        "metric": metric,
-        "value": value,
-        "baseline": baseline,
-        "unit": unit,
-        "note": note,
-    }
+_row = functools.partial(row, "bus")
 
 
 def _pct(samples: list[float], q: float) -> float:

@@ -37,6 +37,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from benchmarks.rows import row
+
 WORKERS = 2
 WRK_THREADS = 2
 WRK_CONNECTIONS = 64
@@ -50,17 +52,7 @@ WRK = shutil.which("wrk")
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _row(
-    benchmark: str, metric: str, value: float | None, baseline: float | None, unit: str, note: str
-) -> dict[str, Any]:
-    return {
-        "benchmark": benchmark,
-        "metric": metric,
-        "value": value,
-        "baseline": baseline,
-        "unit": unit,
-        "note": note,
-    }
+_row = row
 
 
 def _free_port() -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import os
 import statistics
 import tempfile
@@ -26,6 +27,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from benchmarks.rows import row
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 TARGET_P99_SECONDS = 1.0
@@ -35,17 +38,7 @@ BURST = 300
 HARD_LIMIT_SECONDS = 30.0
 
 
-def _row(
-    metric: str, value: float | None, baseline: float | None, unit: str, note: str
-) -> dict[str, Any]:
-    return {
-        "benchmark": "notification",
-        "metric": metric,
-        "value": value,
-        "baseline": baseline,
-        "unit": unit,
-        "note": note,
-    }
+_row = functools.partial(row, "notification")
 
 
 def _percentile(values: list[float], fraction: float) -> float:

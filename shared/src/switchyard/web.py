@@ -25,7 +25,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from switchyard import keys
-from switchyard.logging import request_id_var
+from switchyard.logging import configure_logging, request_id_var
 from switchyard.metrics import Metrics
 from switchyard.problems import (
     Problem,
@@ -34,7 +34,7 @@ from switchyard.problems import (
     validation_errors,
     validation_problem,
 )
-from switchyard.settings import ServiceSettings
+from switchyard.settings import ServiceSettings, SettingsT, load_settings
 from switchyard.tracing import configure_tracing
 
 log = logging.getLogger("switchyard.web")
@@ -233,6 +233,16 @@ def _default(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat().replace("+00:00", "Z")
     raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def serve(
+    settings_cls: type[SettingsT], create_app: Callable[[SettingsT], web.Application]
+) -> None:
+    """A service's ``__main__``: settings from the environment (exit 2 with a readable
+    message when invalid), logging, then :func:`run` until SIGTERM/SIGINT."""
+    settings = load_settings(settings_cls)
+    configure_logging(settings.service_name, settings.log_level, settings.log_format)
+    run(lambda: create_app(settings), settings)
 
 
 def run(

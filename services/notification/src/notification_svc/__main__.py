@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from notification_svc.app import create_app
 from notification_svc.settings import NotificationSettings
-from switchyard.logging import configure_logging
-from switchyard.settings import load_settings
-from switchyard.web import run
+from switchyard.web import serve
 
 
 def main() -> None:
-    settings = load_settings(NotificationSettings)
-    configure_logging(settings.service_name, settings.log_level, settings.log_format)
-    run(lambda: create_app(settings), settings)
+    serve(NotificationSettings, create_app)
 
 
 if __name__ == "__main__":
