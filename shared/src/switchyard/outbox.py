@@ -53,10 +53,15 @@ class Publisher(Protocol):
 
 
 def _stored(envelope: Envelope) -> dict[str, Any]:
-    return {
-        "envelope": envelope.model_dump(mode="json", exclude_none=True),
-        "staged_at": time.time(),
-    }
+    # The envelope is kept as its JSON text: one string is cheaper for the store to
+    # write and read than a nested document, and it is exactly what gets published.
+    return {"json": envelope.to_json().decode(), "type": envelope.type, "staged_at": time.time()}
+
+
+def _staged_envelope(stored: Mapping[str, Any]) -> Envelope:
+    if "json" in stored:
+        return Envelope.model_validate_json(stored["json"])
+    return Envelope.model_validate(stored["envelope"])  # staged by an earlier version
 
 
 def with_events(document: Mapping[str, Any], events: Iterable[Envelope]) -> dict[str, Any]:
@@ -114,6 +119,9 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._lease_until = 0.0
         self._last_gauge = 0.0
+        # Per collection, from the last pass: (events still pending or None when the pass
+        # saw only part of the backlog, staged time of the oldest event it saw).
+        self._backlog: dict[str, tuple[int | None, float | None]] = {}
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -194,12 +202,14 @@ class OutboxRelay:
         )
         documents = await cursor.to_list()
         if not documents:
+            self._backlog[name] = (0, None)
             return 0
         pending: list[tuple[Any, str, Envelope]] = []
+        staged_at: dict[str, float] = {}
         for document in documents:
             for event_id, stored in (document.get(OUTBOX_FIELD) or {}).items():
-                envelope = Envelope.model_validate(stored["envelope"])
-                pending.append((document["_id"], event_id, envelope))
+                pending.append((document["_id"], event_id, _staged_envelope(stored)))
+                staged_at[event_id] = float(stored.get("staged_at", time.time()))
         pending.sort(key=lambda item: (item[2].time, item[1]))
 
         results = await asyncio.gather(
@@ -232,6 +242,11 @@ class OutboxRelay:
                 {"_id": record["_id"]}, record, upsert=True
             )
         await self._mark_sent(collection, documents, sent, unsent)
+        left = [staged_at[e] for doc_id, e, _ in pending if doc_id in unsent]
+        if len(documents) < self.batch_size:  # the pass saw the whole backlog
+            self._backlog[name] = (len(left), min(left, default=None))
+        else:
+            self._backlog[name] = (None, min(staged_at.values()))
         if failure is not None:
             if isinstance(failure, PublishFailed | PyMongoError):
                 raise failure
@@ -274,6 +289,11 @@ class OutboxRelay:
             await collection.bulk_write(operations, ordered=False)
 
     async def _update_gauges(self, every: float = 2.0) -> None:
+        """Pending events and the oldest one's age, from what the relay's passes saw.
+
+        Only when a pass saw part of a backlog (a full batch) does this ask the store,
+        with one aggregation per collection; it never rescans the outbox maps.
+        """
         now = time.time()
         if now - self._last_gauge < every:
             return
@@ -281,13 +301,20 @@ class OutboxRelay:
         pending = 0
         oldest: float | None = None
         for name in self.collections:
-            async for document in self.db[name].find(
-                {PENDING_FIELD: {"$gt": 0}}, {OUTBOX_FIELD: 1}
-            ):
-                for stored in (document.get(OUTBOX_FIELD) or {}).values():
-                    pending += 1
-                    staged = float(stored.get("staged_at", now))
-                    oldest = staged if oldest is None else min(oldest, staged)
+            count, staged = self._backlog.get(name, (None, None))
+            if count is None:
+                rows = await (
+                    await self.db[name].aggregate(
+                        [
+                            {"$match": {PENDING_FIELD: {"$gt": 0}}},
+                            {"$group": {"_id": None, "n": {"$sum": f"${PENDING_FIELD}"}}},
+                        ]
+                    )
+                ).to_list()
+                count = int(rows[0]["n"]) if rows else 0
+            pending += count
+            if staged is not None and count:
+                oldest = staged if oldest is None else min(oldest, staged)
         service = self.metrics.service
         self.metrics.outbox_pending.labels(service).set(pending)
         self.metrics.outbox_oldest_age.labels(service).set(0 if oldest is None else now - oldest)

@@ -229,3 +229,27 @@ async def test_event_staged_while_relaying_is_not_lost(bus, mongo_db):
     assert [e.id for e in recorder.events] == [first.id, publisher.late[0].id]
     assert await pending(mongo_db) == 0
     await consumer.stop()
+
+
+async def test_gauges_follow_the_relay_passes(settings_overrides, mongo_db):
+    proxy_bus = make_bus(settings_overrides)
+    await proxy_bus.connect()
+    listener = make_bus(settings_overrides, service="sub")
+    await listener.connect()
+    consumer = await start_consumer(listener, "gauges", ("test.thing.happened",), Recorder())
+    await mongo_db["things"].insert_many(
+        [with_events({"_id": f"q{n}"}, [thing(f"q{n}")]) for n in range(5)]
+    )
+    relay = OutboxRelay(mongo_db, ["things"], proxy_bus, metrics=proxy_bus.metrics, batch_size=2)
+    await relay.relay_once()  # a full batch: the rest of the backlog is counted by the store
+    await relay._update_gauges(every=0)
+    assert proxy_bus.metrics.outbox_pending.labels("svc")._value.get() == 3
+    assert proxy_bus.metrics.outbox_oldest_age.labels("svc")._value.get() > 0
+    while await relay.relay_once():
+        pass
+    await relay._update_gauges(every=0)
+    assert proxy_bus.metrics.outbox_pending.labels("svc")._value.get() == 0
+    assert proxy_bus.metrics.outbox_oldest_age.labels("svc")._value.get() == 0
+    await consumer.stop()
+    await listener.close()
+    await proxy_bus.close()
