@@ -67,6 +67,24 @@ async def test_limits_are_per_user_when_authenticated(
     assert statuses == [200, 200, 429, 200]
 
 
+async def test_refused_tokens_count_against_the_callers_limit(
+    make_gateway: GatewayFactory, upstream: Upstream, keys: Keys, client: aiohttp.ClientSession
+) -> None:
+    table = route_table(upstream.url)
+    table["rate_limits"]["default"] = {"limit": 2, "window": 60}
+    gateway = await make_gateway(table)
+    forged = {"Authorization": "Bearer " + keys.token("mallory")[:-4] + "AAAA"}
+    seen = []
+    for headers in (forged, {}, forged):
+        async with client.get(gateway.url + "/api/v1/chat/x", headers=headers) as response:
+            seen.append(response.status)
+            if response.status == 401:
+                assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+                assert "RateLimit" in response.headers
+    assert seen == [401, 401, 429]  # a flood of bad tokens is throttled like any other traffic
+    assert upstream.count("/api/v1/chat/x") == 0
+
+
 async def test_strict_login_policy_by_client_ip(
     make_gateway: GatewayFactory, upstream: Upstream, client: aiohttp.ClientSession
 ) -> None:

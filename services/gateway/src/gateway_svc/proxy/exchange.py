@@ -426,6 +426,29 @@ class Exchange:
         return True
 
     def _unauthorized(self, detail: str) -> None:
+        """401 — but first the refusal counts against the caller's (IP) limit, so a flood
+        of missing or forged tokens is throttled like any other traffic, and the 401
+        carries the RateLimit headers."""
+        gw = self.gw
+        route = self.route
+        if route is not None and gw.limiter_async is not None:
+            gw.spawn(self._unauthorized_after_limit(detail))
+            return
+        if route is not None and not self._apply_limit(
+            gw.limiter.check(self._limit_key(), route.policy)
+        ):
+            return
+        self._refuse(detail)
+
+    async def _unauthorized_after_limit(self, detail: str) -> None:
+        route = self.route
+        assert route is not None and self.gw.limiter_async is not None
+        decision = await self.gw.limiter_async.check(self._limit_key(), route.policy)
+        if self.finished or not self._apply_limit(decision):
+            return
+        self._refuse(detail)
+
+    def _refuse(self, detail: str) -> None:
         self.problem(
             401,
             detail,
