@@ -73,6 +73,21 @@ async def _windowed(count: int, publish: Any) -> None:
     await asyncio.gather(*(one(n) for n in range(count)))
 
 
+async def _connected_bus(tag: str) -> Bus:
+    """A bus in its own namespace (exchange ``bench.<tag>``, queues ``<tag>.*``)."""
+    bus = Bus(
+        url=AMQP_URL,
+        exchange=f"bench.{tag}",
+        service="bench",
+        metrics=Metrics("bench"),
+        queue_prefix=f"{tag}.",
+        prefetch=64,
+        queue_expires_ms=120_000,
+    )
+    await bus.connect()
+    return bus
+
+
 async def raw_aio_pika(tag: str) -> tuple[float, list[float]]:
     connection = await aio_pika.connect_robust(AMQP_URL)
     publish_channel = await connection.channel(publisher_confirms=True)
@@ -137,17 +152,7 @@ async def raw_aio_pika(tag: str) -> tuple[float, list[float]]:
 async def through_bus(
     tag: str, inbox: Inbox | None = None, count: int = EVENTS
 ) -> tuple[float, list[float]]:
-    metrics = Metrics("bench")
-    bus = Bus(
-        url=AMQP_URL,
-        exchange=f"bench.{tag}",
-        service="bench",
-        metrics=metrics,
-        queue_prefix=f"{tag}.",
-        prefetch=64,
-        queue_expires_ms=120_000,
-    )
-    await bus.connect()
+    bus = await _connected_bus(tag)
     latencies: list[float] = []
     done = asyncio.Event()
 
@@ -205,17 +210,7 @@ class _StoreTimer(monitoring.CommandListener):
 
 
 async def _sink(tag: str, expected: int) -> tuple[Bus, Consumer, asyncio.Event]:
-    metrics = Metrics("bench")
-    bus = Bus(
-        url=AMQP_URL,
-        exchange=f"bench.{tag}",
-        service="bench",
-        metrics=metrics,
-        queue_prefix=f"{tag}.",
-        prefetch=64,
-        queue_expires_ms=120_000,
-    )
-    await bus.connect()
+    bus = await _connected_bus(tag)
     done = asyncio.Event()
     seen = 0
 
