@@ -411,6 +411,13 @@ async def run() -> list[dict[str, Any]]:
             "the same passes with an instant publisher: adds envelope parsing and bookkeeping",
         ),
         _row(
+            "relay's store work over the writes it relays",
+            o["relay_store"] / o["with_events"] * 100,
+            20.0,
+            "%",
+            "relay's store commands / writes carrying their event; target ≤ 20 %",
+        ),
+        _row(
             "outbox store cost over plain writes",
             (outbox_factor - 1) * 100,
             20.0,
