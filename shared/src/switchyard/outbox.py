@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
+from pydantic import ValidationError
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
@@ -155,6 +156,11 @@ class OutboxRelay:
                 )
                 published = 0
                 backoff = min(backoff * 2, 10.0)
+            # Anything else is a bug; the relay must outlive it and say so loudly.
+            except Exception:  # noqa: BLE001
+                log.exception("outbox relay pass failed; retrying")
+                published = 0
+                backoff = min(backoff * 2, 10.0)
             if published >= self.batch_size:
                 continue  # more is waiting
             self._wake.clear()
@@ -206,10 +212,17 @@ class OutboxRelay:
             return 0
         pending: list[tuple[Any, str, Envelope]] = []
         staged_at: dict[str, float] = {}
+        unreadable: list[tuple[Any, str, Any, str]] = []
         for document in documents:
             for event_id, stored in (document.get(OUTBOX_FIELD) or {}).items():
-                pending.append((document["_id"], event_id, _staged_envelope(stored)))
+                try:
+                    pending.append((document["_id"], event_id, _staged_envelope(stored)))
+                except (ValidationError, KeyError, TypeError) as error:
+                    unreadable.append((document["_id"], event_id, stored, repr(error)[:500]))
+                    continue
                 staged_at[event_id] = float(stored.get("staged_at", time.time()))
+        if unreadable:
+            await self._set_aside_unreadable(collection, name, unreadable)
         pending.sort(key=lambda item: (item[2].time, item[1]))
 
         results = await asyncio.gather(
@@ -225,6 +238,7 @@ class OutboxRelay:
                 unroutable.append(
                     {
                         "_id": event_id,
+                        "reason": "unroutable",
                         "collection": name,
                         "document_id": doc_id,
                         "envelope": envelope.model_dump(mode="json", exclude_none=True),
@@ -252,6 +266,34 @@ class OutboxRelay:
                 raise failure
             raise PublishFailed(repr(failure)) from failure
         return sum(len(ids) for ids in sent.values())
+
+    async def _set_aside_unreadable(
+        self, collection: Any, name: str, entries: list[tuple[Any, str, Any, str]]
+    ) -> None:
+        """Staged entries that are not envelopes can never be published: keep them, with
+        the reason, in ``outbox_unroutable`` and take them out of the outbox."""
+        for doc_id, event_id, stored, reason in entries:
+            log.error(
+                "unreadable outbox entry set aside",
+                extra={"collection": name, "document_id": str(doc_id), "event_id": event_id},
+            )
+            await self.db[UNROUTABLE_COLLECTION].replace_one(
+                {"_id": event_id},
+                {
+                    "_id": event_id,
+                    "reason": "invalid",
+                    "error": reason,
+                    "collection": name,
+                    "document_id": doc_id,
+                    "staged": stored,
+                    "returned_at": format_time(utcnow()),
+                },
+                upsert=True,
+            )
+            await collection.update_one(
+                {"_id": doc_id, f"{OUTBOX_FIELD}.{event_id}": {"$exists": True}},
+                {"$unset": {f"{OUTBOX_FIELD}.{event_id}": ""}, "$inc": {PENDING_FIELD: -1}},
+            )
 
     async def _mark_sent(
         self,

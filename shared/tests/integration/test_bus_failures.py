@@ -169,3 +169,36 @@ async def test_publish_waits_for_a_broker_that_comes_back(settings_overrides):
 
 async def _not(value: bool) -> bool:
     return not value
+
+
+async def test_store_outage_during_the_inbox_claim_retries_on_the_tiers_not_in_a_hot_loop(
+    settings_overrides, mongo_url
+):
+    from pymongo import AsyncMongoClient
+
+    from switchyard.bus.inbox import Inbox
+
+    host, port = mongo_url.split("//", 1)[1].rstrip("/").split(":")
+    proxy = await TcpProxy(host, int(port)).start()
+    client = AsyncMongoClient(f"mongodb://127.0.0.1:{proxy.port}/", serverSelectionTimeoutMS=300)
+    bus = make_bus(settings_overrides, retry_delays=[0.5, 0.5, 0.5, 5.0])
+    await bus.connect()
+    recorder = Recorder()
+    inbox = Inbox(client[settings_overrides["mongo_database"]]["inbox"], owner="t")
+    consumer = await start_consumer(
+        bus, "storeless", ("test.thing.happened",), recorder, inbox=inbox
+    )
+    await proxy.cut()
+    envelope = thing("while-store-down")
+    await bus.publish(envelope)
+    await asyncio.sleep(2.0)
+    retries = bus.metrics.events_consumed.labels("svc", consumer.queue_name, "retry")._value.get()
+    assert 1 <= retries <= 4  # paced by the tiers, not redelivered as fast as the broker can
+    assert recorder.events == []
+    await proxy.restore()
+    await recorder.wait_for(1, timeout=20)
+    assert [e.id for e in recorder.events] == [envelope.id]
+    await consumer.stop()
+    await bus.close()
+    await client.close()
+    await proxy.close()

@@ -253,3 +253,28 @@ async def test_gauges_follow_the_relay_passes(settings_overrides, mongo_db):
     await consumer.stop()
     await listener.close()
     await proxy_bus.close()
+
+
+async def test_a_staged_event_that_cannot_be_read_is_set_aside_and_the_rest_flows(bus, mongo_db):
+    recorder = Recorder()
+    consumer = await start_consumer(bus, "mixed", ("test.thing.happened",), recorder)
+    good = thing("good")
+    await mongo_db["things"].insert_one(with_events({"_id": "good"}, [good]))
+    await mongo_db["things"].insert_one(
+        {
+            "_id": "bad",
+            OUTBOX_FIELD: {"e-bad": {"json": "{not json", "staged_at": 1.0}},
+            PENDING_FIELD: 1,
+            "outbox_seq": 1,
+        }
+    )
+    relay = relay_for(mongo_db, bus)
+    relay.start()
+    await recorder.wait_for(1)
+    await eventually(lambda: _zero(mongo_db))
+    assert [e.id for e in recorder.events] == [good.id]
+    kept = await mongo_db[UNROUTABLE_COLLECTION].find_one({"_id": "e-bad"})
+    assert kept["reason"] == "invalid" and kept["staged"]["json"] == "{not json"
+    assert relay._task is not None and not relay._task.done()  # the relay keeps running
+    await relay.stop()
+    await consumer.stop()

@@ -25,6 +25,7 @@ from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
+from pymongo.errors import PyMongoError
 
 from switchyard.bus.connection import Bus
 from switchyard.bus.errors import PermanentError, PoisonMessage
@@ -256,7 +257,16 @@ class Consumer:
 
         key = Inbox.key(self.queue_name, event.envelope) if self.inbox else None
         if self.inbox is not None and key is not None:
-            claim = await self.inbox.claim(key, redelivered=bool(message.redelivered))
+            try:
+                claim = await self.inbox.claim(key, redelivered=bool(message.redelivered))
+            except PyMongoError as error:
+                # The store is unreachable: wait on the retry tiers instead of letting the
+                # broker redeliver at once, over and over.
+                log.warning(
+                    "inbox unavailable", extra={"queue": self.queue_name, "error": repr(error)}
+                )
+                await self._retry_or_dead_letter(message, error, attempts)
+                return
             if claim is Claim.DUPLICATE:
                 await message.ack()
                 self._outcomes["duplicate"].inc()
@@ -287,7 +297,15 @@ class Consumer:
             self._duration.observe(time.perf_counter() - started)
             request_id_var.reset(token)
         if self.inbox is not None and key is not None:
-            await self.inbox.complete(key)
+            try:
+                await self.inbox.complete(key)
+            except PyMongoError as error:
+                # The effect happened; acking is right. The claim stays "processing" until
+                # its lease runs out, so a later copy is at worst handled again (at least once).
+                log.warning(
+                    "handled, but the inbox could not record it",
+                    extra={"queue": self.queue_name, "event_id": event.id, "error": repr(error)},
+                )
         await message.ack()
         self._outcomes["ok"].inc()
 
@@ -301,8 +319,16 @@ class Consumer:
         }
 
     async def _release(self, key: str | None) -> None:
-        if self.inbox is not None and key is not None:
+        if self.inbox is None or key is None:
+            return
+        try:
             await self.inbox.release(key)
+        except PyMongoError as error:
+            # The claim then ends with its lease; the retry still happens.
+            log.warning(
+                "could not release an inbox claim",
+                extra={"queue": self.queue_name, "error": repr(error)},
+            )
 
     async def _retry_or_dead_letter(
         self, message: AbstractIncomingMessage, error: BaseException, attempts: int
