@@ -420,9 +420,13 @@ async def reset_password(*, email: str, code: str, new_password: str, deps: Deps
     """Set a new password with an emailed code; every session ends. Proves the email too."""
     email = normalise_email(email)
     user = await deps.users.by_email(email)
-    if user is None or user.status is UserStatus.DELETED:
+    if user is not None and user.status is UserStatus.DELETED:
+        user = None
+    # The policy answers before a code is spent, and for unknown emails too: a weak
+    # password must not tell an account apart from no account (no enumeration).
+    deps.policy.check(new_password, context=(email, user.display_name) if user else (email,))
+    if user is None:
         raise InvalidCode()
-    deps.policy.check(new_password, context=(user.email, user.display_name))
     await _use_code(user, "reset_password", code, deps=deps)
     password_hash = await deps.passwords.hash(new_password)
     now = deps.clock.now()

@@ -138,3 +138,29 @@ async def test_failures_outside_the_window_do_not_lock(auth: AuthClient) -> None
     for _ in range(4):
         assert (await auth.login(email, "wrong-password-123")).status == 401
     assert (await auth.login(email, STRONG_PASSWORD)).status == 200
+
+
+async def test_password_reset_answers_alike_for_known_and_unknown_emails(auth: AuthClient) -> None:
+    """A reset with a weak new password must not reveal whether the email has an account."""
+    known = "reset.known@example.com"
+    await auth.signed_up(known)
+    ghost = "reset.ghost@example.com"
+    for new_password in ["password1234", "short", STRONG_PASSWORD + "-x"]:
+        body = {"code": "123456", "new_password": new_password}
+        known_reply = await auth.post("/password/reset", {"email": known, **body})
+        ghost_reply = await auth.post("/password/reset", {"email": ghost, **body})
+        assert known_reply.status in (400, 422), known_reply.body
+        assert comparable(known_reply) == comparable(ghost_reply), new_password
+        assert known_reply.body.get("errors") == ghost_reply.body.get("errors"), new_password
+
+
+async def test_code_must_be_ascii_digits(auth: AuthClient) -> None:
+    """Other scripts' digits are not a code: 422, and no try is spent on them."""
+    email = "digits@example.com"
+    assert (await auth.register(email)).status == 201
+    code = await auth.events.code_for(email, "verify_email")
+    for _ in range(auth.settings.otp_max_attempts):
+        reply = await auth.post("/verify-email", {"email": email, "code": "١٢٣٤٥٦"})
+        assert reply.status == 422, reply.body
+        assert {e["location"] for e in reply.body["errors"]} == {"/code"}
+    assert (await auth.post("/verify-email", {"email": email, "code": code})).status == 200

@@ -59,7 +59,8 @@ DisplayName = Annotated[
 # the model only bounds the size so a huge string never reaches the hasher.
 Password = Annotated[str, StringConstraints(min_length=1, max_length=4 * MAX_LENGTH)]
 Email = Annotated[EmailStr, StringConstraints(max_length=254)]
-Code = Annotated[str, StringConstraints(pattern=r"^\d{6}$")]
+# [0-9], not \d: \d also matches other scripts' digits, which would spend a try.
+Code = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
 RefreshToken = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 
 
