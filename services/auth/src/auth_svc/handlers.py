@@ -621,16 +621,33 @@ async def bootstrap_admin(
     now = deps.clock.now()
     if existing is not None:
         promoted = replace(existing, roles=tuple(sorted({*existing.roles, "admin"})))
+        fields: dict[str, Any] = {"roles": list(promoted.roles), "updated_at": now}
+        events = [_updated(promoted, now)]
+        if existing.status is UserStatus.PENDING:
+            # Whoever registered this address never proved it (anyone may sign up with the
+            # operator's email): the password they chose must not open an admin account.
+            deps.policy.check(password, context=(email, existing.display_name))
+            fields.update(
+                status=UserStatus.ACTIVE.value,
+                verified_at=now,
+                password_hash=await deps.passwords.hash(password),
+            )
+            events.append(
+                _event(
+                    UserVerified(
+                        user_id=existing.id,
+                        email=existing.email,
+                        display_name=existing.display_name,
+                        verified_at=now,
+                    ),
+                    existing.id,
+                )
+            )
         updated = await deps.users.update(
-            existing.id,
-            set_fields={
-                "roles": list(promoted.roles),
-                "status": UserStatus.ACTIVE.value,
-                "verified_at": existing.verified_at or now,
-                "updated_at": now,
-            },
-            events=[_updated(promoted, now)],
+            existing.id, expect={"status": existing.status.value}, set_fields=fields, events=events
         )
+        if updated is None:
+            return None  # changed under us (another replica bootstrapped it)
         deps.notify_outbox()
         log.info("promoted the bootstrap admin", extra={"user_id": existing.id})
         return updated
