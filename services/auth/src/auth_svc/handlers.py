@@ -123,6 +123,15 @@ def _updated(user: User, at: datetime) -> Envelope:
     )
 
 
+def _verified(user: User, at: datetime) -> Envelope:
+    return _event(
+        UserVerified(
+            user_id=user.id, email=user.email, display_name=user.display_name, verified_at=at
+        ),
+        user.id,
+    )
+
+
 # -- sign-up and codes ---------------------------------------------------------------------
 
 
@@ -232,12 +241,7 @@ async def verify_email(*, email: str, code: str, deps: Deps) -> TokenPair:
         raise InvalidCode()
     await _use_code(user, "verify_email", code, deps=deps)
     now = deps.clock.now()
-    verified = _event(
-        UserVerified(
-            user_id=user.id, email=user.email, display_name=user.display_name, verified_at=now
-        ),
-        user.id,
-    )
+    verified = _verified(user, now)
     active = await deps.users.update(
         user.id,
         expect={"status": UserStatus.PENDING.value},
@@ -449,17 +453,7 @@ async def reset_password(*, email: str, code: str, new_password: str, deps: Deps
     }
     if user.status is UserStatus.PENDING:
         fields.update(status=UserStatus.ACTIVE.value, verified_at=now)
-        events.append(
-            _event(
-                UserVerified(
-                    user_id=user.id,
-                    email=user.email,
-                    display_name=user.display_name,
-                    verified_at=now,
-                ),
-                user.id,
-            )
-        )
+        events.append(_verified(user, now))
     updated = await deps.users.update(
         user.id, expect={"status": user.status.value}, set_fields=fields, events=events
     )
@@ -632,17 +626,7 @@ async def bootstrap_admin(
                 verified_at=now,
                 password_hash=await deps.passwords.hash(password),
             )
-            events.append(
-                _event(
-                    UserVerified(
-                        user_id=existing.id,
-                        email=existing.email,
-                        display_name=existing.display_name,
-                        verified_at=now,
-                    ),
-                    existing.id,
-                )
-            )
+            events.append(_verified(existing, now))
         updated = await deps.users.update(
             existing.id, expect={"status": existing.status.value}, set_fields=fields, events=events
         )
