@@ -167,7 +167,16 @@ class Gateway:
             await asyncio.sleep(TICK_SECONDS)
             ticks += 1
             now = self.loop.time()
-            for exchange in [ex for ex in self.in_flight if now - ex.progress >= ex.route.timeout]:  # type: ignore[union-attr]
+            expired = []
+            for exchange in self.in_flight:
+                if exchange.bytes_out != exchange.bytes_seen:
+                    # Response bytes flowed since the last tick: progress (counted here,
+                    # not per body piece on the hot path).
+                    exchange.bytes_seen = exchange.bytes_out
+                    exchange.progress = now
+                elif now - exchange.progress >= exchange.route.timeout:  # type: ignore[union-attr]
+                    expired.append(exchange)
+            for exchange in expired:
                 if exchange.watched:
                     exchange.timed_out(now)
             self.access_log.flush()

@@ -221,6 +221,7 @@ class Exchange:
     probe = False
     watched = False  # in the gateway's set of requests waiting on an upstream
     progress = 0.0
+    bytes_seen = 0  # bytes_out when the watchdog last looked
     sent_at = 0.0
     upstream_seconds: float | None = None
     # response
@@ -637,6 +638,8 @@ class Exchange:
             pieces.append(self.upgrade_rest)
             self.upgrade_rest = b""
         up.transport.writelines(pieces)  # type: ignore[union-attr]
+        if self.conn.write_paused:
+            up.pause()  # the client is still behind on an earlier response
         self.head_sent = True
         self.sent_at = self.progress = gw.loop.time()
         self.watched = True
@@ -674,6 +677,13 @@ class Exchange:
         up = self.up
         host = self.upstream
         self._detach_upstream(reuse=False)
+        if self.conn.write_paused:
+            # The gateway was waiting for the client to take the response (a send
+            # timeout): drop the client, the upstream did nothing wrong.
+            self.close_after = True
+            self.status = self.status or 499
+            self.conn.abort()
+            return
         if not self.body_done:
             # The client stopped sending its body: not the upstream's fault.
             self.close_after = True
@@ -842,8 +852,6 @@ class Exchange:
                 self.conn.write_many((b"%x\r\n" % size, body, b"\r\n"))
         else:
             self._emit(body)
-        if size > 65536:
-            self.progress = self.gw.loop.time()
 
     def on_upstream_complete(self, up: UpstreamConnection) -> None:
         if self.interim:
@@ -946,6 +954,8 @@ class Exchange:
         up.exchange = None
         up.upstream.in_flight -= 1
         if reuse and not up.closed:
+            if up.reading_paused:
+                up.resume()
             up.served += 1
             up.upstream.put_idle(up, self.gw.loop.time())
         else:

@@ -38,6 +38,7 @@ class ClientConnection(asyncio.Protocol):
         self.active: Exchange | None = None  # the request being answered
         self.waiting: deque[Exchange] | None = None  # pipelined requests behind it
         self.reading_paused = False
+        self.write_paused = False  # the client is not taking what we send
         self.closed = False
         self.tunnel: asyncio.Transport | None = None
         self.last_activity = 0.0
@@ -97,22 +98,28 @@ class ClientConnection(asyncio.Protocol):
         self.waiting = None
 
     def pause_writing(self) -> None:
+        # The flag outlives the exchange: asyncio says "pause" once, and an upstream
+        # attached later (the next keep-alive request) must start paused too.
+        self.write_paused = True
         tunnel = self.tunnel
         if tunnel is not None:
             tunnel.pause_reading()
             return
         active = self.active
-        if active is not None and active.up is not None and active.up.transport is not None:
-            active.up.transport.pause_reading()
+        if active is not None and active.up is not None:
+            active.up.pause()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         tunnel = self.tunnel
         if tunnel is not None:
             tunnel.resume_reading()
             return
         active = self.active
-        if active is not None and active.up is not None and active.up.transport is not None:
-            active.up.transport.resume_reading()
+        if active is not None:
+            active.progress = self.gw.loop.time()  # the client took bytes: progress
+            if active.up is not None:
+                active.up.resume()
 
     # -- httptools callbacks -------------------------------------------------------------------
 
@@ -225,7 +232,10 @@ class ClientConnection(asyncio.Protocol):
     def _reject(self, status: int, detail: str) -> None:
         """A request we cannot parse or serve: answer once (if nothing was sent yet) and close."""
         exchange = self.cur or self.active
-        if exchange is None or exchange.resp_started:
+        if exchange is None:
+            # Garbage before a request line was even parsed: still a 400, not a silent close.
+            exchange = self.cur = Exchange(self)
+        if exchange.resp_started:
             self.abort()
             return
         exchange.close_after = True

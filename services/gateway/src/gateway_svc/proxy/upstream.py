@@ -146,6 +146,7 @@ class UpstreamConnection(asyncio.Protocol):
         "served",
         "got_bytes",
         "tunnel",
+        "reading_paused",
     )
 
     def __init__(self, upstream: UpstreamHost) -> None:
@@ -158,6 +159,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.served = 0
         self.got_bytes = False
         self.tunnel: asyncio.Transport | None = None
+        self.reading_paused = False
 
     # -- asyncio callbacks ---------------------------------------------------------------
 
@@ -184,6 +186,11 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as upgrade:
             exchange.on_upstream_upgraded(self, data[upgrade.args[0] :])
         except httptools.HttpParserError:
+            if self.exchange is not exchange:
+                # Bytes past the end of the response the exchange already got (see
+                # on_message_begin): the connection's framing is lost, drop it.
+                self.close()
+                return
             exchange.on_upstream_broken(self, "the upstream sent a malformed response")
         finally:
             exchange.out_flush()
@@ -205,16 +212,30 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.on_upstream_lost(self)
 
     def pause_writing(self) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.pause_reading()  # a WebSocket upstream that reads slowly slows the client
+            return
         exchange = self.exchange
         if exchange is not None:
             exchange.conn.pause_reading()
 
     def resume_writing(self) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.resume_reading()
+            return
         exchange = self.exchange
         if exchange is not None:
             exchange.conn.resume_reading()
 
     # -- httptools callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.exchange is None:
+            # A second response in the same read as the first one's end: no request
+            # asked for it. Never let it wait in the pool for the next request.
+            raise ValueError("response bytes without a request")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.exchange.on_upstream_header(name, value)  # type: ignore[union-attr]
@@ -234,6 +255,17 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.on_upstream_complete(self)
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Stop reading the response: the client is not taking it."""
+        if not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.reading_paused and self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
 
     def reset_parser(self) -> None:
         """A fresh parser (after a HEAD response, whose body the old parser would await)."""
