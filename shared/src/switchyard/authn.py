@@ -24,7 +24,7 @@ token (``auth: {token}`` or an ``Authorization`` header) does not verify.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -74,11 +74,17 @@ def verifier_context(
     return context
 
 
-def authn_middleware(verifier: TokenVerifier | None = None) -> Any:
+def authn_middleware(
+    verifier: TokenVerifier | None = None, *, public_paths: Collection[str] = ()
+) -> Any:
     """Verify a bearer token when one is sent; put the :class:`Identity` in ``request[IDENTITY]``.
 
     Without ``verifier`` the middleware uses ``app[VERIFIER]`` (see :func:`verifier_context`).
+    On ``public_paths`` (endpoints that need no token, e.g. a token refresh) a token that
+    does not verify is ignored and the request goes on anonymous, as the gateway does for
+    its public routes: clients attach their expired token to every call.
     """
+    public = frozenset(public_paths)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -88,9 +94,10 @@ def authn_middleware(verifier: TokenVerifier | None = None) -> Any:
             try:
                 request[IDENTITY] = await active.verify_async(token)
             except InvalidToken as error:
-                raise unauthorized(
-                    "The access token is invalid or expired.", error="invalid_token"
-                ) from error
+                if request.path not in public:
+                    raise unauthorized(
+                        "The access token is invalid or expired.", error="invalid_token"
+                    ) from error
         return await handler(request)
 
     return middleware

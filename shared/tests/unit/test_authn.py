@@ -4,6 +4,7 @@ decorators (through real HTTP), and the Socket.IO connect helper."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import aiohttp
@@ -230,6 +231,40 @@ async def test_middleware_and_decorators(protected_app) -> None:  # type: ignore
         assert (await call("/healthz", "garbage"))[0] == 200
         async with http.get("/me", headers={"Authorization": "Basic abc"}) as response:
             assert response.status == 401
+
+
+async def test_public_paths_ignore_a_token_that_does_not_verify(start_app, signing) -> None:  # type: ignore[no-untyped-def]
+    kid, private = signing
+    verifier = TokenVerifier(
+        keys=StaticKeys({kid: private.public_key()}), issuer=ISSUER, audience=AUDIENCE
+    )
+    app = new_app(ServiceSettings(environment="test", service_name="demo"))
+    app.middlewares.append(authn_middleware(verifier, public_paths={"/refresh"}))
+
+    async def who(request: web.Request) -> web.Response:
+        identity = request.get(IDENTITY)
+        return web.json_response({"user": identity.user_id if identity else None})
+
+    app.router.add_get("/refresh", who)
+    app.router.add_get("/me", require_auth(who))
+    server = await start_app(app)
+    expired = TokenSigner(
+        private, kid, issuer=ISSUER, audience=AUDIENCE, clock=lambda: time.time() - 3600
+    ).issue("c1", ["customer"])
+    valid = TokenSigner(private, kid, issuer=ISSUER, audience=AUDIENCE).issue("c1", []).token
+
+    async with aiohttp.ClientSession(server.url) as http:
+
+        async def call(path: str, token: str) -> tuple[int, Any]:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with http.get(path, headers=headers) as response:
+                return response.status, await response.json(content_type=None)
+
+        assert await call("/refresh", expired.token) == (200, {"user": None})
+        assert await call("/refresh", "garbage") == (200, {"user": None})
+        assert await call("/refresh", valid) == (200, {"user": "c1"})
+        assert (await call("/me", expired.token))[0] == 401
+        assert (await call("/me", valid)) == (200, {"user": "c1"})
 
 
 async def test_socketio_identity(signing) -> None:  # type: ignore[no-untyped-def]

@@ -21,7 +21,7 @@ from auth_svc.adapters.throttle import LoginThrottle
 from auth_svc.adapters.users import UserRepository
 from auth_svc.domain.clock import Clock, SystemClock
 from auth_svc.domain.passwords import PasswordPolicy, PasswordRejected
-from auth_svc.entrypoints.http import add_routes, auth_errors_middleware
+from auth_svc.entrypoints.http import PUBLIC_PATHS, add_routes, auth_errors_middleware
 from auth_svc.keys import CLOCK, DEPS, KEY_RING
 from auth_svc.metrics import AuthMetrics
 from auth_svc.settings import AuthSettings
@@ -58,7 +58,7 @@ def create_app(settings: AuthSettings, *, clock: Clock | None = None) -> web.App
     app[CLOCK] = clock
     app[KEY_RING] = ring
     app[VERIFIER] = verifier
-    app.middlewares.append(authn_middleware(verifier))
+    app.middlewares.append(authn_middleware(verifier, public_paths=PUBLIC_PATHS))
     app.middlewares.append(auth_errors_middleware)
 
     indexes = [

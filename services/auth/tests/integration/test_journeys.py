@@ -220,3 +220,27 @@ async def test_sessions_end_after_thirty_days_however_often_they_rotate(auth: Au
     expired = await auth.post("/refresh", {"refresh_token": token})
     assert expired.status == 401
     assert not auth.events.of_type("auth.session.reuse_detected")  # expiry is not reuse
+
+
+async def test_an_expired_access_token_sent_along_does_not_block_refresh(auth: AuthClient) -> None:
+    """Clients attach their bearer token to every call; the endpoints that need no token
+    (refresh above all: it is called *because* the access token expired) ignore it, as the
+    gateway does for its public routes. Protected endpoints still refuse it."""
+    email = "stale.bearer@example.com"
+    pair = await auth.signed_up(email)
+    auth.clock.advance(auth.settings.access_token_ttl + 60)  # access token expired
+    stale = pair["access_token"]
+
+    assert (await auth.call("GET", "/me", token=stale)).status == 401
+    refreshed = await auth.post("/refresh", {"refresh_token": pair["refresh_token"]}, token=stale)
+    assert refreshed.status == 200, refreshed.body
+    assert (await auth.call("GET", "/me", token=refreshed.body["access_token"])).status == 200
+    login = await auth.post("/login", {"email": email, "password": STRONG_PASSWORD}, token="junk")
+    assert login.status == 200, login.body
+    logout = await auth.post("/logout", {"refresh_token": login.body["refresh_token"]}, token=stale)
+    assert logout.status == 204
+    assert (
+        await auth.post("/refresh", {"refresh_token": login.body["refresh_token"]})
+    ).status == 401
+    jwks = await auth.call("GET", "/.well-known/jwks.json", token=stale)
+    assert jwks.status == 200 and jwks.body["keys"]

@@ -374,6 +374,24 @@ async def openid_configuration(request: web.Request) -> web.Response:
     return _cached(request, document, DISCOVERY_MAX_AGE)
 
 
+# Endpoints that need no access token: a token sent along that does not verify (typically
+# an expired one, attached by the client to every call) is ignored here, not a 401.
+PUBLIC_PATHS = frozenset(
+    {
+        f"{PREFIX}/register",
+        f"{PREFIX}/verify-email",
+        f"{PREFIX}/otp/resend",
+        f"{PREFIX}/login",
+        f"{PREFIX}/refresh",
+        f"{PREFIX}/logout",
+        f"{PREFIX}/password/forgot",
+        f"{PREFIX}/password/reset",
+        "/.well-known/jwks.json",
+        "/.well-known/openid-configuration",
+    }
+)
+
+
 def add_routes(app: web.Application) -> None:
     router = app.router
     router.add_post(f"{PREFIX}/register", register)
@@ -395,4 +413,4 @@ def add_routes(app: web.Application) -> None:
     router.add_get("/.well-known/openid-configuration", openid_configuration, allow_head=False)
 
 
-__all__ = ["add_routes", "auth_errors_middleware"]
+__all__ = ["PUBLIC_PATHS", "add_routes", "auth_errors_middleware"]
