@@ -245,3 +245,30 @@ async def test_bytes_after_a_response_never_reach_the_next_request(
     assert connections == 2
     assert gateway.groups["main"].hosts[0].breaker.consecutive == 0
     writer.close()
+
+
+async def test_host_must_be_present_once_and_identity_headers_in_any_spelling_are_dropped(
+    make_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    gateway = await make_gateway(route_table(upstream.url))
+    for head in (
+        b"GET /public/a HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+        b"GET /public/a HTTP/1.1\r\n\r\n",
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        writer.write(head)
+        status, headers, body = await read_response(reader)
+        assert status == 400
+        assert headers["content-type"] == "application/problem+json"
+        assert json.loads(body)["type"].endswith("/bad-host")
+        writer.close()
+    assert upstream.hits == []
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(  # HTTP/1.0 may leave Host out; spoofed identity never passes
+        b"GET /public/a HTTP/1.0\r\nX_User_Id: admin\r\nx-user_roles: admin\r\n\r\n"
+    )
+    status, _, _ = await read_response(reader)
+    writer.close()
+    assert status == 200
+    (hit,) = upstream.hits
+    assert not [name for name in hit["headers"] if name.replace("_", "-").startswith("x-user-")]

@@ -183,6 +183,7 @@ class Exchange:
     path = b""
     query = b""
     host_header: bytes | None = None
+    host_count = 1
     authorization: bytes | None = None
     request_id_in: bytes | None = None
     traceparent_in: bytes | None = None
@@ -257,8 +258,10 @@ class Exchange:
             lowered = name.lower()
             kind = REQUEST_HEADERS.get(lowered)
             if kind is None:
-                if lowered[:7] == b"x-user-":
-                    return  # identity headers only ever come from the gateway
+                if lowered[:7].replace(b"_", b"-") == b"x-user-":
+                    # identity headers only ever come from the gateway (X_User_Id too:
+                    # CGI-style servers read it as X-User-Id)
+                    return
                 kind = H_PASS
         if kind == H_PASS:
             self.fwd += (name, b": ", value, b"\r\n")
@@ -266,6 +269,8 @@ class Exchange:
             self.authorization = value
             self.fwd += (name, b": ", value, b"\r\n")
         elif kind == H_HOST:
+            if self.host_header is not None:
+                self.host_count = 2
             self.host_header = value
         elif kind == H_RID:
             self.request_id_in = value
@@ -315,6 +320,11 @@ class Exchange:
         if self.oversized:
             self.close_after = True
             self.problem(431, "The request headers are too large.")
+            return
+        if self.host_count > 1 or (self.host_header is None and self.http11):
+            # RFC 9112 §3.2: exactly one Host in HTTP/1.1; never guess which one counts.
+            self.close_after = True
+            self.problem(400, "The request needs exactly one Host header.", slug="bad-host")
             return
         if not path.startswith(b"/") or unsafe_path(path):
             self.problem(400, "The request path is not acceptable.", slug="bad-path")
