@@ -247,3 +247,20 @@ async def test_malformed_events_go_to_the_dlq_with_the_reason(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_an_address_the_server_cannot_take_is_failed_at_once_not_retried(
+    start_service, settings_overrides
+) -> None:
+    """A non-ASCII local part is valid for auth's contract; this server has no SMTPUTF8."""
+    with SmtpSink(enable_SMTPUTF8=False) as sink:
+        service = await start_service(smtp_port=sink.port)
+        envelope = event(otp(user_id(), email="josé@example.com"))
+        await service.publish(envelope)
+        delivery = await service.wait_delivery(envelope.id)
+        assert sink.messages == []
+    assert delivery.status == "failed" and delivery.attempts == 1
+    assert "SMTPUTF8" in (delivery.provider_response or "")
+    await eventually(lambda: _true(service.consumed_count("emails", "ok") == 1))
+    assert service.consumed_count("emails", "retry") == 0
+    assert await DeadLetters(settings_overrides["amqp_url"], service.queue("emails")).peek() == []

@@ -204,3 +204,26 @@ async def test_nothing_listening_is_a_temporary_failure() -> None:
     with pytest.raises(DeliveryDeferred, match="cannot connect"):
         await client.send(email())
     await client.close()
+
+
+async def test_internationalised_addresses_go_out_with_smtputf8_or_are_refused_for_good() -> None:
+    with SmtpSink(enable_SMTPUTF8=True) as sink:  # aiosmtpd's Controller default
+        client = mailer(sink.port)
+        try:
+            await client.send(email(1, recipient="josé@example.com"))
+            await client.send(email(2, recipient="user@bücher.de"))
+        finally:
+            await client.close()
+        assert [m.recipients for m in sink.messages] == [
+            ["josé@example.com"],
+            ["user@xn--bcher-kva.de"],
+        ]
+    with SmtpSink(enable_SMTPUTF8=False) as plain_sink:  # an IDN domain still goes, as IDNA
+        client = mailer(plain_sink.port)
+        try:
+            await client.send(email(3, recipient="user@bücher.de"))
+            with pytest.raises(DeliveryRejected, match="SMTPUTF8"):
+                await client.send(email(4, recipient="josé@example.com"))
+        finally:
+            await client.close()
+        assert [m.recipients for m in plain_sink.messages] == [["user@xn--bcher-kva.de"]]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from email import policy
-from email.parser import BytesParser
+from email.parser import BytesParser, Parser
 
 import pytest
+from aiosmtplib.email import flatten_message
 from jinja2 import UndefinedError
 
 from notification_svc.adapters.smtp import compose_message
@@ -19,6 +20,7 @@ from notification_svc.domain.emails import (
     session_reuse_email,
     welcome_email,
 )
+from switchyard.events.auth import OtpRequested
 
 from ..support import otp, password_changed, session_reuse, user_id, verified
 
@@ -162,3 +164,76 @@ def test_composed_message_has_both_parts_and_the_standard_headers(renderer: Emai
     assert parts == ["text/plain", "text/html"]
     assert "482913" in parsed.get_body(("plain",)).get_content()
     assert "482913" in parsed.get_body(("html",)).get_content()
+
+
+def _received_to(message) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """The To header's (display name, address) pairs as a receiver parses the bytes on the wire,
+    flattened the way aiosmtplib sends them (SMTPUTF8 when an address is not ASCII)."""
+    utf8 = not all(a.addr_spec.isascii() for a in message["To"].addresses)
+    raw = flatten_message(message, utf8=utf8)
+    parsed = Parser(policy=policy.default).parsestr(raw.decode())
+    return [(a.display_name, a.addr_spec) for a in parsed["To"].addresses]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Zoë <evil@attacker.com>",
+        "Zoë, evil@attacker.com",
+        "名前; evil@attacker.com:",
+        '.Zoë "x" (c) [d] \\ e',
+        "Ada <evil@attacker.com>",
+    ],
+)
+def test_a_display_name_never_shows_another_address_in_the_received_to_header(
+    name: str,
+) -> None:
+    content = EmailRenderer(product_name="Switchyard").render(
+        EmailKind.WELCOME, display_name="Ada", context={"verified_at": NOW}
+    )
+    outgoing = OutgoingEmail(
+        recipient="ada@example.com", display_name=name, content=content, reference="dlv_1"
+    )
+    message = compose_message(outgoing, mail_from="Switchyard <no-reply@switchyard.test>")
+    addresses = _received_to(message)
+    assert [address for _, address in addresses] == ["ada@example.com"]
+    assert "@" not in addresses[0][0]  # nor does the name pose as an address
+
+
+@pytest.mark.parametrize(
+    ("recipient", "on_the_wire"),
+    [
+        ("user@bücher.de", "user@xn--bcher-kva.de"),  # any server takes the IDNA form
+        ("josé@example.com", "josé@example.com"),  # needs SMTPUTF8 (the adapter checks)
+        ("zoë@bücher.de", "zoë@xn--bcher-kva.de"),
+    ],
+)
+def test_internationalised_addresses_the_contract_accepts_can_be_composed(
+    recipient: str, on_the_wire: str
+) -> None:
+    # What auth's contract hands over for such an address.
+    email_address = str(
+        OtpRequested.model_validate({**otp(user_id()).model_dump(), "email": recipient}).email
+    )
+    content = EmailRenderer(product_name="Switchyard").render(
+        EmailKind.WELCOME, display_name="Zoë", context={"verified_at": NOW}
+    )
+    outgoing = OutgoingEmail(
+        recipient=email_address, display_name="Zoë", content=content, reference="dlv_1"
+    )
+    message = compose_message(outgoing, mail_from="Switchyard <no-reply@switchyard.test>")
+    assert _received_to(message) == [("Zoë", on_the_wire)]
+
+
+def test_a_huge_display_name_is_cut_short_in_the_to_header() -> None:
+    """Event data is not bounded by the contract; folding a header is slow per character."""
+    content = EmailRenderer(product_name="Switchyard").render(
+        EmailKind.WELCOME, display_name="Zoë", context={"verified_at": NOW}
+    )
+    outgoing = OutgoingEmail(
+        recipient="ada@example.com", display_name="Zoë " * 25_000, content=content, reference="r"
+    )
+    message = compose_message(outgoing, mail_from="Switchyard <no-reply@switchyard.test>")
+    name = message["To"].addresses[0].display_name
+    assert name.startswith("Zoë Zoë") and len(name) <= 100
+    assert [address for _, address in _received_to(message)] == ["ada@example.com"]
