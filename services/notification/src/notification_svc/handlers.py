@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -49,6 +49,9 @@ class EmailChannel:
     # Who holds a claim (one value per process) and for how long before others may take it over.
     owner: str
     claim_lease: timedelta = timedelta(seconds=60)
+    # Sends the provider accepted whose record could not be updated (the store failed at that
+    # moment), by delivery id: the event is retried, and its retry records them, not resends.
+    unrecorded: dict[str, str] = field(default_factory=dict)
 
 
 async def send_email(
@@ -91,6 +94,8 @@ async def send_email(
     )
     claimed: Delivery | None = delivery
     if not created:
+        if delivery.id in channel.unrecorded:
+            return await _record_sent(delivery, channel.unrecorded[delivery.id], channel)
         if delivery.final:
             channel.metrics.outcome("email", template, "duplicate")
             log.info("email already handled", extra={**fields, "status": delivery.status})
@@ -143,7 +148,12 @@ async def send_email(
         )
         raise
     sent_seconds = time.perf_counter() - started
-    await channel.deliveries.mark_sent(delivery.id, response=response)
+    try:
+        await channel.deliveries.mark_sent(delivery.id, response=response)
+    except Exception:
+        channel.unrecorded[delivery.id] = response
+        log.warning("email sent but not recorded; the retry records it", extra=fields)
+        raise
     channel.metrics.outcome("email", template, "sent")
     channel.metrics.sent_after(
         "email",
@@ -152,6 +162,18 @@ async def send_email(
     )
     log.info("email sent", extra=fields)
     return replace(claimed, status="sent", provider_response=response)
+
+
+async def _record_sent(delivery: Delivery, response: str, channel: EmailChannel) -> Delivery:
+    """Record a send an earlier attempt of this event made but could not record."""
+    await channel.deliveries.mark_sent(delivery.id, response=response)
+    channel.unrecorded.pop(delivery.id, None)  # a concurrent copy may have recorded it too
+    channel.metrics.outcome("email", delivery.template, "sent")
+    log.info(
+        "email sent earlier, recorded now",
+        extra={"event_id": delivery.event_id, "delivery_id": delivery.id},
+    )
+    return replace(delivery, status="sent", provider_response=response)
 
 
 def _reply_code(response: str) -> str:
