@@ -43,9 +43,15 @@ STOP_TIMEOUT = 15.0
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
+HERE = Path(__file__).resolve().parent
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The hook sees every item of the session (`make test` collects all directories at once):
+    # mark only this directory's.
     for item in items:
-        item.add_marker(pytest.mark.e2e)
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.hookimpl(hookwrapper=True)
