@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import aiohttp
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from notification_svc import keys
 from notification_svc.domain.emails import otp_email
 from notification_svc.handlers import send_email
+from switchyard import keys as shared_keys
 from switchyard.dlq import DeadLetters
 from switchyard.envelope import utcnow
 from switchyard.testing import SmtpSink
@@ -264,3 +266,20 @@ async def test_an_address_the_server_cannot_take_is_failed_at_once_not_retried(
     await eventually(lambda: _true(service.consumed_count("emails", "ok") == 1))
     assert service.consumed_count("emails", "retry") == 0
     assert await DeadLetters(settings_overrides["amqp_url"], service.queue("emails")).peek() == []
+
+
+async def test_the_delivery_record_alone_deduplicates_emails(start_service, smtp_sink) -> None:
+    """No second de-duplication through the bus inbox (two store writes per email):
+    a redelivered event reaches the handler, which finds the record and sends nothing."""
+    service = await start_service(smtp_port=smtp_sink.port)
+    envelope = event(otp(user_id()))
+    await service.publish(envelope)
+    await service.wait_delivery(envelope.id)
+    await service.publish(envelope)
+
+    await eventually(lambda: _true(service.consumed_count("emails", "ok") == 2))
+    assert service.delivery_count("signup_code", "duplicate") == 1
+    assert len(smtp_sink.messages) == 1
+    inbox = service.app[shared_keys.MONGO_DB]["inbox"]
+    prefix = service.queue("emails") + "|"
+    assert await inbox.count_documents({"_id": {"$regex": "^" + re.escape(prefix)}}) == 0

@@ -17,7 +17,11 @@ from switchyard.bus import HandlerRegistry
 def build_registry(app: web.Application) -> HandlerRegistry:
     email = app[keys.EMAIL_CHANNEL]
     registry = HandlerRegistry()
-    registry.add("emails", EMAIL_EVENT_TYPES, partial(handle_email_event, email=email))
+    # No bus inbox here: the delivery record (unique per event, channel and recipient) already
+    # makes a redelivered event send nothing, and the inbox would cost two store writes an email.
+    registry.add(
+        "emails", EMAIL_EVENT_TYPES, partial(handle_email_event, email=email), deduplicate=False
+    )
     registry.add(
         "user_directory",
         ["auth.user.registered", "auth.user.verified", "auth.user.updated", "auth.user.deleted"],
