@@ -49,9 +49,33 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class RequestModel(BaseModel):
-    """Base for request bodies: unknown fields are rejected (DESIGN §4)."""
+    """Base for request bodies: unknown fields and wrong JSON types are rejected (DESIGN §4).
+
+    Strict mode: ``"yes"`` is not a boolean and ``"12"`` not an integer. Strings still
+    parse into datetimes, UUIDs and enums, as JSON has no such types.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class QueryModel(BaseModel):
+    """Base for query strings: unknown parameters are rejected; values arrive as text, so
+    numbers and booleans are parsed from it (lax, unlike :class:`RequestModel`)."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+QueryT = TypeVar("QueryT", bound=QueryModel)
+
+
+def read_query(request: web.Request, model: type[QueryT]) -> QueryT:
+    """Validate the query string: 422 problem+json with ``errors[]`` when it does not fit."""
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as error:
+        raise validation_problem(
+            validation_errors(error), "The query parameters failed validation."
+        ) from None
 
 
 def request_id(request: web.Request) -> str | None:

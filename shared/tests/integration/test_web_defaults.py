@@ -8,13 +8,14 @@ import logging
 import aiohttp
 import pytest
 from aiohttp import web
+from pydantic import Field
 
 from switchyard.bus import bus_context
 from switchyard.mongo import mongo_context
 from switchyard.problems import Problem
 from switchyard.settings import ServiceSettings
 from switchyard.testing import TcpProxy
-from switchyard.web import RequestModel, json_response, new_app, read_json
+from switchyard.web import QueryModel, RequestModel, json_response, new_app, read_json, read_query
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +30,16 @@ async def create_widget(request: web.Request) -> web.Response:
     return json_response({"name": widget.name, "size": widget.size}, status=201)
 
 
+class WidgetQuery(QueryModel):
+    limit: int = Field(10, ge=1, le=50)
+    active: bool | None = None
+
+
+async def list_widgets(request: web.Request) -> web.Response:
+    query = read_query(request, WidgetQuery)
+    return json_response({"limit": query.limit, "active": query.active})
+
+
 async def explode(request: web.Request) -> web.Response:
     raise RuntimeError("db password is hunter2 at mongo-internal:27017")
 
@@ -41,6 +52,7 @@ def widget_app(**overrides) -> web.Application:
     settings = ServiceSettings(service_name="widgets", **{"max_body_bytes": 4096, **overrides})
     app = new_app(settings)
     app.router.add_post("/api/v1/widgets", create_widget)
+    app.router.add_get("/api/v1/widget-search", list_widgets)
     app.router.add_get("/api/v1/widgets/{id}/explode", explode)
     app.router.add_get("/api/v1/conflict", teapot)
     return app
@@ -84,10 +96,29 @@ async def test_validation_errors_are_422_with_errors(client):
         locations = {e["location"]: e["code"] for e in body["errors"]}
         assert locations == {
             "/name": "missing",
-            "/size": "int_parsing",
+            "/size": "int_type",
             "/colour": "extra_forbidden",
         }
         assert body["instance"] == "/api/v1/widgets"
+
+
+async def test_wrong_json_types_are_not_coerced(client):
+    async with client.post("/api/v1/widgets", json={"name": "w", "size": "12"}) as r:
+        assert r.status == 422
+        assert [e["location"] for e in (await problem(r))["errors"]] == ["/size"]
+    async with client.post("/api/v1/widgets", json={"name": 5, "size": 1}) as r:
+        assert r.status == 422
+        assert [e["location"] for e in (await problem(r))["errors"]] == ["/name"]
+
+
+async def test_query_strings_parse_text_and_refuse_what_does_not_fit(client):
+    async with client.get("/api/v1/widget-search?limit=5&active=true") as r:
+        assert await r.json() == {"limit": 5, "active": True}
+    async with client.get("/api/v1/widget-search?limit=500&colour=red") as r:
+        assert r.status == 422
+        body = await problem(r)
+        assert {e["location"] for e in body["errors"]} == {"/limit", "/colour"}
+        assert body["detail"] == "The query parameters failed validation."
 
 
 async def test_non_json_content_type_is_415(client):

@@ -10,7 +10,7 @@ import math
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import AfterValidator, EmailStr, Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, EmailStr, Field, StringConstraints
 
 from auth_svc import handlers
 from auth_svc.domain.errors import (
@@ -33,9 +33,9 @@ from auth_svc.settings import AuthSettings
 from switchyard import keys
 from switchyard.authn import current_identity, require_auth, require_roles, unauthorized
 from switchyard.idempotency import idempotent
-from switchyard.problems import Problem, validation_errors, validation_problem
+from switchyard.problems import Problem, validation_problem
 from switchyard.tokens import ALGORITHM, jwks_document
-from switchyard.web import RequestModel, json_response, read_json
+from switchyard.web import QueryModel, RequestModel, json_response, read_json, read_query
 
 PREFIX = "/api/v1/auth"
 JWKS_MAX_AGE = 300
@@ -113,7 +113,7 @@ class RolesBody(RequestModel):
     roles: list[Role] = Field(min_length=1, max_length=len(ROLES))
 
 
-class UserListQuery(RequestModel):
+class UserListQuery(QueryModel):
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=200)
     status: Literal["pending_verification", "active", "deleted"] | None = None
@@ -307,12 +307,7 @@ def _decode_cursor(cursor: str) -> str:
 async def list_users(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     await handlers.current_user(current_identity(request), deps=deps)
-    try:
-        query = UserListQuery.model_validate(dict(request.query))
-    except ValidationError as error:
-        raise validation_problem(
-            validation_errors(error), detail="The query parameters failed validation."
-        ) from None
+    query = read_query(request, UserListQuery)
     after = _decode_cursor(query.cursor) if query.cursor else None
     users, next_after = await handlers.list_users(
         limit=query.limit, after=after, status=query.status, role=query.role, deps=deps

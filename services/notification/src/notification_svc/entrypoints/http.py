@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from notification_svc import keys
 from notification_svc.adapters.deliveries import InvalidCursor, decode_cursor, encode_cursor
@@ -20,29 +20,18 @@ from notification_svc.domain.preferences import (
 )
 from switchyard.authn import current_identity, require_auth, require_roles
 from switchyard.envelope import format_time
-from switchyard.problems import Problem, validation_errors, validation_problem
-from switchyard.web import RequestModel, json_response, read_json
+from switchyard.problems import Problem, validation_problem
+from switchyard.web import QueryModel, RequestModel, json_response, read_json, read_query
 
 PREFIX = "/api/v1/notifications"
 _SAVE_ATTEMPTS = 3
 
 
-class DeliveryQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DeliveryQuery(QueryModel):
     limit: int = Field(50, ge=1, le=100)
     cursor: str | None = Field(None, min_length=1, max_length=200)
     user_id: str | None = Field(None, min_length=1, max_length=128)
     status: DeliveryStatus | None = None
-
-
-def _query(request: web.Request, model: type[DeliveryQuery]) -> DeliveryQuery:
-    try:
-        return model.model_validate(dict(request.query))
-    except ValidationError as error:
-        raise validation_problem(
-            validation_errors(error), "The query string failed validation."
-        ) from None
 
 
 def delivery_view(delivery: Delivery) -> dict[str, Any]:
@@ -68,7 +57,7 @@ def delivery_view(delivery: Delivery) -> dict[str, Any]:
 @require_roles("admin")
 async def list_deliveries(request: web.Request) -> web.Response:
     """Delivery records, newest first, filterable by user and status (admin)."""
-    query = _query(request, DeliveryQuery)
+    query = read_query(request, DeliveryQuery)
     try:
         after = decode_cursor(query.cursor) if query.cursor else None
     except InvalidCursor:
