@@ -202,3 +202,25 @@ async def test_store_outage_during_the_inbox_claim_retries_on_the_tiers_not_in_a
     await bus.close()
     await client.close()
     await proxy.close()
+
+
+async def test_a_message_that_cannot_be_settled_is_requeued_at_a_bounded_pace(settings_overrides):
+    """A failure outside the handler (here: the retry tier cannot be written) must not
+    turn into a hot redelivery loop."""
+    from switchyard.bus import consumer as consumer_module
+
+    bus = make_bus(settings_overrides)
+    await bus.connect()
+    recorder = Recorder(always_fail=True)
+    consumer = await start_consumer(bus, "unsettled", ("test.thing.happened",), recorder)
+
+    async def broken_send(*args, **kwargs):
+        raise RuntimeError("retry tier unwritable")
+
+    bus.send_to_queue = broken_send  # the failure happens while settling, not in the handler
+    await bus.publish(thing("stuck"))
+    await asyncio.sleep(2.5)
+    assert 1 <= len(recorder.events) <= 4  # ≈ one delivery per REQUEUE_PAUSE, not hundreds
+    assert consumer_module.REQUEUE_PAUSE >= 0.5
+    await consumer.stop()
+    await bus.close()

@@ -61,6 +61,7 @@ H_LAST_FAILURE = "x-last-failure-at"
 H_ORIGINAL_ROUTING_KEY = "x-original-routing-key"
 H_ORIGINAL_QUEUE = "x-original-queue"
 _MAX_MESSAGE_CHARS = 1000
+REQUEUE_PAUSE = 1.0  # seconds before an unsettled message goes back to the broker
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,9 @@ class Consumer:
                 self._idle.set()
 
     async def _requeue(self, message: AbstractIncomingMessage) -> None:
+        """Give a message we could not settle back to the broker — after a pause, so a
+        failure that repeats (a broker in trouble, a bug) cannot spin in a hot loop."""
+        await asyncio.sleep(REQUEUE_PAUSE)
         channel = self._channel
         if channel is None or channel.is_closed:
             return  # a closed channel returns its unacked messages by itself
