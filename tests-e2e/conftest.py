@@ -25,7 +25,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,6 +151,22 @@ async def _wait_until_ready(suite: Suite, urls: dict[str, str]) -> None:
             await asyncio.sleep(0.5)
 
 
+def _without_owned_keys(environ: Mapping[str, str]) -> dict[str, str]:
+    """The caller's environment minus what the harness must own for isolation: ports,
+    service URLs and upstreams, the store (a fresh embedded one per run) and shared
+    rate-limit state. Anything else (AMQP_URL, LOG_LEVEL, …) still passes through."""
+    owned_prefixes = tuple(f"{name.upper()}_" for name in SERVICE_PORTS)
+    return {
+        key: value
+        for key, value in environ.items()
+        if not (
+            (key.startswith(owned_prefixes) and key.endswith(("_PORT", "_URL")))
+            or (key.startswith("GATEWAY_") and key.endswith("_UPSTREAMS"))
+            or key in ("MONGO_URL", "MONGO_DATABASE", "RATE_LIMIT_REDIS_URL", "JWKS_URL")
+        )
+    }
+
+
 @pytest.fixture(scope="session")
 def inbox() -> Iterator[SmtpSink]:
     """The mail server every service sends to during the e2e run."""
@@ -172,7 +188,7 @@ async def suite(inbox: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> As
     run_id = "e2e" + uuid.uuid4().hex[:10]
     amqp_url = os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
     environ = {
-        **os.environ,
+        **_without_owned_keys(os.environ),
         "AMQP_URL": amqp_url,
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(inbox.port),
@@ -185,9 +201,7 @@ async def suite(inbox: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> As
     # The gateway's route file names the default ports; point it at this run's.
     for name in available_services(root):
         if name != "gateway":
-            environ.setdefault(
-                f"GATEWAY_{name.upper()}_UPSTREAMS", f"http://127.0.0.1:{ports[name]}"
-            )
+            environ[f"GATEWAY_{name.upper()}_UPSTREAMS"] = f"http://127.0.0.1:{ports[name]}"
     the_plan = plan(root, environ, state=state, ports=ports, with_mail_sink=False)
     suite = Suite(gateway=f"http://127.0.0.1:{ports['gateway']}", inbox=inbox, state=state)
     try:
