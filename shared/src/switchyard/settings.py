@@ -52,6 +52,9 @@ class ServiceSettings(BaseSettings):
         default_factory=lambda: [1.0, 10.0, 60.0, 300.0], validation_alias="BUS_RETRY_DELAYS"
     )
     bus_prefetch: int = Field(32, ge=1, le=1000, validation_alias="BUS_PREFETCH")
+    # Deliveries of one message without an ack (crashes, requeues) before the broker parks it
+    # in the queue's DLQ. Explicit, because RabbitMQ 4.x otherwise applies 20 and drops.
+    bus_delivery_limit: int = Field(20, ge=1, le=1000, validation_alias="BUS_DELIVERY_LIMIT")
     # Only for throwaway namespaces (tests): queues unused this long are deleted by the broker.
     bus_queue_expires_ms: int | None = Field(None, ge=1000, validation_alias="BUS_QUEUE_EXPIRES_MS")
 

@@ -14,7 +14,7 @@ from opentelemetry import context as otel_context
 from pamqp.commands import Basic
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from switchyard.bus.topology import declare_exchange
+from switchyard.bus.topology import DEFAULT_DELIVERY_LIMIT, declare_exchange
 from switchyard.envelope import Envelope
 from switchyard.metrics import Metrics
 from switchyard.tracing import context_from_traceparent
@@ -64,6 +64,7 @@ class Bus:
         prefetch: int = 32,
         publish_timeout: float = 30.0,
         queue_expires_ms: int | None = None,
+        delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
     ) -> None:
         self.url = url
         self.exchange_name = exchange
@@ -74,6 +75,7 @@ class Bus:
         self.prefetch = prefetch
         self.publish_timeout = publish_timeout
         self.queue_expires_ms = queue_expires_ms
+        self.delivery_limit = delivery_limit
         self._published: dict[str, Any] = {}
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None

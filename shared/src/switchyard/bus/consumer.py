@@ -7,7 +7,9 @@ What happens to a delivery:
 2. The inbox claims (queue, source, id); a finished key is acked as duplicate.
 3. The handler runs. Success → inbox done, ack. :class:`PermanentError` → DLQ.
    Any other exception → the next retry tier ``<queue>.retry.<n>`` (the attempt
-   count is read from ``x-death``), or the DLQ once the tiers are used up.
+   count travels in our own header ``x-switchyard-attempt``; a message without it is
+   counted from ``x-death``), or the DLQ once the tiers are used up. A count that
+   cannot be read is poison.
 
 A message is acked only after its successor (retry or DLQ copy) is confirmed by
 the broker, so a crash at any point redelivers rather than loses it.
@@ -31,7 +33,10 @@ from switchyard.bus.connection import Bus
 from switchyard.bus.errors import PermanentError, PoisonMessage
 from switchyard.bus.inbox import Claim, Inbox
 from switchyard.bus.topology import (
-    attempts_from_x_death,
+    BROKER_HEADERS,
+    H_ATTEMPT,
+    MalformedHeaders,
+    attempts_from_headers,
     declare_consumer_queues,
     dlq_name,
     retry_queue_name,
@@ -127,6 +132,12 @@ def _now_text() -> str:
     return format_time(datetime.now(UTC))
 
 
+def _republished_headers(message: AbstractIncomingMessage) -> dict[str, Any]:
+    """The headers a retry or DLQ copy carries: the original ones minus those the broker
+    owns (``x-death`` is refused from clients by RabbitMQ 3.13.3+ anyway)."""
+    return {k: v for k, v in (message.headers or {}).items() if k not in BROKER_HEADERS}
+
+
 def _properties(message: AbstractIncomingMessage) -> dict[str, Any]:
     return {
         "content_type": message.content_type,
@@ -181,6 +192,7 @@ class Consumer:
             self.subscription.event_types,
             self.bus.retry_delays,
             self.bus.queue_expires_ms,
+            self.bus.delivery_limit,
         )
         return self._queue
 
@@ -241,13 +253,21 @@ class Consumer:
         if channel is None or channel.is_closed:
             return  # a closed channel returns its unacked messages by itself
         try:
-            await message.nack(requeue=True)
+            # reject, not nack: from RabbitMQ 4.3 only a reject counts towards the queue's
+            # delivery limit, which is what parks a message that can never be settled.
+            await message.reject(requeue=True)
         # The channel closed meanwhile: same outcome.
         except Exception as error:  # noqa: BLE001
             log.warning("could not requeue", extra={"queue": self.queue_name, "error": repr(error)})
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
-        attempts = attempts_from_x_death(self.queue_name, message.headers)
+        try:
+            attempts = attempts_from_headers(self.queue_name, message.headers)
+        except MalformedHeaders as malformed:
+            await self._dead_letter(
+                message, PoisonMessage(str(malformed)), attempts=0, reason="poison"
+            )
+            return
         try:
             event = decode_event(
                 message.body,
@@ -342,13 +362,14 @@ class Consumer:
                 message, error, attempts=attempts + 1, reason="retries-exhausted"
             )
             return
-        headers = dict(message.headers or {})
+        headers = _republished_headers(message)
         now = _now_text()
         headers.setdefault(H_FIRST_FAILURE, now)
         headers.setdefault(H_ORIGINAL_ROUTING_KEY, message.routing_key or "")
         headers[H_LAST_FAILURE] = now
         headers[H_EXC_TYPE] = type(error).__name__
         headers[H_EXC_MESSAGE] = str(error)[:_MAX_MESSAGE_CHARS]
+        headers[H_ATTEMPT] = attempts + 1
         await self.bus.send_to_queue(
             retry_queue_name(self.queue_name, attempts + 1),
             message.body,
@@ -361,7 +382,7 @@ class Consumer:
     async def _dead_letter(
         self, message: AbstractIncomingMessage, error: BaseException, *, attempts: int, reason: str
     ) -> None:
-        headers = dict(message.headers or {})
+        headers = _republished_headers(message)
         now = _now_text()
         headers.setdefault(H_FIRST_FAILURE, now)
         headers.setdefault(H_ORIGINAL_ROUTING_KEY, message.routing_key or "")
