@@ -16,6 +16,11 @@ and that document falls back to per-event removals, each guarded by
 A crash after the confirm and before the removal publishes the event again
 later: delivery is at least once and consumers de-duplicate on the event id.
 One relay per service holds a lease at a time, so replicas don't race.
+
+On a replica set (or a sharded cluster) the relay reads with ``majority`` read
+concern: an event is published only once the write that staged it can no longer be
+rolled back by a failover. The embedded server is a standalone, where that read
+concern does not apply (:func:`relay_read_concern` decides).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from pydantic import ValidationError
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.read_concern import ReadConcern
 
 from switchyard import keys
 from switchyard.bus.connection import PublishFailed, UnroutableEvent
@@ -85,6 +91,14 @@ def stage_events(update: Mapping[str, Any], events: Iterable[Envelope]) -> dict[
     return merged
 
 
+def relay_read_concern(hello: Mapping[str, Any]) -> ReadConcern | None:
+    """``majority`` when the store can roll back an acknowledged write (a replica-set
+    member or a sharded cluster's router), else None (a standalone server)."""
+    if hello.get("setName") or hello.get("msg") == "isdbgrid":
+        return ReadConcern("majority")
+    return None
+
+
 def outbox_indexes(collections: Sequence[str]) -> list[Index]:
     return [Index(name, asc(PENDING_FIELD)) for name in collections]
 
@@ -116,6 +130,8 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.lease_seconds = lease_seconds
         self.owner = owner or uuid.uuid4().hex
+        self.read_concern: ReadConcern | None = None
+        self._topology_known = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lease_until = 0.0
@@ -195,6 +211,9 @@ class OutboxRelay:
         """Publish what is pending now; returns how many events were published."""
         if not await self._hold_lease():
             return 0
+        if not self._topology_known:
+            self.read_concern = relay_read_concern(await self.db.client.admin.command("hello"))
+            self._topology_known = True
         total = 0
         for name in self.collections:
             total += await self._relay_collection(name)
@@ -203,7 +222,8 @@ class OutboxRelay:
 
     async def _relay_collection(self, name: str) -> int:
         collection = self.db[name]
-        cursor = collection.find(
+        source = collection.with_options(read_concern=self.read_concern)
+        cursor = source.find(
             {PENDING_FIELD: {"$gt": 0}}, {OUTBOX_FIELD: 1, SEQ_FIELD: 1}, limit=self.batch_size
         )
         documents = await cursor.to_list()

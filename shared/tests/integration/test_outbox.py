@@ -278,3 +278,17 @@ async def test_a_staged_event_that_cannot_be_read_is_set_aside_and_the_rest_flow
     assert relay._task is not None and not relay._task.done()  # the relay keeps running
     await relay.stop()
     await consumer.stop()
+
+
+async def test_the_relay_reads_with_the_default_concern_on_a_standalone_store(
+    bus, mongo_db, store_backend
+):
+    await mongo_db["things"].insert_one(with_events({"_id": "rc"}, [thing("rc")]))
+    relay = relay_for(mongo_db, bus)
+    await relay.relay_once()
+    hello = await mongo_db.client.admin.command("hello")
+    if store_backend == "embedded":
+        assert "setName" not in hello and relay.read_concern is None
+    else:  # a real MongoDB from testcontainers or MONGO_URL: whatever its topology says
+        assert (relay.read_concern is not None) == bool(hello.get("setName"))
+    assert await pending(mongo_db) == 0

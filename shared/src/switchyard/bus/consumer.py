@@ -180,7 +180,8 @@ class Consumer:
 
     async def declare(self) -> AbstractQueue:
         if self._channel is None:
-            self._channel = await self.bus.connection.channel()
+            connection = await self.bus.consume_connection()
+            self._channel = await connection.channel()
             await self._channel.set_qos(prefetch_count=self.bus.prefetch)
         exchange = await self._channel.declare_exchange(
             self.bus.exchange_name, "topic", durable=True
