@@ -46,6 +46,7 @@ from switchyard.bus.consumer import (
     H_EXC_TYPE,
     H_FIRST_FAILURE,
     H_LAST_FAILURE,
+    H_ORIGINAL_EXCHANGE,
     H_ORIGINAL_QUEUE,
     H_ORIGINAL_ROUTING_KEY,
     H_REASON,
@@ -53,7 +54,6 @@ from switchyard.bus.consumer import (
 from switchyard.bus.topology import BROKER_HEADERS, H_ATTEMPT, dlq_name
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-H_ORIGINAL_EXCHANGE = "x-original-exchange"  # set on events parked because nothing was bound
 # Dropped from a replayed message: it starts over as a fresh delivery.
 _RESET_HEADERS = BROKER_HEADERS | {
     H_ATTEMPT,

@@ -60,6 +60,14 @@ class ServiceSettings(BaseSettings):
 
     outbox_poll_interval: float = Field(0.5, gt=0, validation_alias="OUTBOX_POLL_INTERVAL")
     outbox_linger: float = Field(0.01, ge=0, le=1, validation_alias="OUTBOX_LINGER")
+    # An event no queue is bound for (yet) is re-tried, with pauses growing up to the
+    # retry maximum, for this long; then it is parked in <service>.unroutable.dlq.
+    outbox_unroutable_window: float = Field(
+        3600.0, gt=0, validation_alias="OUTBOX_UNROUTABLE_WINDOW"
+    )
+    outbox_unroutable_retry_max: float = Field(
+        30.0, gt=0, validation_alias="OUTBOX_UNROUTABLE_RETRY_MAX"
+    )
 
     # Access tokens: every service verifies them itself against auth's JWKS (DESIGN §5).
     # The issuer is the public base URL clients reach the suite under (the gateway).

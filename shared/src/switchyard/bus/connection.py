@@ -137,6 +137,13 @@ class Bus:
         return self._connection
 
     @property
+    def channel(self) -> AbstractChannel:
+        """The publishing channel (confirms on)."""
+        if self._channel is None:
+            raise RuntimeError("the bus is not connected")
+        return self._channel
+
+    @property
     def exchange(self) -> AbstractExchange:
         if self._exchange is None:
             raise RuntimeError("the bus is not connected")

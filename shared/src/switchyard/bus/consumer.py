@@ -65,6 +65,7 @@ H_FIRST_FAILURE = "x-first-failure-at"
 H_LAST_FAILURE = "x-last-failure-at"
 H_ORIGINAL_ROUTING_KEY = "x-original-routing-key"
 H_ORIGINAL_QUEUE = "x-original-queue"
+H_ORIGINAL_EXCHANGE = "x-original-exchange"  # events parked because no queue was bound
 _MAX_MESSAGE_CHARS = 1000
 REQUEUE_PAUSE = 1.0  # seconds before an unsettled message goes back to the broker
 

@@ -1,21 +1,18 @@
-"""The embedded outbox (DESIGN §2–§3): a state change and its events are one document write.
+"""The outbox relay (DESIGN §2–§3): publishes staged events with a confirm, then clears them.
 
-Writing: a service adds its events to the same single-document update that
-changes state — :func:`with_events` for inserts, :func:`stage_events` for
-updates. Each event lands in the document's ``outbox`` map under its id;
-``outbox_pending`` counts the events waiting and ``outbox_seq`` counts every
-event ever staged on the document (it only grows). No multi-document
-transaction is needed.
+:class:`OutboxRelay` finds documents with pending events and publishes each event
+with a broker confirm. A document whose events were all confirmed is cleared in one
+batched update guarded by the ``outbox_seq`` and ``outbox_epoch`` seen when it was
+read — if a writer staged another event meanwhile, or the document was deleted and
+re-created under the same ``_id``, the guard fails and that document falls back to
+per-event removals, each guarded by ``outbox.<id>`` still existing (event ids are
+never reused, so nothing is removed twice or unpublished). A crash after the confirm
+and before the removal publishes the event again later: delivery is at least once
+and consumers de-duplicate on the event id.
 
-Relaying: :class:`OutboxRelay` finds documents with pending events and
-publishes each event with a broker confirm. A document whose events were all
-confirmed is cleared in one batched update guarded by the ``outbox_seq`` seen
-when it was read — if a writer staged another event meanwhile, the guard fails
-and that document falls back to per-event removals, each guarded by
-``outbox.<id>`` still existing (so nothing is removed twice or unpublished).
-A crash after the confirm and before the removal publishes the event again
-later: delivery is at least once and consumers de-duplicate on the event id.
-One relay per service holds a lease at a time, so replicas don't race.
+One relay per service holds the lease (:mod:`switchyard.outbox.lease`) at a time; it
+renews the lease while a pass runs and, the moment a renewal finds it taken over,
+cancels the publishes in flight and publishes nothing more of what it read.
 
 On a replica set (or a sharded cluster) the relay reads with ``majority`` read
 concern: an event is published only once the write that staged it can no longer be
@@ -30,65 +27,41 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from aiohttp import web
 from pydantic import ValidationError
 from pymongo import UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import PyMongoError
 from pymongo.read_concern import ReadConcern
 
 from switchyard import keys
-from switchyard.bus.connection import PublishFailed, UnroutableEvent
+from switchyard.bus.connection import Bus, PublishFailed, UnroutableEvent
 from switchyard.envelope import Envelope, format_time, utcnow
+from switchyard.leases import kept_alive
 from switchyard.metrics import Metrics
-from switchyard.mongo.client import Document, Index, asc
+from switchyard.mongo.client import Document
+from switchyard.outbox.lease import LEASES_COLLECTION, LeaseLost, RelayLease
+from switchyard.outbox.staging import (
+    DETACHED_COLLECTION,
+    EPOCH_FIELD,
+    OUTBOX_FIELD,
+    PENDING_FIELD,
+    SEQ_FIELD,
+    Expiry,
+    staged_envelope,
+)
+from switchyard.outbox.unroutable import UNROUTABLE_COLLECTION, UnroutableEvents
 
 log = logging.getLogger("switchyard.outbox")
-
-OUTBOX_FIELD = "outbox"
-PENDING_FIELD = "outbox_pending"
-SEQ_FIELD = "outbox_seq"
-LEASES_COLLECTION = "outbox_leases"
-UNROUTABLE_COLLECTION = "outbox_unroutable"
 
 
 class Publisher(Protocol):
     async def publish(self, envelope: Envelope) -> None: ...
-
-
-def _stored(envelope: Envelope) -> dict[str, Any]:
-    # The envelope is kept as its JSON text: one string is cheaper for the store to
-    # write and read than a nested document, and it is exactly what gets published.
-    return {"json": envelope.to_json().decode(), "type": envelope.type, "staged_at": time.time()}
-
-
-def _staged_envelope(stored: Mapping[str, Any]) -> Envelope:
-    if "json" in stored:
-        return Envelope.model_validate_json(stored["json"])
-    return Envelope.model_validate(stored["envelope"])  # staged by an earlier version
-
-
-def with_events(document: Mapping[str, Any], events: Iterable[Envelope]) -> dict[str, Any]:
-    """A new document carrying ``events`` in its outbox, for ``insert_one``."""
-    staged = {event.id: _stored(event) for event in events}
-    return {**document, OUTBOX_FIELD: staged, PENDING_FIELD: len(staged), SEQ_FIELD: len(staged)}
-
-
-def stage_events(update: Mapping[str, Any], events: Iterable[Envelope]) -> dict[str, Any]:
-    """``update`` plus ``$set`` of each event into the outbox map and ``$inc`` of the counter."""
-    merged: dict[str, Any] = {op: dict(fields) for op, fields in update.items()}
-    count = 0
-    for event in events:
-        merged.setdefault("$set", {})[f"{OUTBOX_FIELD}.{event.id}"] = _stored(event)
-        count += 1
-    if count:
-        inc = merged.setdefault("$inc", {})
-        inc[PENDING_FIELD] = inc.get(PENDING_FIELD, 0) + count
-        inc[SEQ_FIELD] = inc.get(SEQ_FIELD, 0) + count
-    return merged
 
 
 def relay_read_concern(hello: Mapping[str, Any]) -> ReadConcern | None:
@@ -99,12 +72,23 @@ def relay_read_concern(hello: Mapping[str, Any]) -> ReadConcern | None:
     return None
 
 
-def outbox_indexes(collections: Sequence[str]) -> list[Index]:
-    return [Index(name, asc(PENDING_FIELD)) for name in collections]
+async def refuse_ttl_indexes(db: AsyncDatabase[Document], collections: Sequence[str]) -> None:
+    """Outbox collections must not expire documents by TTL: a TTL index deletes a document
+    whatever events still wait in it (use :class:`Expiry`, swept by the relay)."""
+    for name in collections:
+        async for index in await db[name].list_indexes():
+            if "expireAfterSeconds" in index:
+                raise RuntimeError(
+                    f"collection {name!r} carries an outbox and has the TTL index"
+                    f" {index['name']!r}: it would delete events before they are published."
+                    " Declare the index without expire_after_seconds and give the relay an"
+                    " Expiry rule instead."
+                )
 
 
 class OutboxRelay:
-    """Publishes the pending events of ``collections`` and marks them sent."""
+    """Publishes the pending events of ``collections`` (and of ``outbox_detached``),
+    re-tries events nobody was bound for yet, and sweeps expired documents."""
 
     def __init__(
         self,
@@ -118,9 +102,14 @@ class OutboxRelay:
         batch_size: int = 200,
         lease_seconds: float = 10.0,
         owner: str | None = None,
+        expiry: Sequence[Expiry] = (),
+        expiry_interval: float = 30.0,
+        unroutable_window: float = 3600.0,
+        unroutable_retry_max: float = 30.0,
+        parking: Bus | None = None,
     ) -> None:
         self.db = db
-        self.collections = list(collections)
+        self.collections = [*collections, DETACHED_COLLECTION]
         self.publisher = publisher
         self.metrics = metrics
         self.poll_interval = poll_interval
@@ -128,14 +117,25 @@ class OutboxRelay:
         # (one find and one clear instead of one per write).
         self.linger = linger
         self.batch_size = batch_size
-        self.lease_seconds = lease_seconds
-        self.owner = owner or uuid.uuid4().hex
+        self.lease = RelayLease(
+            db[LEASES_COLLECTION], metrics.service, owner or uuid.uuid4().hex, lease_seconds
+        )
+        self.expiry = list(expiry)
+        self.expiry_interval = expiry_interval
+        self.unroutable = UnroutableEvents(
+            db,
+            window=unroutable_window,
+            retry_max=unroutable_retry_max,
+            parking=parking if parking is not None else _bus_of(publisher),
+            batch_size=batch_size,
+        )
         self.read_concern: ReadConcern | None = None
         self._topology_known = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._lease_until = 0.0
+        self._inflight: set[asyncio.Task[None]] = set()
         self._last_gauge = 0.0
+        self._last_sweep = 0.0
         # Per collection, from the last pass: (events still pending or None when the pass
         # saw only part of the backlog, staged time of the oldest event it saw).
         self._backlog: dict[str, tuple[int | None, float | None]] = {}
@@ -145,6 +145,10 @@ class OutboxRelay:
     def notify(self) -> None:
         """Tell the relay new events were written (it also polls)."""
         self._wake.set()
+
+    async def declare(self) -> None:
+        """Broker topology the relay needs (the parking DLQ of unroutable events)."""
+        await self.unroutable.declare()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="outbox-relay")
@@ -156,15 +160,15 @@ class OutboxRelay:
                 await self._task
             self._task = None
         with contextlib.suppress(PyMongoError):
-            await self.db[LEASES_COLLECTION].delete_one(
-                {"_id": self.metrics.service, "owner": self.owner}
-            )
+            await self.lease.release()
 
     async def run(self) -> None:
         backoff = self.poll_interval
         while True:
             try:
                 published = await self.relay_once()
+                if self.lease.fence and time.time() - self._last_sweep >= self.expiry_interval:
+                    await self.sweep_expired()
                 backoff = self.poll_interval
             except (PublishFailed, PyMongoError) as error:
                 log.warning(
@@ -187,44 +191,61 @@ class OutboxRelay:
 
     # -- one pass ------------------------------------------------------------------
 
-    async def _hold_lease(self) -> bool:
-        now = time.time()
-        if self._lease_until - now > self.lease_seconds / 2:
-            return True
-        leases = self.db[LEASES_COLLECTION]
-        until = now + self.lease_seconds
-        service = self.metrics.service
-        result = await leases.update_one(
-            {"_id": service, "$or": [{"owner": self.owner}, {"until": {"$lt": now}}]},
-            {"$set": {"owner": self.owner, "until": until}},
-        )
-        if result.matched_count == 0:
-            try:
-                await leases.insert_one({"_id": service, "owner": self.owner, "until": until})
-            except DuplicateKeyError:
-                self._lease_until = 0.0
-                return False
-        self._lease_until = until
-        return True
-
     async def relay_once(self) -> int:
         """Publish what is pending now; returns how many events were published."""
-        if not await self._hold_lease():
+        if not await self.lease.acquire():
             return 0
+        tenure = self.lease.fence
         if not self._topology_known:
             self.read_concern = relay_read_concern(await self.db.client.admin.command("hello"))
             self._topology_known = True
         total = 0
-        for name in self.collections:
-            total += await self._relay_collection(name)
+        async with kept_alive(
+            self.lease.renew,
+            every=self.lease.seconds / 3,
+            what="outbox relay",
+            on_lost=self._cancel_inflight,
+            valid_until=lambda: self.lease.until,
+        ):
+            for name in self.collections:
+                if not self.lease.holds(tenure):
+                    break
+                total += await self._relay_collection(name, tenure)
+            if self.lease.holds(tenure):
+                total += await self.unroutable.retry_due(
+                    lambda envelope: self._publish_fenced(envelope, tenure),
+                    may_continue=lambda: self.lease.holds(tenure),
+                )
+        if not self.lease.holds(tenure):
+            log.warning("the outbox relay lease was lost mid-pass; stopped publishing")
         await self._update_gauges()
         return total
 
-    async def _relay_collection(self, name: str) -> int:
+    def _cancel_inflight(self) -> None:
+        for task in self._inflight:
+            task.cancel()
+
+    async def _publish_fenced(self, envelope: Envelope, tenure: int) -> None:
+        if not self.lease.holds(tenure):
+            raise LeaseLost()
+        task = asyncio.ensure_future(self.publisher.publish(envelope))
+        self._inflight.add(task)
+        try:
+            await task
+        except asyncio.CancelledError:
+            if task.cancelled() and not self.lease.holds(tenure):
+                raise LeaseLost() from None
+            raise
+        finally:
+            self._inflight.discard(task)
+
+    async def _relay_collection(self, name: str, tenure: int) -> int:
         collection = self.db[name]
         source = collection.with_options(read_concern=self.read_concern)
         cursor = source.find(
-            {PENDING_FIELD: {"$gt": 0}}, {OUTBOX_FIELD: 1, SEQ_FIELD: 1}, limit=self.batch_size
+            {PENDING_FIELD: {"$gt": 0}},
+            {OUTBOX_FIELD: 1, SEQ_FIELD: 1, EPOCH_FIELD: 1},
+            limit=self.batch_size,
         )
         documents = await cursor.to_list()
         if not documents:
@@ -236,7 +257,7 @@ class OutboxRelay:
         for document in documents:
             for event_id, stored in (document.get(OUTBOX_FIELD) or {}).items():
                 try:
-                    pending.append((document["_id"], event_id, _staged_envelope(stored)))
+                    pending.append((document["_id"], event_id, staged_envelope(stored)))
                 except (ValidationError, KeyError, TypeError) as error:
                     unreadable.append((document["_id"], event_id, stored, repr(error)[:500]))
                     continue
@@ -246,36 +267,27 @@ class OutboxRelay:
         pending.sort(key=lambda item: (item[2].time, item[1]))
 
         results = await asyncio.gather(
-            *(self.publisher.publish(envelope) for _, _, envelope in pending),
+            *(self._publish_fenced(envelope, tenure) for _, _, envelope in pending),
             return_exceptions=True,
         )
         sent: dict[Any, list[str]] = {}
         unsent: set[Any] = set()
-        unroutable: list[Document] = []
         failure: BaseException | None = None
         for (doc_id, event_id, envelope), result in zip(pending, results, strict=True):
             if isinstance(result, UnroutableEvent):
-                unroutable.append(
-                    {
-                        "_id": event_id,
-                        "reason": "unroutable",
-                        "collection": name,
-                        "document_id": doc_id,
-                        "envelope": envelope.model_dump(mode="json", exclude_none=True),
-                        "returned_at": format_time(utcnow()),
-                    }
-                )
+                # Kept aside and re-tried: nobody may be bound for it *yet*.
+                await self.unroutable.keep(name, doc_id, envelope)
+            elif isinstance(result, LeaseLost):
+                unsent.add(doc_id)
+                continue
             elif isinstance(result, BaseException):
                 failure = result
                 unsent.add(doc_id)
                 continue
             sent.setdefault(doc_id, []).append(event_id)
-        for record in unroutable:
-            # Kept for inspection: counted and logged by the bus, never silently dropped.
-            await self.db[UNROUTABLE_COLLECTION].replace_one(
-                {"_id": record["_id"]}, record, upsert=True
-            )
         await self._mark_sent(collection, documents, sent, unsent)
+        if name == DETACHED_COLLECTION and sent:
+            await collection.delete_many({"_id": {"$in": list(sent)}, PENDING_FIELD: 0})
         left = [staged_at[e] for doc_id, e, _ in pending if doc_id in unsent]
         if len(documents) < self.batch_size:  # the pass saw the whole backlog
             self._backlog[name] = (len(left), min(left, default=None))
@@ -288,7 +300,10 @@ class OutboxRelay:
         return sum(len(ids) for ids in sent.values())
 
     async def _set_aside_unreadable(
-        self, collection: Any, name: str, entries: list[tuple[Any, str, Any, str]]
+        self,
+        collection: AsyncCollection[Document],
+        name: str,
+        entries: list[tuple[Any, str, Any, str]],
     ) -> None:
         """Staged entries that are not envelopes can never be published: keep them, with
         the reason, in ``outbox_unroutable`` and take them out of the outbox."""
@@ -317,28 +332,33 @@ class OutboxRelay:
 
     async def _mark_sent(
         self,
-        collection: Any,
+        collection: AsyncCollection[Document],
         documents: list[Document],
         sent: dict[Any, list[str]],
         unsent: set[Any],
     ) -> None:
-        """Clear what was confirmed: whole documents in one guarded update per ``outbox_seq``
-        value, then per-event guarded removals for the rest."""
-        by_seq: dict[int, list[Any]] = {}
-        seq_of: dict[Any, int] = {}
+        """Clear what was confirmed: whole documents in one update per ``outbox_seq`` value,
+        guarded by each document's epoch too, then per-event guarded removals for the rest."""
+        by_seq: dict[int, list[Document]] = {}
         for document in documents:
             doc_id = document["_id"]
-            if doc_id in sent and doc_id not in unsent and SEQ_FIELD in document:
-                seq_of[doc_id] = int(document[SEQ_FIELD])
-                by_seq.setdefault(seq_of[doc_id], []).append(doc_id)
-        leftovers = [doc_id for doc_id in sent if doc_id not in seq_of]
-        for seq, ids in by_seq.items():
+            if doc_id in sent and doc_id not in unsent and EPOCH_FIELD in document:
+                by_seq.setdefault(int(document[SEQ_FIELD]), []).append(document)
+        batched = {document["_id"] for group in by_seq.values() for document in group}
+        leftovers = [doc_id for doc_id in sent if doc_id not in batched]
+        for seq, group in by_seq.items():
+            ids = [document["_id"] for document in group]
             result = await collection.update_many(
-                {"_id": {"$in": ids}, SEQ_FIELD: seq},
+                {
+                    "_id": {"$in": ids},
+                    SEQ_FIELD: seq,
+                    EPOCH_FIELD: {"$in": [document[EPOCH_FIELD] for document in group]},
+                },
                 {"$set": {OUTBOX_FIELD: {}, PENDING_FIELD: 0}},
             )
             if result.modified_count != len(ids):
-                leftovers.extend(ids)  # someone staged more meanwhile: remove one by one
+                # Someone staged more meanwhile, or re-created a document: one by one.
+                leftovers.extend(ids)
         operations = [
             UpdateOne(
                 {"_id": doc_id, f"{OUTBOX_FIELD}.{event_id}": {"$exists": True}},
@@ -349,6 +369,23 @@ class OutboxRelay:
         ]
         if operations:
             await collection.bulk_write(operations, ordered=False)
+
+    async def sweep_expired(self) -> int:
+        """Delete documents past their :class:`Expiry` whose events were all published."""
+        self._last_sweep = time.time()
+        deleted = 0
+        for rule in self.expiry:
+            cutoff = datetime.now(UTC) - timedelta(seconds=rule.after_seconds)
+            result = await self.db[rule.collection].delete_many(
+                {  # $and around the $or: see the store contract tests
+                    "$and": [
+                        {rule.field: {"$lt": cutoff}},
+                        {"$or": [{PENDING_FIELD: 0}, {PENDING_FIELD: {"$exists": False}}]},
+                    ]
+                }
+            )
+            deleted += result.deleted_count
+        return deleted
 
     async def _update_gauges(self, every: float = 2.0) -> None:
         """Pending events and the oldest one's age, from what the relay's passes saw.
@@ -382,22 +419,33 @@ class OutboxRelay:
         self.metrics.outbox_oldest_age.labels(service).set(0 if oldest is None else now - oldest)
 
 
-def outbox_context(collections: Sequence[str]) -> Any:
+def _bus_of(publisher: Publisher) -> Bus | None:
+    return publisher if isinstance(publisher, Bus) else None
+
+
+def outbox_context(collections: Sequence[str], *, expiry: Sequence[Expiry] = ()) -> Any:
     """A ``cleanup_ctx`` running the relay for ``collections``.
 
-    Needs the Mongo and bus contexts registered before it.
+    Needs the Mongo and bus contexts registered before it. Refuses to start when an
+    outbox collection has a TTL index (see :func:`refuse_ttl_indexes`).
     """
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         settings = app[keys.SETTINGS]
+        db = app[keys.MONGO_DB]
+        await refuse_ttl_indexes(db, [*collections, DETACHED_COLLECTION])
         relay = OutboxRelay(
-            app[keys.MONGO_DB],
+            db,
             collections,
             app[keys.BUS],
             metrics=app[keys.METRICS],
             poll_interval=settings.outbox_poll_interval,
             linger=settings.outbox_linger,
+            expiry=expiry,
+            unroutable_window=settings.outbox_unroutable_window,
+            unroutable_retry_max=settings.outbox_unroutable_retry_max,
         )
+        await relay.declare()
         app[keys.OUTBOX_RELAY] = relay
         relay.start()
         try:
