@@ -36,8 +36,9 @@ from switchyard.web import new_app
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
-# Collections whose documents carry an outbox.
+# Collections whose documents carry an outbox, and how their documents expire.
 OUTBOX_COLLECTIONS = [users.USERS, codes.CODES, sessions.SESSIONS]
+OUTBOX_EXPIRY = [codes.EXPIRY, sessions.EXPIRY]
 
 
 def create_app(settings: AuthSettings, *, clock: Clock | None = None) -> web.Application:
@@ -66,13 +67,13 @@ def create_app(settings: AuthSettings, *, clock: Clock | None = None) -> web.App
         *codes.INDEXES,
         *sessions.INDEXES,
         *throttle.INDEXES,
-        *outbox_indexes(OUTBOX_COLLECTIONS),
+        *outbox_indexes(OUTBOX_COLLECTIONS, OUTBOX_EXPIRY),
         *idempotency_indexes(),
     ]
     app.cleanup_ctx.append(_signing_keys(settings, ring))
     app.cleanup_ctx.append(mongo_context(indexes))
     app.cleanup_ctx.append(bus_context)
-    app.cleanup_ctx.append(outbox_context(OUTBOX_COLLECTIONS))
+    app.cleanup_ctx.append(outbox_context(OUTBOX_COLLECTIONS, expiry=OUTBOX_EXPIRY))
     app.cleanup_ctx.append(_commands(settings, ring, clock))
     app.cleanup_ctx.append(key_reload_context(ring, settings.key_reload_interval))
     add_routes(app)
