@@ -29,6 +29,7 @@ from gateway_svc.proxy.exchange import Exchange
 from gateway_svc.proxy.server import ClientConnection
 from gateway_svc.proxy.upstream import UpstreamGroup, UpstreamHost
 from gateway_svc.settings import GatewaySettings
+from switchyard.authn import token_verifier
 from switchyard.tokens import TokenVerifier
 
 log = logging.getLogger("gateway")
@@ -68,9 +69,7 @@ class Gateway:
             name: UpstreamGroup(name, config, settings.upstream_max_idle)
             for name, config in self.table.source.upstreams.items()
         }
-        self.verifier = verifier or TokenVerifier(
-            jwks_url=settings.jwks_url, issuer=settings.auth_issuer, audience=settings.jwt_audience
-        )
+        self.verifier = verifier or token_verifier(settings)
         self.tokens = CachedVerifier(self.verifier, settings.token_cache_size)
         self.limiter = local_limiter or LocalStore(settings.rate_limit_local_slots)
         self.limiter_async = (

@@ -24,18 +24,11 @@ from switchyard.authn import authn_middleware, verifier_context
 from switchyard.bus import bus_context, consumers_context, inbox_indexes
 from switchyard.mongo import mongo_context
 from switchyard.mongo.client import Index
-from switchyard.tokens import TokenVerifier
 from switchyard.web import new_app
 
 
 def indexes() -> list[Index]:
     return [*delivery_indexes(), *inbox_indexes()]
-
-
-def token_verifier(settings: NotificationSettings) -> TokenVerifier:
-    return TokenVerifier(
-        jwks_url=settings.jwks_url, issuer=settings.auth_issuer, audience=settings.jwt_audience
-    )
 
 
 def channels_context(
@@ -74,7 +67,7 @@ def create_app(settings: NotificationSettings) -> web.Application:
         [
             mongo_context(indexes()),
             bus_context,
-            verifier_context(token_verifier),
+            verifier_context(),
             channels_context(settings),
             consumers_context(build_registry),
         ]
