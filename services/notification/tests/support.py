@@ -189,14 +189,13 @@ class RunningService:
         return str(self.app[shared_keys.BUS].queue_name(handler))
 
     def consumed_count(self, handler: str, outcome: str) -> float:
-        metrics = self.app[shared_keys.METRICS]
-        counter = metrics.events_consumed.labels(metrics.service, self.queue(handler), outcome)
-        return float(counter._value.get())
+        return self.app[shared_keys.METRICS].value(
+            "events_consumed_total", queue=self.queue(handler), outcome=outcome
+        )
 
     def delivery_count(self, template: str, outcome: str) -> float:
-        metrics = self.app[keys.DELIVERY_METRICS]
-        return float(
-            metrics.deliveries.labels(metrics.service, "email", template, outcome)._value.get()
+        return self.app[keys.NOTIFICATION_METRICS].value(
+            "notification_deliveries_total", channel="email", template=template, outcome=outcome
         )
 
 

@@ -30,6 +30,7 @@ from gateway_svc.proxy.server import ClientConnection
 from gateway_svc.proxy.upstream import UpstreamGroup, UpstreamHost
 from gateway_svc.settings import GatewaySettings
 from switchyard.authn import token_verifier
+from switchyard.metrics import MetricsRegistry
 from switchyard.tokens import TokenVerifier
 
 log = logging.getLogger("gateway")
@@ -78,7 +79,7 @@ class Gateway:
             else None
         )
         self.metrics = GatewayMetrics(
-            settings.service_name, hosts=self._hosts, snapshot_dir=metrics_dir
+            MetricsRegistry(settings.service_name), hosts=self._hosts, snapshot_dir=metrics_dir
         )
         self.access_log = AccessLog(settings.access_log, settings.service_name)
         self.cors = Cors(settings.cors_origins)

@@ -25,7 +25,7 @@ from notification_svc.domain.deliveries import (
 )
 from notification_svc.domain.emails import EmailRequest, OutgoingEmail, email_for
 from notification_svc.domain.preferences import ALWAYS_SENT
-from notification_svc.telemetry import DeliveryMetrics
+from notification_svc.metrics import NotificationMetrics
 from switchyard.bus import PermanentError
 from switchyard.envelope import Event, utcnow
 from switchyard.events.auth import UserDeleted, UserRegistered, UserUpdated, UserVerified
@@ -48,7 +48,7 @@ class EmailChannel:
     preferences: PreferenceStore
     mailer: Mailer
     renderer: EmailRenderer
-    metrics: DeliveryMetrics
+    metrics: NotificationMetrics
     # Who holds a claim (one value per process) and for how long before others may take it over.
     owner: str
     claim_lease: timedelta = timedelta(seconds=60)
