@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -202,14 +202,17 @@ class UserStores:
     preferences: PreferenceStore
 
 
+async def _record_profile(
+    users: UserStores, data: UserRegistered | UserVerified | UserUpdated, *, as_of: datetime
+) -> None:
+    await users.directory.record_profile(
+        data.user_id, email=str(data.email), display_name=data.display_name, as_of=as_of
+    )
+
+
 async def user_registered(data: UserRegistered, *, users: UserStores) -> None:
     """Remember a new user's address; the account waits for verification."""
-    await users.directory.record_profile(
-        data.user_id,
-        email=str(data.email),
-        display_name=data.display_name,
-        as_of=data.registered_at,
-    )
+    await _record_profile(users, data, as_of=data.registered_at)
     await users.directory.record_status(
         data.user_id, "pending_verification", as_of=data.registered_at
     )
@@ -217,23 +220,13 @@ async def user_registered(data: UserRegistered, *, users: UserStores) -> None:
 
 async def user_verified(data: UserVerified, *, users: UserStores) -> None:
     """The account is active; the profile is as of verification."""
-    await users.directory.record_profile(
-        data.user_id,
-        email=str(data.email),
-        display_name=data.display_name,
-        as_of=data.verified_at,
-    )
+    await _record_profile(users, data, as_of=data.verified_at)
     await users.directory.record_status(data.user_id, "active", as_of=data.verified_at)
 
 
 async def user_updated(data: UserUpdated, *, users: UserStores) -> None:
     """Keep the newest profile (events may arrive out of order)."""
-    await users.directory.record_profile(
-        data.user_id,
-        email=str(data.email),
-        display_name=data.display_name,
-        as_of=data.updated_at,
-    )
+    await _record_profile(users, data, as_of=data.updated_at)
 
 
 async def user_deleted(data: UserDeleted, *, users: UserStores) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
@@ -30,8 +29,9 @@ TEST_ISSUER = "https://auth.test"
 TEST_AUDIENCE = "switchyard"
 
 
-class JwksServer:
-    """A JWKS endpoint with generated Ed25519 keys, and the signer of its current key."""
+class JwksServer(AppServer):
+    """A JWKS endpoint with generated Ed25519 keys, and the signer of its current key
+    (an :class:`AppServer`: ``start``/``stop`` or ``async with``)."""
 
     def __init__(
         self,
@@ -48,11 +48,11 @@ class JwksServer:
         self.fetches = 0  # how often the JWKS was served (a verifier's refetches show here)
         app = web.Application()
         app.router.add_get(JWKS_PATH, self._serve)
-        self._server = AppServer(app)
+        super().__init__(app)
 
     @property
     def jwks_url(self) -> str:
-        return self._server.url + JWKS_PATH
+        return self.url + JWKS_PATH
 
     @property
     def private_key(self) -> Ed25519PrivateKey:
@@ -63,24 +63,6 @@ class JwksServer:
     def kids(self) -> list[str]:
         """The published key ids, oldest first."""
         return list(self._published)
-
-    async def start(self) -> JwksServer:
-        await self._server.start()
-        return self
-
-    async def stop(self) -> None:
-        await self._server.stop()
-
-    async def __aenter__(self) -> JwksServer:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def _serve(self, request: web.Request) -> web.Response:
         self.fetches += 1
