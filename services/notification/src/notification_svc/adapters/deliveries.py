@@ -186,11 +186,21 @@ class DeliveryStore:
         )
 
     async def mark_failed(self, delivery_id: str, *, owner: str, response: str) -> bool:
+        """The provider refused for good: final, if ``owner`` still holds the claim."""
+        return await self._end_claim(delivery_id, owner, status="failed", response=response)
+
+    async def release(self, delivery_id: str, *, owner: str, response: str) -> None:
+        """Give the claim back after a temporary failure; the retried event claims it again."""
+        await self._end_claim(delivery_id, owner, status="pending", response=response)
+
+    async def _end_claim(
+        self, delivery_id: str, owner: str, *, status: DeliveryStatus, response: str
+    ) -> bool:
         result = await self.collection.update_one(
             {"_id": delivery_id, "status": "sending", "owner": owner},
             {
                 "$set": {
-                    "status": "failed",
+                    "status": status,
                     "provider_response": response,
                     "updated": stored_time(utcnow()),
                 },
@@ -198,20 +208,6 @@ class DeliveryStore:
             },
         )
         return result.modified_count == 1
-
-    async def release(self, delivery_id: str, *, owner: str, response: str) -> None:
-        """Give the claim back after a temporary failure; the retried event claims it again."""
-        await self.collection.update_one(
-            {"_id": delivery_id, "status": "sending", "owner": owner},
-            {
-                "$set": {
-                    "status": "pending",
-                    "provider_response": response,
-                    "updated": stored_time(utcnow()),
-                },
-                "$unset": {"owner": "", "lease_expires": ""},
-            },
-        )
 
     async def page(
         self,
