@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
@@ -158,6 +158,12 @@ class EventCatalog:
         except KeyError:
             raise UnknownEventType(model.__name__) from None
 
+    def types_of(self, models: Iterable[type[BaseModel]]) -> tuple[str, ...]:
+        """The event types of ``models`` (e.g. the keys of a handler table), in their order:
+        what a subscription binds to. Raises :class:`UnknownEventType` for a model the
+        catalog does not know."""
+        return tuple(dict.fromkeys(self.spec_for_model(model).type for model in models))
+
     def spec(self, event_type: str, version: int) -> EventSpec:
         spec = self._specs.get((event_type, version))
         if spec is None:
@@ -184,6 +190,13 @@ CATALOG = EventCatalog()
 def event_type(name: str, version: int = 1) -> Callable[[ModelT], ModelT]:
     """Register a data model in the shared catalog: ``@event_type("auth.user.registered")``."""
     return CATALOG.register(name, version)
+
+
+def examples(*data: dict[str, Any]) -> ConfigDict:
+    """``model_config = examples({...})`` on an event model: JSON examples of its ``data``,
+    exported into its JSON Schema and the AsyncAPI message, and validated by the contract
+    test (every event model carries at least one)."""
+    return ConfigDict(json_schema_extra={"examples": [dict(item) for item in data]})
 
 
 def new_envelope(
@@ -259,6 +272,7 @@ __all__ = [
     "UnknownEventVersion",
     "ValidationError",
     "event_type",
+    "examples",
     "new_envelope",
     "parse_envelope",
 ]

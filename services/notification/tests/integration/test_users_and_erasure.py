@@ -158,7 +158,7 @@ async def test_user_events_build_the_read_model_and_deletion_erases_everything(
     )
     assert await preferences.collection.find_one({"_id": uid}) is None
     stored = await directory.collection.find_one({"_id": uid})
-    assert stored is not None and set(stored) <= {"_id", "status", "erased_at", "updated_at"}
+    assert stored is not None and set(stored) <= {"_id", "status", "erased", "updated"}
 
     # A late code for the deleted account is recorded as suppressed and never mailed.
     sent_before = len(smtp_sink.messages)

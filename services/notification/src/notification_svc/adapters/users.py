@@ -14,16 +14,16 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from notification_svc.adapters.timestamps import epoch, stored
 from notification_svc.domain.users import UserContact, UserStatus
 from switchyard.envelope import utcnow
+from switchyard.mongo import stored_time, time_range
 from switchyard.mongo.client import Document
 
 COLLECTION = "notification_users"
 
 
 def _newer_than(field: str, moment: datetime) -> Document:
-    return {"$or": [{field: {"$exists": False}}, {field: {"$lt": epoch(moment)}}]}
+    return {"$or": [{field: {"$exists": False}}, time_range(field, before=moment)]}
 
 
 class UserDirectory:
@@ -41,7 +41,7 @@ class UserDirectory:
         return await self._guarded_upsert(
             user_id,
             _newer_than("profile_as_of", as_of),
-            {"email": email, "display_name": display_name, "profile_as_of": epoch(as_of)},
+            {"email": email, "display_name": display_name, "profile_as_of": stored_time(as_of)},
             default_status="pending_verification",
         )
 
@@ -49,7 +49,7 @@ class UserDirectory:
         return await self._guarded_upsert(
             user_id,
             _newer_than("status_as_of", as_of),
-            {"status": status, "status_as_of": epoch(as_of)},
+            {"status": status, "status_as_of": stored_time(as_of)},
         )
 
     async def erase(self, user_id: str, *, deleted_at: datetime) -> None:
@@ -59,8 +59,8 @@ class UserDirectory:
             {
                 "$set": {
                     "status": "deleted",
-                    "erased_at": stored(deleted_at),
-                    "updated_at": stored(utcnow()),
+                    "erased": stored_time(deleted_at),
+                    "updated": stored_time(utcnow()),
                 },
                 "$unset": {
                     "email": "",
@@ -80,8 +80,8 @@ class UserDirectory:
         *,
         default_status: UserStatus | None = None,
     ) -> bool:
-        query: Document = {"_id": user_id, "erased_at": {"$exists": False}, **guard}
-        update: Document = {"$set": {**fields, "updated_at": stored(utcnow())}}
+        query: Document = {"_id": user_id, "erased": {"$exists": False}, **guard}
+        update: Document = {"$set": {**fields, "updated": stored_time(utcnow())}}
         if default_status is not None:
             update["$setOnInsert"] = {"status": default_status}
         try:

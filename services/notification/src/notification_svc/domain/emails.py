@@ -7,7 +7,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
+
+from pydantic import BaseModel
 
 from notification_svc.domain.preferences import Category
 from switchyard.events.auth import (
@@ -101,7 +103,7 @@ def otp_email(data: OtpRequested, *, sent_at: datetime) -> EmailRequest:
     )
 
 
-def welcome_email(data: UserVerified) -> EmailRequest:
+def welcome_email(data: UserVerified, *, sent_at: datetime) -> EmailRequest:
     return EmailRequest(
         kind=EmailKind.WELCOME,
         user_id=data.user_id,
@@ -111,7 +113,7 @@ def welcome_email(data: UserVerified) -> EmailRequest:
     )
 
 
-def password_changed_email(data: PasswordChanged) -> EmailRequest:
+def password_changed_email(data: PasswordChanged, *, sent_at: datetime) -> EmailRequest:
     return EmailRequest(
         kind=EmailKind.PASSWORD_CHANGED,
         user_id=data.user_id,
@@ -121,7 +123,7 @@ def password_changed_email(data: PasswordChanged) -> EmailRequest:
     )
 
 
-def session_reuse_email(data: SessionReuseDetected) -> EmailRequest:
+def session_reuse_email(data: SessionReuseDetected, *, sent_at: datetime) -> EmailRequest:
     return EmailRequest(
         kind=EmailKind.SESSION_REUSE_DETECTED,
         user_id=data.user_id,
@@ -131,23 +133,23 @@ def session_reuse_email(data: SessionReuseDetected) -> EmailRequest:
     )
 
 
-def email_for(data: object, *, now: datetime) -> EmailRequest | None:
+class EmailBuilder(Protocol):
+    """Builds the email an event's data calls for, as sent at ``sent_at``."""
+
+    def __call__(self, data: Any, /, *, sent_at: datetime) -> EmailRequest: ...
+
+
+# The one list of emailed events: the ``emails`` subscription is bound to exactly these
+# event types (derived from the catalog), and each event is built by its function here.
+EMAIL_FOR_EVENT: Mapping[type[BaseModel], EmailBuilder] = {
+    OtpRequested: otp_email,
+    UserVerified: welcome_email,
+    PasswordChanged: password_changed_email,
+    SessionReuseDetected: session_reuse_email,
+}
+
+
+def email_for(data: BaseModel, *, now: datetime) -> EmailRequest | None:
     """The email an event calls for, or None when the event calls for none."""
-    if isinstance(data, OtpRequested):
-        return otp_email(data, sent_at=now)
-    if isinstance(data, UserVerified):
-        return welcome_email(data)
-    if isinstance(data, PasswordChanged):
-        return password_changed_email(data)
-    if isinstance(data, SessionReuseDetected):
-        return session_reuse_email(data)
-    return None
-
-
-# The event types the ``emails`` subscription is bound to.
-EMAIL_EVENT_TYPES = (
-    "auth.otp.requested",
-    "auth.user.verified",
-    "auth.password.changed",
-    "auth.session.reuse_detected",
-)
+    build = EMAIL_FOR_EVENT.get(type(data))
+    return build(data, sent_at=now) if build is not None else None
