@@ -106,7 +106,9 @@ async def test_a_malformed_attempt_count_is_poison_not_a_requeue_loop(settings_o
     assert "not a non-negative integer" in (message.exception_message or "")
     assert recorder.events == []  # the handler never saw it
     await asyncio.sleep(1.5)
-    assert bus.metrics.events_consumed.labels("svc", consumer.queue_name, "dead")._value.get() == 1
+    assert (
+        bus.metrics.value("events_consumed_total", queue=consumer.queue_name, outcome="dead") == 1
+    )
     await consumer.stop()
     await bus.close()
 
