@@ -47,6 +47,24 @@ async def test_profile_and_status_follow_the_newest_event_whatever_the_arrival_o
     )
 
 
+async def test_a_stale_event_for_one_user_never_touches_another(mongo_db) -> None:
+    """The guard (no newer profile known) concerns this user's document only: written as a
+    bare ``$or`` beside ``_id``, the embedded store applied a stale event of one user to
+    *another* user whose profile was older — their email address replaced."""
+    directory = UserDirectory(mongo_db["users"])
+    older, newer = user_id(), user_id()
+    await directory.record_profile(older, email="older@example.com", display_name="O", as_of=T0)
+    later = T0 + dt.timedelta(hours=1)
+    await directory.record_profile(newer, email="newer@example.com", display_name="N", as_of=later)
+    stale = T0 + dt.timedelta(minutes=30)  # older than newer's profile, newer than older's
+    assert not await directory.record_profile(
+        newer, email="stale@example.com", display_name="S", as_of=stale
+    )
+    first, second = await directory.get(older), await directory.get(newer)
+    assert first is not None and first.email == "older@example.com"
+    assert second is not None and second.email == "newer@example.com"
+
+
 async def test_a_deleted_user_stays_a_tombstone_no_late_event_revives(mongo_db) -> None:
     directory = UserDirectory(mongo_db["users"])
     uid = user_id()
@@ -102,6 +120,25 @@ async def test_delivery_claims_are_exclusive_until_the_lease_runs_out(mongo_db) 
     final = await store.get(opened.id)
     assert final is not None and final.status == "sent" and final.sent_at is not None
     assert await store.claim(opened.id, owner="d", lease=dt.timedelta(seconds=60)) is None
+
+
+async def test_a_claim_concerns_its_own_delivery_only(mongo_db) -> None:
+    """Claiming a delivery that is already sent must not take over *another* delivery whose
+    lease ran out (a bare ``$or`` beside ``_id`` did, on the embedded store)."""
+    await ensure_indexes(mongo_db, delivery_indexes())
+    store = DeliveryStore(mongo_db[deliveries.COLLECTION])
+
+    def new(event_id: str) -> NewDelivery:
+        return NewDelivery(
+            event_id, "auth.otp.requested", "email", "a@example.com", "u1", "signup_code", "signup"
+        )
+
+    abandoned, _ = await store.open_claimed(new("evt-a"), owner="gone", lease=dt.timedelta(0))
+    sent = await store.open(new("evt-b"))
+    await store.mark_sent(sent.id, response="250 OK")
+    assert await store.claim(sent.id, owner="me", lease=dt.timedelta(seconds=60)) is None
+    other = await store.get(abandoned.id)
+    assert other is not None and other.attempts == 1  # nobody took it over
 
 
 async def test_user_events_build_the_read_model_and_deletion_erases_everything(

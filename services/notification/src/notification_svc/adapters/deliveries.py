@@ -149,12 +149,16 @@ class DeliveryStore:
         """Take a pending or abandoned to ``sending`` for ``owner``; None if another has it."""
         now = utcnow()
         doc = await self.collection.find_one_and_update(
-            {
-                "_id": delivery_id,
-                "$or": [
-                    {"status": "pending"},
-                    {"status": "sending", **time_range("lease_expires", before=now)},
-                ],
+            {  # $and around the $or: bare, the embedded store claimed other deliveries
+                "$and": [
+                    {"_id": delivery_id},
+                    {
+                        "$or": [
+                            {"status": "pending"},
+                            {"status": "sending", **time_range("lease_expires", before=now)},
+                        ]
+                    },
+                ]
             },
             {
                 "$set": {
