@@ -39,7 +39,7 @@ async def kept_alive(
     *,
     every: float,
     what: str,
-    on_lost: Callable[[], None] | None = None,
+    on_lost: Callable[[], object] | None = None,
     valid_until: Callable[[], float] | None = None,
 ) -> AsyncIterator[Tenure]:
     """Call ``renew`` every ``every`` seconds while the block runs.

@@ -63,6 +63,8 @@ class ServiceSettings(BaseSettings):
     # Deliveries of one message without an ack (crashes, requeues) before the broker parks it
     # in the queue's DLQ. Explicit, because RabbitMQ 4.x otherwise applies 20 and drops.
     bus_delivery_limit: int = Field(20, ge=1, le=1000, validation_alias="BUS_DELIVERY_LIMIT")
+    # A handler still running after this many seconds is cancelled (a failure: retry tier).
+    bus_handler_timeout: float = Field(60.0, gt=0, validation_alias="BUS_HANDLER_TIMEOUT")
     # Only for throwaway namespaces (tests): queues unused this long are deleted by the broker.
     bus_queue_expires_ms: int | None = Field(None, ge=1000, validation_alias="BUS_QUEUE_EXPIRES_MS")
 

@@ -70,6 +70,7 @@ class Bus:
         publish_timeout: float = 30.0,
         queue_expires_ms: int | None = None,
         delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+        handler_timeout: float = 60.0,
     ) -> None:
         self.url = url
         self.exchange_name = exchange
@@ -81,6 +82,7 @@ class Bus:
         self.publish_timeout = publish_timeout
         self.queue_expires_ms = queue_expires_ms
         self.delivery_limit = delivery_limit
+        self.handler_timeout = handler_timeout
         self._published: dict[str, Any] = {}
         self._connection: AbstractRobustConnection | None = None
         self._consume_connection: AbstractRobustConnection | None = None

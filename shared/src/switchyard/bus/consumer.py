@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,8 +28,20 @@ from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 
 from switchyard.bus.connection import Bus
-from switchyard.bus.errors import PermanentError, PoisonMessage
+from switchyard.bus.errors import ClaimLost, HandlerTimeout, PermanentError, PoisonMessage
+from switchyard.bus.headers import (
+    H_ATTEMPTS,
+    H_EXC_MESSAGE,
+    H_EXC_TYPE,
+    H_FIRST_FAILURE,
+    H_LAST_FAILURE,
+    H_ORIGINAL_EXCHANGE,
+    H_ORIGINAL_QUEUE,
+    H_ORIGINAL_ROUTING_KEY,
+    H_REASON,
+)
 from switchyard.bus.inbox import Claim, Inbox
+from switchyard.bus.registry import Handler, HandlerRegistry, Subscription
 from switchyard.bus.topology import (
     BROKER_HEADERS,
     H_ATTEMPT,
@@ -50,54 +60,14 @@ from switchyard.envelope import (
     UnknownEventVersion,
     format_time,
 )
+from switchyard.leases import kept_alive
 from switchyard.logging import request_id_var
 
 log = logging.getLogger("switchyard.bus.consumer")
 
-Handler = Callable[[Event[Any]], Awaitable[None]]
-
-# Headers written on a message parked in the DLQ (read by the DLQ tool).
-H_REASON = "x-dead-reason"
-H_EXC_TYPE = "x-exception-type"
-H_EXC_MESSAGE = "x-exception-message"
-H_ATTEMPTS = "x-attempts"
-H_FIRST_FAILURE = "x-first-failure-at"
-H_LAST_FAILURE = "x-last-failure-at"
-H_ORIGINAL_ROUTING_KEY = "x-original-routing-key"
-H_ORIGINAL_QUEUE = "x-original-queue"
-H_ORIGINAL_EXCHANGE = "x-original-exchange"  # events parked because no queue was bound
 _MAX_MESSAGE_CHARS = 1000
 REQUEUE_PAUSE = 1.0  # seconds before an unsettled message goes back to the broker
-
-
-@dataclass(frozen=True)
-class Subscription:
-    """A handler and the event types (routing-key patterns) its queue is bound to."""
-
-    name: str
-    event_types: tuple[str, ...]
-    handler: Handler
-    deduplicate: bool = True
-
-
-class HandlerRegistry:
-    """The explicit list of a service's subscriptions."""
-
-    def __init__(self) -> None:
-        self._subscriptions: dict[str, Subscription] = {}
-
-    def add(
-        self, name: str, event_types: Sequence[str], handler: Handler, *, deduplicate: bool = True
-    ) -> None:
-        if name in self._subscriptions:
-            raise ValueError(f"a subscription named {name!r} already exists")
-        self._subscriptions[name] = Subscription(name, tuple(event_types), handler, deduplicate)
-
-    def __iter__(self) -> Iterator[Subscription]:
-        return iter(self._subscriptions.values())
-
-    def __len__(self) -> int:
-        return len(self._subscriptions)
+CHANNEL_TIMEOUT = 5.0  # seconds a broker round trip may take while stopping
 
 
 def decode_event(
@@ -166,12 +136,14 @@ class Consumer:
         self.queue_name = bus.queue_name(subscription.name)
         self.inbox = inbox if subscription.deduplicate else None
         self.catalog = catalog
+        self.timeout = subscription.timeout or bus.handler_timeout
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._work: set[asyncio.Task[None]] = set()
         metrics = bus.metrics
         self._outcomes = {
             outcome: metrics.events_consumed.labels(bus.service, self.queue_name, outcome)
@@ -210,7 +182,8 @@ class Consumer:
         """Stop taking messages, let in-flight handlers finish, close the channel."""
         if self._queue is not None and self._consumer_tag is not None:
             try:
-                await self._queue.cancel(self._consumer_tag)
+                # Bounded: with the broker unreachable, the robust channel would wait for it.
+                await asyncio.wait_for(self._queue.cancel(self._consumer_tag), CHANNEL_TIMEOUT)
             # The channel may already be gone; nothing left to cancel.
             except Exception as error:  # noqa: BLE001
                 log.warning(
@@ -222,16 +195,31 @@ class Consumer:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:
             log.warning(
-                "in-flight handlers still running at shutdown",
+                "in-flight handlers still running at shutdown; cancelling them",
                 extra={"queue": self.queue_name, "inflight": self._inflight},
             )
+            for task in list(self._work):
+                task.cancel()
+            await asyncio.gather(*self._work, return_exceptions=True)
         if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
+            try:
+                await asyncio.wait_for(self._channel.close(), CHANNEL_TIMEOUT)
+            except TimeoutError:
+                log.warning("the channel did not close in time", extra={"queue": self.queue_name})
         self._channel = None
 
     # -- message processing ----------------------------------------------------------
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        # The client library cancels its delivery callbacks when their channel closes. The
+        # handler must not stop half-way for that: it runs in a task of ours and finishes
+        # (its inbox lease renewed), so a redelivered copy finds it done, not half done.
+        task = asyncio.ensure_future(self._settle(message))
+        self._work.add(task)
+        task.add_done_callback(self._work.discard)
+        await asyncio.shield(task)
+
+    async def _settle(self, message: AbstractIncomingMessage) -> None:
         self._inflight += 1
         self._idle.clear()
         try:
@@ -282,9 +270,12 @@ class Consumer:
             return
 
         key = Inbox.key(self.queue_name, event.envelope) if self.inbox else None
+        claim_token = ""
         if self.inbox is not None and key is not None:
             try:
-                claim = await self.inbox.claim(key, redelivered=bool(message.redelivered))
+                claim = await self.inbox.claim_or_wait(
+                    key, wait=self.timeout + self.inbox.lease_seconds
+                )
             except PyMongoError as error:
                 # The store is unreachable: wait on the retry tiers instead of letting the
                 # broker redeliver at once, over and over.
@@ -293,29 +284,30 @@ class Consumer:
                 )
                 await self._retry_or_dead_letter(message, error, attempts)
                 return
-            if claim is Claim.DUPLICATE:
+            if claim.outcome is Claim.DUPLICATE:
                 await message.ack()
                 self._outcomes["duplicate"].inc()
                 return
-            if claim is Claim.BUSY:
+            if claim.outcome is Claim.BUSY:
                 await self._retry_or_dead_letter(
                     message, RuntimeError("another consumer holds this event"), attempts
                 )
                 return
+            claim_token = claim.token
 
         token = request_id_var.set(event.envelope.correlationid)
         started = time.perf_counter()
         try:
-            await self.subscription.handler(event)
+            await self._run_handler(event, key, claim_token)
         except asyncio.CancelledError:
             raise
         except PermanentError as error:
-            await self._release(key)
+            await self._release(key, claim_token)
             log.warning("handler gave up on an event", extra=self._log_fields(event, error))
             await self._dead_letter(message, error, attempts=attempts + 1, reason="permanent-error")
             return
         except Exception as error:
-            await self._release(key)
+            await self._release(key, claim_token)
             log.warning("handler failed", exc_info=True, extra=self._log_fields(event, error))
             await self._retry_or_dead_letter(message, error, attempts)
             return
@@ -335,6 +327,45 @@ class Consumer:
         await message.ack()
         self._outcomes["ok"].inc()
 
+    async def _run_handler(self, event: Event[Any], key: str | None, claim_token: str) -> None:
+        """The handler, cancelled past its timeout; with an inbox claim, the claim's lease is
+        renewed meanwhile, and losing it to another delivery cancels the handler."""
+        work = asyncio.ensure_future(self.subscription.handler(event))
+        inbox = self.inbox
+        if inbox is None or key is None:
+            await self._within_timeout(work)
+            return
+        lease_until = time.time() + inbox.lease_seconds
+
+        async def renew() -> bool:
+            nonlocal lease_until
+            held = await inbox.renew(key, claim_token)
+            if held:
+                lease_until = time.time() + inbox.lease_seconds
+            return held
+
+        async with kept_alive(
+            renew,
+            every=inbox.lease_seconds / 3,
+            what=f"inbox claim {key}",
+            on_lost=work.cancel,
+            valid_until=lambda: lease_until,
+        ) as tenure:
+            try:
+                await self._within_timeout(work)
+            except asyncio.CancelledError:
+                if tenure.lost and work.cancelled():
+                    raise ClaimLost(f"another delivery took over {key}") from None
+                raise
+
+    async def _within_timeout(self, work: asyncio.Future[None]) -> None:
+        try:
+            await asyncio.wait_for(work, self.timeout)
+        except TimeoutError:
+            raise HandlerTimeout(
+                f"the handler did not finish within {self.timeout:g} s; it was cancelled"
+            ) from None
+
     def _log_fields(self, event: Event[Any], error: BaseException) -> dict[str, Any]:
         return {
             "queue": self.queue_name,
@@ -344,11 +375,11 @@ class Consumer:
             "error_type": type(error).__name__,
         }
 
-    async def _release(self, key: str | None) -> None:
+    async def _release(self, key: str | None, claim_token: str) -> None:
         if self.inbox is None or key is None:
             return
         try:
-            await self.inbox.release(key)
+            await self.inbox.release(key, claim_token)
         except PyMongoError as error:
             # The claim then ends with its lease; the retry still happens.
             log.warning(
@@ -413,3 +444,21 @@ class Consumer:
                 "message_id": message.message_id,
             },
         )
+
+
+__all__ = [
+    "H_ATTEMPTS",
+    "H_EXC_MESSAGE",
+    "H_EXC_TYPE",
+    "H_FIRST_FAILURE",
+    "H_LAST_FAILURE",
+    "H_ORIGINAL_EXCHANGE",
+    "H_ORIGINAL_QUEUE",
+    "H_ORIGINAL_ROUTING_KEY",
+    "H_REASON",
+    "Consumer",
+    "Handler",
+    "HandlerRegistry",
+    "Subscription",
+    "decode_event",
+]

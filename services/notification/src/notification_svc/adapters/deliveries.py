@@ -173,6 +173,14 @@ class DeliveryStore:
         )
         return _delivery(doc) if doc else None
 
+    async def renew(self, delivery_id: str, *, owner: str, lease: timedelta) -> bool:
+        """Extend ``owner``'s claim while it sends; False once another consumer has it."""
+        result = await self.collection.update_one(
+            {"_id": delivery_id, "status": "sending", "owner": owner},
+            {"$set": {"lease_expires": stored_time(utcnow() + lease)}},
+        )
+        return result.matched_count == 1
+
     async def mark_sent(self, delivery_id: str, *, response: str) -> None:
         """The provider accepted the message: final, whoever held the claim by now."""
         now = stored_time(utcnow())
