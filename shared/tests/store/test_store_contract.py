@@ -477,3 +477,21 @@ async def test_declared_index_options_replace_the_stored_ones(mongo_db):
     await mongo_db["ttl_gone"].insert_one({"_id": "kept", "at": {"when": past}})
     await asyncio.sleep(0.2)
     assert await mongo_db["ttl_gone"].find_one({"_id": "kept"}) is not None
+
+
+async def test_version_guard_from_a_document_that_has_none_yet(mongo_db):
+    """Optimistic concurrency on documents written before they counted versions: the first
+    guarded write expects no version; every write increments it."""
+    col = mongo_db["versioned"]
+    await col.insert_one({"_id": "u", "status": "active", "name": "a"})
+    first = {"_id": "u", "status": "active", "version": {"$exists": False}}
+    update = {"$set": {"name": "b"}, "$inc": {"version": 1}}
+    assert (await col.find_one_and_update(first, update, return_document=ReturnDocument.AFTER))[
+        "version"
+    ] == 1
+    assert await col.find_one_and_update(first, update) is None  # the read it came from is stale
+    second = {"_id": "u", "status": "active", "version": 1}
+    assert (
+        await col.update_one(second, {"$set": {"name": "c"}, "$inc": {"version": 1}})
+    ).modified_count == 1
+    assert (await col.find_one({"_id": "u"}))["version"] == 2

@@ -66,6 +66,8 @@ from switchyard.tokens import Identity
 log = logging.getLogger("auth.handlers")
 
 SERVICE = "auth"
+# A write guarded on the version it read retries with a fresh read when another write won.
+WRITE_RETRIES = 20
 
 
 @dataclass
@@ -523,21 +525,23 @@ async def current_user(identity: Identity, *, deps: Deps) -> User:
 
 
 async def update_profile(*, identity: Identity, display_name: str, deps: Deps) -> User:
-    user = await current_user(identity, deps=deps)
-    if display_name == user.display_name:
-        return user
-    now = deps.clock.now()
-    changed = replace(user, display_name=display_name, updated_at=now)
-    updated = await deps.users.update(
-        user.id,
-        expect={"status": UserStatus.ACTIVE.value},
-        set_fields={"display_name": display_name, "updated_at": now},
-        events=[_updated(changed, now)],
-    )
-    if updated is None:
-        raise NotAuthenticated()
-    deps.notify_outbox()
-    return updated
+    for _ in range(WRITE_RETRIES):
+        user = await current_user(identity, deps=deps)
+        if display_name == user.display_name:
+            return user
+        now = deps.clock.now()
+        changed = replace(user, display_name=display_name, updated_at=now)
+        updated = await deps.users.update(
+            user.id,
+            expect={"status": UserStatus.ACTIVE.value},
+            expect_version=user.version,  # the event below is this read plus this change
+            set_fields={"display_name": display_name, "updated_at": now},
+            events=[_updated(changed, now)],
+        )
+        if updated is not None:
+            deps.notify_outbox()
+            return updated
+    raise RuntimeError(f"user {identity.user_id} kept changing; profile not updated")
 
 
 async def delete_account(*, identity: Identity, deps: Deps) -> None:
@@ -584,24 +588,26 @@ async def set_roles(*, identity: Identity, user_id: str, roles: list[str], deps:
     """An admin replaces a user's roles (the only way, besides bootstrap, to make an admin)."""
     if user_id == identity.user_id and "admin" not in roles:
         raise RoleChangeRefused("An admin cannot remove their own admin role.")
-    user = await deps.users.by_id(user_id)
-    if user is None or user.status is UserStatus.DELETED:
-        raise UserNotFound(user_id)
     ordered = sorted(set(roles))
-    if list(user.roles) == ordered:
-        return user
-    now = deps.clock.now()
-    changed = replace(user, roles=tuple(ordered), updated_at=now)
-    updated = await deps.users.update(
-        user_id,
-        expect={"status": user.status.value},
-        set_fields={"roles": ordered, "updated_at": now},
-        events=[_updated(changed, now)],
-    )
-    if updated is None:
-        raise UserNotFound(user_id)
-    deps.notify_outbox()
-    return updated
+    for _ in range(WRITE_RETRIES):
+        user = await deps.users.by_id(user_id)
+        if user is None or user.status is UserStatus.DELETED:
+            raise UserNotFound(user_id)
+        if list(user.roles) == ordered:
+            return user
+        now = deps.clock.now()
+        changed = replace(user, roles=tuple(ordered), updated_at=now)
+        updated = await deps.users.update(
+            user_id,
+            expect={"status": user.status.value},
+            expect_version=user.version,  # the event below is this read plus this change
+            set_fields={"roles": ordered, "updated_at": now},
+            events=[_updated(changed, now)],
+        )
+        if updated is not None:
+            deps.notify_outbox()
+            return updated
+    raise RuntimeError(f"user {user_id} kept changing; roles not set")
 
 
 async def bootstrap_admin(
@@ -628,7 +634,11 @@ async def bootstrap_admin(
             )
             events.append(_verified(existing, now))
         updated = await deps.users.update(
-            existing.id, expect={"status": existing.status.value}, set_fields=fields, events=events
+            existing.id,
+            expect={"status": existing.status.value},
+            expect_version=existing.version,
+            set_fields=fields,
+            events=events,
         )
         if updated is None:
             return None  # changed under us (another replica bootstrapped it)

@@ -47,6 +47,9 @@ class User:
     updated_at: datetime
     verified_at: datetime | None = None
     sessions_revoked_at: datetime | None = None
+    # Counts the writes to the document: a write that emits an event is guarded on the
+    # version it read, so the event carries exactly the state the write commits.
+    version: int = 0
 
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> User:
@@ -61,6 +64,7 @@ class User:
             updated_at=document.get("updated_at", document["created_at"]),
             verified_at=document.get("verified_at"),
             sessions_revoked_at=document.get("sessions_revoked_at"),
+            version=int(document.get("version", 0)),
         )
 
     @property
