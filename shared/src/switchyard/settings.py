@@ -8,7 +8,7 @@ Each service subclasses :class:`ServiceSettings`, adds its own fields and calls
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -90,6 +90,12 @@ class ServiceSettings(BaseSettings):
         validation_alias="JWKS_URL",
     )
 
+    # Keys the HMAC of stored Idempotency-Key fingerprints (switchyard.idempotency), so a
+    # stored fingerprint of a body with a password in it is no offline guessing oracle.
+    # Required outside development by services that accept the header.
+    idempotency_secret: SecretStr | None = Field(None, validation_alias="IDEMPOTENCY_SECRET")
+    accepts_idempotency_keys: ClassVar[bool] = False
+
     max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="MAX_BODY_BYTES")
     shutdown_timeout: float = Field(10.0, ge=0, validation_alias="SHUTDOWN_TIMEOUT")
 
@@ -115,6 +121,8 @@ class ServiceSettings(BaseSettings):
     def _reject_placeholder_secrets(self) -> ServiceSettings:
         if self.environment == "development" or self.environment == "test":
             return self
+        if self.accepts_idempotency_keys and self.idempotency_secret is None:
+            raise ValueError("IDEMPOTENCY_SECRET must be set outside development")
         for name, value in self:
             if not isinstance(value, SecretStr):
                 continue

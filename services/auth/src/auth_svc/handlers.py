@@ -61,6 +61,7 @@ from switchyard.events.auth import (
     UserUpdated,
     UserVerified,
 )
+from switchyard.idempotency import Progress
 from switchyard.tokens import Identity
 
 log = logging.getLogger("auth.handlers")
@@ -137,9 +138,24 @@ def _verified(user: User, at: datetime) -> Envelope:
 # -- sign-up and codes ---------------------------------------------------------------------
 
 
-async def register(*, email: str, password: str, display_name: str, role: str, deps: Deps) -> User:
-    """Create a pending account and email it a verification code."""
+async def register(
+    *,
+    email: str,
+    password: str,
+    display_name: str,
+    role: str,
+    deps: Deps,
+    progress: Progress | None = None,
+) -> User:
+    """Create a pending account and email it a verification code.
+
+    With ``progress`` (an ``Idempotency-Key``), the created account is recorded as soon as
+    it exists; a retry after a later failure (the code write) rolls forward from it.
+    """
     email = normalise_email(email)
+    resumed = await _resume_registration(progress, email, deps=deps)
+    if resumed is not None:
+        return resumed
     deps.policy.check(password, context=(email, display_name))
     password_hash = await deps.passwords.hash(password)
     now = deps.clock.now()
@@ -167,7 +183,23 @@ async def register(*, email: str, password: str, display_name: str, role: str, d
         user_id,
     )
     user = await deps.users.insert(document, [event])
+    if progress is not None:
+        await progress.committed(user_id=user.id)
     deps.metrics.registrations.labels(deps.metrics.service).inc()
+    await issue_code(user, "verify_email", deps=deps)
+    deps.notify_outbox()
+    return user
+
+
+async def _resume_registration(progress: Progress | None, email: str, *, deps: Deps) -> User | None:
+    """The account an earlier attempt of this request created, its code issued now (the
+    cooldown makes this a no-op when the code went out after all)."""
+    user_id = (progress.effect or {}).get("user_id") if progress is not None else None
+    if not isinstance(user_id, str):
+        return None
+    user = await deps.users.by_id(user_id)
+    if user is None or user.email != email or user.status is not UserStatus.PENDING:
+        return None
     await issue_code(user, "verify_email", deps=deps)
     deps.notify_outbox()
     return user
