@@ -59,6 +59,8 @@ from switchyard.outbox.unroutable import UNROUTABLE_COLLECTION, UnroutableEvents
 
 log = logging.getLogger("switchyard.outbox")
 
+SIDE_WORK_INTERVAL = 1.0  # seconds between looks at outbox_detached and outbox_unroutable
+
 
 class Publisher(Protocol):
     async def publish(self, envelope: Envelope) -> None: ...
@@ -136,6 +138,7 @@ class OutboxRelay:
         self._inflight: set[asyncio.Task[None]] = set()
         self._last_gauge = 0.0
         self._last_sweep = 0.0
+        self._last_side_pass = 0.0
         # Per collection, from the last pass: (events still pending or None when the pass
         # saw only part of the backlog, staged time of the oldest event it saw).
         self._backlog: dict[str, tuple[int | None, float | None]] = {}
@@ -207,11 +210,18 @@ class OutboxRelay:
             on_lost=self._cancel_inflight,
             valid_until=lambda: self.lease.until,
         ):
+            # The side work (events moved aside by deletes, events nobody was bound for)
+            # is rare: looked at once a second, not on every pass of a busy relay.
+            side_work = time.time() - self._last_side_pass >= SIDE_WORK_INTERVAL
+            if side_work:
+                self._last_side_pass = time.time()
             for name in self.collections:
                 if not self.lease.holds(tenure):
                     break
+                if name == DETACHED_COLLECTION and not side_work:
+                    continue
                 total += await self._relay_collection(name, tenure)
-            if self.lease.holds(tenure):
+            if side_work and self.lease.holds(tenure):
                 total += await self.unroutable.retry_due(
                     lambda envelope: self._publish_fenced(envelope, tenure),
                     may_continue=lambda: self.lease.holds(tenure),
