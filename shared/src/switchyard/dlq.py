@@ -40,7 +40,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from switchyard.bus.consumer import (
+from switchyard.bus.headers import (
     H_ATTEMPTS,
     H_EXC_MESSAGE,
     H_EXC_TYPE,

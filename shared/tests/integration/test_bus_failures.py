@@ -13,19 +13,18 @@ from pathlib import Path
 import pytest
 
 from switchyard.bus import PublishFailed
-from switchyard.envelope import new_envelope
 from switchyard.testing import TcpProxy
 
-from ..support import TEST_CATALOG, Recorder, ThingHappened, eventually, make_bus, start_consumer
+from ..support import (
+    Recorder,
+    eventually,
+    make_bus,
+    start_consumer,
+    thing,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("broker_cleanup")]
 PROC = Path(__file__).with_name("proc_consumer.py")
-
-
-def thing(thing_id: str, amount: int = 0):
-    return new_envelope(
-        ThingHappened(thing_id=thing_id, amount=amount), service="svc", catalog=TEST_CATALOG
-    )
 
 
 async def spawn_consumer(config: dict) -> asyncio.subprocess.Process:

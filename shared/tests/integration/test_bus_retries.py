@@ -22,16 +22,17 @@ import pytest
 
 from switchyard.bus import Bus
 from switchyard.dlq import DeadLetters
-from switchyard.envelope import new_envelope
 from switchyard.metrics import Metrics
 
-from ..support import TEST_CATALOG, Recorder, ThingHappened, eventually, make_bus, start_consumer
+from ..support import (
+    Recorder,
+    eventually,
+    make_bus,
+    start_consumer,
+    thing,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("broker_cleanup")]
-
-
-def thing(thing_id: str = "t1"):
-    return new_envelope(ThingHappened(thing_id=thing_id), service="svc", catalog=TEST_CATALOG)
 
 
 class Rabbit4Bus(Bus):

@@ -9,16 +9,11 @@ import pytest
 
 from switchyard.bus.inbox import Inbox
 from switchyard.dlq import DeadLetters
-from switchyard.envelope import new_envelope
 from switchyard.testing import TcpProxy
 
-from ..support import TEST_CATALOG, ThingHappened, eventually, make_bus, start_consumer
+from ..support import eventually, make_bus, start_consumer, thing
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("broker_cleanup")]
-
-
-def thing(thing_id: str):
-    return new_envelope(ThingHappened(thing_id=thing_id), service="svc", catalog=TEST_CATALOG)
 
 
 async def test_a_handler_slower_than_its_lease_has_one_effect_despite_a_redelivery(

@@ -7,7 +7,7 @@ import asyncio
 import aio_pika
 import pytest
 
-from switchyard.bus.consumer import H_ORIGINAL_QUEUE, H_REASON
+from switchyard.bus.headers import H_ORIGINAL_QUEUE, H_REASON
 from switchyard.dlq import DeadLetters
 from switchyard.envelope import new_envelope
 

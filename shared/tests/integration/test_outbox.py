@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from switchyard.bus.inbox import Inbox
-from switchyard.envelope import new_envelope
 from switchyard.outbox import (
     OUTBOX_FIELD,
     PENDING_FIELD,
@@ -21,23 +20,15 @@ from switchyard.outbox import (
 )
 from switchyard.testing import TcpProxy
 
-from ..support import TEST_CATALOG, Recorder, ThingHappened, eventually, make_bus, start_consumer
+from ..support import (
+    Recorder,
+    eventually,
+    make_bus,
+    start_consumer,
+    thing,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("broker_cleanup")]
-
-
-def thing(thing_id: str, amount: int = 0):
-    return new_envelope(
-        ThingHappened(thing_id=thing_id, amount=amount), service="svc", catalog=TEST_CATALOG
-    )
-
-
-@pytest.fixture
-async def bus(settings_overrides):
-    bus = make_bus(settings_overrides)
-    await bus.connect()
-    yield bus
-    await bus.close()
 
 
 def relay_for(mongo_db, publisher, **kwargs) -> OutboxRelay:

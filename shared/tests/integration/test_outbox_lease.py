@@ -7,17 +7,18 @@ import time
 
 import pytest
 
-from switchyard.envelope import new_envelope
 from switchyard.outbox import LEASES_COLLECTION, OutboxRelay, with_events
 
-from ..support import TEST_CATALOG, Recorder, ThingHappened, eventually, make_bus, start_consumer
+from ..support import (
+    Recorder,
+    eventually,
+    make_bus,
+    start_consumer,
+    thing,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("broker_cleanup")]
 EVENTS = 5
-
-
-def thing(thing_id: str):
-    return new_envelope(ThingHappened(thing_id=thing_id), service="svc", catalog=TEST_CATALOG)
 
 
 class SlowConfirms:

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from switchyard.bus import PublishFailed
-from switchyard.envelope import new_envelope
 from switchyard.mongo import Index, ensure_indexes
 from switchyard.mongo.client import asc
 from switchyard.outbox import (
@@ -21,23 +20,14 @@ from switchyard.outbox import (
     stage_events,
 )
 
-from ..support import TEST_CATALOG, Recorder, ThingHappened, eventually, make_bus, start_consumer
+from ..support import (
+    Recorder,
+    eventually,
+    start_consumer,
+    thing,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("broker_cleanup")]
-
-
-def thing(thing_id: str, amount: int = 0):
-    return new_envelope(
-        ThingHappened(thing_id=thing_id, amount=amount), service="svc", catalog=TEST_CATALOG
-    )
-
-
-@pytest.fixture
-async def bus(settings_overrides):
-    bus = make_bus(settings_overrides)
-    await bus.connect()
-    yield bus
-    await bus.close()
 
 
 async def issue_code(mongo_db, key: str, event, *, expires_at: datetime | None = None) -> None:

@@ -7,24 +7,16 @@ import asyncio
 import pytest
 
 from switchyard.dlq import DeadLetters
-from switchyard.envelope import new_envelope
 from switchyard.outbox import UNROUTABLE_COLLECTION, OutboxRelay, with_events
 
-from ..support import TEST_CATALOG, Recorder, ThingHappened, eventually, make_bus, start_consumer
+from ..support import (
+    Recorder,
+    eventually,
+    start_consumer,
+    thing,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("broker_cleanup")]
-
-
-def thing(thing_id: str):
-    return new_envelope(ThingHappened(thing_id=thing_id), service="svc", catalog=TEST_CATALOG)
-
-
-@pytest.fixture
-async def bus(settings_overrides):
-    bus = make_bus(settings_overrides)
-    await bus.connect()
-    yield bus
-    await bus.close()
 
 
 async def test_an_event_published_before_its_queue_exists_is_delivered_once_it_does(bus, mongo_db):

@@ -35,7 +35,6 @@ from switchyard.bus.headers import (
     H_EXC_TYPE,
     H_FIRST_FAILURE,
     H_LAST_FAILURE,
-    H_ORIGINAL_EXCHANGE,
     H_ORIGINAL_QUEUE,
     H_ORIGINAL_ROUTING_KEY,
     H_REASON,
@@ -447,15 +446,6 @@ class Consumer:
 
 
 __all__ = [
-    "H_ATTEMPTS",
-    "H_EXC_MESSAGE",
-    "H_EXC_TYPE",
-    "H_FIRST_FAILURE",
-    "H_LAST_FAILURE",
-    "H_ORIGINAL_EXCHANGE",
-    "H_ORIGINAL_QUEUE",
-    "H_ORIGINAL_ROUTING_KEY",
-    "H_REASON",
     "Consumer",
     "Handler",
     "HandlerRegistry",

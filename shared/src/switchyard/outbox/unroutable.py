@@ -24,7 +24,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from switchyard.bus.connection import Bus, UnroutableEvent
-from switchyard.bus.consumer import (
+from switchyard.bus.headers import (
     H_ATTEMPTS,
     H_EXC_MESSAGE,
     H_EXC_TYPE,
