@@ -157,11 +157,14 @@ class OutboxRelay:
         self._task = asyncio.create_task(self.run(), name="outbox-relay")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        # Cancel until it is done: on Python 3.11 a cancellation that lands as a wait
+        # ends can be swallowed (asyncio.wait_for), and one cancel would then hang here.
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.error("the outbox relay had stopped with an error", exc_info=task.exception())
         with contextlib.suppress(PyMongoError):
             await self.lease.release()
 
@@ -188,7 +191,8 @@ class OutboxRelay:
                 continue  # more is waiting
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), backoff)
+                async with asyncio.timeout(backoff):
+                    await self._wake.wait()
                 if self.linger:
                     await asyncio.sleep(self.linger)
 
