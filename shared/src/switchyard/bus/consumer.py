@@ -197,9 +197,11 @@ class Consumer:
                 "in-flight handlers still running at shutdown; cancelling them",
                 extra={"queue": self.queue_name, "inflight": self._inflight},
             )
-            for task in list(self._work):
-                task.cancel()
-            await asyncio.gather(*self._work, return_exceptions=True)
+            # Cancel until done: a cancellation can be swallowed on Python 3.11 (wait_for).
+            while pending := [task for task in self._work if not task.done()]:
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending, timeout=1.0)
         if self._channel is not None and not self._channel.is_closed:
             try:
                 await asyncio.wait_for(self._channel.close(), CHANNEL_TIMEOUT)
