@@ -9,7 +9,11 @@ What happens to a delivery:
    Any other exception → the next retry tier ``<queue>.retry.<n>`` (the attempt
    count travels in our own header ``x-switchyard-attempt``; a message without it is
    counted from ``x-death``), or the DLQ once the tiers are used up. A count that
-   cannot be read is poison.
+   cannot be read is poison. A handler still running after its timeout
+   (``BUS_HANDLER_TIMEOUT`` or the subscription's) is cancelled: a failure like others.
+4. While the handler runs, its inbox lease is renewed; a copy of the event arriving
+   meanwhile (a redelivery after the holder's channel dropped) waits for the holder.
+   Handlers run in a task of the consumer's, so a dropped channel does not cancel them.
 
 A message is acked only after its successor (retry or DLQ copy) is confirmed by
 the broker, so a crash at any point redelivers rather than loses it.
