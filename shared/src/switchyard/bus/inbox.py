@@ -95,13 +95,15 @@ class Inbox:
         seconds for that one to finish (→ DUPLICATE), fail (→ NEW) or die (its lease runs
         out → NEW). Still BUSY after ``wait``: the caller puts the copy on a retry tier."""
         deadline = time.monotonic() + wait
-        pause = min(1.0, self.lease_seconds / 4)
+        longest = min(1.0, self.lease_seconds / 4)
+        pause = 0.02  # most holders finish within milliseconds: look again soon, then less often
         while True:
             claim = await self.claim(key)
             left = deadline - time.monotonic()
             if claim.outcome is not Claim.BUSY or left <= 0:
                 return claim
             await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, longest)
 
     async def renew(self, key: str, token: str) -> bool:
         """Extend the lease while the handler runs; False when another delivery took it."""
