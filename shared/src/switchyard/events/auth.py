@@ -89,3 +89,45 @@ class SessionReuseDetected(_Data):
     display_name: str
     family_id: str
     detected_at: datetime
+
+
+@event_type("auth.session.revoked")
+class SessionRevoked(_Data):
+    """A session (refresh-token family) ended before its expiry: refuse its access tokens.
+
+    ``expires_at`` is the latest ``exp`` of an access token issued for the session; a verifier
+    keeps the session id on its deny-list until then (plus its own clock leeway).
+    """
+
+    user_id: str
+    session_id: str
+    expires_at: datetime
+    revoked_at: datetime
+    # logout, logout_all, password_changed, password_reset, roles_changed, reuse_detected,
+    # admin_logout_all, account_deleted, account_revoked (more may come: a free string).
+    reason: str = Field(min_length=1, max_length=40)
+
+
+@event_type("auth.login_code.requested")
+class LoginCodeRequested(_Data):
+    """A sign-in code was issued (the owner's way in, also while password sign-in is locked);
+    the notification service emails it."""
+
+    user_id: str
+    email: EmailStr
+    display_name: str
+    code: str = Field(pattern=r"^[A-Z2-9]{4}(-[A-Z2-9]{4}){3}$")
+    expires_at: datetime
+
+
+@event_type("auth.otp.blocked")
+class OtpBlocked(_Data):
+    """Too many wrong codes were entered for an account: no code of this purpose is accepted
+    until ``blocked_until``; the notification service tells the owner."""
+
+    user_id: str
+    email: EmailStr
+    display_name: str
+    purpose: OtpPurpose
+    failed_attempts: int = Field(ge=1)
+    blocked_until: datetime
