@@ -11,6 +11,8 @@ from typing import Any
 
 from notification_svc.domain.preferences import Category
 from switchyard.events.auth import (
+    LoginCodeRequested,
+    OtpBlocked,
     OtpRequested,
     PasswordChanged,
     SessionReuseDetected,
@@ -26,6 +28,8 @@ class EmailKind(enum.StrEnum):
     WELCOME = "welcome"
     PASSWORD_CHANGED = "password_changed"
     SESSION_REUSE_DETECTED = "session_reuse_detected"
+    SIGN_IN_CODE = "sign_in_code"
+    CODES_BLOCKED = "codes_blocked"
 
 
 CATEGORY_OF: Mapping[EmailKind, Category] = {
@@ -34,6 +38,8 @@ CATEGORY_OF: Mapping[EmailKind, Category] = {
     EmailKind.PASSWORD_RESET_CODE: "security",
     EmailKind.PASSWORD_CHANGED: "security",
     EmailKind.SESSION_REUSE_DETECTED: "security",
+    EmailKind.SIGN_IN_CODE: "security",
+    EmailKind.CODES_BLOCKED: "security",
 }
 
 
@@ -131,6 +137,38 @@ def session_reuse_email(data: SessionReuseDetected) -> EmailRequest:
     )
 
 
+def sign_in_code_email(data: LoginCodeRequested, *, sent_at: datetime) -> EmailRequest:
+    return EmailRequest(
+        kind=EmailKind.SIGN_IN_CODE,
+        user_id=data.user_id,
+        recipient=str(data.email),
+        display_name=data.display_name,
+        context={
+            "code": data.code,
+            "expires_at": data.expires_at,
+            "expires_in_minutes": minutes_until(data.expires_at, sent_at),
+        },
+    )
+
+
+CODE_PURPOSE_WORDS = {"verify_email": "email verification", "reset_password": "password reset"}
+
+
+def codes_blocked_email(data: OtpBlocked, *, now: datetime) -> EmailRequest:
+    return EmailRequest(
+        kind=EmailKind.CODES_BLOCKED,
+        user_id=data.user_id,
+        recipient=str(data.email),
+        display_name=data.display_name,
+        context={
+            "purpose": CODE_PURPOSE_WORDS[data.purpose],
+            "failed_attempts": data.failed_attempts,
+            "blocked_until": data.blocked_until,
+            "blocked_for_minutes": minutes_until(data.blocked_until, now),
+        },
+    )
+
+
 def email_for(data: object, *, now: datetime) -> EmailRequest | None:
     """The email an event calls for, or None when the event calls for none."""
     if isinstance(data, OtpRequested):
@@ -141,6 +179,10 @@ def email_for(data: object, *, now: datetime) -> EmailRequest | None:
         return password_changed_email(data)
     if isinstance(data, SessionReuseDetected):
         return session_reuse_email(data)
+    if isinstance(data, LoginCodeRequested):
+        return sign_in_code_email(data, sent_at=now)
+    if isinstance(data, OtpBlocked):
+        return codes_blocked_email(data, now=now)
     return None
 
 
@@ -150,4 +192,6 @@ EMAIL_EVENT_TYPES = (
     "auth.user.verified",
     "auth.password.changed",
     "auth.session.reuse_detected",
+    "auth.login_code.requested",
+    "auth.otp.blocked",
 )
