@@ -174,7 +174,7 @@ def _commands(settings: AuthSettings, ring: KeyRing, clock: Clock) -> CleanupCon
                     ) from None
             yield
         finally:
-            strength.close()
+            await strength.close()
             passwords.close()
 
     return context

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from auth_svc.domain.errors import InvalidCode, NotAuthenticated, WrongPassword
+from auth_svc.domain.errors import InvalidCode, NotAuthenticated, ServiceBusy, WrongPassword
 from auth_svc.domain.passwords import PasswordRejected
 from auth_svc.domain.users import UserStatus
 from auth_svc.handlers.codes import prove_code, return_code, spend_code
@@ -38,7 +38,7 @@ async def reset_password(*, email: str, code: str, new_password: str, deps: Deps
     user = proof.user
     try:
         await checked_strength(new_password, (user.email, user.display_name), deps=deps)
-    except PasswordRejected:
+    except (PasswordRejected, ServiceBusy):
         await return_code(proof, deps=deps)
         raise
     password_hash = await deps.passwords.hash(new_password)
