@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import EmailStr, Field, SecretStr, model_validator
 
 from auth_svc.domain.passwords import OWASP_MINIMUM, Argon2Parameters
+from auth_svc.domain.users import display_name_problem
 from switchyard.settings import ServiceSettings
 
 
@@ -92,6 +93,9 @@ class AuthSettings(ServiceSettings):
     def _coherent(self) -> AuthSettings:
         if (self.admin_email is None) != (self.admin_password is None):
             raise ValueError("ADMIN_EMAIL and ADMIN_PASSWORD are set together or not at all")
+        name_problem = display_name_problem(self.admin_display_name)
+        if name_problem is not None:
+            raise ValueError(f"ADMIN_DISPLAY_NAME {name_problem}")
         if self.environment == "production":
             weaker = (
                 self.argon2_time_cost < OWASP_MINIMUM.time_cost

@@ -276,6 +276,7 @@ def _decode_cursor(cursor: str) -> str:
 @require_roles("admin")
 async def list_users(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
+    await handlers.current_admin(current_identity(request), deps=deps)  # 403 before 422
     query = read_query(request, UserListQuery)
     after = _decode_cursor(query.cursor) if query.cursor else None
     users, next_after = await handlers.list_users(
