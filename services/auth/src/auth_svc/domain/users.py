@@ -66,6 +66,19 @@ def deleted_email(user_id: str) -> str:
     return f"deleted:{user_id}"
 
 
+def erased_fields(user_id: str, now: datetime) -> dict[str, Any]:
+    """What a deleted account keeps: its id and its dates; the address is freed (the password
+    hash is unset as well)."""
+    return {
+        "status": UserStatus.DELETED.value,
+        "email": deleted_email(user_id),
+        "display_name": "",
+        "roles": [],
+        "deleted_at": now,
+        "updated_at": now,
+    }
+
+
 @dataclass(frozen=True)
 class User:
     id: str

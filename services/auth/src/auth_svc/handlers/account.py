@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from auth_svc.domain.errors import NotAuthenticated, WrongPassword
-from auth_svc.domain.users import User, UserStatus, deleted_email
+from auth_svc.domain.users import User, UserStatus, erased_fields
 from auth_svc.handlers.deps import Deps, address_key, event, updated_event
 from auth_svc.handlers.identity import current_user
 from auth_svc.handlers.revocation import update_and_end_sessions
@@ -45,14 +45,7 @@ async def delete_account(*, identity: Identity, password: str, deps: Deps) -> No
         reason="account_deleted",
         deps=deps,
         expect={"status": UserStatus.ACTIVE.value},
-        set_fields={
-            "status": UserStatus.DELETED.value,
-            "email": deleted_email(user.id),
-            "display_name": "",
-            "roles": [],
-            "deleted_at": now,
-            "updated_at": now,
-        },
+        set_fields=erased_fields(user.id, now),
         unset_fields=["password_hash"],
         events=[event(UserDeleted(user_id=user.id, deleted_at=now), user.id)],
     )

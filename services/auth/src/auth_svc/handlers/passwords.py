@@ -7,11 +7,12 @@ the strength check, with the account's own name and address as context.
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from auth_svc.domain.errors import InvalidCode, NotAuthenticated, ServiceBusy, WrongPassword
 from auth_svc.domain.passwords import PasswordRejected
-from auth_svc.domain.users import UserStatus
+from auth_svc.domain.users import User, UserStatus
 from auth_svc.handlers.codes import prove_code, return_code, spend_code
 from auth_svc.handlers.deps import (
     Deps,
@@ -24,6 +25,7 @@ from auth_svc.handlers.deps import (
 from auth_svc.handlers.identity import current_user
 from auth_svc.handlers.revocation import update_and_end_sessions
 from auth_svc.handlers.sessions import open_session, password_verdict, reserve_password_attempt
+from switchyard.envelope import Envelope
 from switchyard.events.auth import PasswordChanged
 from switchyard.tokens import Identity
 
@@ -44,14 +46,7 @@ async def reset_password(*, email: str, code: str, new_password: str, deps: Deps
     password_hash = await deps.passwords.hash(new_password)
     await spend_code(proof, deps=deps)
     now = deps.clock.now()
-    changed = PasswordChanged(
-        user_id=user.id,
-        email=user.email,
-        display_name=user.display_name,
-        reason="reset",
-        changed_at=now,
-    )
-    events = [event(changed, user.id)]
+    events = [_password_changed(user, "reset", now)]
     fields: dict[str, Any] = {"password_hash": password_hash, "updated_at": now}
     if user.status is UserStatus.PENDING:
         fields.update(status=UserStatus.ACTIVE.value, verified_at=now)
@@ -86,22 +81,26 @@ async def change_password(
     await checked_strength(new_password, (user.email, user.display_name), deps=deps)
     password_hash = await deps.passwords.hash(new_password)
     now = deps.clock.now()
-    changed = PasswordChanged(
-        user_id=user.id,
-        email=user.email,
-        display_name=user.display_name,
-        reason="change",
-        changed_at=now,
-    )
     updated = await update_and_end_sessions(
         user.id,
         reason="password_changed",
         deps=deps,
         expect={"status": UserStatus.ACTIVE.value, "password_hash": user.password_hash},
         set_fields={"password_hash": password_hash, "updated_at": now},
-        events=[event(changed, user.id)],
+        events=[_password_changed(user, "change", now)],
     )
     if updated is None:
         raise NotAuthenticated()
     await deps.codes.discard_for_user(user.id)  # a reset code asked for earlier dies too
     return await open_session(updated, deps=deps)
+
+
+def _password_changed(user: User, reason: Literal["change", "reset"], now: datetime) -> Envelope:
+    changed = PasswordChanged(
+        user_id=user.id,
+        email=user.email,
+        display_name=user.display_name,
+        reason=reason,
+        changed_at=now,
+    )
+    return event(changed, user.id)

@@ -20,7 +20,7 @@ from auth_svc.domain.errors import EmailTaken, InvalidCode
 from auth_svc.domain.users import (
     User,
     UserStatus,
-    deleted_email,
+    erased_fields,
     new_user_id,
     normalise_email,
 )
@@ -111,14 +111,7 @@ async def _discard_pending(user: User, *, deps: Deps) -> bool:
     gone = await deps.users.update(
         user.id,
         expect={"status": UserStatus.PENDING.value},
-        set_fields={
-            "status": UserStatus.DELETED.value,
-            "email": deleted_email(user.id),
-            "display_name": "",
-            "roles": [],
-            "deleted_at": now,
-            "updated_at": now,
-        },
+        set_fields=erased_fields(user.id, now),
         unset_fields=["password_hash"],
         events=[event(UserDeleted(user_id=user.id, deleted_at=now), user.id)],
     )

@@ -90,10 +90,9 @@ def minutes_until(moment: datetime, now: datetime) -> int:
     return max(1, math.ceil((moment - now).total_seconds() / 60))
 
 
-def otp_email(data: OtpRequested, *, sent_at: datetime) -> EmailRequest:
-    kind = (
-        EmailKind.SIGNUP_CODE if data.purpose == "verify_email" else EmailKind.PASSWORD_RESET_CODE
-    )
+def _code_email(
+    kind: EmailKind, data: OtpRequested | LoginCodeRequested, sent_at: datetime
+) -> EmailRequest:
     return EmailRequest(
         kind=kind,
         user_id=data.user_id,
@@ -105,6 +104,13 @@ def otp_email(data: OtpRequested, *, sent_at: datetime) -> EmailRequest:
             "expires_in_minutes": minutes_until(data.expires_at, sent_at),
         },
     )
+
+
+def otp_email(data: OtpRequested, *, sent_at: datetime) -> EmailRequest:
+    kind = (
+        EmailKind.SIGNUP_CODE if data.purpose == "verify_email" else EmailKind.PASSWORD_RESET_CODE
+    )
+    return _code_email(kind, data, sent_at)
 
 
 def welcome_email(data: UserVerified) -> EmailRequest:
@@ -138,17 +144,7 @@ def session_reuse_email(data: SessionReuseDetected) -> EmailRequest:
 
 
 def sign_in_code_email(data: LoginCodeRequested, *, sent_at: datetime) -> EmailRequest:
-    return EmailRequest(
-        kind=EmailKind.SIGN_IN_CODE,
-        user_id=data.user_id,
-        recipient=str(data.email),
-        display_name=data.display_name,
-        context={
-            "code": data.code,
-            "expires_at": data.expires_at,
-            "expires_in_minutes": minutes_until(data.expires_at, sent_at),
-        },
-    )
+    return _code_email(EmailKind.SIGN_IN_CODE, data, sent_at)
 
 
 CODE_PURPOSE_WORDS = {"verify_email": "email verification", "reset_password": "password reset"}
