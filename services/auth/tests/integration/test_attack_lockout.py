@@ -50,15 +50,20 @@ async def test_parallel_wrong_passwords_verify_no_more_than_the_budget(
 async def test_a_correct_password_mixed_into_a_parallel_burst_gets_no_extra_tries(
     edge: AuthClient,
 ) -> None:
-    """Whatever the order the burst lands in, no more than five passwords are compared: the
-    right one signs in only when it is one of the five, and then the count starts again."""
+    """The issue's burst: the right password as request 37 of 40. Whatever order the burst
+    lands in, it is compared only if it holds one of the five attempts; and a success only
+    starts the count again, so at most five more are compared after it."""
     email = "mixed@example.com"
     await edge.signed_up(email)
     passwords = [WRONG] * 36 + [STRONG_PASSWORD] + [WRONG] * 3
     replies = await asyncio.gather(*(edge.login(email, p) for p in passwords))
     verdicts = [r.status for r in replies if r.status in (200, 401)]
-    assert len(verdicts) <= 5
-    assert replies[36].status in (200, 429)
+    if replies[36].status == 429:
+        assert len(verdicts) <= 4  # four 401s; the fifth wrong one answered 429
+    else:
+        assert replies[36].status == 200
+        assert len(verdicts) <= 1 + 2 * 4
+    assert sum(r.status == 429 for r in replies) >= 40 - 9
 
 
 async def test_the_owner_signs_in_with_an_emailed_code_while_locked(edge: AuthClient) -> None:
