@@ -72,10 +72,10 @@ class AttemptBudget:
     def _id(self, key: str) -> str:
         return f"{self.prefix}:{key}"
 
-    async def reserve(self, key: str, now: datetime, *, min_interval: bool = True) -> Reservation:
-        """Count one attempt if the window has room (and, unless told otherwise,
-        ``min_interval`` has passed since the last one)."""
-        spacing = self.min_interval if min_interval else timedelta(0)
+    async def reserve(self, key: str, now: datetime, *, spaced: bool = True) -> Reservation:
+        """Count one attempt if the window has room (and, when ``spaced``, ``min_interval``
+        has passed since the last one)."""
+        spacing = self.min_interval if spaced else timedelta(0)
         taken = await self._take(key, now, spacing)
         if taken is not None:
             return taken

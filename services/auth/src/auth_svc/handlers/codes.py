@@ -57,7 +57,7 @@ async def issue_code(
     code_key = otp.code_key(user.id, purpose)
     if purpose != "sign_in" and await deps.code_guesses.refusing(key, now) is not None:
         return False  # guessing is blocked: a code could not be used (the owner was told)
-    reservation = await deps.code_issues.reserve(key, now, min_interval=cooldown)
+    reservation = await deps.code_issues.reserve(key, now, spaced=cooldown)
     if not reservation.granted:
         if reservation.used >= deps.code_issues.limit:
             # The hourly cap, perhaps spent by someone else asking on the owner's behalf:
