@@ -139,7 +139,9 @@ class EventCatalog:
 
     def register(self, event_type: str, version: int = 1) -> Callable[[ModelT], ModelT]:
         if not re.match(EVENT_TYPE_PATTERN, event_type):
-            raise ValueError(f"event type {event_type!r} is not <service>.<entity>.<verb> (or <service>.<verb>)")
+            raise ValueError(
+                f"event type {event_type!r} is not <service>.<entity>.<verb> (or <service>.<verb>)"
+            )
 
         def decorate(model: ModelT) -> ModelT:
             key = (event_type, version)
