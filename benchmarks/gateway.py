@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.rows import row
+from switchyard.testing import JwksServer
 
 WORKERS = 2
 WRK_THREADS = 2
@@ -237,32 +238,6 @@ routes:
     return path
 
 
-async def _jwks_server() -> tuple[Any, str, str]:
-    """A JWKS endpoint for the gateway, and a token signed by its key."""
-    from aiohttp import web
-
-    from switchyard.tokens import TokenSigner, generate_signing_key, jwks_document
-
-    kid, private_key = generate_signing_key()
-    document = jwks_document({kid: private_key.public_key()})
-
-    async def jwks(request: web.Request) -> web.Response:
-        return web.json_response(document)
-
-    app = web.Application()
-    app.router.add_get("/.well-known/jwks.json", jwks)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = _free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    signer = TokenSigner(private_key, kid, issuer="bench", audience="switchyard", lifetime=3600)
-    return (
-        runner,
-        f"http://127.0.0.1:{port}/.well-known/jwks.json",
-        signer.issue("bench-user", ["customer"]).token,
-    )
-
-
 def _missing_tools_rows() -> list[dict[str, Any]]:
     missing = [name for name, path in (("wrk", WRK), ("nginx", NGINX)) if path is None]
     note = (
@@ -276,8 +251,9 @@ async def run() -> list[dict[str, Any]]:
     if WRK is None or NGINX is None:
         return _missing_tools_rows()
     workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
-    jwks_runner, jwks_url, token = await _jwks_server()
-    headers = {"Authorization": f"Bearer {token}"}
+    # Auth's JWKS endpoint for the gateway; the token lives an hour, longer than the run.
+    keys = await JwksServer(issuer="bench", audience="switchyard", lifetime=3600).start()
+    headers = {"Authorization": f"Bearer {keys.token('bench-user', ['customer'])}"}
     upstream_port, nginx_port, gateway_port = _free_port(), _free_port(), _free_port()
     path = "/api/v1/chat/conversations"
     try:
@@ -296,10 +272,10 @@ async def run() -> list[dict[str, Any]]:
                     _measure, f"http://127.0.0.1:{nginx_port}{path}", headers, nginx_pids
                 )
             gateway, memory = await asyncio.to_thread(
-                _run_gateway, gateway_port, upstream_port, jwks_url, headers, workdir
+                _run_gateway, gateway_port, upstream_port, keys.jwks_url, headers, workdir
             )
     finally:
-        await jwks_runner.cleanup()
+        await keys.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     return _rows(direct, nginx, gateway, memory)
 

@@ -13,18 +13,12 @@ from pathlib import Path
 
 import yaml
 
+from switchyard.ports import SERVICE_PORTS, port_variable
+
 OUT = Path(__file__).parent
 ROOT = OUT.parents[1]
 NAMESPACE = "switchyard"
-PORTS = {
-    "gateway": 8080,
-    "auth": 8081,
-    "chat": 8082,
-    "payments": 8083,
-    "notification": 8084,
-    "file": 8085,
-}
-SERVICES = [name for name in PORTS if (ROOT / "services" / name).is_dir()]
+SERVICES = [name for name in SERVICE_PORTS if (ROOT / "services" / name).is_dir()]
 RESOURCES = {
     "gateway": ({"cpu": "500m", "memory": "128Mi"}, {"cpu": "2", "memory": "256Mi"}),
     "auth": (
@@ -36,12 +30,12 @@ DEFAULT_RESOURCES = ({"cpu": "100m", "memory": "128Mi"}, {"cpu": "500m", "memory
 
 
 def service_objects(name: str) -> list[dict]:
-    port = PORTS[name]
+    port = SERVICE_PORTS[name]
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "switchyard"}
     requests, limits = RESOURCES.get(name, DEFAULT_RESOURCES)
     env = [
         {"name": "HOST", "value": "0.0.0.0"},
-        {"name": f"{name.upper()}_PORT", "value": str(port)},
+        {"name": port_variable(name), "value": str(port)},
     ]
     probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10}
     container = {
@@ -154,7 +148,9 @@ def service_objects(name: str) -> list[dict]:
 
 def config() -> list[dict]:
     upstreams = {
-        f"GATEWAY_{s.upper()}_UPSTREAMS": f"http://{s}:{PORTS[s]}" for s in PORTS if s != "gateway"
+        f"GATEWAY_{s.upper()}_UPSTREAMS": f"http://{s}:{SERVICE_PORTS[s]}"
+        for s in SERVICE_PORTS
+        if s != "gateway"
     }
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
@@ -168,7 +164,7 @@ def config() -> list[dict]:
                 "MONGO_URL": "mongodb://mongo-0.mongo,mongo-1.mongo,mongo-2.mongo:27017/?replicaSet=rs0",
                 "AUTH_ISSUER": "https://api.example.com",
                 "JWT_AUDIENCE": "switchyard",
-                "JWKS_URL": "http://auth:8081/.well-known/jwks.json",
+                "JWKS_URL": f"http://auth:{SERVICE_PORTS['auth']}/.well-known/jwks.json",
                 "RATE_LIMIT_REDIS_URL": "redis://redis:6379/0",
                 "AUTH_KEYS_DIR": "/var/lib/switchyard/auth-keys",
                 "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4318",

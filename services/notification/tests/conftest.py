@@ -9,21 +9,14 @@ import pytest
 
 from notification_svc.app import create_app
 from notification_svc.settings import NotificationSettings
+from switchyard.testing import JwksServer
 
-from .support import AUDIENCE, ISSUER, JwksServer, RunningService, publisher_bus
-
-
-@pytest.fixture
-async def jwks(start_app: Any) -> JwksServer:
-    server = JwksServer()
-    running = await start_app(server.app)
-    server.url = running.url + "/.well-known/jwks.json"
-    return server
+from .support import RunningService, publisher_bus
 
 
 @pytest.fixture
 def service_settings(
-    settings_overrides: dict[str, Any], jwks: JwksServer
+    settings_overrides: dict[str, Any], jwks_server: JwksServer
 ) -> Callable[..., NotificationSettings]:
     """``service_settings(smtp_port=…, …)``: the test's settings with its own namespace."""
 
@@ -31,9 +24,9 @@ def service_settings(
         values: dict[str, Any] = {
             **settings_overrides,
             "smtp_host": "127.0.0.1",
-            "jwks_url": jwks.url,
-            "auth_issuer": ISSUER,
-            "jwt_audience": AUDIENCE,
+            "jwks_url": jwks_server.jwks_url,
+            "auth_issuer": jwks_server.issuer,
+            "jwt_audience": jwks_server.audience,
             "mail_from": "Switchyard <no-reply@switchyard.test>",
             # Leftover test queues go within a minute instead of five (quorum queues are heavy).
             "bus_queue_expires_ms": 60_000,

@@ -1,4 +1,4 @@
-"""Helpers for the notification service's tests: auth events, a running service, tokens, TLS."""
+"""Helpers for the notification service's tests: auth events, a running service, TLS."""
 
 from __future__ import annotations
 
@@ -39,10 +39,6 @@ from switchyard.events.auth import (
 )
 from switchyard.metrics import Metrics
 from switchyard.testing import AppServer
-from switchyard.tokens import TokenSigner, generate_signing_key, jwks_document
-
-ISSUER = "https://auth.test"
-AUDIENCE = "switchyard"
 
 
 def user_id() -> str:
@@ -170,23 +166,6 @@ async def parked(amqp_url: str, queue: str, timeout: float = 15.0) -> list[Any]:
     return found
 
 
-class JwksServer:
-    """Auth's key endpoint as the service sees it: a local JWKS with one test Ed25519 key."""
-
-    def __init__(self) -> None:
-        self.kid, self.private_key = generate_signing_key()
-        self.app = web.Application()
-        self.app.router.add_get("/.well-known/jwks.json", self._serve)
-        self.url = ""
-
-    async def _serve(self, request: web.Request) -> web.Response:
-        return web.json_response(jwks_document({self.kid: self.private_key.public_key()}))
-
-    def token(self, subject: str, roles: list[str]) -> str:
-        signer = TokenSigner(self.private_key, self.kid, issuer=ISSUER, audience=AUDIENCE)
-        return signer.issue(subject, roles).token
-
-
 @dataclass
 class RunningService:
     """The notification app on a real port, plus a publisher playing the auth service."""
@@ -233,14 +212,13 @@ class RunningService:
         return str(self.app[shared_keys.BUS].queue_name(handler))
 
     def consumed_count(self, handler: str, outcome: str) -> float:
-        metrics = self.app[shared_keys.METRICS]
-        counter = metrics.events_consumed.labels(metrics.service, self.queue(handler), outcome)
-        return float(counter._value.get())
+        return self.app[shared_keys.METRICS].value(
+            "events_consumed_total", queue=self.queue(handler), outcome=outcome
+        )
 
     def delivery_count(self, template: str, outcome: str) -> float:
-        metrics = self.app[keys.DELIVERY_METRICS]
-        return float(
-            metrics.deliveries.labels(metrics.service, "email", template, outcome)._value.get()
+        return self.app[keys.NOTIFICATION_METRICS].value(
+            "notification_deliveries_total", channel="email", template=template, outcome=outcome
         )
 
 

@@ -2,7 +2,7 @@
 
 Every service verifies access tokens itself (never trusting identity headers):
 
-    app.cleanup_ctx.append(verifier_context(lambda settings: TokenVerifier(...)))
+    app.cleanup_ctx.append(verifier_context())   # token_verifier(settings): auth's JWKS
     app.middlewares.append(authn_middleware())
 
     @require_roles("admin")            # 401 without a valid token, 403 without the role
@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from switchyard.problems import Problem
+from switchyard.settings import ServiceSettings
 from switchyard.tokens import Identity, InvalidToken, TokenVerifier
 
 VERIFIER = web.AppKey("switchyard.token_verifier", TokenVerifier)
@@ -56,10 +57,23 @@ def unauthorized(detail: str, *, error: str | None = None) -> Problem:
     return Problem(401, detail, slug="unauthorized", headers={"WWW-Authenticate": challenge})
 
 
+def token_verifier(settings: ServiceSettings, **options: Any) -> TokenVerifier:
+    """The verifier of every service but auth: auth's keys from ``JWKS_URL``, tokens for
+    ``AUTH_ISSUER`` and ``JWT_AUDIENCE``. ``options`` go to :class:`TokenVerifier` (e.g.
+    ``leeway``, ``refresh_interval``); not started yet."""
+    return TokenVerifier(
+        jwks_url=settings.jwks_url,
+        issuer=settings.auth_issuer,
+        audience=settings.jwt_audience,
+        **options,
+    )
+
+
 def verifier_context(
-    factory: Callable[[Any], TokenVerifier],
+    factory: Callable[[Any], TokenVerifier] = token_verifier,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A ``cleanup_ctx`` that builds the verifier from the app's settings, starts and closes it."""
+    """A ``cleanup_ctx`` that builds the verifier from the app's settings (by default with
+    :func:`token_verifier`), starts it and closes it."""
     from switchyard import keys
 
     async def context(app: web.Application) -> AsyncIterator[None]:
@@ -169,5 +183,6 @@ __all__ = [
     "require_auth",
     "require_roles",
     "socketio_identity",
+    "token_verifier",
     "verifier_context",
 ]

@@ -13,7 +13,9 @@ import argparse
 import difflib
 import json
 import sys
+import uuid
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,43 @@ def _message_name(spec: EventSpec) -> str:
     return f"{spec.type}.v{spec.version}"
 
 
+EXAMPLE_TIME = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def data_examples(spec: EventSpec) -> list[dict[str, Any]]:
+    """The examples the event model declares (``model_config = examples(...)``)."""
+    examples = spec.model.model_json_schema(mode="serialization").get("examples", [])
+    return [dict(example) for example in examples]
+
+
+def envelope_examples(spec: EventSpec) -> list[Envelope]:
+    """Each data example in a whole envelope, as it travels (a fixed id per example, so
+    the generated contracts do not change from run to run)."""
+    return [
+        Envelope(
+            id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{spec.dataschema}#example-{number}")),
+            source=f"/switchyard/{spec.producer}",
+            type=spec.type,
+            time=EXAMPLE_TIME,
+            subject=data.get("user_id"),
+            dataschema=spec.dataschema,
+            data=data,
+        )
+        for number, data in enumerate(data_examples(spec), start=1)
+    ]
+
+
+def _message_examples(spec: EventSpec) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": f"{spec.type}-example-{number}",
+            "headers": envelope.headers(),
+            "payload": json.loads(envelope.to_json()),
+        }
+        for number, envelope in enumerate(envelope_examples(spec), start=1)
+    ]
+
+
 def asyncapi(specs: Iterable[EventSpec]) -> dict[str, Any]:
     specs = list(specs)
     channels: dict[str, Any] = {}
@@ -96,6 +135,7 @@ def asyncapi(specs: Iterable[EventSpec]) -> dict[str, Any]:
                     },
                 ]
             },
+            "examples": _message_examples(spec),
         }
         channel = channels.setdefault(
             spec.type,

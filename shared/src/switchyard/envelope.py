@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
@@ -21,7 +21,9 @@ from switchyard.logging import request_id_var
 from switchyard.tracing import current_traceparent
 
 SCHEMA_BASE = "https://switchyard.dev/contracts/events/"
-EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$"
+# <service>.<entity>.<past-tense-verb>; a service that is its own entity may drop it
+# (DESIGN §3.1 names `file.uploaded`, `file.deleted`).
+EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){1,2}$"
 _DATASCHEMA = re.compile(re.escape(SCHEMA_BASE) + r"(?P<type>[a-z0-9_.]+)/v(?P<version>\d+)\.json$")
 
 # AMQP headers carrying the CloudEvents attributes (binding: cloudEvents_<name>).
@@ -137,7 +139,9 @@ class EventCatalog:
 
     def register(self, event_type: str, version: int = 1) -> Callable[[ModelT], ModelT]:
         if not re.match(EVENT_TYPE_PATTERN, event_type):
-            raise ValueError(f"event type {event_type!r} is not <service>.<entity>.<verb>")
+            raise ValueError(
+                f"event type {event_type!r} is not <service>.<entity>.<verb> (or <service>.<verb>)"
+            )
 
         def decorate(model: ModelT) -> ModelT:
             key = (event_type, version)
@@ -157,6 +161,12 @@ class EventCatalog:
             return self._by_model[model]
         except KeyError:
             raise UnknownEventType(model.__name__) from None
+
+    def types_of(self, models: Iterable[type[BaseModel]]) -> tuple[str, ...]:
+        """The event types of ``models`` (e.g. the keys of a handler table), in their order:
+        what a subscription binds to. Raises :class:`UnknownEventType` for a model the
+        catalog does not know."""
+        return tuple(dict.fromkeys(self.spec_for_model(model).type for model in models))
 
     def spec(self, event_type: str, version: int) -> EventSpec:
         spec = self._specs.get((event_type, version))
@@ -184,6 +194,13 @@ CATALOG = EventCatalog()
 def event_type(name: str, version: int = 1) -> Callable[[ModelT], ModelT]:
     """Register a data model in the shared catalog: ``@event_type("auth.user.registered")``."""
     return CATALOG.register(name, version)
+
+
+def examples(*data: dict[str, Any]) -> ConfigDict:
+    """``model_config = examples({...})`` on an event model: JSON examples of its ``data``,
+    exported into its JSON Schema and the AsyncAPI message, and validated by the contract
+    test (every event model carries at least one)."""
+    return ConfigDict(json_schema_extra={"examples": [dict(item) for item in data]})
 
 
 def new_envelope(
@@ -259,6 +276,7 @@ __all__ = [
     "UnknownEventVersion",
     "ValidationError",
     "event_type",
+    "examples",
     "new_envelope",
     "parse_envelope",
 ]

@@ -1,27 +1,77 @@
-"""Prometheus metrics with the names of DESIGN §8.
+"""Prometheus metrics with the names of DESIGN §8, and the one shape of a service's own.
 
 Each application owns one :class:`Metrics` (its own registry), so several apps
-can live in one test process without colliding. Services register their domain
-counters on the same object.
+can live in one test process without colliding. A service's own instruments live in
+``<service>_svc/metrics.py`` as a :class:`ServiceMetrics` subclass on that registry::
+
+    class NotificationMetrics(ServiceMetrics):
+        def __init__(self, metrics: MetricsRegistry) -> None:
+            super().__init__(metrics)
+            self.deliveries = metrics.counter("notification_deliveries_total", "…", ["outcome"])
+
+        def delivered(self, outcome: str) -> None:          # callers use verbs only
+            self.deliveries.labels(self.service, outcome).inc()
+
+    app[keys.NOTIFICATION_METRICS] = NotificationMetrics(app[shared_keys.METRICS])
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 # Latency buckets tuned for the SLOs (100 ms API p95, 50 ms store p95).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
-class Metrics:
-    """The standard instruments of a Switchyard service, on a private registry."""
+class MetricsRegistry:
+    """One service's private Prometheus registry; every instrument carries a ``service`` label."""
 
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry(auto_describe=True)
+
+    def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+        """A counter on this registry (a ``service`` label is added)."""
+        return Counter(name, documentation, ["service", *labels], registry=self.registry)
+
+    def histogram(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str] = (),
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+    ) -> Histogram:
+        return Histogram(
+            name, documentation, ["service", *labels], buckets=buckets, registry=self.registry
+        )
+
+    def gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
+        return Gauge(name, documentation, ["service", *labels], registry=self.registry)
+
+    def collector(self, collector: Collector) -> None:
+        """Add a custom collector (instruments counted outside prometheus_client)."""
+        self.registry.register(collector)
+
+    def value(self, name: str, **labels: str) -> float:
+        """The current value of one sample of this service (0 when never recorded):
+        ``value("events_consumed_total", queue="q", outcome="ok")``."""
+        found = self.registry.get_sample_value(name, {"service": self.service, **labels})
+        return 0.0 if found is None else found
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class Metrics(MetricsRegistry):
+    """The standard instruments of a Switchyard service (DESIGN §8), on a private registry."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(service)
         self.http_requests = Counter(
             "http_requests_total",
             "HTTP requests served",
@@ -80,23 +130,22 @@ class Metrics:
             registry=self.registry,
         )
 
-    def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
-        """A domain counter on this service's registry (a ``service`` label is added)."""
-        return Counter(name, documentation, ["service", *labels], registry=self.registry)
 
-    def histogram(
-        self,
-        name: str,
-        documentation: str,
-        labels: Sequence[str] = (),
-        buckets: Sequence[float] = LATENCY_BUCKETS,
-    ) -> Histogram:
-        return Histogram(
-            name, documentation, ["service", *labels], buckets=buckets, registry=self.registry
-        )
+class ServiceMetrics:
+    """The shape of a service's own metrics, one class in ``<service>_svc/metrics.py``:
 
-    def gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
-        return Gauge(name, documentation, ["service", *labels], registry=self.registry)
+    - built once in ``create_app`` on the app's registry (``app[keys.METRICS]``), so its
+      instruments are served by the same ``/metrics``;
+    - instruments declared in ``__init__`` (``self.metrics.counter(...)``, ``histogram``,
+      ``gauge``), named ``<service>_<thing>_<unit>``;
+    - recorded through verbs (``metrics.login("success")``): callers never pass the
+      ``service`` label or touch an instrument; tests read numbers with :meth:`value`.
+    """
 
-    def render(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+    def __init__(self, metrics: MetricsRegistry) -> None:
+        self.metrics = metrics
+        self.service = metrics.service
+
+    def value(self, name: str, **labels: Any) -> float:
+        """One sample's current value (tests): ``value("auth_logins_total", outcome="locked")``."""
+        return self.metrics.value(name, **{key: str(value) for key, value in labels.items()})

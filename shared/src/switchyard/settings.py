@@ -13,7 +13,15 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from switchyard.ports import SERVICE_PORTS, port_variable
+
 Environment = Literal["development", "test", "production"]
+
+
+def port_setting(service: str) -> Any:
+    """A service's ``port`` field: ``<SERVICE>_PORT``, by default its port in SERVICE_PORTS."""
+    return Field(SERVICE_PORTS[service], ge=1, le=65535, validation_alias=port_variable(service))
+
 
 # Values that only ever belong on a developer's machine. Outside development a
 # secret that matches one of these (or is shorter than 32 characters) stops the
@@ -34,7 +42,7 @@ class ServiceSettings(BaseSettings):
     service_name: str = "switchyard"
     environment: Environment = Field("development", validation_alias="SWITCHYARD_ENV")
     host: str = Field("127.0.0.1", validation_alias="HOST")
-    port: int = Field(8080, ge=1, le=65535)
+    port: int = Field(SERVICE_PORTS["gateway"], ge=1, le=65535)  # each service: port_setting
 
     amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", validation_alias="AMQP_URL")
     mongo_url: str = Field("mongodb://127.0.0.1:27017/", validation_alias="MONGO_URL")
@@ -60,10 +68,13 @@ class ServiceSettings(BaseSettings):
 
     # Access tokens: every service verifies them itself against auth's JWKS (DESIGN §5).
     # The issuer is the public base URL clients reach the suite under (the gateway).
-    auth_issuer: str = Field("http://localhost:8080", min_length=1, validation_alias="AUTH_ISSUER")
+    auth_issuer: str = Field(
+        f"http://localhost:{SERVICE_PORTS['gateway']}", min_length=1, validation_alias="AUTH_ISSUER"
+    )
     jwt_audience: str = Field("switchyard", min_length=1, validation_alias="JWT_AUDIENCE")
     jwks_url: str = Field(
-        "http://127.0.0.1:8081/.well-known/jwks.json", validation_alias="JWKS_URL"
+        f"http://127.0.0.1:{SERVICE_PORTS['auth']}/.well-known/jwks.json",
+        validation_alias="JWKS_URL",
     )
 
     max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="MAX_BODY_BYTES")

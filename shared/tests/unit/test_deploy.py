@@ -10,7 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from switchyard.devtools.run import SERVICE_PORTS, available_services, plan
+from switchyard.devtools.run import available_services, plan
+from switchyard.ports import SERVICE_PORTS, port_variable
 
 ROOT = Path(__file__).resolve().parents[3]
 SERVICES = available_services(ROOT)
@@ -44,8 +45,56 @@ def test_compose_has_every_service_and_the_infrastructure():
     for name in ("mongo", "rabbitmq", "redis", "mailpit", "prometheus", "grafana", "jaeger"):
         assert name in services
     for name in SERVICES:
-        assert services[name]["build"]["dockerfile"] == f"services/{name}/Dockerfile"
-        assert (ROOT / "services" / name / "Dockerfile").is_file()
+        build = services[name]["build"]
+        assert build == {"context": ".", "args": {"SERVICE": name}}  # the one Dockerfile
+
+
+def test_one_dockerfile_builds_every_service():
+    """The root Dockerfile installs ``switchyard-<SERVICE>`` from ``services/<SERVICE>`` and
+    runs ``python -m <SERVICE>_svc``: every service must fit those names."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert dockerfile.count("ARG SERVICE") == 2  # one per build stage
+    assert "COPY services/${SERVICE} services/${SERVICE}" in dockerfile
+    assert "--package switchyard-${SERVICE}" in dockerfile
+    assert 'exec python -m \\"${SERVICE}_svc\\"' in dockerfile
+    assert '"switchyard.devtools.healthcheck"' in dockerfile
+    assert not list((ROOT / "services").glob("*/Dockerfile"))  # no per-service copies
+    for name in SERVICES:
+        project = (ROOT / "services" / name / "pyproject.toml").read_text()
+        assert f'name = "switchyard-{name}"' in project
+        assert (ROOT / "services" / name / "src" / f"{name}_svc" / "__main__.py").is_file()
+
+
+def test_ports_are_defined_once_and_every_config_file_agrees():
+    """switchyard.ports is the definition; the settings read it, and the files that cannot
+    import it (compose, the route file) are checked against it."""
+    from auth_svc.settings import AuthSettings
+    from gateway_svc.settings import GatewaySettings
+    from notification_svc.settings import NotificationSettings
+
+    assert set(SERVICE_PORTS) == {"gateway", "auth", "chat", "payments", "notification", "file"}
+    assert len(set(SERVICE_PORTS.values())) == len(SERVICE_PORTS)
+    for settings_class, name in (
+        (GatewaySettings, "gateway"),
+        (AuthSettings, "auth"),
+        (NotificationSettings, "notification"),
+    ):
+        field = settings_class.model_fields["port"]
+        assert (field.default, field.validation_alias) == (SERVICE_PORTS[name], port_variable(name))
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    gateway_env = compose["gateway"]["environment"]
+    for name, port in SERVICE_PORTS.items():
+        if name != "gateway":
+            assert gateway_env[f"GATEWAY_{name.upper()}_UPSTREAMS"] == f"http://{name}:{port}"
+    assert compose["gateway"]["ports"] == [f"{SERVICE_PORTS['gateway']}:{SERVICE_PORTS['gateway']}"]
+    shared_env = compose["auth"]["environment"]
+    assert shared_env["JWKS_URL"] == f"http://auth:{SERVICE_PORTS['auth']}/.well-known/jwks.json"
+    routes = yaml.safe_load((ROOT / "services/gateway/src/gateway_svc/routes.yaml").read_text())[
+        "upstreams"
+    ]
+    for name, port in SERVICE_PORTS.items():
+        if name != "gateway":
+            assert routes[name]["urls"] == [f"http://127.0.0.1:{port}"]
 
 
 def test_prometheus_scrapes_every_service():

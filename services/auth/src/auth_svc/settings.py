@@ -8,12 +8,12 @@ from pydantic import EmailStr, Field, SecretStr, model_validator
 
 from auth_svc.domain.passwords import OWASP_MINIMUM, Argon2Parameters
 from auth_svc.domain.users import display_name_problem
-from switchyard.settings import ServiceSettings
+from switchyard.settings import ServiceSettings, port_setting
 
 
 class AuthSettings(ServiceSettings):
     service_name: str = "auth"
-    port: int = Field(8081, ge=1, le=65535, validation_alias="AUTH_PORT")
+    port: int = port_setting("auth")
 
     # Access tokens. The issuer is the public base URL clients reach auth under;
     # every service is configured with the same AUTH_ISSUER and JWT_AUDIENCE.

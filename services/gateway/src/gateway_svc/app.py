@@ -29,6 +29,8 @@ from gateway_svc.proxy.exchange import Exchange
 from gateway_svc.proxy.server import ClientConnection
 from gateway_svc.proxy.upstream import UpstreamGroup, UpstreamHost
 from gateway_svc.settings import GatewaySettings
+from switchyard.authn import token_verifier
+from switchyard.metrics import MetricsRegistry
 from switchyard.tokens import TokenVerifier
 
 log = logging.getLogger("gateway")
@@ -68,9 +70,7 @@ class Gateway:
             name: UpstreamGroup(name, config, settings.upstream_max_idle)
             for name, config in self.table.source.upstreams.items()
         }
-        self.verifier = verifier or TokenVerifier(
-            jwks_url=settings.jwks_url, issuer=settings.auth_issuer, audience=settings.jwt_audience
-        )
+        self.verifier = verifier or token_verifier(settings)
         self.tokens = CachedVerifier(self.verifier, settings.token_cache_size)
         self.limiter = local_limiter or LocalStore(settings.rate_limit_local_slots)
         self.limiter_async = (
@@ -79,7 +79,7 @@ class Gateway:
             else None
         )
         self.metrics = GatewayMetrics(
-            settings.service_name, hosts=self._hosts, snapshot_dir=metrics_dir
+            MetricsRegistry(settings.service_name), hosts=self._hosts, snapshot_dir=metrics_dir
         )
         self.access_log = AccessLog(settings.access_log, settings.service_name)
         self.cors = Cors(settings.cors_origins)

@@ -1,5 +1,7 @@
 """Gateway metrics, counted in plain dictionaries on the hot path and rendered in
-the Prometheus text format (names of DESIGN §8) when scraped.
+the Prometheus text format (names of DESIGN §8) when scraped: a
+``switchyard.metrics.ServiceMetrics`` whose instruments are one custom collector on the
+gateway's registry (prometheus_client's per-sample locking costs too much per request).
 
 With several worker processes, each worker writes a snapshot of its counters to
 a shared directory once a second; whichever worker answers ``/metrics`` adds the
@@ -18,12 +20,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway_svc.proxy.upstream import UpstreamHost
-from switchyard.metrics import LATENCY_BUCKETS
+from switchyard.metrics import LATENCY_BUCKETS, MetricsRegistry, ServiceMetrics
 
 log = logging.getLogger("gateway.metrics")
 
@@ -44,15 +45,15 @@ def _add(table: dict[Any, list[float]], key: Any, seconds: float) -> None:
     hist[-1] += seconds
 
 
-class GatewayMetrics:
+class GatewayMetrics(ServiceMetrics):
     def __init__(
         self,
-        service: str = "gateway",
+        metrics: MetricsRegistry,
         *,
         hosts: Callable[[], Iterable[UpstreamHost]] = tuple,
         snapshot_dir: Path | None = None,
     ) -> None:
-        self.service = service
+        super().__init__(metrics)
         self.hosts = hosts
         self.snapshot_dir = snapshot_dir
         self.requests: dict[tuple[str, bytes, int], int] = {}
@@ -62,8 +63,7 @@ class GatewayMetrics:
         self.outcomes: dict[tuple[str, str, str], int] = {}
         self.retries: dict[str, int] = {}
         self.refusals: dict[str, int] = {}
-        self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(_Collector(self))
+        metrics.collector(_Collector(self))
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -176,7 +176,8 @@ class GatewayMetrics:
         return {"sums": sums, "hists": hists, "circuits": circuits}
 
     def render(self) -> bytes:
-        return generate_latest(self._registry)
+        body, _ = self.metrics.render()
+        return body
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], hist: list[float]) -> None:
@@ -193,6 +194,11 @@ def _histogram(family: HistogramMetricFamily, labels: list[str], hist: list[floa
 class _Collector(Collector):
     def __init__(self, metrics: GatewayMetrics) -> None:
         self.metrics = metrics
+
+    def describe(self) -> list[Any]:
+        # Without this the registry would collect (read every worker's snapshot) to learn
+        # the names at registration; the names are fixed and clash with nothing.
+        return []
 
     def collect(self) -> Iterator[Any]:
         service = self.metrics.service

@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from switchyard.settings import ServiceSettings
+from switchyard.settings import ServiceSettings, port_setting
 
 DEFAULT_ROUTES_FILE = Path(__file__).with_name("routes.yaml")
 
@@ -24,7 +24,7 @@ def _split_commas(value: object) -> object:
 
 class GatewaySettings(ServiceSettings):
     service_name: str = "gateway"
-    port: int = Field(8080, ge=1, le=65535, validation_alias="GATEWAY_PORT")
+    port: int = port_setting("gateway")
 
     routes_file: Path = Field(DEFAULT_ROUTES_FILE, validation_alias="GATEWAY_ROUTES_FILE")
     # Worker processes sharing the port through SO_REUSEPORT (one event loop each).

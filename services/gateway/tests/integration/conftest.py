@@ -1,5 +1,6 @@
-"""Real servers on loopback for the gateway's tests: an echo upstream (aiohttp), a JWKS
-server with a test Ed25519 key, and gateways built from a test route table."""
+"""Real servers on loopback for the gateway's tests: an echo upstream (aiohttp), the shared
+test JWKS server (``switchyard.testing.JwksServer``), and gateways built from a test route
+table."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from aiohttp import web
 
 from gateway_svc.app import Gateway, create_app
 from gateway_svc.settings import GatewaySettings
+from switchyard.testing import JwksServer
 from switchyard.testing.servers import free_port
-from switchyard.tokens import TokenSigner, generate_signing_key, jwks_document
 
 ISSUER = "http://localhost:8081"
 AUDIENCE = "switchyard"
@@ -103,42 +104,14 @@ async def upstream(start_app: Callable[[web.Application], Awaitable[Any]]) -> Up
     return record
 
 
-@dataclass
-class Keys:
-    signer: TokenSigner
-    jwks_url: str
-    private_key: Any
-    kid: str
-
-    def token(self, sub: str = "user-1", roles: tuple[str, ...] = ("customer",)) -> str:
-        return self.signer.issue(sub, roles).token
-
-    def signer_with(self, **changes: Any) -> TokenSigner:
-        options: dict[str, Any] = {
-            "issuer": ISSUER,
-            "audience": AUDIENCE,
-            "lifetime": 900,
-            "clock": time.time,
-        }
-        options.update(changes)
-        private_key = options.pop("private_key", self.private_key)
-        kid = options.pop("kid", self.kid)
-        return TokenSigner(private_key, kid, **options)
+# The gateway tests' name for the shared test key server (tokens, forgeries, rotation).
+Keys = JwksServer
 
 
 @pytest.fixture
-async def keys(start_app: Callable[[web.Application], Awaitable[Any]]) -> Keys:
-    kid, private_key = generate_signing_key()
-    document = jwks_document({kid: private_key.public_key()})
-
-    async def jwks(request: web.Request) -> web.Response:
-        return web.json_response(document)
-
-    app = web.Application()
-    app.router.add_get("/.well-known/jwks.json", jwks)
-    server = await start_app(app)
-    signer = TokenSigner(private_key, kid, issuer=ISSUER, audience=AUDIENCE)
-    return Keys(signer, f"{server.url}/.well-known/jwks.json", private_key, kid)
+async def keys() -> AsyncIterator[JwksServer]:
+    async with JwksServer(issuer=ISSUER, audience=AUDIENCE) as server:
+        yield server
 
 
 def dead_url() -> str:

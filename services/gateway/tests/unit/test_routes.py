@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from gateway_svc.domain.routes import RouteTable, load_route_file
 from gateway_svc.settings import DEFAULT_ROUTES_FILE, GatewaySettings
+from switchyard.ports import SERVICE_PORTS
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,10 @@ def test_default_upstreams_and_env_overrides(tmp_path: Path) -> None:
     assert [
         source.upstreams[name].urls[0]
         for name in ("auth", "chat", "payments", "notification", "file")
-    ] == [f"http://127.0.0.1:{port}" for port in range(8081, 8086)]
+    ] == [
+        f"http://127.0.0.1:{SERVICE_PORTS[name]}"
+        for name in ("auth", "chat", "payments", "notification", "file")
+    ]
     settings = GatewaySettings(GATEWAY_CHAT_UPSTREAMS="http://chat-a:8082, http://chat-b:8082")
     overridden = load_route_file(DEFAULT_ROUTES_FILE, settings.upstream_overrides)
     assert overridden.upstreams["chat"].urls == ["http://chat-a:8082", "http://chat-b:8082"]

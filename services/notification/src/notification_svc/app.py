@@ -8,34 +8,29 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from notification_svc import keys
-from notification_svc.adapters import deliveries, preferences, users
+from notification_svc.adapters import deliveries, preferences
 from notification_svc.adapters.deliveries import DeliveryStore, delivery_indexes
 from notification_svc.adapters.preferences import PreferenceStore
 from notification_svc.adapters.smtp import SmtpMailer
 from notification_svc.adapters.templates import EmailRenderer
-from notification_svc.adapters.users import UserDirectory
 from notification_svc.entrypoints.consumers import build_registry
 from notification_svc.entrypoints.http import add_routes
 from notification_svc.handlers import EmailChannel
+from notification_svc.metrics import NotificationMetrics
 from notification_svc.settings import NotificationSettings
-from notification_svc.telemetry import DeliveryMetrics
 from switchyard import keys as shared_keys
 from switchyard.authn import authn_middleware, verifier_context
 from switchyard.bus import bus_context, consumers_context, inbox_indexes
+from switchyard.directory import UserDirectory
 from switchyard.mongo import mongo_context
 from switchyard.mongo.client import Index
-from switchyard.tokens import TokenVerifier
 from switchyard.web import new_app
+
+USERS_COLLECTION = "notification_users"  # the switchyard.directory read model
 
 
 def indexes() -> list[Index]:
     return [*delivery_indexes(), *inbox_indexes()]
-
-
-def token_verifier(settings: NotificationSettings) -> TokenVerifier:
-    return TokenVerifier(
-        jwks_url=settings.jwks_url, issuer=settings.auth_issuer, audience=settings.jwt_audience
-    )
 
 
 def channels_context(
@@ -46,7 +41,7 @@ def channels_context(
     async def context(app: web.Application) -> AsyncIterator[None]:
         db = app[shared_keys.MONGO_DB]
         app[keys.DELIVERIES] = DeliveryStore(db[deliveries.COLLECTION])
-        app[keys.DIRECTORY] = UserDirectory(db[users.COLLECTION])
+        app[keys.DIRECTORY] = UserDirectory(db[USERS_COLLECTION])
         app[keys.PREFERENCES] = PreferenceStore(db[preferences.COLLECTION])
         app[keys.MAILER] = mailer = SmtpMailer.from_settings(settings)
         app[keys.EMAIL_CHANNEL] = EmailChannel(
@@ -55,7 +50,7 @@ def channels_context(
             preferences=app[keys.PREFERENCES],
             mailer=mailer,
             renderer=EmailRenderer(product_name=settings.product_name),
-            metrics=app[keys.DELIVERY_METRICS],
+            metrics=app[keys.NOTIFICATION_METRICS],
             owner=uuid.uuid4().hex,
         )
         try:
@@ -68,13 +63,13 @@ def channels_context(
 
 def create_app(settings: NotificationSettings) -> web.Application:
     app = new_app(settings)
-    app[keys.DELIVERY_METRICS] = DeliveryMetrics(app[shared_keys.METRICS])
+    app[keys.NOTIFICATION_METRICS] = NotificationMetrics(app[shared_keys.METRICS])
     app.middlewares.append(authn_middleware())
     app.cleanup_ctx.extend(
         [
             mongo_context(indexes()),
             bus_context,
-            verifier_context(token_verifier),
+            verifier_context(),
             channels_context(settings),
             consumers_context(build_registry),
         ]

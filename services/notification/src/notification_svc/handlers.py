@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Protocol
 
+from pydantic import BaseModel
+
 from notification_svc.adapters.deliveries import DeliveryStore
 from notification_svc.adapters.preferences import PreferenceStore
 from notification_svc.adapters.templates import EmailRenderer
-from notification_svc.adapters.users import UserDirectory
 from notification_svc.domain.deliveries import (
     ERASED_RECIPIENT,
     Delivery,
@@ -22,8 +24,9 @@ from notification_svc.domain.deliveries import (
 )
 from notification_svc.domain.emails import EmailRequest, OutgoingEmail, email_for
 from notification_svc.domain.preferences import ALWAYS_SENT
-from notification_svc.telemetry import DeliveryMetrics
+from notification_svc.metrics import NotificationMetrics
 from switchyard.bus import PermanentError
+from switchyard.directory import UserDirectory, apply_user_event
 from switchyard.envelope import Event, utcnow
 from switchyard.events.auth import UserDeleted, UserRegistered, UserUpdated, UserVerified
 
@@ -45,7 +48,7 @@ class EmailChannel:
     preferences: PreferenceStore
     mailer: Mailer
     renderer: EmailRenderer
-    metrics: DeliveryMetrics
+    metrics: NotificationMetrics
     # Who holds a claim (one value per process) and for how long before others may take it over.
     owner: str
     claim_lease: timedelta = timedelta(seconds=60)
@@ -190,46 +193,47 @@ async def handle_email_event(event: Event[Any], *, email: EmailChannel) -> None:
     await send_email(request, event=event, channel=email)
 
 
-async def handle_user_event(
-    event: Event[Any],
-    *,
-    directory: UserDirectory,
-    deliveries: DeliveryStore,
-    preferences: PreferenceStore,
+@dataclass(frozen=True)
+class UserStores:
+    """Everything the service keeps about a user: the read model, deliveries, preferences."""
+
+    directory: UserDirectory
+    deliveries: DeliveryStore
+    preferences: PreferenceStore
+
+
+async def follow_user(
+    data: UserRegistered | UserVerified | UserUpdated, *, users: UserStores
 ) -> None:
-    """Keep the read model of users; erase everything about a deleted user."""
-    data = event.data
-    if isinstance(data, UserRegistered):
-        await directory.record_profile(
-            data.user_id,
-            email=str(data.email),
-            display_name=data.display_name,
-            as_of=data.registered_at,
-        )
-        await directory.record_status(
-            data.user_id, "pending_verification", as_of=data.registered_at
-        )
-    elif isinstance(data, UserVerified):
-        await directory.record_profile(
-            data.user_id,
-            email=str(data.email),
-            display_name=data.display_name,
-            as_of=data.verified_at,
-        )
-        await directory.record_status(data.user_id, "active", as_of=data.verified_at)
-    elif isinstance(data, UserUpdated):
-        await directory.record_profile(
-            data.user_id,
-            email=str(data.email),
-            display_name=data.display_name,
-            as_of=data.updated_at,
-        )
-    elif isinstance(data, UserDeleted):
-        await directory.erase(data.user_id, deleted_at=data.deleted_at)
-        erased = await deliveries.erase_recipient(data.user_id, erased_at=data.deleted_at)
-        await preferences.erase(data.user_id)
-        log.info(
-            "erased a deleted user's data", extra={"user_id": data.user_id, "deliveries": erased}
-        )
-    else:
+    """Keep the newest profile and status (events may arrive out of order, twice)."""
+    await apply_user_event(users.directory, data)
+
+
+async def user_deleted(data: UserDeleted, *, users: UserStores) -> None:
+    """Erase everything about the user; a tombstone keeps late events from reviving them."""
+    await apply_user_event(users.directory, data)
+    erased = await users.deliveries.erase_recipient(data.user_id, erased_at=data.deleted_at)
+    await users.preferences.erase(data.user_id)
+    log.info("erased a deleted user's data", extra={"user_id": data.user_id, "deliveries": erased})
+
+
+class UserEventHandler(Protocol):
+    async def __call__(self, data: Any, /, *, users: UserStores) -> None: ...
+
+
+# The one list of user events the read model follows: the ``user_directory`` subscription
+# is bound to exactly these event types (derived from the catalog).
+USER_EVENT_HANDLERS: Mapping[type[BaseModel], UserEventHandler] = {
+    UserRegistered: follow_user,
+    UserVerified: follow_user,
+    UserUpdated: follow_user,
+    UserDeleted: user_deleted,
+}
+
+
+async def handle_user_event(event: Event[Any], *, users: UserStores) -> None:
+    """The ``user_directory`` subscription: each user event to its handler above."""
+    handler = USER_EVENT_HANDLERS.get(type(event.data))
+    if handler is None:
         raise PermanentError(f"the user read model does not handle {event.type}")
+    await handler(event.data, users=users)

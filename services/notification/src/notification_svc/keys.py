@@ -7,13 +7,13 @@ from aiohttp import web
 from notification_svc.adapters.deliveries import DeliveryStore
 from notification_svc.adapters.preferences import PreferenceStore
 from notification_svc.adapters.smtp import SmtpMailer
-from notification_svc.adapters.users import UserDirectory
 from notification_svc.handlers import EmailChannel
-from notification_svc.telemetry import DeliveryMetrics
+from notification_svc.metrics import NotificationMetrics
+from switchyard.directory import UserDirectory
 
 DELIVERIES = web.AppKey("notification.deliveries", DeliveryStore)
 DIRECTORY = web.AppKey("notification.directory", UserDirectory)
 PREFERENCES = web.AppKey("notification.preferences", PreferenceStore)
 MAILER = web.AppKey("notification.mailer", SmtpMailer)
 EMAIL_CHANNEL = web.AppKey("notification.email_channel", EmailChannel)
-DELIVERY_METRICS = web.AppKey("notification.delivery_metrics", DeliveryMetrics)
+NOTIFICATION_METRICS = web.AppKey("notification.metrics", NotificationMetrics)

@@ -8,14 +8,14 @@ from typing import Literal
 
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 
-from switchyard.settings import ServiceSettings, credential
+from switchyard.settings import ServiceSettings, credential, port_setting
 
 SmtpSecurity = Literal["none", "starttls", "tls"]
 
 
 class NotificationSettings(ServiceSettings):
     service_name: str = "notification"
-    port: int = Field(8084, ge=1, le=65535, validation_alias="NOTIFICATION_PORT")
+    port: int = port_setting("notification")
 
     # Email channel. The default points at the local mail sink `make run` starts
     # (and Mailpit's SMTP port under docker compose).

@@ -7,6 +7,7 @@ import pytest
 
 from notification_svc import keys
 from notification_svc.domain.deliveries import NewDelivery
+from switchyard.pagination import encode_cursor
 
 from ..support import user_id
 
@@ -48,11 +49,11 @@ async def seed(service, user: str, statuses: list[str]) -> list[str]:  # type: i
     return ids
 
 
-async def test_admins_page_through_deliveries_newest_first(service, http, jwks) -> None:  # type: ignore[no-untyped-def]
+async def test_admins_page_through_deliveries_newest_first(service, http, jwks_server) -> None:  # type: ignore[no-untyped-def]
     alice, bob = user_id(), user_id()
     alice_ids = await seed(service, alice, ["sent", "failed", "sent", "suppressed", "sent"])
     await seed(service, bob, ["sent", "failed"])
-    admin = bearer(jwks.token("admin-1", ["admin"]))
+    admin = bearer(jwks_server.token("admin-1", ["admin"]))
 
     seen: list[str] = []
     cursor = None
@@ -97,11 +98,11 @@ async def test_ready_when_store_and_broker_answer(service, http) -> None:  # typ
         assert (await response.json())["checks"] == {"database": "ok", "broker": "ok"}
 
 
-async def test_deliveries_need_an_admin_token(service, http, jwks) -> None:  # type: ignore[no-untyped-def]
+async def test_deliveries_need_an_admin_token(service, http, jwks_server) -> None:  # type: ignore[no-untyped-def]
     async with http.get(service.url + DELIVERIES) as response:
         assert response.status == 401
         assert response.content_type == "application/problem+json"
-    customer = bearer(jwks.token("u1", ["customer"]))
+    customer = bearer(jwks_server.token("u1", ["customer"]))
     async with http.get(service.url + DELIVERIES, headers=customer) as response:
         assert response.status == 403
     async with http.get(service.url + DELIVERIES, headers=bearer("not-a-token")) as response:
@@ -117,10 +118,11 @@ async def test_deliveries_need_an_admin_token(service, http, jwks) -> None:  # t
         ({"status": "lost"}, 422),
         ({"colour": "blue"}, 422),
         ({"cursor": "bm90LWFuLWlk"}, 400),
+        ({"cursor": encode_cursor({"after": "dlv_" + "z" * 28})}, 400),  # not an id we issue
     ],
 )
-async def test_bad_queries_are_problems(service, http, jwks, params, status) -> None:  # type: ignore[no-untyped-def]
-    admin = bearer(jwks.token("admin-1", ["admin"]))
+async def test_bad_queries_are_problems(service, http, jwks_server, params, status) -> None:  # type: ignore[no-untyped-def]
+    admin = bearer(jwks_server.token("admin-1", ["admin"]))
     async with http.get(service.url + DELIVERIES, params=params, headers=admin) as response:
         assert response.status == status
         body = await response.json(content_type="application/problem+json")
@@ -130,9 +132,9 @@ async def test_bad_queries_are_problems(service, http, jwks, params, status) -> 
 
 
 async def test_users_set_preferences_but_cannot_turn_off_security_or_signup(
-    service, http, jwks
+    service, http, jwks_server
 ) -> None:  # type: ignore[no-untyped-def]
-    me = bearer(jwks.token("u-pref", ["customer"]))
+    me = bearer(jwks_server.token("u-pref", ["customer"]))
     async with http.get(service.url + PREFERENCES, headers=me) as response:
         body = await response.json()
     assert body["always_on"] == ["security", "signup"]

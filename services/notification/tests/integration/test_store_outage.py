@@ -17,11 +17,11 @@ from notification_svc.adapters.deliveries import DeliveryStore, delivery_indexes
 from notification_svc.adapters.preferences import PreferenceStore
 from notification_svc.adapters.smtp import SmtpMailer
 from notification_svc.adapters.templates import EmailRenderer
-from notification_svc.adapters.users import UserDirectory
 from notification_svc.domain.emails import OutgoingEmail, otp_email
 from notification_svc.handlers import EmailChannel, send_email
-from notification_svc.telemetry import DeliveryMetrics
+from notification_svc.metrics import NotificationMetrics
 from switchyard.bus import decode_event
+from switchyard.directory import UserDirectory
 from switchyard.envelope import CATALOG, utcnow
 from switchyard.metrics import Metrics
 from switchyard.mongo import ensure_indexes
@@ -82,7 +82,7 @@ async def test_a_send_the_store_could_not_record_is_recorded_on_redelivery_not_s
         preferences=PreferenceStore(mongo_db["preferences"]),
         mailer=StoreGoesAwayAfterAcceptance(mailer, proxy),
         renderer=EmailRenderer(product_name="Switchyard"),
-        metrics=DeliveryMetrics(Metrics("notification")),
+        metrics=NotificationMetrics(Metrics("notification")),
         owner=uuid.uuid4().hex,
         claim_lease=dt.timedelta(seconds=lease_seconds),
     )

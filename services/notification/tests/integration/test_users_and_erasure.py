@@ -10,7 +10,6 @@ from notification_svc import keys
 from notification_svc.adapters import deliveries
 from notification_svc.adapters.deliveries import DeliveryStore, delivery_indexes
 from notification_svc.adapters.preferences import PreferencesConflict, PreferenceStore
-from notification_svc.adapters.users import UserDirectory
 from notification_svc.domain.deliveries import ERASED_RECIPIENT, NewDelivery
 from switchyard.envelope import utcnow
 from switchyard.mongo import ensure_indexes
@@ -20,45 +19,6 @@ from ..support import deleted, event, eventually, otp, registered, updated, user
 pytestmark = pytest.mark.integration
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-
-
-async def test_profile_and_status_follow_the_newest_event_whatever_the_arrival_order(
-    mongo_db,
-) -> None:
-    directory = UserDirectory(mongo_db["users"])
-    uid = user_id()
-    later = T0 + dt.timedelta(minutes=5)
-    # The update arrives before the registration it follows.
-    assert await directory.record_profile(
-        uid, email="new@example.com", display_name="New", as_of=later
-    )
-    assert not await directory.record_profile(
-        uid, email="old@example.com", display_name="Old", as_of=T0
-    )
-    assert await directory.record_status(uid, "pending_verification", as_of=T0)
-    assert await directory.record_status(uid, "active", as_of=later)
-    assert not await directory.record_status(uid, "pending_verification", as_of=T0)  # replayed
-    contact = await directory.get(uid)
-    assert contact is not None
-    assert (contact.email, contact.display_name, contact.status) == (
-        "new@example.com",
-        "New",
-        "active",
-    )
-
-
-async def test_a_deleted_user_stays_a_tombstone_no_late_event_revives(mongo_db) -> None:
-    directory = UserDirectory(mongo_db["users"])
-    uid = user_id()
-    await directory.record_profile(uid, email="a@example.com", display_name="A", as_of=T0)
-    await directory.erase(uid, deleted_at=T0 + dt.timedelta(minutes=1))
-    assert not await directory.record_profile(
-        uid, email="a@example.com", display_name="A", as_of=T0 + dt.timedelta(minutes=2)
-    )
-    assert not await directory.record_status(uid, "active", as_of=T0 + dt.timedelta(minutes=2))
-    doc = await mongo_db["users"].find_one({"_id": uid})
-    assert doc is not None and doc["status"] == "deleted"
-    assert "email" not in doc and "display_name" not in doc
 
 
 async def test_preferences_are_saved_with_a_version_guard(mongo_db) -> None:
@@ -158,7 +118,7 @@ async def test_user_events_build_the_read_model_and_deletion_erases_everything(
     )
     assert await preferences.collection.find_one({"_id": uid}) is None
     stored = await directory.collection.find_one({"_id": uid})
-    assert stored is not None and set(stored) <= {"_id", "status", "erased_at", "updated_at"}
+    assert stored is not None and set(stored) <= {"_id", "status", "erased", "updated"}
 
     # A late code for the deleted account is recorded as suppressed and never mailed.
     sent_before = len(smtp_sink.messages)

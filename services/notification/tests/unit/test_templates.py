@@ -52,12 +52,12 @@ def requests_for_every_kind(display_name: str):  # type: ignore[no-untyped-def]
             _code(uid, purpose="reset_password", display_name=display_name, code="771205"),
             sent_at=NOW,
         ),
-        EmailKind.WELCOME: welcome_email(verified(uid, display_name=display_name)),
+        EmailKind.WELCOME: welcome_email(verified(uid, display_name=display_name), sent_at=NOW),
         EmailKind.PASSWORD_CHANGED: password_changed_email(
-            password_changed(uid).model_copy(update={"display_name": display_name})
+            password_changed(uid).model_copy(update={"display_name": display_name}), sent_at=NOW
         ),
         EmailKind.SESSION_REUSE_DETECTED: session_reuse_email(
-            session_reuse(uid).model_copy(update={"display_name": display_name})
+            session_reuse(uid).model_copy(update={"display_name": display_name}), sent_at=NOW
         ),
         EmailKind.SIGN_IN_CODE: sign_in_code_email(
             login_code(uid).model_copy(
@@ -69,7 +69,7 @@ def requests_for_every_kind(display_name: str):  # type: ignore[no-untyped-def]
             otp_blocked(uid).model_copy(
                 update={"display_name": display_name, "blocked_until": NOW + dt.timedelta(hours=1)}
             ),
-            now=NOW,
+            sent_at=NOW,
         ),
     }
 

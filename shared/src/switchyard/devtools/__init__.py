@@ -1,1 +1,2 @@
-"""Development tools: the `make run` launcher and the local mail sink."""
+"""Tools around the services: the `make run` launcher, the local mail sink, the container
+health check."""

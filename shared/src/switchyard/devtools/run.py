@@ -20,15 +20,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from switchyard.ports import SERVICE_PORTS, port_variable
+
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-SERVICE_PORTS = {
-    "gateway": 8080,
-    "auth": 8081,
-    "chat": 8082,
-    "payments": 8083,
-    "notification": 8084,
-    "file": 8085,
-}
 # Secrets each service may need; generated once per checkout, never committed.
 DEV_SECRETS = (
     "FILE_URL_SECRET",
@@ -120,7 +114,7 @@ def plan(
         )
         env.update({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mail_port), "SMTP_SECURITY": "none"})
     for name in available_services(root):
-        env[f"{name.upper()}_PORT"] = str(ports[name])
+        env[port_variable(name)] = str(ports[name])
         env[f"{name.upper()}_URL"] = f"http://127.0.0.1:{ports[name]}"
         result.processes[name] = f"{python} -m {name}_svc"
     if "auth" in result.processes:
@@ -190,7 +184,7 @@ def main() -> None:
         "".join(f"{name}: {command}\n" for name, command in the_plan.processes.items())
     )
     services = [name for name in the_plan.processes if name in SERVICE_PORTS]
-    gateway = the_plan.env.get("GATEWAY_PORT", "8080")
+    gateway = the_plan.env.get("GATEWAY_PORT", str(SERVICE_PORTS["gateway"]))
     print(f"Starting {', '.join(the_plan.processes)}.")
     if "gateway" in services:
         print(f"Gateway: http://localhost:{gateway}   (Ctrl-C stops everything)")

@@ -7,10 +7,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
-from switchyard.envelope import event_type
+from switchyard.envelope import event_type, examples
 
 Role = Literal["customer", "contractor", "admin"]
 OtpPurpose = Literal["verify_email", "reset_password"]
+USER_ID = "019c3a7e5b2f4d1e8a6b0c9d2e4f6a8b"  # the examples' user: 48-bit ms time + random
 
 
 class _Data(BaseModel):
@@ -20,6 +21,16 @@ class _Data(BaseModel):
 @event_type("auth.user.registered")
 class UserRegistered(_Data):
     """A user signed up; the account waits for email verification."""
+
+    model_config = examples(
+        {
+            "user_id": USER_ID,
+            "email": "ada@example.com",
+            "display_name": "Ada Lovelace",
+            "roles": ["customer"],
+            "registered_at": "2026-03-01T12:00:00Z",
+        }
+    )
 
     user_id: str
     email: EmailStr
@@ -31,6 +42,17 @@ class UserRegistered(_Data):
 @event_type("auth.otp.requested")
 class OtpRequested(_Data):
     """A one-time code was issued; the notification service emails it."""
+
+    model_config = examples(
+        {
+            "user_id": USER_ID,
+            "email": "ada@example.com",
+            "display_name": "Ada Lovelace",
+            "purpose": "verify_email",
+            "code": "493817",
+            "expires_at": "2026-03-01T12:10:00Z",
+        }
+    )
 
     user_id: str
     email: EmailStr
@@ -44,6 +66,15 @@ class OtpRequested(_Data):
 class UserVerified(_Data):
     """A user proved ownership of their email address; the account is active."""
 
+    model_config = examples(
+        {
+            "user_id": USER_ID,
+            "email": "ada@example.com",
+            "display_name": "Ada Lovelace",
+            "verified_at": "2026-03-01T12:03:00Z",
+        }
+    )
+
     user_id: str
     email: EmailStr
     display_name: str
@@ -53,6 +84,16 @@ class UserVerified(_Data):
 @event_type("auth.user.updated")
 class UserUpdated(_Data):
     """A user's profile or roles changed."""
+
+    model_config = examples(
+        {
+            "user_id": USER_ID,
+            "email": "ada@example.com",
+            "display_name": "Ada King",
+            "roles": ["customer", "contractor"],
+            "updated_at": "2026-03-02T09:30:00Z",
+        }
+    )
 
     user_id: str
     email: EmailStr
@@ -65,6 +106,16 @@ class UserUpdated(_Data):
 class PasswordChanged(_Data):
     """A user's password was changed or reset; every other session was revoked."""
 
+    model_config = examples(
+        {
+            "user_id": USER_ID,
+            "email": "ada@example.com",
+            "display_name": "Ada Lovelace",
+            "reason": "reset",
+            "changed_at": "2026-03-02T10:00:00Z",
+        }
+    )
+
     user_id: str
     email: EmailStr
     display_name: str
@@ -76,6 +127,8 @@ class PasswordChanged(_Data):
 class UserDeleted(_Data):
     """A user deleted their account; every service erases or anonymises their data."""
 
+    model_config = examples({"user_id": USER_ID, "deleted_at": "2026-04-01T08:00:00Z"})
+
     user_id: str
     deleted_at: datetime
 
@@ -83,6 +136,16 @@ class UserDeleted(_Data):
 @event_type("auth.session.reuse_detected")
 class SessionReuseDetected(_Data):
     """A rotated refresh token was presented again; its whole family was revoked."""
+
+    model_config = examples(
+        {
+            "user_id": USER_ID,
+            "email": "ada@example.com",
+            "display_name": "Ada Lovelace",
+            "family_id": "5f0c2a9e4b7d4c1f9e8a3b6d2c1e0f47",
+            "detected_at": "2026-03-02T11:15:00Z",
+        }
+    )
 
     user_id: str
     email: EmailStr
@@ -99,6 +162,16 @@ class SessionRevoked(_Data):
     keeps the session id on its deny-list until then (plus its own clock leeway).
     """
 
+    model_config = examples(
+        {
+            "user_id": USER_ID,
+            "session_id": "5f0c2d9e8b7a4c3d2e1f0a9b8c7d6e5f",
+            "expires_at": "2026-03-01T12:15:01Z",
+            "revoked_at": "2026-03-01T12:05:00Z",
+            "reason": "logout_all",
+        }
+    )
+
     user_id: str
     session_id: str
     expires_at: datetime
@@ -113,6 +186,16 @@ class LoginCodeRequested(_Data):
     """A sign-in code was issued (the owner's way in, also while password sign-in is locked);
     the notification service emails it."""
 
+    model_config = examples(
+        {
+            "user_id": USER_ID,
+            "email": "ada@example.com",
+            "display_name": "Ada Lovelace",
+            "code": "KPQ7-M2XD-4TNA-Z9HB",
+            "expires_at": "2026-03-01T12:10:00Z",
+        }
+    )
+
     user_id: str
     email: EmailStr
     display_name: str
@@ -124,6 +207,17 @@ class LoginCodeRequested(_Data):
 class OtpBlocked(_Data):
     """Too many wrong codes were entered for an account: no code of this purpose is accepted
     until ``blocked_until``; the notification service tells the owner."""
+
+    model_config = examples(
+        {
+            "user_id": USER_ID,
+            "email": "ada@example.com",
+            "display_name": "Ada Lovelace",
+            "purpose": "reset_password",
+            "failed_attempts": 10,
+            "blocked_until": "2026-03-01T13:00:00Z",
+        }
+    )
 
     user_id: str
     email: EmailStr

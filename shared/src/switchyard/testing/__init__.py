@@ -1,9 +1,10 @@
-"""Test support: fixtures for the real broker, the embedded store and an SMTP sink,
-plus an in-memory bus for unit tests.
+"""Test support: fixtures for the real broker, the embedded store, an SMTP sink and a JWKS
+server issuing access tokens, plus an in-memory bus for unit tests.
 
 Enable with ``pytest_plugins = ["switchyard.testing.plugin"]``.
 """
 
+from switchyard.testing.jwks import JwksServer
 from switchyard.testing.memory import InMemoryBus
 from switchyard.testing.servers import AppServer, TcpProxy, delete_exchange, docker_available
 from switchyard.testing.smtp import SmtpSink
@@ -11,6 +12,7 @@ from switchyard.testing.smtp import SmtpSink
 __all__ = [
     "AppServer",
     "InMemoryBus",
+    "JwksServer",
     "SmtpSink",
     "TcpProxy",
     "delete_exchange",

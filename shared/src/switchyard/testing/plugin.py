@@ -1,5 +1,6 @@
 """pytest fixtures: the real broker, the embedded MongoDB-wire server (or a real MongoDB),
-an SMTP sink, per-test names so runs never collide, and app servers on loopback.
+an SMTP sink, a JWKS server, per-test names so runs never collide, and app servers on
+loopback.
 
 Where a Docker engine answers, RabbitMQ and MongoDB come from testcontainers;
 otherwise the machine's RabbitMQ (``AMQP_URL``) and the embedded ``nx-27017``
@@ -19,6 +20,7 @@ from pymongo import AsyncMongoClient
 
 from switchyard.logging import configure_logging
 from switchyard.mongo.embedded import EmbeddedMongo
+from switchyard.testing.jwks import JwksServer
 from switchyard.testing.servers import AppServer, delete_exchange, docker_available
 from switchyard.testing.smtp import SmtpSink
 from switchyard.tracing import configure_tracing
@@ -126,6 +128,14 @@ async def mongo_db(
 def smtp_sink() -> Iterator[SmtpSink]:
     with SmtpSink() as sink:
         yield sink
+
+
+@pytest.fixture
+async def jwks_server() -> AsyncIterator[JwksServer]:
+    """Auth's JWKS endpoint as services see it (issuer ``https://auth.test``): point
+    ``jwks_url``/``auth_issuer``/``jwt_audience`` at it and sign tokens with ``.token(...)``."""
+    async with JwksServer() as server:
+        yield server
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 from types import TracebackType
+from typing import Self
 
 from aiohttp import web
 
@@ -57,7 +58,7 @@ class AppServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> AppServer:
+    async def start(self) -> Self:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", self.port)
         await site.start()
@@ -66,7 +67,7 @@ class AppServer:
     async def stop(self) -> None:
         await self.runner.cleanup()
 
-    async def __aenter__(self) -> AppServer:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(

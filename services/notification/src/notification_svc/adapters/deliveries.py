@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import secrets
 import time
@@ -16,7 +14,6 @@ from pymongo import DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from notification_svc.adapters.timestamps import loaded, stored
 from notification_svc.domain.deliveries import (
     ERASED_RECIPIENT,
     Delivery,
@@ -24,6 +21,7 @@ from notification_svc.domain.deliveries import (
     NewDelivery,
 )
 from switchyard.envelope import utcnow
+from switchyard.mongo import loaded_time, stored_time, time_range
 from switchyard.mongo.client import Document, Index, asc
 
 COLLECTION = "notification_deliveries"
@@ -51,22 +49,9 @@ class DeliveryIds:
         return f"dlv_{self._last:016x}{secrets.token_hex(6)}"
 
 
-class InvalidCursor(ValueError):
-    pass
-
-
-def encode_cursor(delivery_id: str) -> str:
-    return base64.urlsafe_b64encode(delivery_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidCursor(cursor) from None
-    if not _ID_PATTERN.match(raw):
-        raise InvalidCursor(cursor)
-    return raw
+def is_delivery_id(value: str) -> bool:
+    """Ids this store issues (a cursor carrying anything else was not ours)."""
+    return _ID_PATTERN.match(value) is not None
 
 
 def _delivery(doc: Mapping[str, Any]) -> Delivery:
@@ -82,9 +67,9 @@ def _delivery(doc: Mapping[str, Any]) -> Delivery:
         status=doc["status"],
         attempts=int(doc.get("attempts", 0)),
         provider_response=doc.get("provider_response"),
-        created_at=loaded(doc["created_at"]),
-        updated_at=loaded(doc["updated_at"]),
-        sent_at=loaded(doc["sent_at"]) if doc.get("sent_at") else None,
+        created_at=loaded_time(doc["created"]),
+        updated_at=loaded_time(doc["updated"]),
+        sent_at=loaded_time(doc["sent"]) if doc.get("sent") else None,
         reason=doc.get("reason"),
     )
 
@@ -112,21 +97,21 @@ class DeliveryStore:
             "status": "sending",
             "attempts": 1,
             "owner": owner,
-            "lease_until": time.time() + lease.total_seconds(),
+            "lease_expires": stored_time(utcnow() + lease),
         }
         return await self._insert_or_get(new, claim, None)
 
     async def _insert_or_get(
         self, new: NewDelivery, state: Document, reason: str | None
     ) -> tuple[Delivery, bool]:
-        now = stored(utcnow())
+        now = stored_time(utcnow())
         doc: Document = {
             "_id": self.ids.next(),
             **asdict(new),
             **state,
             "provider_response": None,
-            "created_at": now,
-            "updated_at": now,
+            "created": now,
+            "updated": now,
         }
         if reason is not None:
             doc["reason"] = reason
@@ -147,18 +132,21 @@ class DeliveryStore:
 
     async def claim(self, delivery_id: str, *, owner: str, lease: timedelta) -> Delivery | None:
         """Take a pending or abandoned to ``sending`` for ``owner``; None if another has it."""
-        now = time.time()
+        now = utcnow()
         doc = await self.collection.find_one_and_update(
             {
                 "_id": delivery_id,
-                "$or": [{"status": "pending"}, {"status": "sending", "lease_until": {"$lt": now}}],
+                "$or": [
+                    {"status": "pending"},
+                    {"status": "sending", **time_range("lease_expires", before=now)},
+                ],
             },
             {
                 "$set": {
                     "status": "sending",
                     "owner": owner,
-                    "lease_until": now + lease.total_seconds(),
-                    "updated_at": stored(utcnow()),
+                    "lease_expires": stored_time(now + lease),
+                    "updated": stored_time(now),
                 },
                 "$inc": {"attempts": 1},
             },
@@ -168,44 +156,43 @@ class DeliveryStore:
 
     async def mark_sent(self, delivery_id: str, *, response: str) -> None:
         """The provider accepted the message: final, whoever held the claim by now."""
-        now = stored(utcnow())
+        now = stored_time(utcnow())
         await self.collection.update_one(
             {"_id": delivery_id, "status": {"$in": ["pending", "sending"]}},
             {
                 "$set": {
                     "status": "sent",
                     "provider_response": response,
-                    "sent_at": now,
-                    "updated_at": now,
+                    "sent": now,
+                    "updated": now,
                 },
-                "$unset": {"owner": "", "lease_until": ""},
+                "$unset": {"owner": "", "lease_expires": ""},
             },
         )
 
     async def mark_failed(self, delivery_id: str, *, owner: str, response: str) -> bool:
-        now = stored(utcnow())
-        result = await self.collection.update_one(
-            {"_id": delivery_id, "status": "sending", "owner": owner},
-            {
-                "$set": {"status": "failed", "provider_response": response, "updated_at": now},
-                "$unset": {"owner": "", "lease_until": ""},
-            },
-        )
-        return result.modified_count == 1
+        """The provider refused for good: final, if ``owner`` still holds the claim."""
+        return await self._end_claim(delivery_id, owner, status="failed", response=response)
 
     async def release(self, delivery_id: str, *, owner: str, response: str) -> None:
         """Give the claim back after a temporary failure; the retried event claims it again."""
-        await self.collection.update_one(
+        await self._end_claim(delivery_id, owner, status="pending", response=response)
+
+    async def _end_claim(
+        self, delivery_id: str, owner: str, *, status: DeliveryStatus, response: str
+    ) -> bool:
+        result = await self.collection.update_one(
             {"_id": delivery_id, "status": "sending", "owner": owner},
             {
                 "$set": {
-                    "status": "pending",
+                    "status": status,
                     "provider_response": response,
-                    "updated_at": stored(utcnow()),
+                    "updated": stored_time(utcnow()),
                 },
-                "$unset": {"owner": "", "lease_until": ""},
+                "$unset": {"owner": "", "lease_expires": ""},
             },
         )
+        return result.modified_count == 1
 
     async def page(
         self,
@@ -236,8 +223,8 @@ class DeliveryStore:
             {
                 "$set": {
                     "recipient": ERASED_RECIPIENT,
-                    "erased_at": stored(erased_at),
-                    "updated_at": stored(utcnow()),
+                    "erased": stored_time(erased_at),
+                    "updated": stored_time(utcnow()),
                 },
                 "$unset": {"provider_response": ""},
             },

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from notification_svc.adapters.timestamps import stored
 from notification_svc.domain.preferences import Preferences
 from switchyard.envelope import utcnow
+from switchyard.mongo import stored_time
 from switchyard.mongo.client import Document
 
 COLLECTION = "notification_preferences"
@@ -35,7 +35,7 @@ class PreferenceStore:
                 category: dict(channels) for category, channels in preferences.choices.items()
             },
             "version": preferences.version,
-            "updated_at": stored(utcnow()),
+            "updated": stored_time(utcnow()),
         }
         if expected == 0:
             try:

@@ -7,7 +7,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
+
+from pydantic import BaseModel
 
 from notification_svc.domain.preferences import Category
 from switchyard.events.auth import (
@@ -113,7 +115,7 @@ def otp_email(data: OtpRequested, *, sent_at: datetime) -> EmailRequest:
     return _code_email(kind, data, sent_at)
 
 
-def welcome_email(data: UserVerified) -> EmailRequest:
+def welcome_email(data: UserVerified, *, sent_at: datetime) -> EmailRequest:
     return EmailRequest(
         kind=EmailKind.WELCOME,
         user_id=data.user_id,
@@ -123,7 +125,7 @@ def welcome_email(data: UserVerified) -> EmailRequest:
     )
 
 
-def password_changed_email(data: PasswordChanged) -> EmailRequest:
+def password_changed_email(data: PasswordChanged, *, sent_at: datetime) -> EmailRequest:
     return EmailRequest(
         kind=EmailKind.PASSWORD_CHANGED,
         user_id=data.user_id,
@@ -133,7 +135,7 @@ def password_changed_email(data: PasswordChanged) -> EmailRequest:
     )
 
 
-def session_reuse_email(data: SessionReuseDetected) -> EmailRequest:
+def session_reuse_email(data: SessionReuseDetected, *, sent_at: datetime) -> EmailRequest:
     return EmailRequest(
         kind=EmailKind.SESSION_REUSE_DETECTED,
         user_id=data.user_id,
@@ -150,7 +152,7 @@ def sign_in_code_email(data: LoginCodeRequested, *, sent_at: datetime) -> EmailR
 CODE_PURPOSE_WORDS = {"verify_email": "email verification", "reset_password": "password reset"}
 
 
-def codes_blocked_email(data: OtpBlocked, *, now: datetime) -> EmailRequest:
+def codes_blocked_email(data: OtpBlocked, *, sent_at: datetime) -> EmailRequest:
     return EmailRequest(
         kind=EmailKind.CODES_BLOCKED,
         user_id=data.user_id,
@@ -160,34 +162,30 @@ def codes_blocked_email(data: OtpBlocked, *, now: datetime) -> EmailRequest:
             "purpose": CODE_PURPOSE_WORDS[data.purpose],
             "failed_attempts": data.failed_attempts,
             "blocked_until": data.blocked_until,
-            "blocked_for_minutes": minutes_until(data.blocked_until, now),
+            "blocked_for_minutes": minutes_until(data.blocked_until, sent_at),
         },
     )
 
 
-def email_for(data: object, *, now: datetime) -> EmailRequest | None:
+class EmailBuilder(Protocol):
+    """Builds the email an event's data calls for, as sent at ``sent_at``."""
+
+    def __call__(self, data: Any, /, *, sent_at: datetime) -> EmailRequest: ...
+
+
+# The one list of emailed events: the ``emails`` subscription is bound to exactly these
+# event types (derived from the catalog), and each event is built by its function here.
+EMAIL_FOR_EVENT: Mapping[type[BaseModel], EmailBuilder] = {
+    OtpRequested: otp_email,
+    UserVerified: welcome_email,
+    PasswordChanged: password_changed_email,
+    SessionReuseDetected: session_reuse_email,
+    LoginCodeRequested: sign_in_code_email,
+    OtpBlocked: codes_blocked_email,
+}
+
+
+def email_for(data: BaseModel, *, now: datetime) -> EmailRequest | None:
     """The email an event calls for, or None when the event calls for none."""
-    if isinstance(data, OtpRequested):
-        return otp_email(data, sent_at=now)
-    if isinstance(data, UserVerified):
-        return welcome_email(data)
-    if isinstance(data, PasswordChanged):
-        return password_changed_email(data)
-    if isinstance(data, SessionReuseDetected):
-        return session_reuse_email(data)
-    if isinstance(data, LoginCodeRequested):
-        return sign_in_code_email(data, sent_at=now)
-    if isinstance(data, OtpBlocked):
-        return codes_blocked_email(data, now=now)
-    return None
-
-
-# The event types the ``emails`` subscription is bound to.
-EMAIL_EVENT_TYPES = (
-    "auth.otp.requested",
-    "auth.user.verified",
-    "auth.password.changed",
-    "auth.session.reuse_detected",
-    "auth.login_code.requested",
-    "auth.otp.blocked",
-)
+    build = EMAIL_FOR_EVENT.get(type(data))
+    return build(data, sent_at=now) if build is not None else None

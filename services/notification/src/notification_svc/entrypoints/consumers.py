@@ -9,27 +9,33 @@ from functools import partial
 from aiohttp import web
 
 from notification_svc import keys
-from notification_svc.domain.emails import EMAIL_EVENT_TYPES
-from notification_svc.handlers import handle_email_event, handle_user_event
+from notification_svc.domain.emails import EMAIL_FOR_EVENT
+from notification_svc.handlers import (
+    USER_EVENT_HANDLERS,
+    UserStores,
+    handle_email_event,
+    handle_user_event,
+)
 from switchyard.bus import HandlerRegistry
+from switchyard.envelope import CATALOG
+
+# Each queue's routing keys are the catalog's names of the events its table handles.
+EMAIL_EVENT_TYPES = CATALOG.types_of(EMAIL_FOR_EVENT)
+USER_EVENT_TYPES = CATALOG.types_of(USER_EVENT_HANDLERS)
 
 
 def build_registry(app: web.Application) -> HandlerRegistry:
     email = app[keys.EMAIL_CHANNEL]
+    users = UserStores(
+        directory=app[keys.DIRECTORY],
+        deliveries=app[keys.DELIVERIES],
+        preferences=app[keys.PREFERENCES],
+    )
     registry = HandlerRegistry()
     # No bus inbox here: the delivery record (unique per event, channel and recipient) already
     # makes a redelivered event send nothing, and the inbox would cost two store writes an email.
     registry.add(
         "emails", EMAIL_EVENT_TYPES, partial(handle_email_event, email=email), deduplicate=False
     )
-    registry.add(
-        "user_directory",
-        ["auth.user.registered", "auth.user.verified", "auth.user.updated", "auth.user.deleted"],
-        partial(
-            handle_user_event,
-            directory=app[keys.DIRECTORY],
-            deliveries=app[keys.DELIVERIES],
-            preferences=app[keys.PREFERENCES],
-        ),
-    )
+    registry.add("user_directory", USER_EVENT_TYPES, partial(handle_user_event, users=users))
     return registry

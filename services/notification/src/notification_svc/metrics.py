@@ -1,10 +1,11 @@
-"""The service's domain metrics: deliveries by channel, template and outcome, and send latency."""
+"""The notification service's own metrics: deliveries by channel, template and outcome, and
+send latency (the shape of ``switchyard.metrics.ServiceMetrics``)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from switchyard.metrics import Metrics
+from switchyard.metrics import MetricsRegistry, ServiceMetrics
 
 Outcome = Literal["sent", "failed", "suppressed", "deferred", "duplicate"]
 
@@ -12,9 +13,9 @@ Outcome = Literal["sent", "failed", "suppressed", "deferred", "duplicate"]
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 
 
-class DeliveryMetrics:
-    def __init__(self, metrics: Metrics) -> None:
-        self.service = metrics.service
+class NotificationMetrics(ServiceMetrics):
+    def __init__(self, metrics: MetricsRegistry) -> None:
+        super().__init__(metrics)
         self.deliveries = metrics.counter(
             "notification_deliveries_total",
             "Delivery decisions by channel, template and outcome "
