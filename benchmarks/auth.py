@@ -181,7 +181,8 @@ async def bench_logins(seconds: float = 5.0, concurrency: int = 4) -> list[dict[
             None,
             "ops/s",
             f"{OWASP_MINIMUM.describe()}; {concurrency} concurrent clients; embedded store; "
-            "each login = lockout check, user read, argon2id verify, session insert, JWT sign",
+            "each login = attempt reserved, user read, argon2id verify, attempts cleared, "
+            "session insert, JWT sign",
         ),
     ]
 

@@ -27,6 +27,8 @@ from switchyard.bus import Bus
 from switchyard.dlq import DeadLetters
 from switchyard.envelope import Envelope, new_envelope, utcnow
 from switchyard.events.auth import (
+    LoginCodeRequested,
+    OtpBlocked,
     OtpRequested,
     PasswordChanged,
     SessionReuseDetected,
@@ -109,6 +111,27 @@ def session_reuse(uid: str) -> SessionReuseDetected:
         display_name="Ada",
         family_id="fam_1",
         detected_at=utcnow(),
+    )
+
+
+def login_code(uid: str, *, code: str = "KPQ7-M2XD-4TNA-Z9HB") -> LoginCodeRequested:
+    return LoginCodeRequested(
+        user_id=uid,
+        email=f"{uid}@example.com",
+        display_name="Ada",
+        code=code,
+        expires_at=utcnow() + dt.timedelta(minutes=10),
+    )
+
+
+def otp_blocked(uid: str, *, purpose: str = "reset_password") -> OtpBlocked:
+    return OtpBlocked(
+        user_id=uid,
+        email=f"{uid}@example.com",
+        display_name="Ada",
+        purpose=purpose,  # type: ignore[arg-type]
+        failed_attempts=10,
+        blocked_until=utcnow() + dt.timedelta(minutes=47),
     )
 
 

@@ -21,7 +21,9 @@ from switchyard.logging import request_id_var
 from switchyard.tracing import current_traceparent
 
 SCHEMA_BASE = "https://switchyard.dev/contracts/events/"
-EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$"
+# <service>.<entity>.<past-tense-verb>; a service that is its own entity may drop it
+# (DESIGN §3.1 names `file.uploaded`, `file.deleted`).
+EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){1,2}$"
 _DATASCHEMA = re.compile(re.escape(SCHEMA_BASE) + r"(?P<type>[a-z0-9_.]+)/v(?P<version>\d+)\.json$")
 
 # AMQP headers carrying the CloudEvents attributes (binding: cloudEvents_<name>).
@@ -137,7 +139,9 @@ class EventCatalog:
 
     def register(self, event_type: str, version: int = 1) -> Callable[[ModelT], ModelT]:
         if not re.match(EVENT_TYPE_PATTERN, event_type):
-            raise ValueError(f"event type {event_type!r} is not <service>.<entity>.<verb>")
+            raise ValueError(
+                f"event type {event_type!r} is not <service>.<entity>.<verb> (or <service>.<verb>)"
+            )
 
         def decorate(model: ModelT) -> ModelT:
             key = (event_type, version)

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from auth_svc import handlers
-from auth_svc.adapters import codes, sessions, throttle, users
+from auth_svc.adapters import budgets, codes, sessions, users
+from auth_svc.adapters.budgets import AttemptBudget
 from auth_svc.adapters.codes import CodeRepository
 from auth_svc.adapters.passwords import Passwords
 from auth_svc.adapters.sessions import SessionRepository
@@ -17,8 +18,9 @@ from auth_svc.adapters.signing_keys import (
     Signer,
     key_reload_context,
 )
-from auth_svc.adapters.throttle import LoginThrottle
-from auth_svc.adapters.users import UserRepository
+from auth_svc.adapters.strength import StrengthChecker
+from auth_svc.adapters.users import UserRepository, backfill_email_keys
+from auth_svc.background import BackgroundWork
 from auth_svc.domain.clock import Clock, SystemClock
 from auth_svc.domain.passwords import PasswordPolicy, PasswordRejected
 from auth_svc.entrypoints.http import PUBLIC_PATHS, add_routes, auth_errors_middleware
@@ -37,8 +39,8 @@ from switchyard.web import new_app
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 # Collections whose documents carry an outbox, and how their documents expire.
-OUTBOX_COLLECTIONS = [users.USERS, codes.CODES, sessions.SESSIONS]
-OUTBOX_EXPIRY = [codes.EXPIRY, sessions.EXPIRY]
+OUTBOX_COLLECTIONS = [users.USERS, codes.CODES, sessions.SESSIONS, budgets.BUDGETS]
+OUTBOX_EXPIRY = [codes.EXPIRY, sessions.EXPIRY, budgets.EXPIRY]
 
 
 def create_app(settings: AuthSettings, *, clock: Clock | None = None) -> web.Application:
@@ -66,7 +68,7 @@ def create_app(settings: AuthSettings, *, clock: Clock | None = None) -> web.App
         *users.INDEXES,
         *codes.INDEXES,
         *sessions.INDEXES,
-        *throttle.INDEXES,
+        *budgets.INDEXES,
         *outbox_indexes(OUTBOX_COLLECTIONS, OUTBOX_EXPIRY),
         *idempotency_indexes(),
     ]
@@ -76,6 +78,8 @@ def create_app(settings: AuthSettings, *, clock: Clock | None = None) -> web.App
     app.cleanup_ctx.append(outbox_context(OUTBOX_COLLECTIONS, expiry=OUTBOX_EXPIRY))
     app.cleanup_ctx.append(_commands(settings, ring, clock))
     app.cleanup_ctx.append(key_reload_context(ring, settings.key_reload_interval))
+    # Last in, first out: pending code requests finish while the store and bus are still up.
+    app.cleanup_ctx.append(_background(settings))
     add_routes(app)
     return app
 
@@ -99,20 +103,41 @@ def _commands(settings: AuthSettings, ring: KeyRing, clock: Clock) -> CleanupCon
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         db = app[keys.MONGO_DB]
+        # Accounts stored before addresses had a comparison key get one before we serve.
+        await backfill_email_keys(db)
+        metrics = AuthMetrics.on(app[keys.METRICS])
         passwords = Passwords(settings.argon2)
+        strength = StrengthChecker(
+            PasswordPolicy(min_score=settings.password_min_score),
+            workers=settings.password_check_workers,
+            max_waiting=settings.password_check_queue,
+        )
         deps = handlers.Deps(
             clock=clock,
             users=UserRepository(db),
             codes=CodeRepository(db),
             sessions=SessionRepository(db),
-            throttle=LoginThrottle(
+            login_attempts=AttemptBudget(
                 db,
-                threshold=settings.lockout_threshold,
+                prefix="login",
+                limit=settings.lockout_threshold,
                 window=settings.lockout_window,
-                duration=settings.lockout_duration,
+            ),
+            code_guesses=AttemptBudget(
+                db,
+                prefix="code-guesses",
+                limit=settings.otp_guess_budget,
+                window=settings.otp_guess_window,
+            ),
+            code_issues=AttemptBudget(
+                db,
+                prefix="code-issues",
+                limit=settings.otp_codes_per_hour,
+                window=3600,
+                min_interval=settings.otp_resend_cooldown,
             ),
             passwords=passwords,
-            policy=PasswordPolicy(min_score=settings.password_min_score),
+            strength=strength,
             signer=Signer(
                 ring,
                 issuer=settings.auth_issuer,
@@ -120,29 +145,49 @@ def _commands(settings: AuthSettings, ring: KeyRing, clock: Clock) -> CleanupCon
                 lifetime=settings.access_token_ttl,
                 clock=clock,
             ),
-            metrics=AuthMetrics.on(app[keys.METRICS]),
+            metrics=metrics,
+            background=BackgroundWork(
+                limit=settings.background_limit,
+                dropped=metrics.background_dropped,
+                service=metrics.service,
+            ),
             notify_outbox=app[keys.OUTBOX_RELAY].notify,
             access_token_ttl=settings.access_token_ttl,
             refresh_token_ttl=settings.refresh_token_ttl,
             otp_ttl=settings.otp_ttl,
             otp_max_attempts=settings.otp_max_attempts,
-            otp_resend_cooldown=settings.otp_resend_cooldown,
+            lockout_duration=settings.lockout_duration,
         )
         app[DEPS] = deps
-        if settings.admin_email and settings.admin_password:
-            try:
-                await handlers.bootstrap_admin(
-                    email=str(settings.admin_email),
-                    password=settings.admin_password.get_secret_value(),
-                    display_name=settings.admin_display_name,
-                    deps=deps,
-                )
-            except PasswordRejected as error:
-                passwords.close()
-                raise RuntimeError(f"ADMIN_PASSWORD is not acceptable: {error.message}") from None
+        try:
+            await strength.start()
+            if settings.admin_email and settings.admin_password:
+                try:
+                    await handlers.bootstrap_admin(
+                        email=str(settings.admin_email),
+                        password=settings.admin_password.get_secret_value(),
+                        display_name=settings.admin_display_name,
+                        deps=deps,
+                    )
+                except PasswordRejected as error:
+                    raise RuntimeError(
+                        f"ADMIN_PASSWORD is not acceptable: {error.message}"
+                    ) from None
+            yield
+        finally:
+            await strength.close()
+            passwords.close()
+
+    return context
+
+
+def _background(settings: AuthSettings) -> CleanupContext:
+    """Let code requests already answered finish (bounded by the shutdown timeout)."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            passwords.close()
+            await app[DEPS].background.close(settings.shutdown_timeout)
 
     return context

@@ -18,6 +18,10 @@ class AuthMetrics:
     refreshes: Counter
     reuse_detected: Counter
     registrations: Counter
+    password_verifications: Counter
+    strength_checks: Counter
+    codes_blocked: Counter
+    background_dropped: Counter
 
     @classmethod
     def on(cls, metrics: Metrics) -> AuthMetrics:
@@ -42,6 +46,23 @@ class AuthMetrics:
                 "Rotated refresh tokens presented again (their family was revoked)",
             ),
             registrations=metrics.counter("auth_registrations_total", "Accounts registered"),
+            password_verifications=metrics.counter(
+                "auth_password_verifications_total",
+                "Passwords compared with a stored hash (argon2id): logins, changes, deletions",
+            ),
+            strength_checks=metrics.counter(
+                "auth_password_strength_checks_total",
+                "New passwords judged by the strength check (zxcvbn, in a worker process)",
+            ),
+            codes_blocked=metrics.counter(
+                "auth_codes_blocked_total",
+                "Accounts whose codes of a purpose were blocked after too many wrong guesses",
+                ["purpose"],
+            ),
+            background_dropped=metrics.counter(
+                "auth_background_dropped_total",
+                "Code requests answered but not carried out: too much work was waiting",
+            ),
         )
 
     def login(self, outcome: str) -> None:

@@ -8,6 +8,7 @@ from typing import ClassVar
 from pydantic import EmailStr, Field, SecretStr, model_validator
 
 from auth_svc.domain.passwords import OWASP_MINIMUM, Argon2Parameters
+from auth_svc.domain.users import display_name_problem
 from switchyard.settings import ServiceSettings, port_setting
 
 
@@ -36,6 +37,12 @@ class AuthSettings(ServiceSettings):
     otp_ttl: int = Field(600, ge=60, le=3600, validation_alias="OTP_TTL")
     otp_max_attempts: int = Field(5, ge=1, le=20, validation_alias="OTP_MAX_ATTEMPTS")
     otp_resend_cooldown: int = Field(60, ge=0, le=3600, validation_alias="OTP_RESEND_COOLDOWN")
+    # Codes mailed per account and purpose in an hour (the resend cooldown spaces them).
+    otp_codes_per_hour: int = Field(5, ge=1, le=60, validation_alias="OTP_CODES_PER_HOUR")
+    # Wrong guesses per account and purpose, across all its codes, in a window; then no code
+    # of that purpose is accepted until the window ends and the owner is told.
+    otp_guess_budget: int = Field(10, ge=1, le=100, validation_alias="OTP_GUESS_BUDGET")
+    otp_guess_window: int = Field(3600, ge=60, validation_alias="OTP_GUESS_WINDOW")
 
     # Brute-force protection per account (also applied to unknown emails).
     lockout_threshold: int = Field(5, ge=1, le=100, validation_alias="LOCKOUT_THRESHOLD")
@@ -53,6 +60,13 @@ class AuthSettings(ServiceSettings):
         OWASP_MINIMUM.parallelism, ge=1, le=16, validation_alias="ARGON2_PARALLELISM"
     )
     password_min_score: int = Field(3, ge=0, le=4, validation_alias="PASSWORD_MIN_SCORE")
+    # The strength check's worker processes, and how many checks may wait for them.
+    password_check_workers: int = Field(1, ge=1, le=16, validation_alias="PASSWORD_CHECK_WORKERS")
+    password_check_queue: int = Field(16, ge=1, le=1024, validation_alias="PASSWORD_CHECK_QUEUE")
+
+    # Code requests (forgot, resend, sign-in code) are carried out after the 202: at most
+    # this many may wait; past it they are dropped and counted.
+    background_limit: int = Field(256, ge=1, validation_alias="AUTH_BACKGROUND_LIMIT")
 
     # The first admin, created at start-up when no admin exists.
     admin_email: EmailStr | None = Field(None, validation_alias="ADMIN_EMAIL")
@@ -81,6 +95,9 @@ class AuthSettings(ServiceSettings):
     def _coherent(self) -> AuthSettings:
         if (self.admin_email is None) != (self.admin_password is None):
             raise ValueError("ADMIN_EMAIL and ADMIN_PASSWORD are set together or not at all")
+        name_problem = display_name_problem(self.admin_display_name)
+        if name_problem is not None:
+            raise ValueError(f"ADMIN_DISPLAY_NAME {name_problem}")
         if self.environment == "production":
             weaker = (
                 self.argon2_time_cost < OWASP_MINIMUM.time_cost

@@ -1,24 +1,36 @@
 """The auth service running on loopback against the real broker and the embedded store,
-with a manual clock, a cheap argon2 cost and a collector of every auth.* event."""
+with a manual clock, a cheap argon2 cost and a collector of every auth.* event.
+
+``auth`` talks to the service on its own port; ``edge`` talks to the same service through a
+real gateway (``gateway_svc``) built from the production route table, the way clients and
+attackers reach it."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import re
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from auth_svc.app import create_app
 from auth_svc.domain.clock import ManualClock
+from auth_svc.keys import DEPS
 from auth_svc.settings import AuthSettings
+from gateway_svc.app import create_app as create_gateway
+from gateway_svc.settings import DEFAULT_ROUTES_FILE, GatewaySettings
 from switchyard.bus import Bus, Consumer, Subscription
 from switchyard.envelope import Event
 from switchyard.metrics import Metrics
-from switchyard.testing.servers import AppServer
+from switchyard.testing.servers import AppServer, free_port
+from switchyard.tokens import TokenVerifier
 
 ISSUER = "http://auth.test"
 AUDIENCE = "switchyard-test"
@@ -200,3 +212,73 @@ async def auth(
     server = await start_app(create_app(settings, clock=clock))
     async with aiohttp.ClientSession(server.url) as http:
         yield AuthClient(http, server, clock, settings, event_log)
+
+
+@pytest.fixture
+async def edge(auth: AuthClient, tmp_path: Path) -> AsyncIterator[AuthClient]:
+    """The ``auth`` service behind a real gateway: the production route table (public and
+    protected routes, body limits, identity-header stripping), its upstream pointed at the
+    service, its token verifier on the service's manual clock.
+
+    Only the rate limits are raised: ``auth-strict`` (10/min per address) would stop these
+    tests at the door after ten requests, and the limits are the gateway's own tests' subject.
+    Metrics stay on the service's own port (``auth``): the gateway's /metrics is its own.
+    """
+    table = yaml.safe_load(DEFAULT_ROUTES_FILE.read_text())
+    for policy in table["rate_limits"].values():
+        policy["limit"] = 1_000_000
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(yaml.safe_dump(table))
+    jwks_url = f"{auth.server.url}/.well-known/jwks.json"
+    settings = GatewaySettings(
+        environment="test",
+        port=free_port(),
+        routes_file=routes,
+        auth_upstreams=[auth.server.url],
+        jwks_url=jwks_url,
+        auth_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+        access_log="off",
+        shutdown_timeout=1.0,
+    )
+    verifier = TokenVerifier(
+        jwks_url=jwks_url,
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        clock=lambda: auth.clock.now().timestamp(),
+    )
+    gateway = create_gateway(settings, verifier=verifier)
+    await gateway.start()
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{gateway.port}") as http:
+            yield replace(auth, http=http)
+    finally:
+        await gateway.stop(grace=0.5)
+
+
+# -- helpers for the attack tests ---------------------------------------------------------
+
+
+def token_claims(token: str) -> dict[str, Any]:
+    """The claims of an access token (no verification: the tests only read ``sid``, ``roles``)."""
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+async def metric(auth: AuthClient, name: str, **labels: str) -> float:
+    """One sample of the service's own /metrics (0 when the series does not exist yet)."""
+    text = (await auth.call("GET", "/metrics")).body
+    wanted = {**labels, "service": "auth"}
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        found = dict(re.findall(r'(\w+)="([^"]*)"', head))
+        if head.split("{")[0] == name and found == wanted:
+            return float(value)
+    return 0.0
+
+
+async def settle(auth: AuthClient) -> None:
+    """Wait until the work the service does after answering (issuing codes) is done."""
+    await auth.app[DEPS].background.wait_idle()

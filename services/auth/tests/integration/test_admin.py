@@ -87,10 +87,12 @@ async def test_role_changes(auth: AuthClient) -> None:
     event = await auth.events.wait_for("auth.user.updated", lambda d: d.user_id == me["id"])
     assert sorted(event.data.roles) == ["admin", "contractor"]
 
-    # The next refresh carries the new roles; the new admin can list users.
-    refreshed = await auth.post("/refresh", {"refresh_token": user_pair["refresh_token"]})
-    assert refreshed.status == 200
-    assert (await auth.call("GET", "/users", token=refreshed.body["access_token"])).status == 200
+    # The role change ended the user's sessions; the next sign-in carries the new roles and
+    # the new admin can list users.
+    refused = await auth.post("/refresh", {"refresh_token": user_pair["refresh_token"]})
+    assert refused.status == 401
+    relogin = await auth.login("promote.me@example.com")
+    assert (await auth.call("GET", "/users", token=relogin.body["access_token"])).status == 200
 
     admin_id = (await auth.call("GET", "/me", token=token)).body["id"]
     own = await auth.call("PUT", f"/users/{admin_id}/roles", {"roles": ["customer"]}, token=token)

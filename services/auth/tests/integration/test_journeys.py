@@ -172,7 +172,9 @@ async def test_account_deletion_emits_event_and_revokes_sessions(auth: AuthClien
     other = (await auth.login(email)).body
     user_id = (await auth.call("GET", "/me", token=pair["access_token"])).body["id"]
 
-    deleted = await auth.call("DELETE", "/me", token=pair["access_token"])
+    deleted = await auth.call(
+        "DELETE", "/me", {"password": STRONG_PASSWORD}, token=pair["access_token"]
+    )
     assert deleted.status == 204
     event = await auth.events.wait_for("auth.user.deleted")
     assert event.data.user_id == user_id

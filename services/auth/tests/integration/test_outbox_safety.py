@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from auth_svc.adapters.budgets import BUDGETS, AttemptBudget
 from auth_svc.adapters.codes import CODES, CodeRepository
 from auth_svc.app import create_app
 from auth_svc.domain import codes as otp
@@ -41,10 +42,10 @@ def otp_event(user_id: str, code: str) -> Any:
     )
 
 
-async def issue(repo: CodeRepository, user_id: str, code: str, *, cooldown: int = 60) -> Any:
+async def issue(repo: CodeRepository, user_id: str, code: str) -> Any:
     event = otp_event(user_id, code)
     now = datetime.now(UTC)
-    issued = await repo.issue(
+    await repo.issue(
         otp.code_key(user_id, "verify_email"),
         user_id=user_id,
         purpose="verify_email",
@@ -52,10 +53,8 @@ async def issue(repo: CodeRepository, user_id: str, code: str, *, cooldown: int 
         salt="salt",
         now=now,
         expires_at=now + timedelta(minutes=10),
-        cooldown=cooldown,
         event=event,
     )
-    assert issued
     return event
 
 
@@ -73,7 +72,7 @@ class UsedAndReissuedWhilePublishing:
         if self.second is None:
             key = otp.code_key(self.user_id, "verify_email")
             assert await self.repo.consume(key, otp.hash_code("111111", "salt"))
-            self.second = await issue(self.repo, self.user_id, "222222", cooldown=0)
+            self.second = await issue(self.repo, self.user_id, "222222")
 
 
 @pytest.fixture
@@ -104,45 +103,24 @@ async def test_a_code_used_and_reissued_while_relaying_still_reaches_the_user(
     assert codes[0] == "111111" and codes[-1] == "222222"
 
 
-async def test_a_code_left_behind_by_another_users_code_is_not_overwritten(
-    mongo_db: Any,
-) -> None:
-    """The re-issue guard (recent code → no new one) must concern this user's document only:
-    written as a bare ``$or`` beside ``_id`` the embedded server updated *another* user's
-    expired code instead."""
-    repo = CodeRepository(mongo_db)
-    await issue(repo, "old-user", "333333")
-    await mongo_db[CODES].update_one(  # old-user's code was sent two hours ago and expired
-        {"_id": "old-user:verify_email"},
-        {
-            "$set": {
-                "code": {
-                    "hash": "h",
-                    "salt": "s",
-                    "sent_at": datetime.now(UTC) - timedelta(hours=2),
-                    "expires_at": datetime.now(UTC) - timedelta(hours=1),
-                }
-            }
-        },
-    )
-    await issue(repo, "new-user", "444444")
-    event = otp_event("new-user", "555555")
+async def test_marking_one_budget_exhausted_never_touches_another(mongo_db: Any) -> None:
+    """ "Exhausted once per window" must concern this key's document only: written as a bare
+    ``$or`` beside the other conditions, the embedded store marked *another* account's
+    budget exhausted and staged this account's events in it."""
+    budget = AttemptBudget(mongo_db, prefix="guess", limit=1, window=3600)
     now = datetime.now(UTC)
-    refused = await repo.issue(  # within new-user's cooldown: nothing is written anywhere
-        otp.code_key("new-user", "verify_email"),
-        user_id="new-user",
-        purpose="verify_email",
-        code_hash=otp.hash_code("555555", "salt"),
-        salt="salt",
-        now=now,
-        expires_at=now + timedelta(minutes=10),
-        cooldown=60,
-        event=event,
-    )
-    assert refused is False
-    old = await mongo_db[CODES].find_one({"_id": "old-user:verify_email"})
-    assert old["user_id"] == "old-user" and old["code"]["hash"] == "h"
-    assert event.id not in (old.get("outbox") or {})
+    mine = await budget.reserve("mine", now)
+    other = await budget.reserve("other", now - timedelta(hours=2))
+    assert mine.granted and other.granted
+    assert await budget.exhausted("other", other)  # another account, an earlier window
+    event = otp_event("mine", "777777")
+    assert await budget.exhausted("mine", mine, events=[event])
+    again = otp_event("mine", "888888")
+    assert not await budget.exhausted("mine", mine, events=[again])  # once per window
+    stored = await mongo_db[BUDGETS].find_one({"_id": "guess:other"})
+    assert stored["exhausted"]["at"] == other.until
+    assert again.id not in (stored.get("outbox") or {})
+    assert event.id not in (stored.get("outbox") or {})
 
 
 async def test_an_expired_code_keeps_its_event_until_it_is_relayed(

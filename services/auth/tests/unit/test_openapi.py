@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from auth_svc.app import create_app
-from auth_svc.entrypoints import http
+from auth_svc.entrypoints import bodies
 from auth_svc.settings import AuthSettings
 
 SPEC = Path(__file__).resolve().parents[4] / "contracts" / "http" / "auth.yaml"
@@ -50,15 +50,18 @@ def test_every_route_is_in_the_spec_and_vice_versa(spec: dict[str, Any], tmp_pat
 @pytest.mark.parametrize(
     ("schema", "model"),
     [
-        ("RegisterRequest", http.RegisterBody),
-        ("VerifyEmailRequest", http.VerifyEmailBody),
-        ("ResendRequest", http.ResendBody),
-        ("LoginRequest", http.LoginBody),
-        ("RefreshRequest", http.RefreshBody),
-        ("ForgotRequest", http.ForgotBody),
-        ("ResetRequest", http.ResetBody),
-        ("ChangePasswordRequest", http.ChangePasswordBody),
-        ("ProfilePatch", http.ProfilePatch),
+        ("RegisterRequest", bodies.RegisterBody),
+        ("VerifyEmailRequest", bodies.VerifyEmailBody),
+        ("ResendRequest", bodies.ResendBody),
+        ("LoginRequest", bodies.LoginBody),
+        ("SignInCodeRequest", bodies.SignInCodeBody),
+        ("SignInCodeVerifyRequest", bodies.SignInCodeVerifyBody),
+        ("RefreshRequest", bodies.RefreshBody),
+        ("ForgotRequest", bodies.ForgotBody),
+        ("ResetRequest", bodies.ResetBody),
+        ("ChangePasswordRequest", bodies.ChangePasswordBody),
+        ("ProfilePatch", bodies.ProfilePatch),
+        ("DeleteAccountRequest", bodies.DeleteAccountBody),
     ],
 )
 def test_request_bodies_match_the_models(spec: dict[str, Any], schema: str, model: Any) -> None:

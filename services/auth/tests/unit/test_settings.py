@@ -86,6 +86,7 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
         {"keys_dir": "k", "access_token_ttl": 10},
         {"keys_dir": "k", "port": 0},
         {"keys_dir": "k", "otp_max_attempts": 0},
+        {"keys_dir": "k", "admin_display_name": "Admin\u202e"},  # a bidi override
     ],
 )
 def test_invalid_settings_fail_fast(overrides: dict[str, object]) -> None:

@@ -8,12 +8,11 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from notification_svc import keys
-from notification_svc.adapters import deliveries, preferences, users
+from notification_svc.adapters import deliveries, preferences
 from notification_svc.adapters.deliveries import DeliveryStore, delivery_indexes
 from notification_svc.adapters.preferences import PreferenceStore
 from notification_svc.adapters.smtp import SmtpMailer
 from notification_svc.adapters.templates import EmailRenderer
-from notification_svc.adapters.users import UserDirectory
 from notification_svc.entrypoints.consumers import build_registry
 from notification_svc.entrypoints.http import add_routes
 from notification_svc.handlers import EmailChannel
@@ -22,9 +21,12 @@ from notification_svc.settings import NotificationSettings
 from switchyard import keys as shared_keys
 from switchyard.authn import authn_middleware, verifier_context
 from switchyard.bus import bus_context, consumers_context, inbox_indexes
+from switchyard.directory import UserDirectory
 from switchyard.mongo import mongo_context
 from switchyard.mongo.client import Index
 from switchyard.web import new_app
+
+USERS_COLLECTION = "notification_users"  # the switchyard.directory read model
 
 
 def indexes() -> list[Index]:
@@ -39,7 +41,7 @@ def channels_context(
     async def context(app: web.Application) -> AsyncIterator[None]:
         db = app[shared_keys.MONGO_DB]
         app[keys.DELIVERIES] = DeliveryStore(db[deliveries.COLLECTION])
-        app[keys.DIRECTORY] = UserDirectory(db[users.COLLECTION])
+        app[keys.DIRECTORY] = UserDirectory(db[USERS_COLLECTION])
         app[keys.PREFERENCES] = PreferenceStore(db[preferences.COLLECTION])
         app[keys.MAILER] = mailer = SmtpMailer.from_settings(settings)
         app[keys.EMAIL_CHANNEL] = EmailChannel(

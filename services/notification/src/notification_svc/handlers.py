@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -15,7 +15,6 @@ from pydantic import BaseModel
 from notification_svc.adapters.deliveries import DeliveryStore
 from notification_svc.adapters.preferences import PreferenceStore
 from notification_svc.adapters.templates import EmailRenderer
-from notification_svc.adapters.users import UserDirectory
 from notification_svc.domain.deliveries import (
     ERASED_RECIPIENT,
     Delivery,
@@ -28,6 +27,7 @@ from notification_svc.domain.emails import EmailRequest, OutgoingEmail, email_fo
 from notification_svc.domain.preferences import ALWAYS_SENT
 from notification_svc.metrics import NotificationMetrics
 from switchyard.bus import PermanentError
+from switchyard.directory import UserDirectory, apply_user_event
 from switchyard.envelope import Event, utcnow
 from switchyard.events.auth import UserDeleted, UserRegistered, UserUpdated, UserVerified
 from switchyard.leases import kept_alive
@@ -230,36 +230,16 @@ class UserStores:
     preferences: PreferenceStore
 
 
-async def _record_profile(
-    users: UserStores, data: UserRegistered | UserVerified | UserUpdated, *, as_of: datetime
+async def follow_user(
+    data: UserRegistered | UserVerified | UserUpdated, *, users: UserStores
 ) -> None:
-    await users.directory.record_profile(
-        data.user_id, email=str(data.email), display_name=data.display_name, as_of=as_of
-    )
-
-
-async def user_registered(data: UserRegistered, *, users: UserStores) -> None:
-    """Remember a new user's address; the account waits for verification."""
-    await _record_profile(users, data, as_of=data.registered_at)
-    await users.directory.record_status(
-        data.user_id, "pending_verification", as_of=data.registered_at
-    )
-
-
-async def user_verified(data: UserVerified, *, users: UserStores) -> None:
-    """The account is active; the profile is as of verification."""
-    await _record_profile(users, data, as_of=data.verified_at)
-    await users.directory.record_status(data.user_id, "active", as_of=data.verified_at)
-
-
-async def user_updated(data: UserUpdated, *, users: UserStores) -> None:
-    """Keep the newest profile (events may arrive out of order)."""
-    await _record_profile(users, data, as_of=data.updated_at)
+    """Keep the newest profile and status (events may arrive out of order, twice)."""
+    await apply_user_event(users.directory, data)
 
 
 async def user_deleted(data: UserDeleted, *, users: UserStores) -> None:
     """Erase everything about the user; a tombstone keeps late events from reviving them."""
-    await users.directory.erase(data.user_id, deleted_at=data.deleted_at)
+    await apply_user_event(users.directory, data)
     erased = await users.deliveries.erase_recipient(data.user_id, erased_at=data.deleted_at)
     await users.preferences.erase(data.user_id)
     log.info("erased a deleted user's data", extra={"user_id": data.user_id, "deliveries": erased})
@@ -272,9 +252,9 @@ class UserEventHandler(Protocol):
 # The one list of user events the read model follows: the ``user_directory`` subscription
 # is bound to exactly these event types (derived from the catalog).
 USER_EVENT_HANDLERS: Mapping[type[BaseModel], UserEventHandler] = {
-    UserRegistered: user_registered,
-    UserVerified: user_verified,
-    UserUpdated: user_updated,
+    UserRegistered: follow_user,
+    UserVerified: follow_user,
+    UserUpdated: follow_user,
     UserDeleted: user_deleted,
 }
 

@@ -7,9 +7,9 @@ from aiohttp import web
 from notification_svc.adapters.deliveries import DeliveryStore
 from notification_svc.adapters.preferences import PreferenceStore
 from notification_svc.adapters.smtp import SmtpMailer
-from notification_svc.adapters.users import UserDirectory
 from notification_svc.handlers import EmailChannel
 from notification_svc.metrics import NotificationMetrics
+from switchyard.directory import UserDirectory
 
 DELIVERIES = web.AppKey("notification.deliveries", DeliveryStore)
 DIRECTORY = web.AppKey("notification.directory", UserDirectory)

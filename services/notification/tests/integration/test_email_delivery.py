@@ -20,7 +20,9 @@ from switchyard.testing.servers import free_port
 from ..support import (
     event,
     eventually,
+    login_code,
     otp,
+    otp_blocked,
     parked,
     password_changed,
     plain,
@@ -100,6 +102,32 @@ async def test_reset_code_welcome_and_security_notices(start_service, smtp_sink)
     )
     assert "118034" in reset.text and "118034" in reset.html
     assert len(smtp_sink.messages) == 4
+
+
+async def test_sign_in_codes_and_blocked_code_notices(start_service, smtp_sink) -> None:
+    """The owner's way in while password sign-in is locked, and the notice that someone
+    guessed codes for their account (auth, issue 11)."""
+    service = await start_service(smtp_port=smtp_sink.port)
+    uid = user_id()
+    sign_in = event(login_code(uid, code="KPQ7-M2XD-4TNA-Z9HB"))
+    blocked = event(otp_blocked(uid, purpose="reset_password"))
+    await service.publish(sign_in)
+    await service.publish(blocked)
+    code_mail = await smtp_sink.wait_for(lambda m: m.subject == "Your Switchyard sign-in code")
+    assert "KPQ7-M2XD-4TNA-Z9HB" in code_mail.text and "KPQ7-M2XD-4TNA-Z9HB" in code_mail.html
+    notice = await smtp_sink.wait_for(
+        lambda m: (
+            m.subject == "Security alert: wrong codes were entered for your Switchyard account"
+        )
+    )
+    assert "password reset" in plain(notice) and "47 minutes" in plain(notice)
+    for envelope, template in ((sign_in, "sign_in_code"), (blocked, "codes_blocked")):
+        delivery = await service.wait_delivery(envelope.id)
+        assert (delivery.template, delivery.category, delivery.status) == (
+            template,
+            "security",
+            "sent",
+        )
 
 
 async def test_a_redelivered_event_sends_one_email(start_service, smtp_sink) -> None:

@@ -7,6 +7,7 @@ import pytest
 
 from notification_svc import keys
 from notification_svc.domain.deliveries import NewDelivery
+from switchyard.pagination import encode_cursor
 
 from ..support import user_id
 
@@ -117,6 +118,7 @@ async def test_deliveries_need_an_admin_token(service, http, jwks_server) -> Non
         ({"status": "lost"}, 422),
         ({"colour": "blue"}, 422),
         ({"cursor": "bm90LWFuLWlk"}, 400),
+        ({"cursor": encode_cursor({"after": "dlv_" + "z" * 28})}, 400),  # not an id we issue
     ],
 )
 async def test_bad_queries_are_problems(service, http, jwks_server, params, status) -> None:  # type: ignore[no-untyped-def]

@@ -18,12 +18,12 @@ from notification_svc.adapters.deliveries import DeliveryStore, delivery_indexes
 from notification_svc.adapters.preferences import PreferenceStore
 from notification_svc.adapters.smtp import SmtpMailer
 from notification_svc.adapters.templates import EmailRenderer
-from notification_svc.adapters.users import UserDirectory
 from notification_svc.domain.deliveries import DeliveryInProgress
 from notification_svc.domain.emails import OutgoingEmail, otp_email
 from notification_svc.handlers import EmailChannel, send_email
 from notification_svc.metrics import NotificationMetrics
 from switchyard.bus import decode_event
+from switchyard.directory import UserDirectory
 from switchyard.envelope import CATALOG, utcnow
 from switchyard.metrics import Metrics
 from switchyard.mongo import ensure_indexes

@@ -10,7 +10,6 @@ from notification_svc import keys
 from notification_svc.adapters import deliveries
 from notification_svc.adapters.deliveries import DeliveryStore, delivery_indexes
 from notification_svc.adapters.preferences import PreferencesConflict, PreferenceStore
-from notification_svc.adapters.users import UserDirectory
 from notification_svc.domain.deliveries import ERASED_RECIPIENT, NewDelivery
 from switchyard.envelope import utcnow
 from switchyard.mongo import ensure_indexes
@@ -20,63 +19,6 @@ from ..support import deleted, event, eventually, otp, registered, updated, user
 pytestmark = pytest.mark.integration
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-
-
-async def test_profile_and_status_follow_the_newest_event_whatever_the_arrival_order(
-    mongo_db,
-) -> None:
-    directory = UserDirectory(mongo_db["users"])
-    uid = user_id()
-    later = T0 + dt.timedelta(minutes=5)
-    # The update arrives before the registration it follows.
-    assert await directory.record_profile(
-        uid, email="new@example.com", display_name="New", as_of=later
-    )
-    assert not await directory.record_profile(
-        uid, email="old@example.com", display_name="Old", as_of=T0
-    )
-    assert await directory.record_status(uid, "pending_verification", as_of=T0)
-    assert await directory.record_status(uid, "active", as_of=later)
-    assert not await directory.record_status(uid, "pending_verification", as_of=T0)  # replayed
-    contact = await directory.get(uid)
-    assert contact is not None
-    assert (contact.email, contact.display_name, contact.status) == (
-        "new@example.com",
-        "New",
-        "active",
-    )
-
-
-async def test_a_stale_event_for_one_user_never_touches_another(mongo_db) -> None:
-    """The guard (no newer profile known) concerns this user's document only: written as a
-    bare ``$or`` beside ``_id``, the embedded store applied a stale event of one user to
-    *another* user whose profile was older — their email address replaced."""
-    directory = UserDirectory(mongo_db["users"])
-    older, newer = user_id(), user_id()
-    await directory.record_profile(older, email="older@example.com", display_name="O", as_of=T0)
-    later = T0 + dt.timedelta(hours=1)
-    await directory.record_profile(newer, email="newer@example.com", display_name="N", as_of=later)
-    stale = T0 + dt.timedelta(minutes=30)  # older than newer's profile, newer than older's
-    assert not await directory.record_profile(
-        newer, email="stale@example.com", display_name="S", as_of=stale
-    )
-    first, second = await directory.get(older), await directory.get(newer)
-    assert first is not None and first.email == "older@example.com"
-    assert second is not None and second.email == "newer@example.com"
-
-
-async def test_a_deleted_user_stays_a_tombstone_no_late_event_revives(mongo_db) -> None:
-    directory = UserDirectory(mongo_db["users"])
-    uid = user_id()
-    await directory.record_profile(uid, email="a@example.com", display_name="A", as_of=T0)
-    await directory.erase(uid, deleted_at=T0 + dt.timedelta(minutes=1))
-    assert not await directory.record_profile(
-        uid, email="a@example.com", display_name="A", as_of=T0 + dt.timedelta(minutes=2)
-    )
-    assert not await directory.record_status(uid, "active", as_of=T0 + dt.timedelta(minutes=2))
-    doc = await mongo_db["users"].find_one({"_id": uid})
-    assert doc is not None and doc["status"] == "deleted"
-    assert "email" not in doc and "display_name" not in doc
 
 
 async def test_preferences_are_saved_with_a_version_guard(mongo_db) -> None:

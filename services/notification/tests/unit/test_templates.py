@@ -15,14 +15,24 @@ from notification_svc.adapters.templates import EmailRenderer
 from notification_svc.domain.emails import (
     EmailKind,
     OutgoingEmail,
+    codes_blocked_email,
     otp_email,
     password_changed_email,
     session_reuse_email,
+    sign_in_code_email,
     welcome_email,
 )
 from switchyard.events.auth import OtpRequested
 
-from ..support import otp, password_changed, session_reuse, user_id, verified
+from ..support import (
+    login_code,
+    otp,
+    otp_blocked,
+    password_changed,
+    session_reuse,
+    user_id,
+    verified,
+)
 
 HOSTILE_NAME = '<script>alert("x")</script> & <b>Bob</b>'
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -48,6 +58,18 @@ def requests_for_every_kind(display_name: str):  # type: ignore[no-untyped-def]
         ),
         EmailKind.SESSION_REUSE_DETECTED: session_reuse_email(
             session_reuse(uid).model_copy(update={"display_name": display_name}), sent_at=NOW
+        ),
+        EmailKind.SIGN_IN_CODE: sign_in_code_email(
+            login_code(uid).model_copy(
+                update={"display_name": display_name, "expires_at": NOW + dt.timedelta(minutes=10)}
+            ),
+            sent_at=NOW,
+        ),
+        EmailKind.CODES_BLOCKED: codes_blocked_email(
+            otp_blocked(uid).model_copy(
+                update={"display_name": display_name, "blocked_until": NOW + dt.timedelta(hours=1)}
+            ),
+            sent_at=NOW,
         ),
     }
 

@@ -152,3 +152,76 @@ class SessionReuseDetected(_Data):
     display_name: str
     family_id: str
     detected_at: datetime
+
+
+@event_type("auth.session.revoked")
+class SessionRevoked(_Data):
+    """A session (refresh-token family) ended before its expiry: refuse its access tokens.
+
+    ``expires_at`` is the latest ``exp`` of an access token issued for the session; a verifier
+    keeps the session id on its deny-list until then (plus its own clock leeway).
+    """
+
+    model_config = examples(
+        {
+            "user_id": USER_ID,
+            "session_id": "5f0c2d9e8b7a4c3d2e1f0a9b8c7d6e5f",
+            "expires_at": "2026-03-01T12:15:01Z",
+            "revoked_at": "2026-03-01T12:05:00Z",
+            "reason": "logout_all",
+        }
+    )
+
+    user_id: str
+    session_id: str
+    expires_at: datetime
+    revoked_at: datetime
+    # logout, logout_all, password_changed, password_reset, roles_changed, reuse_detected,
+    # admin_logout_all, account_deleted, account_revoked (more may come: a free string).
+    reason: str = Field(min_length=1, max_length=40)
+
+
+@event_type("auth.login_code.requested")
+class LoginCodeRequested(_Data):
+    """A sign-in code was issued (the owner's way in, also while password sign-in is locked);
+    the notification service emails it."""
+
+    model_config = examples(
+        {
+            "user_id": USER_ID,
+            "email": "ada@example.com",
+            "display_name": "Ada Lovelace",
+            "code": "KPQ7-M2XD-4TNA-Z9HB",
+            "expires_at": "2026-03-01T12:10:00Z",
+        }
+    )
+
+    user_id: str
+    email: EmailStr
+    display_name: str
+    code: str = Field(pattern=r"^[A-Z2-9]{4}(-[A-Z2-9]{4}){3}$")
+    expires_at: datetime
+
+
+@event_type("auth.otp.blocked")
+class OtpBlocked(_Data):
+    """Too many wrong codes were entered for an account: no code of this purpose is accepted
+    until ``blocked_until``; the notification service tells the owner."""
+
+    model_config = examples(
+        {
+            "user_id": USER_ID,
+            "email": "ada@example.com",
+            "display_name": "Ada Lovelace",
+            "purpose": "reset_password",
+            "failed_attempts": 10,
+            "blocked_until": "2026-03-01T13:00:00Z",
+        }
+    )
+
+    user_id: str
+    email: EmailStr
+    display_name: str
+    purpose: OtpPurpose
+    failed_attempts: int = Field(ge=1)
+    blocked_until: datetime

@@ -3,16 +3,18 @@
 Expired codes are deleted by the outbox relay's expiry sweep once their event is out
 (a TTL index would delete a code whose email was never sent), and every delete goes
 through ``delete_documents``, which keeps events not yet relayed.
+
+How often codes may be issued (the cooldown and the hourly cap) and how many wrong guesses
+an account may take are counted in ``attempt_budgets``, which outlive any one code.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 from switchyard.envelope import Envelope
 from switchyard.mongo import Index
@@ -39,14 +41,9 @@ class CodeRepository:
         salt: str,
         now: datetime,
         expires_at: datetime,
-        cooldown: float,
         event: Envelope,
-    ) -> bool:
-        """Replace the (user, purpose) code unless one was sent within ``cooldown`` seconds.
-
-        The cooldown guard is in the filter: a recent code makes the filter miss,
-        the upsert then collides with the existing ``_id`` and nothing is written.
-        """
+    ) -> None:
+        """Replace the (user, purpose) code with a new one (the issuing budget said yes)."""
         # The times live in the "code" sub-document: a bare datetime given to $set is
         # stored as a string by the embedded store (see shared/tests/store).
         fields = {
@@ -55,24 +52,28 @@ class CodeRepository:
             "attempts": 0,
             "code": {"hash": code_hash, "salt": salt, "sent_at": now, "expires_at": expires_at},
         }
-        guard = {  # $and around the $or: bare, the embedded store matched other users' codes
-            "$and": [
-                {"_id": key},
-                {
-                    "$or": [
-                        {"code.sent_at": {"$lte": now - timedelta(seconds=cooldown)}},
-                        {"code.expires_at": {"$lte": now}},
-                    ]
-                },
-            ]
-        }
-        try:
-            await self.collection.update_one(
-                guard, stage_events({"$set": fields}, [event]), upsert=True
-            )
-        except DuplicateKeyError:
+        await self.collection.update_one(
+            {"_id": key}, stage_events({"$set": fields}, [event]), upsert=True
+        )
+
+    async def extend(self, key: str, *, now: datetime, expires_at: datetime) -> bool:
+        """Keep the live code valid until ``expires_at`` (no new code may be mailed now, and
+        the owner has the last one); True when there was one."""
+        record = await self.live(key, now=now)
+        if record is None:
             return False
-        return True
+        code = {**record["code"], "expires_at": max(expires_at, record["code"]["expires_at"])}
+        # The whole sub-document, so its dates stay dates on the embedded store.
+        result = await self.collection.update_one(
+            {"_id": key, "code.hash": code["hash"]}, {"$set": {"code": code}}
+        )
+        return result.modified_count == 1
+
+    async def live(self, key: str, *, now: datetime) -> dict[str, Any] | None:
+        """The live code without counting a try (sign-in codes: 80 bits, no tries to count)."""
+        return await self.collection.find_one(
+            {"_id": key, "code.expires_at": {"$gt": now}}, {"outbox": 0}
+        )
 
     async def attempt(self, key: str, *, now: datetime, max_attempts: int) -> dict[str, Any] | None:
         """Count one try against a live code; None when there is none left to try."""
@@ -81,6 +82,13 @@ class CodeRepository:
             {"$inc": {"attempts": 1}},
             projection={"outbox": 0},
             return_document=ReturnDocument.AFTER,
+        )
+
+    async def untry(self, key: str, code_hash: str) -> None:
+        """Give back the try of a right code whose request failed for another reason."""
+        await self.collection.update_one(
+            {"_id": key, "code.hash": code_hash, "attempts": {"$gt": 0}},
+            {"$inc": {"attempts": -1}},
         )
 
     async def consume(self, key: str, code_hash: str) -> bool:

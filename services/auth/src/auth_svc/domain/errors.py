@@ -47,3 +47,11 @@ class UserNotFound(AuthError):
 
 class RoleChangeRefused(AuthError):
     pass
+
+
+class NotAllowed(AuthError):
+    """The account (as stored, whatever its token says) lacks the role the action needs."""
+
+
+class ServiceBusy(AuthError):
+    """Too much CPU-bound work is queued (password-strength checks): try again shortly."""

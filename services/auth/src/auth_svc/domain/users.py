@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -21,8 +22,38 @@ class UserStatus(StrEnum):
 
 
 def normalise_email(email: str) -> str:
-    """Emails compare case-insensitively: one account per address however it is typed."""
+    """The address as we store and mail it: trimmed and lower-cased."""
     return email.strip().lower()
+
+
+def email_key(email: str) -> str:
+    """What addresses are compared by: NFKC-normalised and case-folded, so look-alikes such
+    as ``ｕni@example.com`` (full-width) or ``STRASSE``/``straße`` are one account."""
+    folded = unicodedata.normalize("NFKC", email.strip()).casefold()
+    return unicodedata.normalize("NFKC", folded)
+
+
+# Invisible characters that real names need: joiners (emoji sequences, Persian and Indic
+# scripts) and the tag characters of subdivision flags.
+_ALLOWED_FORMAT = {"\u200c", "\u200d"} | {chr(c) for c in range(0xE0020, 0xE0080)}
+
+
+def display_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be shown to other users, or None.
+
+    Control characters, line and paragraph separators and invisible format characters
+    (bidi overrides and isolates such as U+202E, zero-width spaces, soft hyphens) are
+    refused: they make one name look like another or reorder what follows it on screen.
+    """
+    for char in name:
+        category = unicodedata.category(char)
+        if category in ("Cc", "Cs", "Co", "Zl", "Zp") or (
+            category == "Cf" and char not in _ALLOWED_FORMAT
+        ):
+            return (
+                f"must not contain control or invisible formatting characters (U+{ord(char):04X})"
+            )
+    return None
 
 
 def new_user_id() -> str:
@@ -33,6 +64,19 @@ def new_user_id() -> str:
 def deleted_email(user_id: str) -> str:
     """What a deleted account's email becomes: unique, not an address, frees the real one."""
     return f"deleted:{user_id}"
+
+
+def erased_fields(user_id: str, now: datetime) -> dict[str, Any]:
+    """What a deleted account keeps: its id and its dates; the address is freed (the password
+    hash is unset as well)."""
+    return {
+        "status": UserStatus.DELETED.value,
+        "email": deleted_email(user_id),
+        "display_name": "",
+        "roles": [],
+        "deleted_at": now,
+        "updated_at": now,
+    }
 
 
 @dataclass(frozen=True)
@@ -47,6 +91,9 @@ class User:
     updated_at: datetime
     verified_at: datetime | None = None
     sessions_revoked_at: datetime | None = None
+    # Registered again with another password while pending: nobody can tell whose the
+    # emailed code confirms, so verification activates no password (see handlers.signup).
+    signup_contested: bool = False
     # Counts the writes to the document: a write that emits an event is guarded on the
     # version it read, so the event carries exactly the state the write commits.
     version: int = 0
@@ -64,6 +111,7 @@ class User:
             updated_at=document.get("updated_at", document["created_at"]),
             verified_at=document.get("verified_at"),
             sessions_revoked_at=document.get("sessions_revoked_at"),
+            signup_contested=bool(document.get("signup_contested", False)),
             version=int(document.get("version", 0)),
         )
 

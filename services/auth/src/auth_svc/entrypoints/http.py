@@ -7,10 +7,9 @@ import binascii
 import hashlib
 import json
 import math
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from aiohttp import web
-from pydantic import AfterValidator, EmailStr, Field, StringConstraints
 
 from auth_svc import handlers
 from auth_svc.domain.errors import (
@@ -21,13 +20,30 @@ from auth_svc.domain.errors import (
     InvalidCode,
     InvalidCredentials,
     InvalidRefreshToken,
+    NotAllowed,
     NotAuthenticated,
     RoleChangeRefused,
+    ServiceBusy,
     UserNotFound,
     WrongPassword,
 )
-from auth_svc.domain.passwords import MAX_LENGTH, PasswordRejected
-from auth_svc.domain.users import ROLES, Role, SignupRole
+from auth_svc.domain.passwords import PasswordRejected
+from auth_svc.entrypoints.bodies import (
+    ChangePasswordBody,
+    DeleteAccountBody,
+    ForgotBody,
+    LoginBody,
+    ProfilePatch,
+    RefreshBody,
+    RegisterBody,
+    ResendBody,
+    ResetBody,
+    RolesBody,
+    SignInCodeBody,
+    SignInCodeVerifyBody,
+    UserListQuery,
+    VerifyEmailBody,
+)
 from auth_svc.keys import DEPS, KEY_RING
 from auth_svc.settings import AuthSettings
 from switchyard import keys
@@ -35,7 +51,7 @@ from switchyard.authn import current_identity, require_auth, require_roles, unau
 from switchyard.idempotency import idempotent, idempotent_request
 from switchyard.problems import Problem, validation_problem
 from switchyard.tokens import ALGORITHM, jwks_document
-from switchyard.web import QueryModel, RequestModel, json_response, read_json, read_query
+from switchyard.web import json_response, read_json, read_query
 
 PREFIX = "/api/v1/auth"
 JWKS_MAX_AGE = 300
@@ -44,90 +60,16 @@ DISCOVERY_MAX_AGE = 3600
 Handler = Any
 
 
-def _no_controls(value: str) -> str:
-    if any(ord(char) < 32 or ord(char) == 127 for char in value):
-        raise ValueError("must not contain control characters")
-    return value
-
-
-DisplayName = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    AfterValidator(_no_controls),
-]
-# Length and strength are checked by the password policy (with the user's data as context);
-# the model only bounds the size so a huge string never reaches the hasher.
-Password = Annotated[str, StringConstraints(min_length=1, max_length=4 * MAX_LENGTH)]
-Email = Annotated[EmailStr, StringConstraints(max_length=254)]
-# [0-9], not \d: \d also matches other scripts' digits, which would spend a try.
-Code = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
-RefreshToken = Annotated[str, StringConstraints(min_length=1, max_length=512)]
-
-
-class RegisterBody(RequestModel):
-    email: Email
-    password: Password
-    display_name: DisplayName
-    role: SignupRole = "customer"
-
-
-class VerifyEmailBody(RequestModel):
-    email: Email
-    code: Code
-
-
-class ResendBody(RequestModel):
-    email: Email
-    purpose: Literal["verify_email", "reset_password"]
-
-
-class LoginBody(RequestModel):
-    email: Email
-    password: Password
-
-
-class RefreshBody(RequestModel):
-    refresh_token: RefreshToken
-
-
-class ForgotBody(RequestModel):
-    email: Email
-
-
-class ResetBody(RequestModel):
-    email: Email
-    code: Code
-    new_password: Password
-
-
-class ChangePasswordBody(RequestModel):
-    current_password: Password
-    new_password: Password
-
-
-class ProfilePatch(RequestModel):
-    display_name: DisplayName
-
-
-class RolesBody(RequestModel):
-    roles: list[Role] = Field(min_length=1, max_length=len(ROLES))
-
-
-class UserListQuery(QueryModel):
-    limit: int = Field(50, ge=1, le=200)
-    cursor: str | None = Field(None, max_length=200)
-    status: Literal["pending_verification", "active", "deleted"] | None = None
-    role: Role | None = None
-
-
 # -- error mapping -------------------------------------------------------------------------
 
 
 def _problem(error: AuthError) -> Problem:
     if isinstance(error, AccountLocked):
+        # The same words whether or not the address has an account.
         return Problem(
             429,
-            "Too many failed attempts. Try again later.",
+            "Too many failed sign-in attempts for this address. Try again later, or sign in "
+            f"with a code sent by email: POST {PREFIX}/login/code.",
             slug="too-many-attempts",
             headers={"Retry-After": str(max(1, math.ceil(error.retry_after)))},
         )
@@ -153,6 +95,12 @@ def _problem(error: AuthError) -> Problem:
         return Problem(404, "No such user.", slug="not-found")
     if isinstance(error, RoleChangeRefused):
         return Problem(409, str(error), slug="role-change-refused")
+    if isinstance(error, NotAllowed):
+        return Problem(403, "Your account lacks the role this action needs.", slug="forbidden")
+    if isinstance(error, ServiceBusy):
+        return Problem(
+            503, "Too busy to check passwords right now. Try again.", headers={"Retry-After": "1"}
+        )
     return Problem(400, "The request cannot be completed.")
 
 
@@ -198,10 +146,14 @@ async def verify_email(request: web.Request) -> web.Response:
     return json_response(pair.body())
 
 
+def _accepted() -> web.Response:
+    return json_response({"status": "accepted"}, status=202)
+
+
 async def resend_code(request: web.Request) -> web.Response:
     body = await read_json(request, ResendBody)
-    await handlers.resend_code(email=body.email, purpose=body.purpose, deps=request.app[DEPS])
-    return json_response({"status": "accepted"}, status=202)
+    handlers.request_code(email=body.email, purpose=body.purpose, deps=request.app[DEPS])
+    return _accepted()
 
 
 async def login(request: web.Request) -> web.Response:
@@ -230,8 +182,22 @@ async def logout_all(request: web.Request) -> web.Response:
 
 async def forgot_password(request: web.Request) -> web.Response:
     body = await read_json(request, ForgotBody)
-    await handlers.forgot_password(email=body.email, deps=request.app[DEPS])
-    return json_response({"status": "accepted"}, status=202)
+    handlers.request_code(email=body.email, purpose="reset_password", deps=request.app[DEPS])
+    return _accepted()
+
+
+async def request_sign_in_code(request: web.Request) -> web.Response:
+    body = await read_json(request, SignInCodeBody)
+    handlers.request_code(email=body.email, purpose="sign_in", deps=request.app[DEPS])
+    return _accepted()
+
+
+async def sign_in_with_code(request: web.Request) -> web.Response:
+    body = await read_json(request, SignInCodeVerifyBody)
+    pair = await handlers.sign_in_with_code(
+        email=body.email, code=body.code, deps=request.app[DEPS]
+    )
+    return json_response(pair.body())
 
 
 async def reset_password(request: web.Request) -> web.Response:
@@ -280,7 +246,10 @@ async def patch_me(request: web.Request) -> web.Response:
 
 @require_auth
 async def delete_me(request: web.Request) -> web.Response:
-    await handlers.delete_account(identity=current_identity(request), deps=request.app[DEPS])
+    body = await read_json(request, DeleteAccountBody)
+    await handlers.delete_account(
+        identity=current_identity(request), password=body.password, deps=request.app[DEPS]
+    )
     return web.Response(status=204)
 
 
@@ -304,14 +273,20 @@ def _decode_cursor(cursor: str) -> str:
         ) from None
 
 
+# The token's roles are a first filter; the handlers check the stored roles.
 @require_roles("admin")
 async def list_users(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    await handlers.current_user(current_identity(request), deps=deps)
+    await handlers.current_admin(current_identity(request), deps=deps)  # 403 before 422
     query = read_query(request, UserListQuery)
     after = _decode_cursor(query.cursor) if query.cursor else None
     users, next_after = await handlers.list_users(
-        limit=query.limit, after=after, status=query.status, role=query.role, deps=deps
+        identity=current_identity(request),
+        limit=query.limit,
+        after=after,
+        status=query.status,
+        role=query.role,
+        deps=deps,
     )
     return json_response(
         {
@@ -325,12 +300,22 @@ async def list_users(request: web.Request) -> web.Response:
 async def put_roles(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     identity = current_identity(request)
-    await handlers.current_user(identity, deps=deps)
+    await handlers.current_admin(identity, deps=deps)
     body = await read_json(request, RolesBody)
     user = await handlers.set_roles(
         identity=identity, user_id=request.match_info["user_id"], roles=list(body.roles), deps=deps
     )
     return json_response(user.public())
+
+
+@require_roles("admin")
+async def end_user_sessions(request: web.Request) -> web.Response:
+    await handlers.end_user_sessions(
+        identity=current_identity(request),
+        user_id=request.match_info["user_id"],
+        deps=request.app[DEPS],
+    )
+    return web.Response(status=204)
 
 
 # -- discovery -----------------------------------------------------------------------------
@@ -378,6 +363,8 @@ PUBLIC_PATHS = frozenset(
         f"{PREFIX}/verify-email",
         f"{PREFIX}/otp/resend",
         f"{PREFIX}/login",
+        f"{PREFIX}/login/code",
+        f"{PREFIX}/login/code/verify",
         f"{PREFIX}/refresh",
         f"{PREFIX}/logout",
         f"{PREFIX}/password/forgot",
@@ -394,6 +381,8 @@ def add_routes(app: web.Application) -> None:
     router.add_post(f"{PREFIX}/verify-email", verify_email)
     router.add_post(f"{PREFIX}/otp/resend", resend_code)
     router.add_post(f"{PREFIX}/login", login)
+    router.add_post(f"{PREFIX}/login/code", request_sign_in_code)
+    router.add_post(f"{PREFIX}/login/code/verify", sign_in_with_code)
     router.add_post(f"{PREFIX}/refresh", refresh)
     router.add_post(f"{PREFIX}/logout", logout)
     router.add_post(f"{PREFIX}/logout-all", logout_all)
@@ -405,6 +394,7 @@ def add_routes(app: web.Application) -> None:
     router.add_delete(f"{PREFIX}/me", delete_me)
     router.add_get(f"{PREFIX}/users", list_users, allow_head=False)
     router.add_put(f"{PREFIX}/users/{{user_id}}/roles", put_roles)
+    router.add_post(f"{PREFIX}/users/{{user_id}}/logout-all", end_user_sessions)
     router.add_get("/.well-known/jwks.json", jwks, allow_head=False)
     router.add_get("/.well-known/openid-configuration", openid_configuration, allow_head=False)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import secrets
 import time
@@ -51,22 +49,9 @@ class DeliveryIds:
         return f"dlv_{self._last:016x}{secrets.token_hex(6)}"
 
 
-class InvalidCursor(ValueError):
-    pass
-
-
-def encode_cursor(delivery_id: str) -> str:
-    return base64.urlsafe_b64encode(delivery_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidCursor(cursor) from None
-    if not _ID_PATTERN.match(raw):
-        raise InvalidCursor(cursor)
-    return raw
+def is_delivery_id(value: str) -> bool:
+    """Ids this store issues (a cursor carrying anything else was not ours)."""
+    return _ID_PATTERN.match(value) is not None
 
 
 def _delivery(doc: Mapping[str, Any]) -> Delivery:

@@ -13,6 +13,8 @@ from pydantic import BaseModel
 
 from notification_svc.domain.preferences import Category
 from switchyard.events.auth import (
+    LoginCodeRequested,
+    OtpBlocked,
     OtpRequested,
     PasswordChanged,
     SessionReuseDetected,
@@ -28,6 +30,8 @@ class EmailKind(enum.StrEnum):
     WELCOME = "welcome"
     PASSWORD_CHANGED = "password_changed"
     SESSION_REUSE_DETECTED = "session_reuse_detected"
+    SIGN_IN_CODE = "sign_in_code"
+    CODES_BLOCKED = "codes_blocked"
 
 
 CATEGORY_OF: Mapping[EmailKind, Category] = {
@@ -36,6 +40,8 @@ CATEGORY_OF: Mapping[EmailKind, Category] = {
     EmailKind.PASSWORD_RESET_CODE: "security",
     EmailKind.PASSWORD_CHANGED: "security",
     EmailKind.SESSION_REUSE_DETECTED: "security",
+    EmailKind.SIGN_IN_CODE: "security",
+    EmailKind.CODES_BLOCKED: "security",
 }
 
 
@@ -86,10 +92,9 @@ def minutes_until(moment: datetime, now: datetime) -> int:
     return max(1, math.ceil((moment - now).total_seconds() / 60))
 
 
-def otp_email(data: OtpRequested, *, sent_at: datetime) -> EmailRequest:
-    kind = (
-        EmailKind.SIGNUP_CODE if data.purpose == "verify_email" else EmailKind.PASSWORD_RESET_CODE
-    )
+def _code_email(
+    kind: EmailKind, data: OtpRequested | LoginCodeRequested, sent_at: datetime
+) -> EmailRequest:
     return EmailRequest(
         kind=kind,
         user_id=data.user_id,
@@ -101,6 +106,13 @@ def otp_email(data: OtpRequested, *, sent_at: datetime) -> EmailRequest:
             "expires_in_minutes": minutes_until(data.expires_at, sent_at),
         },
     )
+
+
+def otp_email(data: OtpRequested, *, sent_at: datetime) -> EmailRequest:
+    kind = (
+        EmailKind.SIGNUP_CODE if data.purpose == "verify_email" else EmailKind.PASSWORD_RESET_CODE
+    )
+    return _code_email(kind, data, sent_at)
 
 
 def welcome_email(data: UserVerified, *, sent_at: datetime) -> EmailRequest:
@@ -133,6 +145,28 @@ def session_reuse_email(data: SessionReuseDetected, *, sent_at: datetime) -> Ema
     )
 
 
+def sign_in_code_email(data: LoginCodeRequested, *, sent_at: datetime) -> EmailRequest:
+    return _code_email(EmailKind.SIGN_IN_CODE, data, sent_at)
+
+
+CODE_PURPOSE_WORDS = {"verify_email": "email verification", "reset_password": "password reset"}
+
+
+def codes_blocked_email(data: OtpBlocked, *, sent_at: datetime) -> EmailRequest:
+    return EmailRequest(
+        kind=EmailKind.CODES_BLOCKED,
+        user_id=data.user_id,
+        recipient=str(data.email),
+        display_name=data.display_name,
+        context={
+            "purpose": CODE_PURPOSE_WORDS[data.purpose],
+            "failed_attempts": data.failed_attempts,
+            "blocked_until": data.blocked_until,
+            "blocked_for_minutes": minutes_until(data.blocked_until, sent_at),
+        },
+    )
+
+
 class EmailBuilder(Protocol):
     """Builds the email an event's data calls for, as sent at ``sent_at``."""
 
@@ -146,6 +180,8 @@ EMAIL_FOR_EVENT: Mapping[type[BaseModel], EmailBuilder] = {
     UserVerified: welcome_email,
     PasswordChanged: password_changed_email,
     SessionReuseDetected: session_reuse_email,
+    LoginCodeRequested: sign_in_code_email,
+    OtpBlocked: codes_blocked_email,
 }
 
 

@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import Field
 
 from notification_svc import keys
-from notification_svc.adapters.deliveries import InvalidCursor, decode_cursor, encode_cursor
+from notification_svc.adapters.deliveries import is_delivery_id
 from notification_svc.adapters.preferences import PreferencesConflict
 from notification_svc.domain.deliveries import Delivery, DeliveryStatus
 from notification_svc.domain.preferences import (
@@ -20,16 +20,15 @@ from notification_svc.domain.preferences import (
 )
 from switchyard.authn import current_identity, require_auth, require_roles
 from switchyard.envelope import format_time
+from switchyard.pagination import PageQuery, invalid_cursor, page, read_cursor
 from switchyard.problems import Problem, validation_problem
-from switchyard.web import QueryModel, RequestModel, json_response, read_json, read_query
+from switchyard.web import RequestModel, json_response, read_json, read_query
 
 PREFIX = "/api/v1/notifications"
 _SAVE_ATTEMPTS = 3
 
 
-class DeliveryQuery(QueryModel):
-    limit: int = Field(50, ge=1, le=100)
-    cursor: str | None = Field(None, min_length=1, max_length=200)
+class DeliveryQuery(PageQuery):
     user_id: str | None = Field(None, min_length=1, max_length=128)
     status: DeliveryStatus | None = None
 
@@ -58,21 +57,14 @@ def delivery_view(delivery: Delivery) -> dict[str, Any]:
 async def list_deliveries(request: web.Request) -> web.Response:
     """Delivery records, newest first, filterable by user and status (admin)."""
     query = read_query(request, DeliveryQuery)
-    try:
-        after = decode_cursor(query.cursor) if query.cursor else None
-    except InvalidCursor:
-        raise Problem(
-            400, "The cursor is not one this endpoint returned.", slug="invalid-cursor"
-        ) from None
+    position = read_cursor(query.cursor, after=str)
+    if position is not None and not is_delivery_id(position["after"]):
+        raise invalid_cursor()
+    after = position["after"] if position else None
     items, last = await request.app[keys.DELIVERIES].page(
         limit=query.limit, after=after, user_id=query.user_id, status=query.status
     )
-    return json_response(
-        {
-            "items": [delivery_view(item) for item in items],
-            "next_cursor": encode_cursor(last) if last else None,
-        }
-    )
+    return json_response(page([delivery_view(i) for i in items], {"after": last} if last else None))
 
 
 class PreferencesUpdate(RequestModel):

@@ -1,0 +1,106 @@
+"""Resetting a password with an emailed code, and changing it knowing the current one.
+
+The checks run cheapest first and the same whatever the account: the length, then the code
+(wrong for an address without an account, like any wrong code), and only with a right code
+the strength check, with the account's own name and address as context.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from auth_svc.domain.errors import InvalidCode, NotAuthenticated, ServiceBusy, WrongPassword
+from auth_svc.domain.passwords import PasswordRejected
+from auth_svc.domain.users import User, UserStatus
+from auth_svc.handlers.codes import prove_code, return_code, spend_code
+from auth_svc.handlers.deps import (
+    Deps,
+    TokenPair,
+    address_key,
+    checked_strength,
+    event,
+    verified_event,
+)
+from auth_svc.handlers.identity import current_user
+from auth_svc.handlers.revocation import update_and_end_sessions
+from auth_svc.handlers.sessions import open_session, password_verdict, reserve_password_attempt
+from switchyard.envelope import Envelope
+from switchyard.events.auth import PasswordChanged
+from switchyard.tokens import Identity
+
+
+async def reset_password(*, email: str, code: str, new_password: str, deps: Deps) -> None:
+    """Set a new password with an emailed code; every session ends. Proves the email too."""
+    deps.strength.check_length(new_password)
+    user = await deps.users.by_email(email)
+    if user is not None and user.status is UserStatus.DELETED:
+        user = None
+    proof = await prove_code(user, "reset_password", code, deps=deps, email=email)
+    user = proof.user
+    try:
+        await checked_strength(new_password, (user.email, user.display_name), deps=deps)
+    except (PasswordRejected, ServiceBusy):
+        await return_code(proof, deps=deps)
+        raise
+    password_hash = await deps.passwords.hash(new_password)
+    await spend_code(proof, deps=deps)
+    now = deps.clock.now()
+    events = [_password_changed(user, "reset", now)]
+    fields: dict[str, Any] = {"password_hash": password_hash, "updated_at": now}
+    if user.status is UserStatus.PENDING:
+        fields.update(status=UserStatus.ACTIVE.value, verified_at=now)
+        events.append(verified_event(user, now))
+    updated = await update_and_end_sessions(
+        user.id,
+        reason="password_reset",
+        deps=deps,
+        expect={"status": user.status.value},
+        set_fields=fields,
+        # The owner chose this password with a code from their inbox: no longer contested.
+        unset_fields=["signup_contested"],
+        events=events,
+    )
+    if updated is None:
+        raise InvalidCode()
+    await deps.codes.discard_for_user(user.id)  # every other code of the account dies
+    await deps.login_attempts.clear(address_key(user.email))
+
+
+async def change_password(
+    *, identity: Identity, current_password: str, new_password: str, deps: Deps
+) -> TokenPair:
+    """Change the password knowing the current one; every session ends and a new one begins."""
+    user = await current_user(identity, deps=deps)
+    deps.strength.check_length(new_password)
+    attempt = await reserve_password_attempt(user.email, deps=deps)
+    if not await password_verdict(
+        user.email, attempt, current_password, user.password_hash, deps=deps
+    ):
+        raise WrongPassword()
+    await checked_strength(new_password, (user.email, user.display_name), deps=deps)
+    password_hash = await deps.passwords.hash(new_password)
+    now = deps.clock.now()
+    updated = await update_and_end_sessions(
+        user.id,
+        reason="password_changed",
+        deps=deps,
+        expect={"status": UserStatus.ACTIVE.value, "password_hash": user.password_hash},
+        set_fields={"password_hash": password_hash, "updated_at": now},
+        events=[_password_changed(user, "change", now)],
+    )
+    if updated is None:
+        raise NotAuthenticated()
+    await deps.codes.discard_for_user(user.id)  # a reset code asked for earlier dies too
+    return await open_session(updated, deps=deps)
+
+
+def _password_changed(user: User, reason: Literal["change", "reset"], now: datetime) -> Envelope:
+    changed = PasswordChanged(
+        user_id=user.id,
+        email=user.email,
+        display_name=user.display_name,
+        reason=reason,
+        changed_at=now,
+    )
+    return event(changed, user.id)

@@ -1,0 +1,108 @@
+"""Ending sessions, announced: ``auth.session.revoked`` for every family that ends.
+
+Other services (the gateway's deny-list) accept an access token until it expires unless
+told; every path that ends sessions goes through here so none forgets to tell them.
+
+Ending every session of a user is two steps without a transaction: the user document
+first (``sessions_revoked_at``, auth's own source of truth), then each family. The events
+for the families live at the time ride on the user document's write, so a crash between
+the two steps loses none; a family that appears in between gets its event with its own
+revocation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from auth_svc.adapters.sessions import LiveSession
+from auth_svc.domain.users import User
+from auth_svc.handlers.deps import Deps, event
+from switchyard.envelope import Envelope
+from switchyard.events.auth import SessionRevoked
+
+# At most this many session events ride on the user document (it carries them in its
+# outbox until relayed); further families announce themselves with their own revocation.
+ANNOUNCED_WITH_USER = 100
+
+
+def revoked_event(session: LiveSession, *, reason: str, now: datetime, deps: Deps) -> Envelope:
+    return event(
+        SessionRevoked(
+            user_id=session.user_id,
+            session_id=session.family_id,
+            # A family from before access.until was recorded: none of its tokens outlives this.
+            expires_at=session.access_until or deps.access_until(now),
+            revoked_at=now,
+            reason=reason,
+        ),
+        session.user_id,
+    )
+
+
+async def end_session(
+    family_id: str,
+    *,
+    reason: str,
+    deps: Deps,
+    token_hash: str | None = None,
+    with_events: Sequence[Envelope] = (),
+) -> LiveSession | None:
+    """End one live family (if ``token_hash`` is its current token, when given)."""
+    now = deps.clock.now()
+    ended = await deps.sessions.revoke(
+        family_id,
+        reason=reason,
+        now=now,
+        token_hash=token_hash,
+        events=lambda session: [
+            *with_events,
+            revoked_event(session, reason=reason, now=now, deps=deps),
+        ],
+    )
+    if ended is not None:
+        deps.notify_outbox()
+    return ended
+
+
+async def update_and_end_sessions(
+    user_id: str,
+    *,
+    reason: str,
+    deps: Deps,
+    expect: Mapping[str, Any] | None = None,
+    set_fields: Mapping[str, Any] | None = None,
+    unset_fields: Sequence[str] = (),
+    events: Sequence[Envelope] = (),
+    expect_version: int | None = None,
+) -> User | None:
+    """One guarded write of the user document that also revokes every session from now on,
+    then each live family; None (and nothing ended) when ``expect`` (or the version the
+    caller read) failed."""
+    now = deps.clock.now()
+    live = await deps.sessions.live(user_id, now)
+    announced = live[:ANNOUNCED_WITH_USER]
+    updated = await deps.users.update(
+        user_id,
+        expect=expect,
+        expect_version=expect_version,
+        set_fields={**(set_fields or {}), "sessions_revoked_at": now},
+        unset_fields=unset_fields,
+        events=[
+            *events,
+            *(revoked_event(s, reason=reason, now=now, deps=deps) for s in announced),
+        ],
+    )
+    if updated is None:
+        return None
+    deps.notify_outbox()
+    await deps.sessions.revoke_all(
+        user_id,
+        reason=reason,
+        now=now,
+        announced=frozenset(session.family_id for session in announced),
+        events=lambda session: [revoked_event(session, reason=reason, now=now, deps=deps)],
+    )
+    deps.notify_outbox()
+    return updated

@@ -1,0 +1,266 @@
+"""Signing up: registration, email verification, and the bootstrap admin.
+
+Registering an address whose account is still pending replaces that account (it is deleted
+and a new one made, answered exactly like a first registration): the mailbox owner, who
+gets the code, wins over whoever registered first. Nobody can tell whose sign-up the code
+confirms, though — the owner may have signed up first and an attacker after — so when the
+pending account was registered again with a *different* password ("contested"), verifying
+it activates no password at all: the owner is signed in by the verification itself and sets
+a password with a reset code (or signs in by code). Registering a verified address answers
+409 (see the README for the trade-off).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+from auth_svc.domain import codes as otp
+from auth_svc.domain.errors import EmailTaken, InvalidCode
+from auth_svc.domain.users import (
+    User,
+    UserStatus,
+    erased_fields,
+    new_user_id,
+    normalise_email,
+)
+from auth_svc.handlers.codes import issue_code, prove_code, spend_code
+from auth_svc.handlers.deps import (
+    Deps,
+    TokenPair,
+    checked_strength,
+    event,
+    updated_event,
+    verified_event,
+)
+from auth_svc.handlers.revocation import update_and_end_sessions
+from auth_svc.handlers.sessions import open_session
+from switchyard.events.auth import UserDeleted, UserRegistered
+from switchyard.idempotency import Progress
+
+log = logging.getLogger("auth.handlers")
+
+# Racing registrations of one address: each retry re-reads what the last one left.
+REGISTER_ATTEMPTS = 3
+
+
+async def register(
+    *,
+    email: str,
+    password: str,
+    display_name: str,
+    role: str,
+    deps: Deps,
+    progress: Progress | None = None,
+) -> User:
+    """Create a pending account (replacing a pending one of the same address) and email it a
+    verification code.
+
+    With ``progress`` (an ``Idempotency-Key``), the new account is recorded as soon as it
+    exists; a retry after a later failure (the code write) rolls forward from it.
+    """
+    email = normalise_email(email)
+    resumed = await _resume(progress, email, deps=deps)
+    if resumed is not None:
+        return resumed
+    deps.strength.check_length(password)
+    existing = await deps.users.by_email(email)
+    if existing is not None and existing.status is not UserStatus.PENDING:
+        raise EmailTaken(email)
+    await checked_strength(password, (email, display_name), deps=deps)
+    password_hash = await deps.passwords.hash(password)
+    for _ in range(REGISTER_ATTEMPTS):
+        contested = False
+        if existing is not None:
+            if existing.status is not UserStatus.PENDING:
+                raise EmailTaken(email)
+            contested = existing.signup_contested or not await deps.passwords.verify(
+                existing.password_hash, password
+            )
+            if not await _discard_pending(existing, deps=deps):
+                existing = await deps.users.by_email(email)
+                continue
+        try:
+            user = await _insert(email, password_hash, display_name, role, contested, deps=deps)
+        except EmailTaken:
+            existing = await deps.users.by_email(email)
+            continue
+        if progress is not None:
+            await progress.committed(user_id=user.id)
+        deps.metrics.registrations.labels(deps.metrics.service).inc()
+        await issue_code(user, "verify_email", deps=deps, cooldown=False)
+        deps.notify_outbox()
+        return user
+    raise EmailTaken(email)
+
+
+async def _resume(progress: Progress | None, email: str, *, deps: Deps) -> User | None:
+    """The account an earlier attempt of this request created, with its code: issued now
+    unless the earlier attempt got that far (a live code's email is on its way)."""
+    user_id = (progress.effect or {}).get("user_id") if progress is not None else None
+    if not isinstance(user_id, str):
+        return None
+    user = await deps.users.by_id(user_id)
+    if user is None or user.email != email or user.status is not UserStatus.PENDING:
+        return None
+    live = await deps.codes.live(otp.code_key(user.id, "verify_email"), now=deps.clock.now())
+    if live is None:
+        await issue_code(user, "verify_email", deps=deps, cooldown=False)
+    deps.notify_outbox()
+    return user
+
+
+async def _insert(
+    email: str, password_hash: str, display_name: str, role: str, contested: bool, *, deps: Deps
+) -> User:
+    now = deps.clock.now()
+    user_id = new_user_id()
+    document: dict[str, Any] = {
+        "_id": user_id,
+        "email": email,
+        "display_name": display_name,
+        "roles": [role],
+        "status": UserStatus.PENDING.value,
+        "password_hash": password_hash,
+        "created_at": now,
+        "updated_at": now,
+        "verified_at": None,
+        "sessions_revoked_at": None,
+    }
+    if contested:
+        document["signup_contested"] = True
+    registered = UserRegistered(
+        user_id=user_id,
+        email=email,
+        display_name=display_name,
+        roles=[role],  # type: ignore[list-item]
+        registered_at=now,
+    )
+    return await deps.users.insert(document, [event(registered, user_id)])
+
+
+async def _discard_pending(user: User, *, deps: Deps) -> bool:
+    """Delete a pending account being registered again; False when it changed meanwhile."""
+    now = deps.clock.now()
+    gone = await deps.users.update(
+        user.id,
+        expect={"status": UserStatus.PENDING.value},
+        set_fields=erased_fields(user.id, now),
+        unset_fields=["password_hash"],
+        events=[event(UserDeleted(user_id=user.id, deleted_at=now), user.id)],
+    )
+    if gone is None:
+        return False
+    await deps.codes.discard_for_user(user.id)
+    deps.notify_outbox()
+    return True
+
+
+async def verify_email(*, email: str, code: str, deps: Deps) -> TokenPair:
+    """Prove the address with the emailed code; the account becomes active and signs in."""
+    user = await deps.users.by_email(email)
+    if user is not None and user.status is not UserStatus.PENDING:
+        user = None
+    proof = await prove_code(user, "verify_email", code, deps=deps, email=email)
+    await spend_code(proof, deps=deps)
+    user = proof.user
+    now = deps.clock.now()
+    fields: dict[str, Any] = {
+        "status": UserStatus.ACTIVE.value,
+        "verified_at": now,
+        "updated_at": now,
+    }
+    # A contested sign-up: the password may be anyone's, so it is not activated.
+    unset = ["password_hash", "signup_contested"] if user.signup_contested else []
+    active = await deps.users.update(
+        user.id,
+        expect={"status": UserStatus.PENDING.value},
+        set_fields=fields,
+        unset_fields=unset,
+        events=[verified_event(user, now)],
+    )
+    if active is None:
+        raise InvalidCode()
+    deps.notify_outbox()
+    await deps.codes.discard_for_user(user.id)  # every other code of the account dies
+    return await open_session(active, deps=deps)
+
+
+async def bootstrap_admin(
+    *, email: str, password: str, display_name: str, deps: Deps
+) -> User | None:
+    """Create (or promote) the first admin when no admin exists yet; None when one does."""
+    if await deps.users.any_admin():
+        return None
+    email = normalise_email(email)
+    existing = await deps.users.by_email(email)
+    if existing is not None:
+        return await _promote(existing, password, display_name, deps=deps)
+    await checked_strength(password, (email, display_name), deps=deps)
+    now = deps.clock.now()
+    user_id = new_user_id()
+    document = {
+        "_id": user_id,
+        "email": email,
+        "display_name": display_name,
+        "roles": ["admin"],
+        "status": UserStatus.ACTIVE.value,
+        "password_hash": await deps.passwords.hash(password),
+        "created_at": now,
+        "updated_at": now,
+        "verified_at": now,
+        "sessions_revoked_at": None,
+    }
+    registered = UserRegistered(
+        user_id=user_id, email=email, display_name=display_name, roles=["admin"], registered_at=now
+    )
+    events = [event(registered, user_id), verified_event(User.from_document(document), now)]
+    try:
+        user = await deps.users.insert(document, events)
+    except EmailTaken:
+        return None  # another replica bootstrapped the same admin at the same moment
+    deps.notify_outbox()
+    log.info("created the bootstrap admin", extra={"user_id": user_id})
+    return user
+
+
+async def _promote(existing: User, password: str, display_name: str, *, deps: Deps) -> User | None:
+    now = deps.clock.now()
+    fields: dict[str, Any] = {"updated_at": now}
+    unset: list[str] = []
+    if existing.status is UserStatus.PENDING:
+        # Whoever registered this address never proved it (anyone may sign up with the
+        # operator's email): neither the password they chose, nor their name and roles,
+        # may come with an admin account.
+        await checked_strength(password, (existing.email, display_name), deps=deps)
+        fields.update(
+            status=UserStatus.ACTIVE.value,
+            verified_at=now,
+            password_hash=await deps.passwords.hash(password),
+            display_name=display_name,
+            roles=["admin"],
+        )
+        unset.append("signup_contested")
+        promoted = replace(existing, display_name=display_name, roles=("admin",))
+        events = [updated_event(promoted, now), verified_event(promoted, now)]
+    else:
+        roles = sorted({*existing.roles, "admin"})
+        fields["roles"] = roles
+        promoted = replace(existing, roles=tuple(roles))
+        events = [updated_event(promoted, now)]
+    updated = await update_and_end_sessions(
+        existing.id,
+        reason="roles_changed",
+        deps=deps,
+        expect={"status": existing.status.value},
+        expect_version=existing.version,
+        set_fields=fields,
+        unset_fields=unset,
+        events=events,
+    )
+    if updated is None:
+        return None  # changed under us (another replica bootstrapped it)
+    await deps.codes.discard_for_user(existing.id)
+    log.info("promoted the bootstrap admin", extra={"user_id": existing.id})
+    return updated
