@@ -59,7 +59,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """A failed journey's report carries the end of every service's log."""
     outcome = yield
     report = outcome.get_result()
-    suite = getattr(item, "funcargs", {}).get("suite")
+    funcargs = getattr(item, "funcargs", {})
+    suite = funcargs.get("suite") or getattr(funcargs.get("staged_suite"), "suite", None)
     if report.when == "call" and report.failed and isinstance(suite, Suite):
         for name in suite.processes:
             report.sections.append((f"{name} log (last lines)", suite.log_tail(name, 30)))
@@ -174,22 +175,11 @@ def inbox() -> Iterator[SmtpSink]:
         yield sink
 
 
-@pytest.fixture(scope="session")
-async def suite(inbox: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Suite]:
-    root = repo_root()
-    missing = [name for name in NEEDED if name not in available_services(root)]
-    if missing:
-        pytest.fail(
-            f"the journeys need these services, which do not exist yet: {', '.join(missing)}"
-        )
-    state = tmp_path_factory.mktemp("suite")
-    (state / "logs").mkdir()
-    ports = {name: free_port() for name in (*SERVICE_PORTS, "mongo")}
-    run_id = "e2e" + uuid.uuid4().hex[:10]
-    amqp_url = os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
+def _environ(inbox: SmtpSink, run_id: str, ports: dict[str, int], root: Path) -> dict[str, str]:
+    """The environment of one isolated run: its exchange and queue prefix, mail to ``inbox``."""
     environ = {
         **_without_owned_keys(os.environ),
-        "AMQP_URL": amqp_url,
+        "AMQP_URL": os.environ.get("AMQP_URL", DEFAULT_AMQP_URL),
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(inbox.port),
         "SMTP_SECURITY": "none",
@@ -202,6 +192,21 @@ async def suite(inbox: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> As
     for name in available_services(root):
         if name != "gateway":
             environ[f"GATEWAY_{name.upper()}_UPSTREAMS"] = f"http://127.0.0.1:{ports[name]}"
+    return environ
+
+
+@pytest.fixture(scope="session")
+async def suite(inbox: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Suite]:
+    root = repo_root()
+    missing = [name for name in NEEDED if name not in available_services(root)]
+    if missing:
+        pytest.fail(
+            f"the journeys need these services, which do not exist yet: {', '.join(missing)}"
+        )
+    state = tmp_path_factory.mktemp("suite")
+    (state / "logs").mkdir()
+    ports = {name: free_port() for name in (*SERVICE_PORTS, "mongo")}
+    environ = _environ(inbox, "e2e" + uuid.uuid4().hex[:10], ports, root)
     the_plan = plan(root, environ, state=state, ports=ports, with_mail_sink=False)
     suite = Suite(gateway=f"http://127.0.0.1:{ports['gateway']}", inbox=inbox, state=state)
     try:
@@ -221,7 +226,53 @@ async def suite(inbox: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> As
         yield suite
     finally:
         await asyncio.to_thread(_stop, suite.processes)
-        await delete_exchange(amqp_url, environ["BUS_EXCHANGE"])
+        await delete_exchange(environ["AMQP_URL"], environ["BUS_EXCHANGE"])
+
+
+@dataclass
+class StagedSuite:
+    """A run of its own whose processes the test starts one by one (``start``), to stage
+    what a fresh deploy does: services coming up in any order, minutes apart."""
+
+    suite: Suite
+    root: Path
+    env: dict[str, str]
+    commands: dict[str, str]
+    ports: dict[str, int]
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    async def start(self, *names: str) -> None:
+        for name in names:
+            self.suite.processes[name] = _start(
+                name, self.commands[name], self.env, self.root, self.suite.state / "logs"
+            )
+        urls = {n: f"{self.url(n)}/readyz" for n in names if n in SERVICE_PORTS}
+        await _wait_until_ready(self.suite, urls)
+
+
+@pytest.fixture
+async def staged_suite(tmp_path: Path) -> AsyncIterator[StagedSuite]:
+    """Nothing running yet but the store; ``await staged.start("auth")`` and so on. Extra
+    settings for the run go into ``staged.env`` before the first start."""
+    root = repo_root()
+    (tmp_path / "logs").mkdir()
+    ports = {name: free_port() for name in (*SERVICE_PORTS, "mongo")}
+    with SmtpSink() as inbox:
+        environ = _environ(inbox, "e2s" + uuid.uuid4().hex[:10], ports, root)
+        the_plan = plan(root, environ, state=tmp_path, ports=ports, with_mail_sink=False)
+        suite = Suite(gateway=f"http://127.0.0.1:{ports['gateway']}", inbox=inbox, state=tmp_path)
+        staged = StagedSuite(suite, root, the_plan.env, the_plan.processes, ports)
+        try:
+            if "mongo" in the_plan.processes:
+                suite.processes["mongo"] = _start(
+                    "mongo", the_plan.processes["mongo"], the_plan.env, root, tmp_path / "logs"
+                )
+            yield staged
+        finally:
+            await asyncio.to_thread(_stop, suite.processes)
+            await delete_exchange(environ["AMQP_URL"], environ["BUS_EXCHANGE"])
 
 
 @pytest.fixture

@@ -34,8 +34,15 @@ from typing import Any  # noqa: E402
 
 from switchyard.bus import Bus, Consumer, Subscription  # noqa: E402
 from switchyard.bus.inbox import Inbox  # noqa: E402
-from switchyard.envelope import Event  # noqa: E402
+from switchyard.envelope import Envelope, Event, new_envelope  # noqa: E402
 from switchyard.metrics import Metrics  # noqa: E402
+
+
+def thing(thing_id: str = "t1", amount: int = 0) -> Envelope:
+    """A ``test.thing.happened`` envelope from service ``svc``."""
+    return new_envelope(
+        ThingHappened(thing_id=thing_id, amount=amount), service="svc", catalog=TEST_CATALOG
+    )
 
 
 def make_bus(

@@ -132,7 +132,8 @@ class UserDirectory:
         *,
         default_status: UserStatus | None = None,
     ) -> bool:
-        query: Document = {"_id": user_id, "erased": {"$exists": False}, **guard}
+        # $and around the guard's $or: bare, the embedded store updated other users.
+        query: Document = {"$and": [{"_id": user_id}, {"erased": {"$exists": False}}, guard]}
         update: Document = {"$set": {**fields, "updated": stored_time(utcnow())}}
         if default_status is not None:
             update["$setOnInsert"] = {"status": default_status}

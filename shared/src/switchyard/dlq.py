@@ -9,7 +9,14 @@
     switchyard-dlq purge QUEUE (--id ID | --all) --yes
 
 QUEUE is a consumer queue (``notification.send_email``) or its DLQ (``….dlq``).
-Listing never removes anything: messages are read without ack and returned.
+
+Reading never counts as a failed delivery. A quorum queue counts every message handed
+back to it (a requeue, a closed channel) towards its delivery limit — RabbitMQ 4.x
+gives every quorum queue a limit of 20 and then drops the message — so the tool never
+hands a message back: it takes the messages that were in the DLQ when it started, one
+at a time, and settles each one at once — re-published behind the others (with a
+confirm) and then acked when it stays, acked after its replay confirm when it leaves.
+One pass keeps the order and holds one message in memory, however deep the queue.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import enum
 import json
 import os
 import shutil
@@ -24,32 +32,31 @@ import subprocess
 import sys
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from switchyard.bus.consumer import (
+from switchyard.bus.headers import (
     H_ATTEMPTS,
     H_EXC_MESSAGE,
     H_EXC_TYPE,
     H_FIRST_FAILURE,
     H_LAST_FAILURE,
+    H_ORIGINAL_EXCHANGE,
     H_ORIGINAL_QUEUE,
     H_ORIGINAL_ROUTING_KEY,
     H_REASON,
 )
-from switchyard.bus.topology import dlq_name
+from switchyard.bus.topology import BROKER_HEADERS, H_ATTEMPT, dlq_name
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-_RESET_HEADERS = (
-    "x-death",
-    "x-first-death-exchange",
-    "x-first-death-queue",
-    "x-first-death-reason",
-    "x-delivery-count",
+# Dropped from a replayed message: it starts over as a fresh delivery.
+_RESET_HEADERS = BROKER_HEADERS | {
+    H_ATTEMPT,
     H_REASON,
     H_EXC_TYPE,
     H_EXC_MESSAGE,
@@ -57,7 +64,8 @@ _RESET_HEADERS = (
     H_FIRST_FAILURE,
     H_LAST_FAILURE,
     H_ORIGINAL_QUEUE,
-)
+    H_ORIGINAL_EXCHANGE,
+}
 
 
 @dataclass(frozen=True)
@@ -79,11 +87,11 @@ class ParkedMessage:
 
     @classmethod
     def from_message(cls, message: AbstractIncomingMessage) -> ParkedMessage:
-        headers = dict(message.headers or {})
+        headers = parked_headers(message.headers or {})
 
         def text(name: str) -> str | None:
             value = headers.get(name)
-            return None if value is None else str(value)
+            return None if value is None else _text(value)
 
         attempts = headers.get(H_ATTEMPTS)
         return cls(
@@ -92,7 +100,7 @@ class ParkedMessage:
             reason=text(H_REASON),
             exception_type=text(H_EXC_TYPE),
             exception_message=text(H_EXC_MESSAGE),
-            attempts=int(str(attempts)) if attempts is not None else None,
+            attempts=attempts if type(attempts) is int else None,
             first_failure=text(H_FIRST_FAILURE),
             last_failure=text(H_LAST_FAILURE),
             original_routing_key=text(H_ORIGINAL_ROUTING_KEY),
@@ -122,6 +130,32 @@ class ParkedMessage:
         return out
 
 
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def parked_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """The headers of a parked message, with the broker's reason spelled in ours.
+
+    A message the broker dead-lettered itself (past the consumer queue's delivery
+    limit) carries only ``x-death``; a copy re-published by this tool would lose that on
+    RabbitMQ 3.13.3+, so the reason, queue and routing key move into our headers.
+    """
+    out = dict(headers)
+    first_reason = out.get("x-first-death-reason")
+    if H_REASON not in out and first_reason is not None:
+        out[H_REASON] = _text(first_reason).replace("_", "-")
+        queue = out.get("x-first-death-queue")
+        if queue is not None:
+            out.setdefault(H_ORIGINAL_QUEUE, _text(queue))
+        deaths = out.get("x-death")
+        if isinstance(deaths, list) and deaths and isinstance(deaths[-1], Mapping):
+            keys = deaths[-1].get("routing-keys")
+            if isinstance(keys, list) and keys:
+                out.setdefault(H_ORIGINAL_ROUTING_KEY, _text(keys[0]))
+    return out
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode(errors="replace")
@@ -138,6 +172,18 @@ def consumer_queue_of(queue: str) -> str:
     return queue[: -len(".dlq")] if queue.endswith(".dlq") else queue
 
 
+class Verdict(enum.Enum):
+    KEEP = "keep"  # stays in the DLQ (re-published behind the others)
+    GONE = "gone"  # leaves the DLQ (replayed with a confirm, or purged)
+
+
+Visit = Callable[[AbstractIncomingMessage], Awaitable[Verdict]]
+
+
+class NotReplayed(Exception):
+    """The replay target did not take the message (no queue bound, or no confirm)."""
+
+
 class DeadLetters:
     """Operations on one consumer queue's DLQ."""
 
@@ -146,67 +192,108 @@ class DeadLetters:
         self.queue = consumer_queue_of(queue)
         self.dlq = dlq_name(self.queue)
 
-    async def _with_channel(self, work: Callable[[AbstractChannel], Any]) -> Any:
+    async def _with_channel(self, work: Callable[[AbstractChannel], Awaitable[Any]]) -> Any:
         connection = await aio_pika.connect(self.amqp_url)
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             return await work(channel)
         finally:
-            await connection.close()  # unacked messages go back to the DLQ
+            await connection.close()
 
-    async def _drain(
-        self, channel: AbstractChannel, limit: int | None
-    ) -> list[AbstractIncomingMessage]:
-        queue = await channel.get_queue(self.dlq, ensure=True)
-        taken: list[AbstractIncomingMessage] = []
-        while limit is None or len(taken) < limit:
+    async def _pass(self, channel: AbstractChannel, visit: Visit) -> None:
+        """Visit each message that is in the DLQ now, once, in order, one at a time."""
+        queue = await channel.get_queue(self.dlq, ensure=True)  # passive: gives the depth now
+        for _ in range(int(queue.declaration_result.message_count or 0)):
             message = await queue.get(no_ack=False, fail=False)
             if message is None:
-                break
-            taken.append(message)
-        return taken
+                return
+            if await visit(message) is Verdict.KEEP:
+                await self._put_back(channel, message)
+            await message.ack()
+
+    async def _put_back(self, channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
+        headers = {
+            k: v
+            for k, v in parked_headers(message.headers or {}).items()
+            if k not in BROKER_HEADERS
+        }
+        await channel.default_exchange.publish(
+            _copy(message, headers), routing_key=self.dlq, mandatory=True
+        )
 
     async def peek(self, limit: int | None = 100) -> list[ParkedMessage]:
+        """The first ``limit`` parked messages (all with None); nothing changes."""
+
         async def work(channel: AbstractChannel) -> list[ParkedMessage]:
-            return [ParkedMessage.from_message(m) for m in await self._drain(channel, limit)]
+            seen: list[ParkedMessage] = []
+
+            async def visit(message: AbstractIncomingMessage) -> Verdict:
+                if limit is None or len(seen) < limit:
+                    seen.append(ParkedMessage.from_message(message))
+                return Verdict.KEEP
+
+            await self._pass(channel, visit)
+            return seen
+
+        result: list[ParkedMessage] = await self._with_channel(work)
+        return result
+
+    async def find(self, message_id: str) -> list[ParkedMessage]:
+        """Every parked copy of ``message_id`` (bounded memory: only the matches are kept)."""
+
+        async def work(channel: AbstractChannel) -> list[ParkedMessage]:
+            found: list[ParkedMessage] = []
+
+            async def visit(message: AbstractIncomingMessage) -> Verdict:
+                if message.message_id == message_id:
+                    found.append(ParkedMessage.from_message(message))
+                return Verdict.KEEP
+
+            await self._pass(channel, visit)
+            return found
 
         result: list[ParkedMessage] = await self._with_channel(work)
         return result
 
     async def replay(self, message_id: str | None = None) -> int:
-        """Send matching messages (all when ``message_id`` is None) back to the consumer queue."""
+        """Send matching messages (all when ``message_id`` is None) back where they came
+        from; a message whose target does not take it stays in the DLQ."""
 
         async def work(channel: AbstractChannel) -> int:
             replayed = 0
-            for message in await self._drain(channel, None):
+
+            async def visit(message: AbstractIncomingMessage) -> Verdict:
+                nonlocal replayed
                 if message_id is not None and message.message_id != message_id:
-                    continue
-                headers = {
-                    k: v for k, v in (message.headers or {}).items() if k not in _RESET_HEADERS
-                }
-                parked = ParkedMessage.from_message(message)
-                target = parked.original_queue or self.queue
-                await channel.default_exchange.publish(
-                    aio_pika.Message(
-                        body=message.body,
-                        headers=headers,
-                        content_type=message.content_type,
-                        message_id=message.message_id,
-                        correlation_id=message.correlation_id,
-                        type=message.type,
-                        app_id=message.app_id,
-                        timestamp=message.timestamp,
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    ),
-                    routing_key=target,
-                    mandatory=True,
-                )
-                await message.ack()
+                    return Verdict.KEEP
+                try:
+                    await self._replay_one(channel, message)
+                except NotReplayed as error:
+                    print(f"kept {message.message_id}: {error}", file=sys.stderr)
+                    return Verdict.KEEP
                 replayed += 1
+                return Verdict.GONE
+
+            await self._pass(channel, visit)
             return replayed
 
         count: int = await self._with_channel(work)
         return count
+
+    async def _replay_one(self, channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
+        headers = {k: v for k, v in (message.headers or {}).items() if k not in _RESET_HEADERS}
+        parked = ParkedMessage.from_message(message)
+        exchange_name = parked.headers.get(H_ORIGINAL_EXCHANGE)
+        if exchange_name is not None:  # parked because no queue was bound: route it again
+            exchange = await channel.get_exchange(_text(exchange_name), ensure=False)
+            routing_key = parked.original_routing_key or message.type or ""
+        else:
+            exchange = channel.default_exchange
+            routing_key = parked.original_queue or self.queue
+        try:
+            await exchange.publish(_copy(message, headers), routing_key=routing_key, mandatory=True)
+        except aiormq.exceptions.DeliveryError as error:
+            raise NotReplayed(f"nothing took it at {routing_key!r}") from error
 
     async def purge(self, message_id: str | None = None) -> int:
         async def work(channel: AbstractChannel) -> int:
@@ -215,14 +302,33 @@ class DeadLetters:
                 result = await queue.purge()
                 return int(result.message_count or 0)
             removed = 0
-            for message in await self._drain(channel, None):
-                if message.message_id == message_id:
-                    await message.ack()
-                    removed += 1
+
+            async def visit(message: AbstractIncomingMessage) -> Verdict:
+                nonlocal removed
+                if message.message_id != message_id:
+                    return Verdict.KEEP
+                removed += 1
+                return Verdict.GONE
+
+            await self._pass(channel, visit)
             return removed
 
         count: int = await self._with_channel(work)
         return count
+
+
+def _copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    return aio_pika.Message(
+        body=message.body,
+        headers=headers,
+        content_type=message.content_type,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        type=message.type,
+        app_id=message.app_id,
+        timestamp=message.timestamp,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
 
 
 def discover_dlqs(amqp_url: str) -> list[tuple[str, int]]:
@@ -298,9 +404,7 @@ async def _run(args: argparse.Namespace) -> int:
         )
         return 0
     if args.command == "show":
-        parked = await tool.peek(args.limit)
-        if args.id:
-            parked = [m for m in parked if m.message_id == args.id]
+        parked = await tool.find(args.id) if args.id else await tool.peek(args.limit)
         print(json.dumps([m.as_dict(with_body=True) for m in parked], indent=2, default=str))
         return 0 if parked else 1
     if args.command == "replay":

@@ -8,7 +8,7 @@ Each service subclasses :class:`ServiceSettings`, adds its own fields and calls
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -60,11 +60,24 @@ class ServiceSettings(BaseSettings):
         default_factory=lambda: [1.0, 10.0, 60.0, 300.0], validation_alias="BUS_RETRY_DELAYS"
     )
     bus_prefetch: int = Field(32, ge=1, le=1000, validation_alias="BUS_PREFETCH")
+    # Deliveries of one message without an ack (crashes, requeues) before the broker parks it
+    # in the queue's DLQ. Explicit, because RabbitMQ 4.x otherwise applies 20 and drops.
+    bus_delivery_limit: int = Field(20, ge=1, le=1000, validation_alias="BUS_DELIVERY_LIMIT")
+    # A handler still running after this many seconds is cancelled (a failure: retry tier).
+    bus_handler_timeout: float = Field(60.0, gt=0, validation_alias="BUS_HANDLER_TIMEOUT")
     # Only for throwaway namespaces (tests): queues unused this long are deleted by the broker.
     bus_queue_expires_ms: int | None = Field(None, ge=1000, validation_alias="BUS_QUEUE_EXPIRES_MS")
 
     outbox_poll_interval: float = Field(0.5, gt=0, validation_alias="OUTBOX_POLL_INTERVAL")
     outbox_linger: float = Field(0.01, ge=0, le=1, validation_alias="OUTBOX_LINGER")
+    # An event no queue is bound for (yet) is re-tried, with pauses growing up to the
+    # retry maximum, for this long; then it is parked in <service>.unroutable.dlq.
+    outbox_unroutable_window: float = Field(
+        3600.0, gt=0, validation_alias="OUTBOX_UNROUTABLE_WINDOW"
+    )
+    outbox_unroutable_retry_max: float = Field(
+        30.0, gt=0, validation_alias="OUTBOX_UNROUTABLE_RETRY_MAX"
+    )
 
     # Access tokens: every service verifies them itself against auth's JWKS (DESIGN §5).
     # The issuer is the public base URL clients reach the suite under (the gateway).
@@ -76,6 +89,12 @@ class ServiceSettings(BaseSettings):
         f"http://127.0.0.1:{SERVICE_PORTS['auth']}/.well-known/jwks.json",
         validation_alias="JWKS_URL",
     )
+
+    # Keys the HMAC of stored Idempotency-Key fingerprints (switchyard.idempotency), so a
+    # stored fingerprint of a body with a password in it is no offline guessing oracle.
+    # Required outside development by services that accept the header.
+    idempotency_secret: SecretStr | None = Field(None, validation_alias="IDEMPOTENCY_SECRET")
+    accepts_idempotency_keys: ClassVar[bool] = False
 
     max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="MAX_BODY_BYTES")
     shutdown_timeout: float = Field(10.0, ge=0, validation_alias="SHUTDOWN_TIMEOUT")
@@ -102,6 +121,8 @@ class ServiceSettings(BaseSettings):
     def _reject_placeholder_secrets(self) -> ServiceSettings:
         if self.environment == "development" or self.environment == "test":
             return self
+        if self.accepts_idempotency_keys and self.idempotency_secret is None:
+            raise ValueError("IDEMPOTENCY_SECRET must be set outside development")
         for name, value in self:
             if not isinstance(value, SecretStr):
                 continue

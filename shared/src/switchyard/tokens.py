@@ -514,6 +514,11 @@ class TokenVerifier:
         self._headers[header_segment] = kid
         return kid
 
+    def key_id(self, token: str) -> str:
+        """The ``kid`` of a token's header (cached per header; raises :class:`InvalidToken`),
+        so a cache of verified tokens can tell which key each one depends on."""
+        return self._kid(token.split(".", 1)[0])
+
     def verify(self, token: str) -> Identity:
         """Verify a token with the keys known now; raises :class:`InvalidToken`.
 

@@ -1,6 +1,7 @@
 """Web defaults every service gets from one call: :func:`new_app`.
 
-- ``/healthz`` (alive), ``/readyz`` (every readiness check passes, else 503),
+- ``/healthz`` (alive), ``/readyz`` (every readiness check passes, else 503; the answer
+  names each check with ``ok`` or ``failing``, the reason is logged),
   ``/metrics`` (Prometheus text);
 - request ids (accepted from ``X-Request-ID`` or generated, returned on every
   response, put in every log line);
@@ -177,9 +178,11 @@ async def readyz(request: web.Request) -> web.Response:
             results[name] = "ok"
         except asyncio.CancelledError:
             raise
-        # Readiness reports any failure as "not ready".
+        # Readiness reports any failure as "not ready"; why goes to the log, not the answer
+        # (DESIGN §4: no internal names in responses).
         except Exception as error:  # noqa: BLE001
-            results[name] = f"unavailable: {type(error).__name__}"
+            results[name] = "failing"
+            log.warning("readiness check failing", extra={"check": name, "error": repr(error)})
 
     await asyncio.gather(*(run(name, check) for name, check in checks.items()))
     if all(value == "ok" for value in results.values()):

@@ -38,7 +38,9 @@ async def main(config: dict) -> None:
             {"_id": uuid.uuid4().hex, "event_id": event.id, "pid": os.getpid(), "stage": "done"}
         )
 
-    inbox = Inbox(db["inbox"], owner=f"pid-{os.getpid()}")
+    # A short lease: a redelivered copy waits for a live one, so a killed holder's event is
+    # taken over once its lease (no longer renewed) runs out.
+    inbox = Inbox(db["inbox"], owner=f"pid-{os.getpid()}", lease_seconds=3.0)
     await start_consumer(bus, "crashy", ("test.thing.happened",), handler, inbox=inbox)
     print("ready", flush=True)
     await asyncio.Event().wait()

@@ -17,25 +17,17 @@ from opentelemetry import trace
 from switchyard.bus import UnroutableEvent
 from switchyard.bus.inbox import Inbox
 from switchyard.dlq import DeadLetters
-from switchyard.envelope import new_envelope
 
-from ..support import TEST_CATALOG, Recorder, ThingHappened, eventually, make_bus, start_consumer
+from ..support import (
+    Recorder,
+    ThingHappened,
+    eventually,
+    make_bus,
+    start_consumer,
+    thing,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("broker_cleanup")]
-
-
-@pytest.fixture
-async def bus(settings_overrides):
-    bus = make_bus(settings_overrides)
-    await bus.connect()
-    yield bus
-    await bus.close()
-
-
-def thing(thing_id: str = "t1", **kwargs):
-    return new_envelope(
-        ThingHappened(thing_id=thing_id, **kwargs), service="svc", catalog=TEST_CATALOG
-    )
 
 
 async def queue_depth(amqp_url: str, name: str) -> int:

@@ -13,19 +13,18 @@ from pathlib import Path
 import pytest
 
 from switchyard.bus import PublishFailed
-from switchyard.envelope import new_envelope
 from switchyard.testing import TcpProxy
 
-from ..support import TEST_CATALOG, Recorder, ThingHappened, eventually, make_bus, start_consumer
+from ..support import (
+    Recorder,
+    eventually,
+    make_bus,
+    start_consumer,
+    thing,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("broker_cleanup")]
 PROC = Path(__file__).with_name("proc_consumer.py")
-
-
-def thing(thing_id: str, amount: int = 0):
-    return new_envelope(
-        ThingHappened(thing_id=thing_id, amount=amount), service="svc", catalog=TEST_CATALOG
-    )
 
 
 async def spawn_consumer(config: dict) -> asyncio.subprocess.Process:
@@ -129,7 +128,8 @@ async def test_publisher_and_consumer_survive_cut_connections(settings_overrides
     stream = asyncio.create_task(publish_stream())
     await asyncio.sleep(0.6)
     closed = await asyncio.to_thread(_close_connections, settings_overrides["bus_queue_prefix"])
-    assert closed == 2  # the publisher's and the consumer's connections
+    # The publisher's connection, and the consumer bus's publishing and consuming ones.
+    assert closed == 3
     await stream
     assert len(confirmed) == 60  # publishes waited out the reconnect
 
@@ -224,3 +224,34 @@ async def test_a_message_that_cannot_be_settled_is_requeued_at_a_bounded_pace(se
     assert consumer_module.REQUEUE_PAUSE >= 0.5
     await consumer.stop()
     await bus.close()
+
+
+async def test_a_consumer_acks_while_the_publishing_connection_is_down(settings_overrides):
+    """Publishing and consuming use separate connections (a memory alarm blocks publishing
+    connections; a consumer sharing one could no longer ack). Cutting the publisher's
+    connection mid-handler must not cost the consumer its ack."""
+    bus = make_bus(settings_overrides)
+    await bus.connect()
+    release = asyncio.Event()
+    handled: list[str] = []
+
+    async def handler(event) -> None:
+        handled.append(event.id)
+        await release.wait()
+
+    consumer = await start_consumer(bus, "acks", ("test.thing.happened",), handler)
+    envelope = thing("in-flight")
+    await bus.publish(envelope)
+    await eventually(lambda: _true(bool(handled)))
+    marker = f"{settings_overrides['bus_queue_prefix']}) publish"
+    assert await asyncio.to_thread(_close_connections, marker) == 1
+    release.set()
+    await asyncio.sleep(1.5)
+    assert handled == [envelope.id]  # acked on its own connection: no redelivery
+    assert bus.metrics.value("events_consumed_total", queue=consumer.queue_name, outcome="ok") == 1
+    await consumer.stop()
+    await bus.close()
+
+
+async def _true(value: bool) -> bool:
+    return value

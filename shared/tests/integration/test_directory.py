@@ -44,6 +44,24 @@ async def test_profile_and_status_follow_the_newest_event_whatever_the_arrival_o
     )
 
 
+async def test_a_stale_event_for_one_user_never_touches_another(mongo_db) -> None:
+    """The guard (no newer profile known) concerns this user's document only: written as a
+    bare ``$or`` beside ``_id``, the embedded store applied a stale event of one user to
+    *another* user whose profile was older — their email address replaced."""
+    directory = UserDirectory(mongo_db["users"])
+    older, newer = user_id(), user_id()
+    await directory.record_profile(older, email="older@example.com", display_name="O", as_of=T0)
+    later = T0 + dt.timedelta(hours=1)
+    await directory.record_profile(newer, email="newer@example.com", display_name="N", as_of=later)
+    stale = T0 + dt.timedelta(minutes=30)  # older than newer's profile, newer than older's
+    assert not await directory.record_profile(
+        newer, email="stale@example.com", display_name="S", as_of=stale
+    )
+    first, second = await directory.get(older), await directory.get(newer)
+    assert first is not None and first.email == "older@example.com"
+    assert second is not None and second.email == "newer@example.com"
+
+
 async def test_a_deleted_user_stays_a_tombstone_no_late_event_revives(mongo_db) -> None:
     directory = UserDirectory(mongo_db["users"])
     uid = user_id()

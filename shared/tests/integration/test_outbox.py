@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from switchyard.bus.inbox import Inbox
-from switchyard.envelope import new_envelope
 from switchyard.outbox import (
     OUTBOX_FIELD,
     PENDING_FIELD,
@@ -21,23 +20,15 @@ from switchyard.outbox import (
 )
 from switchyard.testing import TcpProxy
 
-from ..support import TEST_CATALOG, Recorder, ThingHappened, eventually, make_bus, start_consumer
+from ..support import (
+    Recorder,
+    eventually,
+    make_bus,
+    start_consumer,
+    thing,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("broker_cleanup")]
-
-
-def thing(thing_id: str, amount: int = 0):
-    return new_envelope(
-        ThingHappened(thing_id=thing_id, amount=amount), service="svc", catalog=TEST_CATALOG
-    )
-
-
-@pytest.fixture
-async def bus(settings_overrides):
-    bus = make_bus(settings_overrides)
-    await bus.connect()
-    yield bus
-    await bus.close()
 
 
 def relay_for(mongo_db, publisher, **kwargs) -> OutboxRelay:
@@ -278,3 +269,17 @@ async def test_a_staged_event_that_cannot_be_read_is_set_aside_and_the_rest_flow
     assert relay._task is not None and not relay._task.done()  # the relay keeps running
     await relay.stop()
     await consumer.stop()
+
+
+async def test_the_relay_reads_with_the_default_concern_on_a_standalone_store(
+    bus, mongo_db, store_backend
+):
+    await mongo_db["things"].insert_one(with_events({"_id": "rc"}, [thing("rc")]))
+    relay = relay_for(mongo_db, bus)
+    await relay.relay_once()
+    hello = await mongo_db.client.admin.command("hello")
+    if store_backend == "embedded":
+        assert "setName" not in hello and relay.read_concern is None
+    else:  # a real MongoDB from testcontainers or MONGO_URL: whatever its topology says
+        assert (relay.read_concern is not None) == bool(hello.get("setName"))
+    assert await pending(mongo_db) == 0

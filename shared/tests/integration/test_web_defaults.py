@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import aiohttp
@@ -206,8 +207,9 @@ async def test_readyz_reports_503_while_the_broker_is_down(
         async with session.get("/readyz") as r:
             assert r.status == 503  # at once: the check makes a round trip to the broker
             body = await problem(r)
-            assert body["checks"]["broker"].startswith("unavailable")
-            assert body["checks"]["database"] == "ok"
+            # Check names and a verdict only: no exception class or other internal name.
+            assert body["checks"] == {"broker": "failing", "database": "ok"}
+            assert "Error" not in json.dumps(body) and "Connection" not in json.dumps(body)
         async with session.get("/healthz") as r:
             assert r.status == 200  # alive, just not ready
         await proxy.restore()
@@ -233,6 +235,8 @@ async def test_readyz_reports_503_while_the_store_is_down(start_app, settings_ov
         await proxy.cut()
         async with session.get("/readyz") as r:
             assert r.status == 503
-            assert (await r.json(content_type=None))["checks"]["database"].startswith("unavailable")
+            body = await r.json(content_type=None)
+            assert body["checks"] == {"database": "failing"}
+            assert "Error" not in json.dumps(body) and "Timeout" not in json.dumps(body)
         await proxy.restore()
     await proxy.close()

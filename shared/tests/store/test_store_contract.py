@@ -347,3 +347,151 @@ async def test_known_difference_compound_index_naming_id(mongo_db, store_backend
     else:
         await col.insert_one({"_id": "a", "owner": "u"})
         assert await col.count_documents({}) == 1
+
+
+async def test_known_difference_or_beside_other_conditions(mongo_db, store_backend):
+    """On the embedded server a top-level ``$or`` next to other conditions loses the
+    grouping (``a AND b OR c``): ``update_one({_id: X, $or: [...]})`` changed *another*
+    document whose fields matched one branch. Code always writes ``$and: [..., {$or}]``."""
+    col = mongo_db["or_guards"]
+    await col.insert_many(
+        [{"_id": "u1", "as_of": 100.0}, {"_id": "u2", "as_of": 500.0, "email": "two@x"}]
+    )
+    bare = {"_id": "u2", "$or": [{"as_of": {"$exists": False}}, {"as_of": {"$lt": 200.0}}]}
+    result = await col.update_one(bare, {"$set": {"email": "evil@x"}})
+    touched = [doc["_id"] async for doc in col.find({"email": "evil@x"})]
+    assert touched == (["u1"] if store_backend == "embedded" else [])
+    assert result.matched_count == (1 if store_backend == "embedded" else 0)
+
+
+async def test_or_inside_and_is_exact_for_finds_updates_and_upserts(mongo_db):
+    """The shape guards with alternatives use: ``$and`` of the key and an ``$or``."""
+    col = mongo_db["and_or"]
+    await col.insert_many(
+        [
+            {"_id": "d1", "status": "sending", "lease_until": 1.0},
+            {"_id": "d2", "status": "sent", "lease_until": 1.0},
+            {"_id": "d3", "status": "pending"},
+        ]
+    )
+
+    def claimable(doc_id: str) -> dict:
+        return {
+            "$and": [
+                {"_id": doc_id},
+                {
+                    "$or": [
+                        {"status": "pending"},
+                        {"status": "sending", "lease_until": {"$lt": 9.0}},
+                    ]
+                },
+            ]
+        }
+
+    assert await col.find_one_and_update(claimable("d2"), {"$set": {"owner": "me"}}) is None
+    assert (await col.find_one_and_update(claimable("d1"), {"$set": {"owner": "me"}}))[
+        "_id"
+    ] == "d1"
+    assert (await col.update_one(claimable("d3"), {"$set": {"owner": "me"}})).modified_count == 1
+    assert sorted([d["_id"] async for d in col.find({"owner": "me"})]) == ["d1", "d3"]
+    # Upserts: the key is taken from the $and; a failed guard on an existing key collides.
+    with pytest.raises(DuplicateKeyError):
+        await col.update_one(claimable("d2"), {"$set": {"owner": "x"}}, upsert=True)
+    result = await col.update_one(claimable("d4"), {"$set": {"owner": "new"}}, upsert=True)
+    assert result.upserted_id == "d4"
+    # A range on a nested date next to a missing-or-zero alternative (the expiry sweep).
+    now = datetime.now(UTC)
+    dated = mongo_db["and_or_dates"]
+    await dated.insert_many(
+        [
+            {"_id": "fresh", "code": {"expires_at": now + timedelta(hours=1)}},
+            {"_id": "old", "code": {"expires_at": now - timedelta(hours=1)}, "pending": 0},
+            {"_id": "old-busy", "code": {"expires_at": now - timedelta(hours=1)}, "pending": 2},
+            {"_id": "old-bare", "code": {"expires_at": now - timedelta(hours=1)}},
+        ]
+    )
+    expired_and_idle = {
+        "$and": [
+            {"code.expires_at": {"$lt": now}},
+            {"$or": [{"pending": 0}, {"pending": {"$exists": False}}]},
+        ]
+    }
+    assert (await dated.delete_many(expired_and_idle)).deleted_count == 2
+    assert sorted([d["_id"] async for d in dated.find({})]) == ["fresh", "old-busy"]
+
+
+async def test_set_on_insert_only_when_the_upsert_inserts(mongo_db):
+    """The outbox epoch: ``$setOnInsert`` beside ``$set``/``$inc`` in an upsert."""
+    col = mongo_db["epochs"]
+    update = {"$set": {"v": 1}, "$inc": {"n": 1}, "$setOnInsert": {"epoch": "first"}}
+    await col.update_one({"_id": "k"}, update, upsert=True)
+    update = {"$set": {"v": 2}, "$inc": {"n": 1}, "$setOnInsert": {"epoch": "second"}}
+    await col.update_one({"_id": "k"}, update, upsert=True)
+    assert await col.find_one({"_id": "k"}) == {"_id": "k", "v": 2, "n": 2, "epoch": "first"}
+
+
+async def test_update_many_guarded_by_ids_and_epochs(mongo_db):
+    """The relay's batched clear: ids and per-incarnation epochs in lists, plus the seq."""
+    col = mongo_db["incarnations"]
+    await col.insert_many(
+        [
+            {"_id": f"k{n}", "outbox_seq": 1, "outbox_epoch": f"e{n}", "outbox_pending": 1}
+            for n in range(3)
+        ]
+    )
+    await col.delete_one({"_id": "k1"})
+    await col.insert_one(
+        {"_id": "k1", "outbox_seq": 1, "outbox_epoch": "reborn", "outbox_pending": 1}
+    )
+    result = await col.update_many(
+        {
+            "_id": {"$in": ["k0", "k1", "k2"]},
+            "outbox_seq": 1,
+            "outbox_epoch": {"$in": ["e0", "e1", "e2"]},
+        },
+        {"$set": {"outbox_pending": 0}},
+    )
+    assert result.modified_count == 2
+    assert (await col.find_one({"_id": "k1"}))["outbox_pending"] == 1
+
+
+async def test_known_difference_integer_ids_and_in_on_another_field(mongo_db, store_backend):
+    """On the embedded server, with *integer* ``_id`` values, ``update_many`` filtered by
+    ``$in`` on another field changed the wrong document. Every id in the code is a
+    string (where the same filter is exact, above); this shows why they must be."""
+    col = mongo_db["int_ids"]
+    await col.insert_many([{"_id": n, "e": f"e{n}", "p": 1} for n in range(3)])
+    await col.update_many({"e": {"$in": ["e0", "e2"]}}, {"$set": {"p": 0}})
+    changed = sorted([doc["_id"] async for doc in col.find({"p": 0})])
+    assert changed == ([1] if store_backend == "embedded" else [0, 2])
+
+
+async def test_declared_index_options_replace_the_stored_ones(mongo_db):
+    """ensure_indexes drops an index whose TTL changed (TTL indexes leave outbox collections)."""
+    await ensure_indexes(mongo_db, [Index("ttl_gone", asc("at.when"), expire_after_seconds=0)])
+    await ensure_indexes(mongo_db, [Index("ttl_gone", asc("at.when"))])
+    indexes = [index async for index in await mongo_db["ttl_gone"].list_indexes()]
+    assert [dict(i["key"]) for i in indexes if "at.when" in i["key"]] == [{"at.when": 1}]
+    assert not any("expireAfterSeconds" in index for index in indexes)
+    past = datetime.now(UTC) - timedelta(hours=1)
+    await mongo_db["ttl_gone"].insert_one({"_id": "kept", "at": {"when": past}})
+    await asyncio.sleep(0.2)
+    assert await mongo_db["ttl_gone"].find_one({"_id": "kept"}) is not None
+
+
+async def test_version_guard_from_a_document_that_has_none_yet(mongo_db):
+    """Optimistic concurrency on documents written before they counted versions: the first
+    guarded write expects no version; every write increments it."""
+    col = mongo_db["versioned"]
+    await col.insert_one({"_id": "u", "status": "active", "name": "a"})
+    first = {"_id": "u", "status": "active", "version": {"$exists": False}}
+    update = {"$set": {"name": "b"}, "$inc": {"version": 1}}
+    assert (await col.find_one_and_update(first, update, return_document=ReturnDocument.AFTER))[
+        "version"
+    ] == 1
+    assert await col.find_one_and_update(first, update) is None  # the read it came from is stale
+    second = {"_id": "u", "status": "active", "version": 1}
+    assert (
+        await col.update_one(second, {"$set": {"name": "c"}, "$inc": {"version": 1}})
+    ).modified_count == 1
+    assert (await col.find_one({"_id": "u"}))["version"] == 2

@@ -144,3 +144,19 @@ def test_k8s_manifests_are_generated_and_cover_every_service():
             for doc in yaml.safe_load_all((ROOT / "deploy/k8s" / f"30-{name}.yaml").read_text())
         }
         assert {"Deployment", "Service", "HorizontalPodAutoscaler"} <= kinds
+
+
+def test_compose_secrets_gain_a_secret_added_later_and_keep_the_others(tmp_path):
+    from switchyard.devtools.run import DEV_SECRETS, write_compose_secrets
+
+    path = tmp_path / ".var" / "secrets" / "compose.env"
+    path.parent.mkdir(parents=True)
+    path.write_text("# old file\nFILE_URL_SECRET=kept-as-it-was\n")
+    assert write_compose_secrets(tmp_path) == path
+    values = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    assert values["FILE_URL_SECRET"] == "kept-as-it-was"
+    assert set(DEV_SECRETS) <= set(values) and "IDEMPOTENCY_SECRET" in values
+    assert len(values["IDEMPOTENCY_SECRET"]) >= 32
+    before = path.read_text()
+    write_compose_secrets(tmp_path)
+    assert path.read_text() == before  # complete: left alone

@@ -38,8 +38,9 @@ from switchyard.web import new_app
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
-# Collections whose documents carry an outbox.
+# Collections whose documents carry an outbox, and how their documents expire.
 OUTBOX_COLLECTIONS = [users.USERS, codes.CODES, sessions.SESSIONS, budgets.BUDGETS]
+OUTBOX_EXPIRY = [codes.EXPIRY, sessions.EXPIRY, budgets.EXPIRY]
 
 
 def create_app(settings: AuthSettings, *, clock: Clock | None = None) -> web.Application:
@@ -68,13 +69,13 @@ def create_app(settings: AuthSettings, *, clock: Clock | None = None) -> web.App
         *codes.INDEXES,
         *sessions.INDEXES,
         *budgets.INDEXES,
-        *outbox_indexes(OUTBOX_COLLECTIONS),
+        *outbox_indexes(OUTBOX_COLLECTIONS, OUTBOX_EXPIRY),
         *idempotency_indexes(),
     ]
     app.cleanup_ctx.append(_signing_keys(settings, ring))
     app.cleanup_ctx.append(mongo_context(indexes))
     app.cleanup_ctx.append(bus_context)
-    app.cleanup_ctx.append(outbox_context(OUTBOX_COLLECTIONS))
+    app.cleanup_ctx.append(outbox_context(OUTBOX_COLLECTIONS, expiry=OUTBOX_EXPIRY))
     app.cleanup_ctx.append(_commands(settings, ring, clock))
     app.cleanup_ctx.append(key_reload_context(ring, settings.key_reload_interval))
     # Last in, first out: pending code requests finish while the store and bus are still up.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import EmailStr, Field, SecretStr, model_validator
 
@@ -13,6 +14,7 @@ from switchyard.settings import ServiceSettings, port_setting
 
 class AuthSettings(ServiceSettings):
     service_name: str = "auth"
+    accepts_idempotency_keys: ClassVar[bool] = True  # registration: IDEMPOTENCY_SECRET needed
     port: int = port_setting("auth")
 
     # Access tokens. The issuer is the public base URL clients reach auth under;

@@ -103,3 +103,53 @@ async def test_role_changes(auth: AuthClient) -> None:
     assert invalid.status == 422
     empty = await auth.call("PUT", f"/users/{me['id']}/roles", {"roles": []}, token=token)
     assert empty.status == 422
+
+
+async def test_a_role_change_racing_a_profile_update_publishes_the_committed_state(
+    auth: AuthClient,
+) -> None:
+    """Both commands read the user, then write. Each event must carry what its write left
+    in the document: the later of the two ``auth.user.updated`` events is the account as
+    it is now (new name *and* new roles), or notification's read model keeps a stale name."""
+    import asyncio
+
+    from auth_svc import handlers
+    from auth_svc.keys import DEPS
+    from switchyard.authn import VERIFIER
+
+    admin = await admin_token(auth)
+    pair = await auth.signed_up("racer@example.com")
+    verifier = auth.app[VERIFIER]
+    admin_identity = verifier.verify(admin)
+    user_identity = verifier.verify(pair["access_token"])
+    user_id = user_identity.user_id
+    deps = auth.app[DEPS]
+    await asyncio.gather(
+        handlers.set_roles(
+            identity=admin_identity, user_id=user_id, roles=["contractor"], deps=deps
+        ),
+        handlers.update_profile(identity=user_identity, display_name="Renamed", deps=deps),
+    )
+    committed = await deps.users.by_id(user_id)
+    assert committed is not None
+    assert (committed.display_name, committed.roles) == ("Renamed", ("contractor",))
+
+    def for_racer(data: Any) -> bool:
+        return bool(data.user_id == user_id)
+
+    await auth.events.wait_for("auth.user.updated", for_racer)
+    for _ in range(50):
+        updates = [e for e in auth.events.of_type("auth.user.updated") if for_racer(e.data)]
+        if len(updates) == 2:
+            break
+        await asyncio.sleep(0.1)
+    states = [(e.data.display_name, tuple(e.data.roles)) for e in updates]
+    assert len(states) == 2
+    # Whichever write came second, its event is the committed state; the first one's event
+    # is the state between the two (never a mix that no write produced).
+    assert ("Renamed", ("contractor",)) in states, states
+    assert set(states) <= {
+        ("Renamed", ("contractor",)),
+        ("Dana Example", ("contractor",)),
+        ("Renamed", ("customer",)),
+    }

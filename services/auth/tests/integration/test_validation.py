@@ -169,3 +169,53 @@ async def test_idempotency_key_on_register(auth: AuthClient) -> None:
     assert (await auth.post("/register", weak, headers=key2)).status == 422
     bad_key = await auth.post("/register", body, headers={"Idempotency-Key": "x" * 300})
     assert bad_key.status == 400
+
+
+class CodeWriteFailsOnce:
+    """The code store fails once, after the account row was written (a store hiccup)."""
+
+    def __init__(self, codes: Any) -> None:
+        self.codes = codes
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.codes, name)
+
+    async def issue(self, *args: Any, **kwargs: Any) -> bool:
+        if not self.failed:
+            self.failed = True
+            from pymongo.errors import AutoReconnect
+
+            raise AutoReconnect("connection reset while writing the code")
+        return bool(await self.codes.issue(*args, **kwargs))
+
+
+async def test_register_rolls_forward_when_the_code_write_failed(auth: AuthClient) -> None:
+    """The account was created, then the code write failed (500). The retry with the same
+    Idempotency-Key gets the original success — the same account, and its code — instead
+    of a 409 'email taken' replayed for 24 hours."""
+    from auth_svc.keys import DEPS
+
+    deps = auth.app[DEPS]
+    flaky = CodeWriteFailsOnce(deps.codes)
+    deps.codes = flaky  # type: ignore[assignment]
+    body = {"email": "halfway@example.com", "password": STRONG_PASSWORD, "display_name": "Half"}
+    key = {"Idempotency-Key": "signup-halfway"}
+    try:
+        failed = await auth.post("/register", body, headers=key)
+        assert failed.status == 500 and flaky.failed
+        retried = await auth.post("/register", body, headers=key)
+        assert retried.status == 201, retried.body
+        assert retried.body["email"] == "halfway@example.com"
+        assert "Idempotent-Replayed" not in retried.headers  # rolled forward, then stored
+        code = await auth.events.code_for("halfway@example.com", "verify_email")
+        registered = [
+            e for e in auth.events.of_type("auth.user.registered") if e.data.email == body["email"]
+        ]
+        assert [e.data.user_id for e in registered] == [retried.body["id"]]  # one account
+        replay = await auth.post("/register", body, headers=key)
+        assert (replay.status, replay.body) == (201, retried.body)
+        verified = await auth.post("/verify-email", {"email": body["email"], "code": code})
+        assert verified.status == 200
+    finally:
+        deps.codes = flaky.codes

@@ -11,9 +11,11 @@ from pydantic import ValidationError
 from auth_svc.adapters.passwords import Passwords
 from auth_svc.settings import AuthSettings
 
+PRODUCTION = {"environment": "production", "idempotency_secret": "k" * 12 + "-idempotency-hmac-key"}
+
 
 def test_defaults_are_the_production_parameters(tmp_path: Path) -> None:
-    settings = AuthSettings(keys_dir=tmp_path, environment="production")
+    settings = AuthSettings(keys_dir=tmp_path, **PRODUCTION)
     assert (settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism) == (
         19 * 1024,
         2,
@@ -45,14 +47,23 @@ def test_defaults_are_the_production_parameters(tmp_path: Path) -> None:
 
 def test_production_refuses_cheaper_hashing(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="OWASP"):
-        AuthSettings(keys_dir=tmp_path, environment="production", argon2_memory_kib=1024)
+        AuthSettings(keys_dir=tmp_path, **PRODUCTION, argon2_memory_kib=1024)
     with pytest.raises(ValidationError, match="OWASP"):
-        AuthSettings(keys_dir=tmp_path, environment="production", argon2_time_cost=1)
+        AuthSettings(keys_dir=tmp_path, **PRODUCTION, argon2_time_cost=1)
     # Tests may lower the cost.
     assert (
         AuthSettings(keys_dir=tmp_path, environment="test", argon2_time_cost=1).argon2.time_cost
         == 1
     )
+
+
+def test_production_needs_the_idempotency_secret(tmp_path: Path) -> None:
+    """Registration accepts Idempotency-Key; its stored fingerprints are keyed with it."""
+    with pytest.raises(ValidationError, match="IDEMPOTENCY_SECRET"):
+        AuthSettings(keys_dir=tmp_path, environment="production")
+    with pytest.raises(ValidationError, match="real secret"):
+        AuthSettings(keys_dir=tmp_path, environment="production", idempotency_secret="short")
+    assert AuthSettings(keys_dir=tmp_path, environment="development").idempotency_secret is None
 
 
 def test_environment_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -59,3 +59,38 @@ def test_refusals_are_not_cached() -> None:
     with pytest.raises(InvalidToken):
         cache.verify(b"garbage")
     assert cache.cached(b"garbage") is None
+
+
+def test_a_cached_token_is_refused_once_its_key_left_the_key_set() -> None:
+    """After a key is retired from the JWKS, tokens it signed stop working at once, cached
+    or not (a compromised key is retired exactly so that they do)."""
+    old_kid, old_key = generate_signing_key()
+    new_kid, new_key = generate_signing_key()
+    keys = StaticKeys({old_kid: old_key.public_key(), new_kid: new_key.public_key()})
+    verifier = TokenVerifier(keys=keys, issuer="iss", audience="aud", leeway=0)
+    cache = CachedVerifier(verifier)
+    old = TokenSigner(old_key, old_kid, issuer="iss", audience="aud").issue("u", []).token.encode()
+    new = TokenSigner(new_key, new_kid, issuer="iss", audience="aud").issue("u", []).token.encode()
+    cache.verify(old)
+    cache.verify(new)
+    assert cache.cached(old) is not None
+
+    keys.replace({new_kid: new_key.public_key()})  # the JWKS refresh: old_kid is gone
+    assert cache.cached(old) is None
+    with pytest.raises(InvalidToken) as refused:
+        cache.verify(old)
+    assert refused.value.reason == "unknown-kid"
+    assert cache.verify(new).identity.user_id == "u"  # the others stay cached
+
+
+def test_a_cached_token_is_refused_when_its_kid_now_names_another_key() -> None:
+    kid, key = generate_signing_key()
+    keys = StaticKeys({kid: key.public_key()})
+    cache = CachedVerifier(TokenVerifier(keys=keys, issuer="iss", audience="aud", leeway=0))
+    token = TokenSigner(key, kid, issuer="iss", audience="aud").issue("u", []).token.encode()
+    cache.verify(token)
+    _, other = generate_signing_key()
+    keys.replace({kid: other.public_key()})
+    with pytest.raises(InvalidToken) as refused:
+        cache.verify(token)
+    assert refused.value.reason == "bad-signature"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from switchyard.bus import PermanentError
 from switchyard.directory import UserDirectory, apply_user_event
 from switchyard.envelope import Event, utcnow
 from switchyard.events.auth import UserDeleted, UserRegistered, UserUpdated, UserVerified
+from switchyard.leases import kept_alive
 
 log = logging.getLogger("notification.handlers")
 
@@ -122,7 +124,7 @@ async def send_email(
     fields = {**fields, "delivery_id": delivery.id, "attempt": claimed.attempts}
     started = time.perf_counter()
     try:
-        response = await channel.mailer.send(outgoing)
+        response = await _send_holding_claim(channel, delivery.id, outgoing)
     except DeliveryRejected as rejected:
         channel.metrics.attempt_took("email", time.perf_counter() - started)
         await channel.deliveries.mark_failed(
@@ -165,6 +167,32 @@ async def send_email(
     )
     log.info("email sent", extra=fields)
     return replace(claimed, status="sent", provider_response=response)
+
+
+async def _send_holding_claim(
+    channel: EmailChannel, delivery_id: str, outgoing: OutgoingEmail
+) -> str:
+    """Send while renewing the claim, so a slow mail server never lets another consumer
+    take the delivery over; should one take it over anyway, this send is abandoned."""
+    sending = asyncio.ensure_future(channel.mailer.send(outgoing))
+
+    async def renew() -> bool:
+        return await channel.deliveries.renew(
+            delivery_id, owner=channel.owner, lease=channel.claim_lease
+        )
+
+    async with kept_alive(
+        renew,
+        every=max(channel.claim_lease.total_seconds() / 3, 0.05),
+        what=f"delivery claim {delivery_id}",
+        on_lost=sending.cancel,
+    ) as tenure:
+        try:
+            return await sending
+        except asyncio.CancelledError:
+            if tenure.lost and sending.cancelled():
+                raise DeliveryInProgress(f"delivery {delivery_id} was taken over") from None
+            raise
 
 
 async def _record_sent(delivery: Delivery, response: str, channel: EmailChannel) -> Delivery:

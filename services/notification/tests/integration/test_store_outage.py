@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from notification_svc.adapters.deliveries import DeliveryStore, delivery_indexes
 from notification_svc.adapters.preferences import PreferenceStore
 from notification_svc.adapters.smtp import SmtpMailer
 from notification_svc.adapters.templates import EmailRenderer
+from notification_svc.domain.deliveries import DeliveryInProgress
 from notification_svc.domain.emails import OutgoingEmail, otp_email
 from notification_svc.handlers import EmailChannel, send_email
 from notification_svc.metrics import NotificationMetrics
@@ -101,5 +103,41 @@ async def test_a_send_the_store_could_not_record_is_recorded_on_redelivery_not_s
         assert stored is not None and stored.status == "sent" and stored.attempts == 1
         assert stored.provider_response is not None and stored.provider_response.startswith("250")
         assert stored.sent_at is not None
+    finally:
+        await mailer.close()
+
+
+async def test_a_send_slower_than_the_claim_lease_keeps_its_claim(mongo_db, smtp_sink) -> None:
+    """The mail server takes 2.5 s to accept; the claim lease is 1 s. The sender renews its
+    claim meanwhile, so a copy of the event handled by another replica (a redelivery)
+    finds the delivery in progress instead of taking it over and mailing the code twice."""
+    await ensure_indexes(mongo_db, delivery_indexes())
+    smtp_sink.handler.accept_delay = 2.5
+    mailer = SmtpMailer(
+        host="127.0.0.1", port=smtp_sink.port, security="none", mail_from="S <n@s.test>"
+    )
+
+    def replica() -> EmailChannel:
+        return EmailChannel(
+            deliveries=DeliveryStore(mongo_db[deliveries.COLLECTION]),
+            directory=UserDirectory(mongo_db["users"]),
+            preferences=PreferenceStore(mongo_db["preferences"]),
+            mailer=mailer,
+            renderer=EmailRenderer(product_name="Switchyard"),
+            metrics=NotificationMetrics(Metrics("notification")),
+            owner=uuid.uuid4().hex,
+            claim_lease=dt.timedelta(seconds=1),
+        )
+
+    decoded = decode_event(event(otp(user_id())).to_json(), catalog=CATALOG)
+    request = otp_email(decoded.data, sent_at=utcnow())
+    try:
+        sending = asyncio.create_task(send_email(request, event=decoded, channel=replica()))
+        await asyncio.sleep(1.6)  # past the first claim's lease
+        with pytest.raises(DeliveryInProgress):
+            await send_email(request, event=decoded, channel=replica())
+        sent = await sending
+        assert sent.status == "sent"
+        assert len(smtp_sink.messages) == 1
     finally:
         await mailer.close()

@@ -64,6 +64,25 @@ async def test_delivery_claims_are_exclusive_until_the_lease_runs_out(mongo_db) 
     assert await store.claim(opened.id, owner="d", lease=dt.timedelta(seconds=60)) is None
 
 
+async def test_a_claim_concerns_its_own_delivery_only(mongo_db) -> None:
+    """Claiming a delivery that is already sent must not take over *another* delivery whose
+    lease ran out (a bare ``$or`` beside ``_id`` did, on the embedded store)."""
+    await ensure_indexes(mongo_db, delivery_indexes())
+    store = DeliveryStore(mongo_db[deliveries.COLLECTION])
+
+    def new(event_id: str) -> NewDelivery:
+        return NewDelivery(
+            event_id, "auth.otp.requested", "email", "a@example.com", "u1", "signup_code", "signup"
+        )
+
+    abandoned, _ = await store.open_claimed(new("evt-a"), owner="gone", lease=dt.timedelta(0))
+    sent = await store.open(new("evt-b"))
+    await store.mark_sent(sent.id, response="250 OK")
+    assert await store.claim(sent.id, owner="me", lease=dt.timedelta(seconds=60)) is None
+    other = await store.get(abandoned.id)
+    assert other is not None and other.attempts == 1  # nobody took it over
+
+
 async def test_user_events_build_the_read_model_and_deletion_erases_everything(
     start_service, smtp_sink
 ) -> None:

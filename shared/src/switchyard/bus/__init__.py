@@ -3,12 +3,14 @@
 from switchyard.bus.app import bus_context, consumers_context
 from switchyard.bus.connection import Bus, PublishFailed, UnroutableEvent
 from switchyard.bus.consumer import Consumer, HandlerRegistry, Subscription, decode_event
-from switchyard.bus.errors import PermanentError, PoisonMessage
+from switchyard.bus.errors import ClaimLost, HandlerTimeout, PermanentError, PoisonMessage
 from switchyard.bus.inbox import Inbox, inbox_indexes
 
 __all__ = [
     "Bus",
+    "ClaimLost",
     "Consumer",
+    "HandlerTimeout",
     "HandlerRegistry",
     "Inbox",
     "PermanentError",

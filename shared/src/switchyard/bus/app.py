@@ -29,6 +29,8 @@ def bus_from_settings(app: web.Application) -> Bus:
         retry_delays=settings.bus_retry_delays,
         prefetch=settings.bus_prefetch,
         queue_expires_ms=settings.bus_queue_expires_ms,
+        delivery_limit=settings.bus_delivery_limit,
+        handler_timeout=settings.bus_handler_timeout,
     )
 
 

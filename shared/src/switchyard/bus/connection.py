@@ -14,7 +14,7 @@ from opentelemetry import context as otel_context
 from pamqp.commands import Basic
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from switchyard.bus.topology import declare_exchange
+from switchyard.bus.topology import DEFAULT_DELIVERY_LIMIT, declare_exchange
 from switchyard.envelope import Envelope
 from switchyard.metrics import Metrics
 from switchyard.tracing import context_from_traceparent
@@ -50,7 +50,12 @@ class _Nacked(Exception):
 
 
 class Bus:
-    """One robust connection per process; publishing with confirms and ``mandatory``."""
+    """Publishing with confirms and ``mandatory``, and the connection consumers use.
+
+    Two robust connections per process, as RabbitMQ advises: a memory or disk alarm
+    blocks the connections that publish, and a consumer sharing one could then no
+    longer ack. The consuming connection is opened by the first consumer.
+    """
 
     def __init__(
         self,
@@ -64,6 +69,8 @@ class Bus:
         prefetch: int = 32,
         publish_timeout: float = 30.0,
         queue_expires_ms: int | None = None,
+        delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+        handler_timeout: float = 60.0,
     ) -> None:
         self.url = url
         self.exchange_name = exchange
@@ -74,14 +81,27 @@ class Bus:
         self.prefetch = prefetch
         self.publish_timeout = publish_timeout
         self.queue_expires_ms = queue_expires_ms
+        self.delivery_limit = delivery_limit
+        self.handler_timeout = handler_timeout
         self._published: dict[str, Any] = {}
         self._connection: AbstractRobustConnection | None = None
+        self._consume_connection: AbstractRobustConnection | None = None
+        self._consume_lock = asyncio.Lock()
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
     async def connect(self, timeout: float = 30.0) -> None:
+        """Open the publishing connection (retrying for ``timeout`` seconds) and channel."""
+        self._connection = await self._open("publish", timeout)
+        self._channel = await self.connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        self._exchange = await declare_exchange(self._channel, self.exchange_name)
+        log.info("connected to the broker", extra={"exchange": self.exchange_name})
+
+    async def _open(self, role: str, timeout: float) -> AbstractRobustConnection:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(TRANSIENT_ERRORS),
             wait=wait_exponential(multiplier=0.2, max=3),
@@ -89,29 +109,41 @@ class Bus:
             reraise=True,
         ):
             with attempt:
-                self._connection = await aio_pika.connect_robust(
+                return await aio_pika.connect_robust(
                     self.url,
                     client_properties={
-                        "connection_name": f"{self.service} ({self.queue_prefix or 'main'})"
+                        "connection_name": f"{self.service} ({self.queue_prefix or 'main'}) {role}"
                     },
                     reconnect_interval=1.0,
                 )
-        self._channel = await self.connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
-        self._exchange = await declare_exchange(self._channel, self.exchange_name)
-        log.info("connected to the broker", extra={"exchange": self.exchange_name})
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def consume_connection(self, timeout: float = 30.0) -> AbstractRobustConnection:
+        """The connection consumers open their channels on (never used for publishing)."""
+        async with self._consume_lock:
+            if self._consume_connection is None:
+                self._consume_connection = await self._open("consume", timeout)
+            return self._consume_connection
 
     async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
+        for connection in (self._consume_connection, self._connection):
+            if connection is not None:
+                await connection.close()
+        self._consume_connection = self._connection = None
 
     @property
     def connection(self) -> AbstractRobustConnection:
+        """The publishing connection."""
         if self._connection is None:
             raise RuntimeError("the bus is not connected")
         return self._connection
+
+    @property
+    def channel(self) -> AbstractChannel:
+        """The publishing channel (confirms on)."""
+        if self._channel is None:
+            raise RuntimeError("the bus is not connected")
+        return self._channel
 
     @property
     def exchange(self) -> AbstractExchange:
@@ -122,12 +154,14 @@ class Bus:
     @property
     def connected(self) -> bool:
         connection = self._connection
+        consuming = self._consume_connection
         return (
             connection is not None
             and not connection.is_closed
             and connection.connected.is_set()
             and self._channel is not None
             and not self._channel.is_closed
+            and (consuming is None or (not consuming.is_closed and consuming.connected.is_set()))
         )
 
     async def ping(self) -> None:

@@ -7,7 +7,13 @@ What happens to a delivery:
 2. The inbox claims (queue, source, id); a finished key is acked as duplicate.
 3. The handler runs. Success → inbox done, ack. :class:`PermanentError` → DLQ.
    Any other exception → the next retry tier ``<queue>.retry.<n>`` (the attempt
-   count is read from ``x-death``), or the DLQ once the tiers are used up.
+   count travels in our own header ``x-switchyard-attempt``; a message without it is
+   counted from ``x-death``), or the DLQ once the tiers are used up. A count that
+   cannot be read is poison. A handler still running after its timeout
+   (``BUS_HANDLER_TIMEOUT`` or the subscription's) is cancelled: a failure like others.
+4. While the handler runs, its inbox lease is renewed; a copy of the event arriving
+   meanwhile (a redelivery after the holder's channel dropped) waits for the holder.
+   Handlers run in a task of the consumer's, so a dropped channel does not cancel them.
 
 A message is acked only after its successor (retry or DLQ copy) is confirmed by
 the broker, so a crash at any point redelivers rather than loses it.
@@ -18,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,10 +32,24 @@ from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 
 from switchyard.bus.connection import Bus
-from switchyard.bus.errors import PermanentError, PoisonMessage
+from switchyard.bus.errors import ClaimLost, HandlerTimeout, PermanentError, PoisonMessage
+from switchyard.bus.headers import (
+    H_ATTEMPTS,
+    H_EXC_MESSAGE,
+    H_EXC_TYPE,
+    H_FIRST_FAILURE,
+    H_LAST_FAILURE,
+    H_ORIGINAL_QUEUE,
+    H_ORIGINAL_ROUTING_KEY,
+    H_REASON,
+)
 from switchyard.bus.inbox import Claim, Inbox
+from switchyard.bus.registry import Handler, HandlerRegistry, Subscription
 from switchyard.bus.topology import (
-    attempts_from_x_death,
+    BROKER_HEADERS,
+    H_ATTEMPT,
+    MalformedHeaders,
+    attempts_from_headers,
     declare_consumer_queues,
     dlq_name,
     retry_queue_name,
@@ -45,53 +63,14 @@ from switchyard.envelope import (
     UnknownEventVersion,
     format_time,
 )
+from switchyard.leases import kept_alive
 from switchyard.logging import request_id_var
 
 log = logging.getLogger("switchyard.bus.consumer")
 
-Handler = Callable[[Event[Any]], Awaitable[None]]
-
-# Headers written on a message parked in the DLQ (read by the DLQ tool).
-H_REASON = "x-dead-reason"
-H_EXC_TYPE = "x-exception-type"
-H_EXC_MESSAGE = "x-exception-message"
-H_ATTEMPTS = "x-attempts"
-H_FIRST_FAILURE = "x-first-failure-at"
-H_LAST_FAILURE = "x-last-failure-at"
-H_ORIGINAL_ROUTING_KEY = "x-original-routing-key"
-H_ORIGINAL_QUEUE = "x-original-queue"
 _MAX_MESSAGE_CHARS = 1000
 REQUEUE_PAUSE = 1.0  # seconds before an unsettled message goes back to the broker
-
-
-@dataclass(frozen=True)
-class Subscription:
-    """A handler and the event types (routing-key patterns) its queue is bound to."""
-
-    name: str
-    event_types: tuple[str, ...]
-    handler: Handler
-    deduplicate: bool = True
-
-
-class HandlerRegistry:
-    """The explicit list of a service's subscriptions."""
-
-    def __init__(self) -> None:
-        self._subscriptions: dict[str, Subscription] = {}
-
-    def add(
-        self, name: str, event_types: Sequence[str], handler: Handler, *, deduplicate: bool = True
-    ) -> None:
-        if name in self._subscriptions:
-            raise ValueError(f"a subscription named {name!r} already exists")
-        self._subscriptions[name] = Subscription(name, tuple(event_types), handler, deduplicate)
-
-    def __iter__(self) -> Iterator[Subscription]:
-        return iter(self._subscriptions.values())
-
-    def __len__(self) -> int:
-        return len(self._subscriptions)
+CHANNEL_TIMEOUT = 5.0  # seconds a broker round trip may take while stopping
 
 
 def decode_event(
@@ -127,6 +106,12 @@ def _now_text() -> str:
     return format_time(datetime.now(UTC))
 
 
+def _republished_headers(message: AbstractIncomingMessage) -> dict[str, Any]:
+    """The headers a retry or DLQ copy carries: the original ones minus those the broker
+    owns (``x-death`` is refused from clients by RabbitMQ 3.13.3+ anyway)."""
+    return {k: v for k, v in (message.headers or {}).items() if k not in BROKER_HEADERS}
+
+
 def _properties(message: AbstractIncomingMessage) -> dict[str, Any]:
     return {
         "content_type": message.content_type,
@@ -154,12 +139,14 @@ class Consumer:
         self.queue_name = bus.queue_name(subscription.name)
         self.inbox = inbox if subscription.deduplicate else None
         self.catalog = catalog
+        self.timeout = subscription.timeout or bus.handler_timeout
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._work: set[asyncio.Task[None]] = set()
         metrics = bus.metrics
         self._outcomes = {
             outcome: metrics.events_consumed.labels(bus.service, self.queue_name, outcome)
@@ -169,7 +156,8 @@ class Consumer:
 
     async def declare(self) -> AbstractQueue:
         if self._channel is None:
-            self._channel = await self.bus.connection.channel()
+            connection = await self.bus.consume_connection()
+            self._channel = await connection.channel()
             await self._channel.set_qos(prefetch_count=self.bus.prefetch)
         exchange = await self._channel.declare_exchange(
             self.bus.exchange_name, "topic", durable=True
@@ -181,6 +169,7 @@ class Consumer:
             self.subscription.event_types,
             self.bus.retry_delays,
             self.bus.queue_expires_ms,
+            self.bus.delivery_limit,
         )
         return self._queue
 
@@ -196,7 +185,8 @@ class Consumer:
         """Stop taking messages, let in-flight handlers finish, close the channel."""
         if self._queue is not None and self._consumer_tag is not None:
             try:
-                await self._queue.cancel(self._consumer_tag)
+                # Bounded: with the broker unreachable, the robust channel would wait for it.
+                await asyncio.wait_for(self._queue.cancel(self._consumer_tag), CHANNEL_TIMEOUT)
             # The channel may already be gone; nothing left to cancel.
             except Exception as error:  # noqa: BLE001
                 log.warning(
@@ -208,16 +198,33 @@ class Consumer:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:
             log.warning(
-                "in-flight handlers still running at shutdown",
+                "in-flight handlers still running at shutdown; cancelling them",
                 extra={"queue": self.queue_name, "inflight": self._inflight},
             )
+            # Cancel until done: a cancellation can be swallowed on Python 3.11 (wait_for).
+            while pending := [task for task in self._work if not task.done()]:
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending, timeout=1.0)
         if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
+            try:
+                await asyncio.wait_for(self._channel.close(), CHANNEL_TIMEOUT)
+            except TimeoutError:
+                log.warning("the channel did not close in time", extra={"queue": self.queue_name})
         self._channel = None
 
     # -- message processing ----------------------------------------------------------
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        # The client library cancels its delivery callbacks when their channel closes. The
+        # handler must not stop half-way for that: it runs in a task of ours and finishes
+        # (its inbox lease renewed), so a redelivered copy finds it done, not half done.
+        task = asyncio.ensure_future(self._settle(message))
+        self._work.add(task)
+        task.add_done_callback(self._work.discard)
+        await asyncio.shield(task)
+
+    async def _settle(self, message: AbstractIncomingMessage) -> None:
         self._inflight += 1
         self._idle.clear()
         try:
@@ -241,13 +248,21 @@ class Consumer:
         if channel is None or channel.is_closed:
             return  # a closed channel returns its unacked messages by itself
         try:
-            await message.nack(requeue=True)
+            # reject, not nack: from RabbitMQ 4.3 only a reject counts towards the queue's
+            # delivery limit, which is what parks a message that can never be settled.
+            await message.reject(requeue=True)
         # The channel closed meanwhile: same outcome.
         except Exception as error:  # noqa: BLE001
             log.warning("could not requeue", extra={"queue": self.queue_name, "error": repr(error)})
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
-        attempts = attempts_from_x_death(self.queue_name, message.headers)
+        try:
+            attempts = attempts_from_headers(self.queue_name, message.headers)
+        except MalformedHeaders as malformed:
+            await self._dead_letter(
+                message, PoisonMessage(str(malformed)), attempts=0, reason="poison"
+            )
+            return
         try:
             event = decode_event(
                 message.body,
@@ -260,9 +275,12 @@ class Consumer:
             return
 
         key = Inbox.key(self.queue_name, event.envelope) if self.inbox else None
+        claim_token = ""
         if self.inbox is not None and key is not None:
             try:
-                claim = await self.inbox.claim(key, redelivered=bool(message.redelivered))
+                claim = await self.inbox.claim_or_wait(
+                    key, wait=self.timeout + self.inbox.lease_seconds
+                )
             except PyMongoError as error:
                 # The store is unreachable: wait on the retry tiers instead of letting the
                 # broker redeliver at once, over and over.
@@ -271,29 +289,30 @@ class Consumer:
                 )
                 await self._retry_or_dead_letter(message, error, attempts)
                 return
-            if claim is Claim.DUPLICATE:
+            if claim.outcome is Claim.DUPLICATE:
                 await message.ack()
                 self._outcomes["duplicate"].inc()
                 return
-            if claim is Claim.BUSY:
+            if claim.outcome is Claim.BUSY:
                 await self._retry_or_dead_letter(
                     message, RuntimeError("another consumer holds this event"), attempts
                 )
                 return
+            claim_token = claim.token
 
         token = request_id_var.set(event.envelope.correlationid)
         started = time.perf_counter()
         try:
-            await self.subscription.handler(event)
+            await self._run_handler(event, key, claim_token)
         except asyncio.CancelledError:
             raise
         except PermanentError as error:
-            await self._release(key)
+            await self._release(key, claim_token)
             log.warning("handler gave up on an event", extra=self._log_fields(event, error))
             await self._dead_letter(message, error, attempts=attempts + 1, reason="permanent-error")
             return
         except Exception as error:
-            await self._release(key)
+            await self._release(key, claim_token)
             log.warning("handler failed", exc_info=True, extra=self._log_fields(event, error))
             await self._retry_or_dead_letter(message, error, attempts)
             return
@@ -313,6 +332,45 @@ class Consumer:
         await message.ack()
         self._outcomes["ok"].inc()
 
+    async def _run_handler(self, event: Event[Any], key: str | None, claim_token: str) -> None:
+        """The handler, cancelled past its timeout; with an inbox claim, the claim's lease is
+        renewed meanwhile, and losing it to another delivery cancels the handler."""
+        work = asyncio.ensure_future(self.subscription.handler(event))
+        inbox = self.inbox
+        if inbox is None or key is None:
+            await self._within_timeout(work)
+            return
+        lease_until = time.time() + inbox.lease_seconds
+
+        async def renew() -> bool:
+            nonlocal lease_until
+            held = await inbox.renew(key, claim_token)
+            if held:
+                lease_until = time.time() + inbox.lease_seconds
+            return held
+
+        async with kept_alive(
+            renew,
+            every=inbox.lease_seconds / 3,
+            what=f"inbox claim {key}",
+            on_lost=work.cancel,
+            valid_until=lambda: lease_until,
+        ) as tenure:
+            try:
+                await self._within_timeout(work)
+            except asyncio.CancelledError:
+                if tenure.lost and work.cancelled():
+                    raise ClaimLost(f"another delivery took over {key}") from None
+                raise
+
+    async def _within_timeout(self, work: asyncio.Future[None]) -> None:
+        try:
+            await asyncio.wait_for(work, self.timeout)
+        except TimeoutError:
+            raise HandlerTimeout(
+                f"the handler did not finish within {self.timeout:g} s; it was cancelled"
+            ) from None
+
     def _log_fields(self, event: Event[Any], error: BaseException) -> dict[str, Any]:
         return {
             "queue": self.queue_name,
@@ -322,11 +380,11 @@ class Consumer:
             "error_type": type(error).__name__,
         }
 
-    async def _release(self, key: str | None) -> None:
+    async def _release(self, key: str | None, claim_token: str) -> None:
         if self.inbox is None or key is None:
             return
         try:
-            await self.inbox.release(key)
+            await self.inbox.release(key, claim_token)
         except PyMongoError as error:
             # The claim then ends with its lease; the retry still happens.
             log.warning(
@@ -342,13 +400,14 @@ class Consumer:
                 message, error, attempts=attempts + 1, reason="retries-exhausted"
             )
             return
-        headers = dict(message.headers or {})
+        headers = _republished_headers(message)
         now = _now_text()
         headers.setdefault(H_FIRST_FAILURE, now)
         headers.setdefault(H_ORIGINAL_ROUTING_KEY, message.routing_key or "")
         headers[H_LAST_FAILURE] = now
         headers[H_EXC_TYPE] = type(error).__name__
         headers[H_EXC_MESSAGE] = str(error)[:_MAX_MESSAGE_CHARS]
+        headers[H_ATTEMPT] = attempts + 1
         await self.bus.send_to_queue(
             retry_queue_name(self.queue_name, attempts + 1),
             message.body,
@@ -361,7 +420,7 @@ class Consumer:
     async def _dead_letter(
         self, message: AbstractIncomingMessage, error: BaseException, *, attempts: int, reason: str
     ) -> None:
-        headers = dict(message.headers or {})
+        headers = _republished_headers(message)
         now = _now_text()
         headers.setdefault(H_FIRST_FAILURE, now)
         headers.setdefault(H_ORIGINAL_ROUTING_KEY, message.routing_key or "")
@@ -390,3 +449,12 @@ class Consumer:
                 "message_id": message.message_id,
             },
         )
+
+
+__all__ = [
+    "Consumer",
+    "Handler",
+    "HandlerRegistry",
+    "Subscription",
+    "decode_event",
+]

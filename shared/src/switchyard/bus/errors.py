@@ -10,3 +10,13 @@ class PermanentError(Exception):
 class PoisonMessage(PermanentError):
     """The message itself is unusable: not JSON, not an envelope, unknown type or version,
     or data that fails its schema."""
+
+
+class HandlerTimeout(Exception):
+    """The handler did not finish within its timeout; it was cancelled and the message
+    goes down the retry tiers like any failure."""
+
+
+class ClaimLost(Exception):
+    """Another delivery took over this event's inbox claim while the handler ran (this
+    one's lease could not be renewed); the handler was cancelled."""

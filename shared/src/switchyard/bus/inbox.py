@@ -1,15 +1,21 @@
 """The consumer-side inbox: a handler's effect happens once per (queue, source, id).
 
-A delivery first claims its key with an insert (unique ``_id``). A finished key
-marks later copies as duplicates; a key still being processed belongs to
-whoever holds its lease, unless the broker says this is a redelivery (the
-previous holder's channel died) or the lease ran out.
+A delivery first claims its key with an insert (unique ``_id``); the claim names
+this one delivery (a token) and a lease. A finished key marks later copies as
+duplicates. A key still being processed belongs to its holder while the lease is
+live — the consumer renews it while the handler runs, so a slow handler keeps it —
+and is taken over only once the lease has run out (the holder died). A copy that
+finds a live lease waits for it (see the consumer), redelivered or not: a
+redelivery means the broker lost the holder's channel, not that the holder stopped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -28,6 +34,12 @@ class Claim(enum.Enum):
     BUSY = "busy"
 
 
+@dataclass(frozen=True)
+class InboxClaim:
+    outcome: Claim
+    token: str = ""  # this delivery's claim, when the outcome is NEW
+
+
 def inbox_indexes(collection: str = INBOX_COLLECTION) -> list[Index]:
     return [
         Index(collection, asc("done.at"), expire_after_seconds=int(KEEP_DONE_FOR.total_seconds())),
@@ -36,7 +48,7 @@ def inbox_indexes(collection: str = INBOX_COLLECTION) -> list[Index]:
 
 class Inbox:
     def __init__(
-        self, collection: AsyncCollection[Document], *, owner: str, lease_seconds: float = 120.0
+        self, collection: AsyncCollection[Document], *, owner: str, lease_seconds: float = 30.0
     ) -> None:
         self.collection = collection
         self.owner = owner
@@ -46,26 +58,27 @@ class Inbox:
     def key(queue: str, envelope: Envelope) -> str:
         return f"{queue}|{envelope.source}|{envelope.id}"
 
-    async def claim(self, key: str, *, redelivered: bool) -> Claim:
+    async def claim(self, key: str) -> InboxClaim:
+        token = f"{self.owner}:{uuid.uuid4().hex[:12]}"
         now = time.time()
         try:
             await self.collection.insert_one(
                 {
                     "_id": key,
                     "status": "processing",
-                    "owner": self.owner,
+                    "owner": token,
                     "lease_until": now + self.lease_seconds,
                 }
             )
-            return Claim.NEW
+            return InboxClaim(Claim.NEW, token)
         except DuplicateKeyError:
             existing = await self.collection.find_one({"_id": key})
         if existing is None:  # released between our insert and our read
-            return await self.claim(key, redelivered=redelivered)
+            return await self.claim(key)
         if existing.get("status") == "done":
-            return Claim.DUPLICATE
-        if not redelivered and float(existing.get("lease_until", 0)) > now:
-            return Claim.BUSY
+            return InboxClaim(Claim.DUPLICATE)
+        if float(existing.get("lease_until", 0)) > now:
+            return InboxClaim(Claim.BUSY)
         taken = await self.collection.find_one_and_update(
             {
                 "_id": key,
@@ -73,11 +86,35 @@ class Inbox:
                 "owner": existing.get("owner"),
                 "lease_until": existing.get("lease_until"),
             },
-            {"$set": {"owner": self.owner, "lease_until": now + self.lease_seconds}},
+            {"$set": {"owner": token, "lease_until": now + self.lease_seconds}},
         )
-        return Claim.NEW if taken is not None else Claim.BUSY
+        return InboxClaim(Claim.NEW, token) if taken is not None else InboxClaim(Claim.BUSY)
+
+    async def claim_or_wait(self, key: str, *, wait: float) -> InboxClaim:
+        """Claim ``key``; while another delivery holds a live lease on it, wait up to ``wait``
+        seconds for that one to finish (→ DUPLICATE), fail (→ NEW) or die (its lease runs
+        out → NEW). Still BUSY after ``wait``: the caller puts the copy on a retry tier."""
+        deadline = time.monotonic() + wait
+        longest = min(1.0, self.lease_seconds / 4)
+        pause = 0.02  # most holders finish within milliseconds: look again soon, then less often
+        while True:
+            claim = await self.claim(key)
+            left = deadline - time.monotonic()
+            if claim.outcome is not Claim.BUSY or left <= 0:
+                return claim
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, longest)
+
+    async def renew(self, key: str, token: str) -> bool:
+        """Extend the lease while the handler runs; False when another delivery took it."""
+        result = await self.collection.update_one(
+            {"_id": key, "status": "processing", "owner": token},
+            {"$set": {"lease_until": time.time() + self.lease_seconds}},
+        )
+        return result.matched_count == 1
 
     async def complete(self, key: str) -> None:
+        """The effect happened: whoever holds the claim now, later copies are duplicates."""
         await self.collection.update_one(
             {"_id": key},
             # The date goes in a sub-document: a bare datetime $set in an update is stored
@@ -88,5 +125,5 @@ class Inbox:
             },
         )
 
-    async def release(self, key: str) -> None:
-        await self.collection.delete_one({"_id": key, "owner": self.owner, "status": "processing"})
+    async def release(self, key: str, token: str) -> None:
+        await self.collection.delete_one({"_id": key, "owner": token, "status": "processing"})

@@ -29,6 +29,7 @@ DEV_SECRETS = (
     "STRIPE_WEBHOOK_SECRET",
     "WEBHOOK_SIGNING_KEY",
     "AUTH_KEY_ENCRYPTION_KEY",
+    "IDEMPOTENCY_SECRET",
 )
 
 
@@ -151,12 +152,20 @@ Or point AMQP_URL at an existing broker:  AMQP_URL=amqp://user:pass@host:5672/ m
 
 
 def write_compose_secrets(root: Path) -> Path:
-    """Secrets for `make up` (docker compose, production mode): generated once, git-ignored."""
+    """Secrets for `make up` (docker compose, production mode): generated once, git-ignored;
+    a secret added to the suite later is added to an existing file, the others kept."""
     path = root / ".var" / "secrets" / "compose.env"
+    values: dict[str, str] = {}
     if path.exists():
-        return path
+        for line in path.read_text().splitlines():
+            if "=" in line and not line.startswith("#"):
+                name, value = line.split("=", 1)
+                values[name] = value
+        if all(name in values for name in DEV_SECRETS):
+            return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    values = {name: secrets.token_urlsafe(48) for name in DEV_SECRETS}
+    for name in DEV_SECRETS:
+        values.setdefault(name, secrets.token_urlsafe(48))
     path.write_text(
         "# Secrets for `make up`, generated once. Never commit; delete to regenerate.\n"
         + "".join(f"{k}={v}\n" for k, v in sorted(values.items()))

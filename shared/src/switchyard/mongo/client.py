@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel, monitoring
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -97,11 +98,34 @@ async def connect_mongo(
 
 
 async def ensure_indexes(db: AsyncDatabase[Document], indexes: Sequence[Index]) -> None:
-    by_collection: dict[str, list[IndexModel]] = {}
+    """Create the declared indexes. An existing index on the same keys whose TTL or
+    uniqueness differs from its declaration is dropped first: the code's declaration is
+    the truth, and a store refuses to create an index that clashes with an existing one."""
+    by_collection: dict[str, list[Index]] = {}
     for index in indexes:
-        by_collection.setdefault(index.collection, []).append(index.model())
-    for collection, models in by_collection.items():
-        await db[collection].create_indexes(models)
+        by_collection.setdefault(index.collection, []).append(index)
+    for collection, declared in by_collection.items():
+        await _drop_changed(db[collection], declared)
+        await db[collection].create_indexes([index.model() for index in declared])
+
+
+async def _drop_changed(collection: AsyncCollection[Document], declared: Sequence[Index]) -> None:
+    existing = [index async for index in await collection.list_indexes()]
+    for index in declared:
+        wanted = [(name, int(direction)) for name, direction in index.keys]
+        for found in existing:
+            keys = [(name, int(direction)) for name, direction in dict(found["key"]).items()]
+            if keys != wanted or found["name"] == "_id_":
+                continue
+            if (
+                found.get("expireAfterSeconds") != index.expire_after_seconds
+                or bool(found.get("unique")) != index.unique
+            ):
+                log.warning(
+                    "replacing an index whose options changed",
+                    extra={"collection": collection.name, "index": found["name"]},
+                )
+                await collection.drop_index(found["name"])
 
 
 def mongo_context(

@@ -44,6 +44,8 @@ class _Handler:
     messages: list[ReceivedMail] = field(default_factory=list)
     # Test hooks: a reply code to answer with instead of accepting (e.g. "550 no such user").
     reject_with: str | None = None
+    # A slow mail server: seconds to wait (after recording the message) before the 250.
+    accept_delay: float = 0.0
     on_message: Callable[[ReceivedMail], None] | None = None
     arrived: asyncio.Condition | None = None
 
@@ -62,6 +64,8 @@ class _Handler:
         self.messages.append(received)
         if self.on_message is not None:
             self.on_message(received)
+        if self.accept_delay:
+            await asyncio.sleep(self.accept_delay)
         return "250 Message accepted for delivery"
 
 

@@ -24,15 +24,14 @@ from pymongo.errors import DuplicateKeyError
 
 from switchyard.envelope import Envelope
 from switchyard.mongo import Index
-from switchyard.mongo.client import asc
-from switchyard.outbox import stage_events
+from switchyard.outbox import Expiry, delete_documents, stage_events
 
 BUDGETS = "attempt_budgets"
-INDEXES = [
-    # Kept a day past the window (not removed at once): a document may still hold an event
-    # for the outbox relay, and TTL expiry is lazy anyway (reads check the window themselves).
-    Index(BUDGETS, asc("window.until"), expire_after_seconds=86400),
-]
+# Removed a day past the window by the outbox relay's sweep, and only once the events a
+# document holds are published (a TTL index would delete them with it); reads check the
+# window themselves.
+EXPIRY = Expiry(BUDGETS, "window.until", after_seconds=86400)
+INDEXES: list[Index] = []
 # Times live in sub-documents: the embedded store keeps a bare datetime given to $set as text.
 
 
@@ -156,15 +155,19 @@ class AttemptBudget:
         if until is not None:
             update["$set"]["window"] = {"until": to_millisecond(until)}
         result = await self.collection.update_one(
-            {
-                "_id": self._id(key),
-                "window.until": reservation.until,
-                "used": {"$gte": self.limit},
-                # Not yet in this window ($ne would miss a missing field on the embedded store).
-                "$or": [
-                    {"exhausted": {"$exists": False}},
-                    {"exhausted.at": {"$lt": reservation.until}},
-                ],
+            {  # $and around the $or: bare, the embedded store matched other keys' documents
+                "$and": [
+                    {"_id": self._id(key)},
+                    {"window.until": reservation.until},
+                    {"used": {"$gte": self.limit}},
+                    # Not yet in this window ($ne would miss a missing field on the embedded store).
+                    {
+                        "$or": [
+                            {"exhausted": {"$exists": False}},
+                            {"exhausted.at": {"$lt": reservation.until}},
+                        ]
+                    },
+                ]
             },
             stage_events(update, events),
         )
@@ -172,4 +175,4 @@ class AttemptBudget:
 
     async def clear(self, key: str) -> None:
         """Forget every attempt (a successful sign-in)."""
-        await self.collection.delete_one({"_id": self._id(key)})
+        await delete_documents(self.collection, {"_id": self._id(key)})

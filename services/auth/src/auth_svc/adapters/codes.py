@@ -1,4 +1,8 @@
-"""One-time codes: one document per (user, purpose), expiring through a TTL index.
+"""One-time codes: one document per (user, purpose), carrying its OTP event in its outbox.
+
+Expired codes are deleted by the outbox relay's expiry sweep once their event is out
+(a TTL index would delete a code whose email was never sent), and every delete goes
+through ``delete_documents``, which keeps events not yet relayed.
 
 How often codes may be issued (the cooldown and the hourly cap) and how many wrong guesses
 an account may take are counted in ``attempt_budgets``, which outlive any one code.
@@ -15,14 +19,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 from switchyard.envelope import Envelope
 from switchyard.mongo import Index
 from switchyard.mongo.client import asc
-from switchyard.outbox import stage_events
+from switchyard.outbox import Expiry, delete_documents, stage_events
 
 CODES = "otp_codes"
-INDEXES = [
-    # TTL expiry is lazy on every backend, so reads check expires_at themselves.
-    Index(CODES, asc("code.expires_at"), expire_after_seconds=0),
-    Index(CODES, asc("user_id")),
-]
+# Reads check expires_at themselves; the sweep only cleans up (see outbox_indexes).
+EXPIRY = Expiry(CODES, "code.expires_at")
+INDEXES = [Index(CODES, asc("user_id"))]
 
 
 class CodeRepository:
@@ -91,11 +93,10 @@ class CodeRepository:
 
     async def consume(self, key: str, code_hash: str) -> bool:
         """Single use: only one caller deletes the code."""
-        result = await self.collection.delete_one({"_id": key, "code.hash": code_hash})
-        return result.deleted_count == 1
+        return await delete_documents(self.collection, {"_id": key, "code.hash": code_hash}) == 1
 
     async def discard(self, key: str) -> None:
-        await self.collection.delete_one({"_id": key})
+        await delete_documents(self.collection, {"_id": key})
 
     async def discard_for_user(self, user_id: str) -> None:
-        await self.collection.delete_many({"user_id": user_id})
+        await delete_documents(self.collection, {"user_id": user_id})

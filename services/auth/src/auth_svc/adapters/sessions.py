@@ -20,14 +20,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 from switchyard.envelope import Envelope
 from switchyard.mongo import Index
 from switchyard.mongo.client import asc
-from switchyard.outbox import stage_events, with_events
+from switchyard.outbox import Expiry, stage_events, with_events
 
 SESSIONS = "sessions"
-INDEXES = [
-    Index(SESSIONS, asc("user_id")),
-    # Kept a day past the absolute expiry so a late replay is still recognised, then removed.
-    Index(SESSIONS, asc("expires_at"), expire_after_seconds=86400),
-]
+# Kept a day past the absolute expiry so a late replay is still recognised, then removed
+# by the outbox relay's sweep (never by a TTL index: a family may hold an unrelayed event).
+EXPIRY = Expiry(SESSIONS, "expires_at", after_seconds=86400)
+INDEXES = [Index(SESSIONS, asc("user_id"))]
 # 128 bits of a rotated token's SHA-256: enough to recognise it, half the storage.
 ROTATED_PREFIX = 32
 # Fields a reader never needs (the outbox, and the rotated-token map that grows with use).

@@ -96,17 +96,23 @@ class UserRepository:
         set_fields: Mapping[str, Any] | None = None,
         unset_fields: Sequence[str] = (),
         events: Sequence[Envelope] = (),
+        expect_version: int | None = None,
     ) -> User | None:
-        """One guarded single-document update with its events; None when ``expect`` failed."""
-        update: dict[str, Any] = {}
+        """One guarded single-document update with its events; None when ``expect`` (or
+        ``expect_version``, the version the caller read) failed. Every update counts a
+        version, so a write guarded on it commits exactly the state its events describe."""
+        update: dict[str, Any] = {"$inc": {"version": 1}}
         if set_fields:
             update["$set"] = to_store(set_fields)
             if "email" in set_fields:
                 update["$set"]["email_key"] = email_key(set_fields["email"])
         if unset_fields:
             update["$unset"] = {name: "" for name in to_store(dict.fromkeys(unset_fields))}
+        guard: dict[str, Any] = {"_id": user_id, **to_store(expect or {})}
+        if expect_version is not None:
+            guard["version"] = expect_version if expect_version else {"$exists": False}
         document = await self.collection.find_one_and_update(
-            {"_id": user_id, **to_store(expect or {})},
+            guard,
             stage_events(update, events),
             projection={"outbox": 0},
             return_document=ReturnDocument.AFTER,

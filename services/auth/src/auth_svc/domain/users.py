@@ -94,6 +94,9 @@ class User:
     # Registered again with another password while pending: nobody can tell whose the
     # emailed code confirms, so verification activates no password (see handlers.signup).
     signup_contested: bool = False
+    # Counts the writes to the document: a write that emits an event is guarded on the
+    # version it read, so the event carries exactly the state the write commits.
+    version: int = 0
 
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> User:
@@ -109,6 +112,7 @@ class User:
             verified_at=document.get("verified_at"),
             sessions_revoked_at=document.get("sessions_revoked_at"),
             signup_contested=bool(document.get("signup_contested", False)),
+            version=int(document.get("version", 0)),
         )
 
     @property

@@ -48,7 +48,7 @@ from auth_svc.keys import DEPS, KEY_RING
 from auth_svc.settings import AuthSettings
 from switchyard import keys
 from switchyard.authn import current_identity, require_auth, require_roles, unauthorized
-from switchyard.idempotency import idempotent
+from switchyard.idempotency import idempotent, idempotent_request
 from switchyard.problems import Problem, validation_problem
 from switchyard.tokens import ALGORITHM, jwks_document
 from switchyard.web import json_response, read_json, read_query
@@ -133,6 +133,7 @@ async def register(request: web.Request) -> web.Response:
             display_name=body.display_name,
             role=body.role,
             deps=request.app[DEPS],
+            progress=idempotent_request(request),
         )
     except PasswordRejected as error:
         raise _password_problem(error, "password") from None

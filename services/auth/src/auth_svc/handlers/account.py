@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from auth_svc.domain.errors import NotAuthenticated, WrongPassword
 from auth_svc.domain.users import User, UserStatus, erased_fields
-from auth_svc.handlers.deps import Deps, address_key, event, updated_event
+from auth_svc.handlers.deps import WRITE_RETRIES, Deps, address_key, event, updated_event
 from auth_svc.handlers.identity import current_user
 from auth_svc.handlers.revocation import update_and_end_sessions
 from auth_svc.handlers.sessions import password_verdict, reserve_password_attempt
@@ -15,21 +15,23 @@ from switchyard.tokens import Identity
 
 
 async def update_profile(*, identity: Identity, display_name: str, deps: Deps) -> User:
-    user = await current_user(identity, deps=deps)
-    if display_name == user.display_name:
-        return user
-    now = deps.clock.now()
-    changed = replace(user, display_name=display_name, updated_at=now)
-    updated = await deps.users.update(
-        user.id,
-        expect={"status": UserStatus.ACTIVE.value},
-        set_fields={"display_name": display_name, "updated_at": now},
-        events=[updated_event(changed, now)],
-    )
-    if updated is None:
-        raise NotAuthenticated()
-    deps.notify_outbox()
-    return updated
+    for _ in range(WRITE_RETRIES):
+        user = await current_user(identity, deps=deps)
+        if display_name == user.display_name:
+            return user
+        now = deps.clock.now()
+        changed = replace(user, display_name=display_name, updated_at=now)
+        updated = await deps.users.update(
+            user.id,
+            expect={"status": UserStatus.ACTIVE.value},
+            expect_version=user.version,  # the event below is this read plus this change
+            set_fields={"display_name": display_name, "updated_at": now},
+            events=[updated_event(changed, now)],
+        )
+        if updated is not None:
+            deps.notify_outbox()
+            return updated
+    raise RuntimeError(f"user {identity.user_id} kept changing; profile not updated")
 
 
 async def delete_account(*, identity: Identity, password: str, deps: Deps) -> None:

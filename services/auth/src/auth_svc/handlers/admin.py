@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from auth_svc.domain.errors import RoleChangeRefused, UserNotFound
 from auth_svc.domain.users import User, UserStatus
-from auth_svc.handlers.deps import Deps, updated_event
+from auth_svc.handlers.deps import WRITE_RETRIES, Deps, updated_event
 from auth_svc.handlers.identity import current_admin
 from auth_svc.handlers.revocation import update_and_end_sessions
 from switchyard.tokens import Identity
@@ -40,25 +40,27 @@ async def set_roles(*, identity: Identity, user_id: str, roles: list[str], deps:
     admin = await current_admin(identity, deps=deps)
     if user_id == admin.id and "admin" not in roles:
         raise RoleChangeRefused("An admin cannot remove their own admin role.")
-    user = await deps.users.by_id(user_id)
-    if user is None or user.status is UserStatus.DELETED:
-        raise UserNotFound(user_id)
     ordered = sorted(set(roles))
-    if list(user.roles) == ordered:
-        return user
-    now = deps.clock.now()
-    changed = replace(user, roles=tuple(ordered), updated_at=now)
-    updated = await update_and_end_sessions(
-        user_id,
-        reason="roles_changed",
-        deps=deps,
-        expect={"status": user.status.value},
-        set_fields={"roles": ordered, "updated_at": now},
-        events=[updated_event(changed, now)],
-    )
-    if updated is None:
-        raise UserNotFound(user_id)
-    return updated
+    for _ in range(WRITE_RETRIES):
+        user = await deps.users.by_id(user_id)
+        if user is None or user.status is UserStatus.DELETED:
+            raise UserNotFound(user_id)
+        if list(user.roles) == ordered:
+            return user
+        now = deps.clock.now()
+        changed = replace(user, roles=tuple(ordered), updated_at=now)
+        updated = await update_and_end_sessions(
+            user_id,
+            reason="roles_changed",
+            deps=deps,
+            expect={"status": user.status.value},
+            expect_version=user.version,  # the event below is this read plus this change
+            set_fields={"roles": ordered, "updated_at": now},
+            events=[updated_event(changed, now)],
+        )
+        if updated is not None:
+            return updated
+    raise RuntimeError(f"user {user_id} kept changing; roles not set")
 
 
 async def end_user_sessions(*, identity: Identity, user_id: str, deps: Deps) -> None:

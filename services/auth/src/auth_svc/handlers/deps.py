@@ -25,6 +25,8 @@ from switchyard.envelope import Envelope, new_envelope
 from switchyard.events.auth import UserUpdated, UserVerified
 
 SERVICE = "auth"
+# A write guarded on the version it read retries with a fresh read when another write won.
+WRITE_RETRIES = 20
 
 
 @dataclass

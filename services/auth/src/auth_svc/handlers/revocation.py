@@ -75,15 +75,18 @@ async def update_and_end_sessions(
     set_fields: Mapping[str, Any] | None = None,
     unset_fields: Sequence[str] = (),
     events: Sequence[Envelope] = (),
+    expect_version: int | None = None,
 ) -> User | None:
     """One guarded write of the user document that also revokes every session from now on,
-    then each live family; None (and nothing ended) when ``expect`` failed."""
+    then each live family; None (and nothing ended) when ``expect`` (or the version the
+    caller read) failed."""
     now = deps.clock.now()
     live = await deps.sessions.live(user_id, now)
     announced = live[:ANNOUNCED_WITH_USER]
     updated = await deps.users.update(
         user_id,
         expect=expect,
+        expect_version=expect_version,
         set_fields={**(set_fields or {}), "sessions_revoked_at": now},
         unset_fields=unset_fields,
         events=[

@@ -16,6 +16,7 @@ import logging
 from dataclasses import replace
 from typing import Any
 
+from auth_svc.domain import codes as otp
 from auth_svc.domain.errors import EmailTaken, InvalidCode
 from auth_svc.domain.users import (
     User,
@@ -36,6 +37,7 @@ from auth_svc.handlers.deps import (
 from auth_svc.handlers.revocation import update_and_end_sessions
 from auth_svc.handlers.sessions import open_session
 from switchyard.events.auth import UserDeleted, UserRegistered
+from switchyard.idempotency import Progress
 
 log = logging.getLogger("auth.handlers")
 
@@ -43,10 +45,25 @@ log = logging.getLogger("auth.handlers")
 REGISTER_ATTEMPTS = 3
 
 
-async def register(*, email: str, password: str, display_name: str, role: str, deps: Deps) -> User:
+async def register(
+    *,
+    email: str,
+    password: str,
+    display_name: str,
+    role: str,
+    deps: Deps,
+    progress: Progress | None = None,
+) -> User:
     """Create a pending account (replacing a pending one of the same address) and email it a
-    verification code."""
+    verification code.
+
+    With ``progress`` (an ``Idempotency-Key``), the new account is recorded as soon as it
+    exists; a retry after a later failure (the code write) rolls forward from it.
+    """
     email = normalise_email(email)
+    resumed = await _resume(progress, email, deps=deps)
+    if resumed is not None:
+        return resumed
     deps.strength.check_length(password)
     existing = await deps.users.by_email(email)
     if existing is not None and existing.status is not UserStatus.PENDING:
@@ -69,11 +86,29 @@ async def register(*, email: str, password: str, display_name: str, role: str, d
         except EmailTaken:
             existing = await deps.users.by_email(email)
             continue
+        if progress is not None:
+            await progress.committed(user_id=user.id)
         deps.metrics.registrations.labels(deps.metrics.service).inc()
         await issue_code(user, "verify_email", deps=deps, cooldown=False)
         deps.notify_outbox()
         return user
     raise EmailTaken(email)
+
+
+async def _resume(progress: Progress | None, email: str, *, deps: Deps) -> User | None:
+    """The account an earlier attempt of this request created, with its code: issued now
+    unless the earlier attempt got that far (a live code's email is on its way)."""
+    user_id = (progress.effect or {}).get("user_id") if progress is not None else None
+    if not isinstance(user_id, str):
+        return None
+    user = await deps.users.by_id(user_id)
+    if user is None or user.email != email or user.status is not UserStatus.PENDING:
+        return None
+    live = await deps.codes.live(otp.code_key(user.id, "verify_email"), now=deps.clock.now())
+    if live is None:
+        await issue_code(user, "verify_email", deps=deps, cooldown=False)
+    deps.notify_outbox()
+    return user
 
 
 async def _insert(
@@ -219,6 +254,7 @@ async def _promote(existing: User, password: str, display_name: str, *, deps: De
         reason="roles_changed",
         deps=deps,
         expect={"status": existing.status.value},
+        expect_version=existing.version,
         set_fields=fields,
         unset_fields=unset,
         events=events,

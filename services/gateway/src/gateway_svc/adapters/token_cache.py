@@ -6,15 +6,19 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from switchyard.tokens import Identity, InvalidToken, TokenVerifier
 
 
 class Caller:
     """A verified identity with what the proxy needs from it, rendered once per token."""
 
-    __slots__ = ("identity", "limit_key", "headers", "is_admin", "user_id")
+    __slots__ = ("identity", "limit_key", "headers", "is_admin", "user_id", "kid", "key")
 
-    def __init__(self, identity: Identity) -> None:
+    def __init__(
+        self, identity: Identity, kid: str = "", key: Ed25519PublicKey | None = None
+    ) -> None:
         user_id = identity.user_id.encode()
         roles = ",".join(sorted(identity.roles)).encode()
         if any(ch in value for value in (user_id, roles) for ch in (b"\r", b"\n", b"\x00")):
@@ -24,13 +28,19 @@ class Caller:
         self.limit_key = b"u:" + user_id
         self.headers = b"X-User-Id: " + user_id + b"\r\nX-User-Roles: " + roles + b"\r\n"
         self.is_admin = identity.is_admin
+        # The key that verified the token: the entry is good only while the key set still
+        # maps this kid to this very key (a JWKS refresh that retires it ends the entry).
+        self.kid = kid
+        self.key = key
 
 
 class CachedVerifier:
     """A bounded LRU of verified callers; an entry lives until the token's ``exp``.
 
     Only successes are cached: a refused token is verified again next time (and a key
-    rotation or a JWKS refresh never meets a stale refusal).
+    rotation or a JWKS refresh never meets a stale refusal). An entry also ends when the
+    key that verified it left the key set, or its kid now names another key: a hit checks
+    that the key source still holds that very key object (one dict lookup).
     """
 
     def __init__(self, verifier: TokenVerifier, max_entries: int = 10_000) -> None:
@@ -44,7 +54,10 @@ class CachedVerifier:
         caller = self._entries.get(token)
         if caller is None:
             return None
-        if caller.identity.expires_at <= time.time():
+        if (
+            caller.identity.expires_at <= time.time()
+            or self.verifier.keys.get(caller.kid) is not caller.key
+        ):
             del self._entries[token]
             return None
         self._entries.move_to_end(token)
@@ -52,7 +65,8 @@ class CachedVerifier:
         return caller
 
     def _remember(self, token: bytes, identity: Identity) -> Caller:
-        caller = Caller(identity)
+        kid = self.verifier.key_id(_text(token))
+        caller = Caller(identity, kid, self.verifier.keys.get(kid))
         if self.max_entries:
             self._entries[token] = caller
             if len(self._entries) > self.max_entries:

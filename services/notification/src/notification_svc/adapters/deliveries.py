@@ -134,12 +134,16 @@ class DeliveryStore:
         """Take a pending or abandoned to ``sending`` for ``owner``; None if another has it."""
         now = utcnow()
         doc = await self.collection.find_one_and_update(
-            {
-                "_id": delivery_id,
-                "$or": [
-                    {"status": "pending"},
-                    {"status": "sending", **time_range("lease_expires", before=now)},
-                ],
+            {  # $and around the $or: bare, the embedded store claimed other deliveries
+                "$and": [
+                    {"_id": delivery_id},
+                    {
+                        "$or": [
+                            {"status": "pending"},
+                            {"status": "sending", **time_range("lease_expires", before=now)},
+                        ]
+                    },
+                ]
             },
             {
                 "$set": {
@@ -153,6 +157,14 @@ class DeliveryStore:
             return_document=ReturnDocument.AFTER,
         )
         return _delivery(doc) if doc else None
+
+    async def renew(self, delivery_id: str, *, owner: str, lease: timedelta) -> bool:
+        """Extend ``owner``'s claim while it sends; False once another consumer has it."""
+        result = await self.collection.update_one(
+            {"_id": delivery_id, "status": "sending", "owner": owner},
+            {"$set": {"lease_expires": stored_time(utcnow() + lease)}},
+        )
+        return result.matched_count == 1
 
     async def mark_sent(self, delivery_id: str, *, response: str) -> None:
         """The provider accepted the message: final, whoever held the claim by now."""
