@@ -52,21 +52,20 @@ class TokenVerifier:
         refresh_interval: float = 300.0,
         unknown_kid_cooldown: float = 10.0,
     ) -> None:
-        if (jwks_url is None) == (keys is None):
+        if keys is None and jwks_url is not None:
+            keys = JwksKeys(
+                jwks_url,
+                refresh_interval=refresh_interval,
+                unknown_kid_cooldown=unknown_kid_cooldown,
+            )
+        elif (keys is None) == (jwks_url is None):
             raise ValueError("give exactly one of jwks_url or keys")
+        assert keys is not None
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
         self.clock = clock
-        self.keys: KeySource = (
-            keys
-            if keys is not None
-            else JwksKeys(
-                jwks_url,  # type: ignore[arg-type]
-                refresh_interval=refresh_interval,
-                unknown_kid_cooldown=unknown_kid_cooldown,
-            )
-        )
+        self.keys: KeySource = keys
         self._headers: dict[str, str] = {}
 
     async def start(self) -> None:
