@@ -118,8 +118,8 @@ async def test_key_rotation(auth: AuthClient) -> None:
         assert remote.verify(old_token)
 
         # The signing key cannot be removed; the old one can.
-        assert keys_cli.run(["--dir", keys_dir, "remove", new_kid]) == 1
-        assert keys_cli.run(["--dir", keys_dir, "remove", old_kid]) == 0
+        assert keys_cli.run(["--dir", keys_dir, "remove", "--", new_kid]) == 1
+        assert keys_cli.run(["--dir", keys_dir, "remove", "--", old_kid]) == 0
         await _until(lambda: old_kid not in auth.app[KEY_RING].public_keys)
         assert (await auth.call("GET", "/me", token=old_token)).status == 401
         assert (await auth.call("GET", "/me", token=new_token)).status == 200
