@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,7 +21,7 @@ import yaml
 
 from auth_svc.app import create_app
 from auth_svc.domain.clock import ManualClock
-from auth_svc.keys import DEPS
+from auth_svc.keys import AUTH_METRICS, DEPS
 from auth_svc.settings import AuthSettings
 from gateway_svc.app import create_app as create_gateway
 from gateway_svc.settings import DEFAULT_ROUTES_FILE, GatewaySettings
@@ -265,18 +264,9 @@ def token_claims(token: str) -> dict[str, Any]:
     return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
 
 
-async def metric(auth: AuthClient, name: str, **labels: str) -> float:
-    """One sample of the service's own /metrics (0 when the series does not exist yet)."""
-    text = (await auth.call("GET", "/metrics")).body
-    wanted = {**labels, "service": "auth"}
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        head, _, value = line.rpartition(" ")
-        found = dict(re.findall(r'(\w+)="([^"]*)"', head))
-        if head.split("{")[0] == name and found == wanted:
-            return float(value)
-    return 0.0
+def metric(auth: AuthClient, name: str, **labels: str) -> float:
+    """One sample of the service's own metrics (0 when the series does not exist yet)."""
+    return auth.app[AUTH_METRICS].value(name, **labels)
 
 
 async def settle(auth: AuthClient) -> None:
