@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import ipaddress
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,7 @@ from switchyard.events.auth import (
     UserVerified,
 )
 from switchyard.metrics import Metrics
-from switchyard.testing import AppServer
+from switchyard.testing import AppServer, eventually
 
 
 def user_id() -> str:
@@ -142,16 +140,6 @@ def deleted(uid: str) -> UserDeleted:
 def plain(mail: Any) -> str:
     """The text part as the reader sees it (SMTP carries CRLF line endings)."""
     return str(mail.text).replace("\r\n", "\n")
-
-
-async def eventually(
-    predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
 
 
 async def parked(amqp_url: str, queue: str, timeout: float = 15.0) -> list[Any]:

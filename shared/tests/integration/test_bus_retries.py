@@ -23,10 +23,10 @@ import pytest
 from switchyard.bus import Bus
 from switchyard.dlq import DeadLetters
 from switchyard.metrics import Metrics
+from switchyard.testing import eventually
 
 from ..support import (
     Recorder,
-    eventually,
     make_bus,
     start_consumer,
     thing,

@@ -20,11 +20,10 @@ from switchyard.outbox import (
     stage_events,
     with_events,
 )
-from switchyard.testing import TcpProxy
+from switchyard.testing import TcpProxy, eventually
 
 from ..support import (
     Recorder,
-    eventually,
     make_bus,
     start_consumer,
     thing,

@@ -10,10 +10,10 @@ import pytest
 from switchyard.envelope import utcnow
 from switchyard.mongo import stored_time
 from switchyard.outbox import LEASES_COLLECTION, OutboxRelay, with_events
+from switchyard.testing import eventually
 
 from ..support import (
     Recorder,
-    eventually,
     make_bus,
     start_consumer,
     thing,

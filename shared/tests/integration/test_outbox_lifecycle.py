@@ -19,10 +19,10 @@ from switchyard.outbox import (
     refuse_ttl_indexes,
     stage_events,
 )
+from switchyard.testing import eventually
 
 from ..support import (
     Recorder,
-    eventually,
     start_consumer,
     thing,
 )

@@ -5,16 +5,19 @@ Enable with ``pytest_plugins = ["switchyard.testing.plugin"]``.
 """
 
 from switchyard.testing.jwks import JwksServer
-from switchyard.testing.memory import InMemoryBus
+from switchyard.testing.memory import InMemoryBus, InMemoryOutbox
+from switchyard.testing.polling import eventually
 from switchyard.testing.servers import AppServer, TcpProxy, delete_exchange, docker_available
 from switchyard.testing.smtp import SmtpSink
 
 __all__ = [
     "AppServer",
     "InMemoryBus",
+    "InMemoryOutbox",
     "JwksServer",
     "SmtpSink",
     "TcpProxy",
     "delete_exchange",
     "docker_available",
+    "eventually",
 ]
