@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from switchyard.envelope import EventCatalog
+from switchyard.testing import bus_for_test
 
 TEST_CATALOG = EventCatalog()
 
@@ -35,7 +36,6 @@ from typing import Any  # noqa: E402
 from switchyard.bus import Bus, Consumer, Subscription  # noqa: E402
 from switchyard.bus.inbox import Inbox  # noqa: E402
 from switchyard.envelope import Envelope, Event, new_envelope  # noqa: E402
-from switchyard.metrics import Metrics  # noqa: E402
 
 
 def thing(thing_id: str = "t1", amount: int = 0) -> Envelope:
@@ -48,14 +48,12 @@ def thing(thing_id: str = "t1", amount: int = 0) -> Envelope:
 def make_bus(
     overrides: dict[str, Any], *, url: str | None = None, service: str = "svc", retry_delays=None
 ) -> Bus:
-    return Bus(
-        url=url or overrides["amqp_url"],
-        exchange=overrides["bus_exchange"],
+    """The shared tests' bus: a patient publisher (the broker is shared with other tests)."""
+    return bus_for_test(
+        overrides,
         service=service,
-        metrics=Metrics(service),
-        queue_prefix=overrides["bus_queue_prefix"],
+        url=url,
         retry_delays=retry_delays or overrides["bus_retry_delays"],
-        queue_expires_ms=overrides["bus_queue_expires_ms"],
         publish_timeout=15.0,
     )
 

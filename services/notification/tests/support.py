@@ -35,8 +35,7 @@ from switchyard.events.auth import (
     UserUpdated,
     UserVerified,
 )
-from switchyard.metrics import Metrics
-from switchyard.testing import AppServer, eventually
+from switchyard.testing import AppServer, bus_for_test, eventually
 
 
 def user_id() -> str:
@@ -211,14 +210,8 @@ class RunningService:
 
 
 def publisher_bus(overrides: dict[str, Any]) -> Bus:
-    return Bus(
-        url=overrides["amqp_url"],
-        exchange=overrides["bus_exchange"],
-        service="auth",
-        metrics=Metrics("auth"),
-        queue_prefix=overrides["bus_queue_prefix"],
-        retry_delays=overrides["bus_retry_delays"],
-    )
+    """The bus auth would publish on, for events the notification service consumes."""
+    return bus_for_test(overrides, service="auth")
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:

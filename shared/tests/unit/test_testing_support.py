@@ -12,6 +12,7 @@ from switchyard.testing import InMemoryBus, InMemoryOutbox, eventually
 
 from ..support import TEST_CATALOG, ThingHappened, thing
 
+
 async def test_the_in_memory_outbox_publishes_what_was_staged_in_order() -> None:
     seen: list[str] = []
 

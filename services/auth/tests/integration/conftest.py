@@ -25,9 +25,9 @@ from auth_svc.keys import AUTH_METRICS, DEPS
 from auth_svc.settings import AuthSettings
 from gateway_svc.app import create_app as create_gateway
 from gateway_svc.settings import DEFAULT_ROUTES_FILE, GatewaySettings
-from switchyard.bus import Bus, Consumer, Subscription
+from switchyard.bus import Consumer, Subscription
 from switchyard.envelope import Event
-from switchyard.metrics import Metrics
+from switchyard.testing import bus_for_test
 from switchyard.testing.servers import AppServer, free_port
 from switchyard.tokens import TokenVerifier
 
@@ -175,15 +175,7 @@ async def event_log(
 ) -> AsyncIterator[EventLog]:
     """Bound before the service starts, so no event is unroutable."""
     log = EventLog()
-    bus = Bus(
-        url=settings_overrides["amqp_url"],
-        exchange=settings_overrides["bus_exchange"],
-        service="testprobe",
-        metrics=Metrics("testprobe"),
-        queue_prefix=settings_overrides["bus_queue_prefix"],
-        retry_delays=[0.2],
-        queue_expires_ms=60_000,
-    )
+    bus = bus_for_test(settings_overrides, service="testprobe", retry_delays=[0.2])
     await bus.connect()
     consumer = Consumer(bus, Subscription("events", ("auth.#",), log.handle, deduplicate=False))
     await consumer.start()

@@ -19,9 +19,9 @@ from switchyard import keys
 from switchyard.bus import Bus
 from switchyard.envelope import new_envelope
 from switchyard.events.auth import OtpRequested
-from switchyard.metrics import Metrics
 from switchyard.mongo import loaded_time
 from switchyard.outbox import OutboxRelay
+from switchyard.testing import bus_for_test
 
 from .conftest import EventLog, auth_settings_for
 
@@ -78,13 +78,7 @@ class UsedAndReissuedWhilePublishing:
 
 @pytest.fixture
 async def relay_bus(settings_overrides: dict[str, Any], event_log: EventLog) -> Any:
-    bus = Bus(
-        url=settings_overrides["amqp_url"],
-        exchange=settings_overrides["bus_exchange"],
-        service="auth",
-        metrics=Metrics("auth"),
-        queue_prefix=settings_overrides["bus_queue_prefix"],
-    )
+    bus = bus_for_test(settings_overrides, service="auth")
     await bus.connect()
     yield bus
     await bus.close()

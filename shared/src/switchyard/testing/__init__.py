@@ -4,6 +4,7 @@ server issuing access tokens, plus an in-memory bus for unit tests.
 Enable with ``pytest_plugins = ["switchyard.testing.plugin"]``.
 """
 
+from switchyard.testing.buses import bus_for_test
 from switchyard.testing.jwks import JwksServer
 from switchyard.testing.memory import InMemoryBus, InMemoryOutbox
 from switchyard.testing.polling import eventually
@@ -17,6 +18,7 @@ __all__ = [
     "JwksServer",
     "SmtpSink",
     "TcpProxy",
+    "bus_for_test",
     "delete_exchange",
     "docker_available",
     "eventually",
