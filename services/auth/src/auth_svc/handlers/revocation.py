@@ -27,7 +27,7 @@ from switchyard.events.auth import SessionRevoked
 ANNOUNCED_WITH_USER = 100
 
 
-def revoked_event(session: LiveSession, *, reason: str, now: datetime, deps: Deps) -> Envelope:
+def revoked_event(session: LiveSession, *, reason: str, now: datetime) -> Envelope:
     return event(
         SessionRevoked(
             user_id=session.user_id,
@@ -57,7 +57,7 @@ async def end_session(
         token_hash=token_hash,
         events=lambda session: [
             *with_events,
-            revoked_event(session, reason=reason, now=now, deps=deps),
+            revoked_event(session, reason=reason, now=now),
         ],
     )
     if ended is not None:
@@ -89,7 +89,7 @@ async def update_and_end_sessions(
         expect_version=expect_version,
         events=[
             *events,
-            *(revoked_event(s, reason=reason, now=now, deps=deps) for s in announced),
+            *(revoked_event(s, reason=reason, now=now) for s in announced),
         ],
     )
     if updated is None:
@@ -100,7 +100,7 @@ async def update_and_end_sessions(
         reason=reason,
         now=now,
         announced=frozenset(session.family_id for session in announced),
-        events=lambda session: [revoked_event(session, reason=reason, now=now, deps=deps)],
+        events=lambda session: [revoked_event(session, reason=reason, now=now)],
     )
     deps.notify_outbox()
     return updated
