@@ -44,9 +44,9 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
             raise Unsatisfiable
         return ByteRange(max(size - suffix, 0), size - 1)
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
+    if last and int(last) < start:
         return None  # invalid: ignored, like any malformed range
     if start >= size:
         raise Unsatisfiable
+    end = int(last) if last else size - 1
     return ByteRange(start, min(end, size - 1))
