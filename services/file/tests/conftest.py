@@ -202,3 +202,40 @@ def rss_bytes(pid: int) -> int:
 
 
 __all__ = ["Stack", "URL_SECRET", "leftovers", "rss_bytes", "stored_objects"]
+
+
+@pytest.fixture
+async def file_events(settings_overrides: dict[str, Any]) -> AsyncIterator[Any]:
+    """Every ``file.*`` event published on the test's exchange."""
+    from .support import EventTap
+
+    tap = await EventTap(settings_overrides["amqp_url"], settings_overrides["bus_exchange"], "file.#").start()
+    yield tap
+    await tap.close()
+
+
+@pytest.fixture
+async def publish(settings_overrides: dict[str, Any]) -> AsyncIterator[Any]:
+    """``await publish(envelope)``: an event as another service (auth, chat) sends it."""
+    from switchyard.bus import Bus
+    from switchyard.metrics import Metrics
+
+    buses: dict[str, Bus] = {}
+
+    async def send(envelope: Any) -> None:
+        service = envelope.source.rsplit("/", 1)[-1]
+        if service not in buses:
+            buses[service] = Bus(
+                url=settings_overrides["amqp_url"],
+                exchange=settings_overrides["bus_exchange"],
+                service=service,
+                metrics=Metrics(service),
+                queue_prefix=settings_overrides["bus_queue_prefix"],
+                retry_delays=settings_overrides["bus_retry_delays"],
+            )
+            await buses[service].connect()
+        await buses[service].publish(envelope)
+
+    yield send
+    for bus in buses.values():
+        await bus.close()
