@@ -40,7 +40,12 @@ def _ascii_fallback(name: str) -> str:
         for ch in decomposed
         if not unicodedata.combining(ch)
     )
-    return ascii_only.strip() or "download"
+    stem, dot, ext = ascii_only.strip().rpartition(".")
+    if not dot:
+        stem, ext = ext, ""
+    if not any(ch.isalnum() for ch in stem):
+        stem = "download"  # nothing readable survived: a neutral name, the real one in filename*
+    return stem + (f".{ext}" if ext else "")
 
 
 def content_disposition(name: str, *, inline: bool) -> str:
