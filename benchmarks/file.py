@@ -185,8 +185,9 @@ async def run() -> list[dict[str, Any]]:
                 "not run: curl and nginx are needed (apt-get install -y curl nginx)",
             )
         ]
-    workdir = Path(tempfile.mkdtemp(prefix="file-bench-"))
-    workdir.chmod(0o755)  # nginx's worker (an unprivileged user) reads the stored blob
+    # World-readable: nginx's worker (an unprivileged user) reads the stored blob.
+    workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="file-bench-"))
+    await asyncio.to_thread(os.chmod, workdir, 0o755)
     keys = await JwksServer(issuer="bench", audience="switchyard", lifetime=7200).start()
     exchange = f"switchyard.events.bench-file-{uuid.uuid4().hex[:8]}"
     try:

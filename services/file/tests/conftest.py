@@ -48,7 +48,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def storage_settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
+def storage_settings(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> dict[str, Any]:
     if backend == "local":
         return {"storage": str(tmp_path / "files")}
     moto: MotoServer = request.getfixturevalue("moto_server")
@@ -189,7 +191,11 @@ async def stored_objects(deps: FileDeps) -> set[str]:
 async def leftovers(deps: FileDeps) -> dict[str, Any]:
     """What an unfinished upload could leave: temporaries, scratch files, upload records."""
     temporaries = await deps.storage.temporaries(older_than=4e9)
-    scratch = [p.name for p in deps.spool.directory.glob("*.spool")] if deps.spool.directory.exists() else []
+    scratch = (
+        [p.name for p in deps.spool.directory.glob("*.spool")]
+        if deps.spool.directory.exists()
+        else []
+    )
     uploading = await deps.records.collection.count_documents({"status": "uploading"})
     return {"temporaries": temporaries, "scratch": scratch, "uploading": uploading}
 
@@ -209,7 +215,9 @@ async def file_events(settings_overrides: dict[str, Any]) -> AsyncIterator[Any]:
     """Every ``file.*`` event published on the test's exchange."""
     from .support import EventTap
 
-    tap = await EventTap(settings_overrides["amqp_url"], settings_overrides["bus_exchange"], "file.#").start()
+    tap = await EventTap(
+        settings_overrides["amqp_url"], settings_overrides["bus_exchange"], "file.#"
+    ).start()
     yield tap
     await tap.close()
 

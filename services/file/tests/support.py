@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 from PIL import Image
 
+from switchyard.testing import eventually
 from switchyard.testing.servers import free_port
 
 MIB = 1024 * 1024
@@ -28,7 +29,9 @@ MIB = 1024 * 1024
 # -- files -------------------------------------------------------------------------------------
 
 
-def png(width: int = 40, height: int = 30, *, color: str = "red", text: dict[str, str] | None = None) -> bytes:
+def png(
+    width: int = 40, height: int = 30, *, color: str = "red", text: dict[str, str] | None = None
+) -> bytes:
     image = Image.new("RGB", (width, height), color)
     out = io.BytesIO()
     if text:
@@ -129,7 +132,9 @@ def disposition_line(value: str) -> bytes:
     return ("Content-Disposition: " + value).encode("utf-8")
 
 
-def file_part(data: bytes | Callable[[], AsyncIterator[bytes]], filename: str, content_type: str | None = None) -> Part:
+def file_part(
+    data: bytes | Callable[[], AsyncIterator[bytes]], filename: str, content_type: str | None = None
+) -> Part:
     return Part("file", data, filename=filename, content_type=content_type)
 
 
@@ -140,7 +145,9 @@ def purpose_part(value: str) -> Part:
 class MultipartBody:
     """A multipart/form-data body streamed from its parts (files may be generators)."""
 
-    def __init__(self, parts: Iterable[Part], *, boundary: str | None = None, close: bool = True) -> None:
+    def __init__(
+        self, parts: Iterable[Part], *, boundary: str | None = None, close: bool = True
+    ) -> None:
         self.parts = list(parts)
         self.boundary = boundary or "----switchyard" + uuid.uuid4().hex
         self.close = close
@@ -169,7 +176,9 @@ class MultipartBody:
 PDF_HEAD = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n"
 
 
-def generated(size: int, block: int = 256 * 1024, seed: int = 7) -> Callable[[], AsyncIterator[bytes]]:
+def generated(
+    size: int, block: int = 256 * 1024, seed: int = 7
+) -> Callable[[], AsyncIterator[bytes]]:
     """A PDF-looking file of ``size`` bytes (a PDF header, then pseudo-random bytes),
     produced block by block, never all in memory; :func:`generated_bytes` is the same
     content in one piece."""
@@ -218,15 +227,21 @@ class FileApi:
         self.session = session
         self.base = base.rstrip("/")
 
-    async def request(self, method: str, path: str, *, token: str | None = None, **kwargs: Any) -> Reply:
+    async def request(
+        self, method: str, path: str, *, token: str | None = None, **kwargs: Any
+    ) -> Reply:
         headers = dict(kwargs.pop("headers", {}) or {})
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        async with self.session.request(method, self.base + path, headers=headers, **kwargs) as response:
+        async with self.session.request(
+            method, self.base + path, headers=headers, **kwargs
+        ) as response:
             body = await response.read()
             return Reply(response.status, response.headers, body)
 
-    async def send(self, body: MultipartBody, *, token: str | None, headers: dict[str, str] | None = None) -> Reply:
+    async def send(
+        self, body: MultipartBody, *, token: str | None, headers: dict[str, str] | None = None
+    ) -> Reply:
         return await self.request(
             "POST",
             "/api/v1/files",
@@ -247,8 +262,17 @@ class FileApi:
         body = MultipartBody([purpose_part(purpose), file_part(data, filename, content_type)])
         return await self.send(body, token=token)
 
-    async def content(self, file_id: str, *, token: str | None = None, headers: dict[str, str] | None = None, query: str = "") -> Reply:
-        return await self.request("GET", f"/api/v1/files/{file_id}/content{query}", token=token, headers=headers)
+    async def content(
+        self,
+        file_id: str,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        query: str = "",
+    ) -> Reply:
+        return await self.request(
+            "GET", f"/api/v1/files/{file_id}/content{query}", token=token, headers=headers
+        )
 
 
 # -- S3 in a moto server -----------------------------------------------------------------------
@@ -299,14 +323,6 @@ S3_CREDENTIALS = {
     "aws_secret_access_key": "testing-secret",
     "aws_region": "us-east-1",
 }
-
-
-async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
 
 
 # -- the service as a child process (memory, crashes) ------------------------------------------
@@ -369,7 +385,9 @@ class ServiceProcess:
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.2)
-        raise TimeoutError("the file service did not become ready: " + self.log_path.read_text()[-3000:])
+        raise TimeoutError(
+            "the file service did not become ready: " + self.log_path.read_text()[-3000:]
+        )
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -422,7 +440,9 @@ class EventTap:
     def of_type(self, event_type: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["type"] == event_type]
 
-    async def wait_for(self, event_type: str, count: int = 1, timeout: float = 20.0) -> list[dict[str, Any]]:
+    async def wait_for(
+        self, event_type: str, count: int = 1, timeout: float = 20.0
+    ) -> list[dict[str, Any]]:
         async def enough() -> bool:
             return len(self.of_type(event_type)) >= count
 

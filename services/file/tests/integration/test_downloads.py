@@ -57,7 +57,12 @@ async def test_etag_revalidation_and_the_headers_of_a_download(stack: Stack) -> 
     file_id = await uploaded(stack, token)
     first = await stack.api.content(file_id, token=token)
     etag = first.headers["ETag"]
-    assert etag.strip('"') == (await stack.api.request("GET", f"/api/v1/files/{file_id}", token=token)).json()["sha256"]
+    assert (
+        etag.strip('"')
+        == (await stack.api.request("GET", f"/api/v1/files/{file_id}", token=token)).json()[
+            "sha256"
+        ]
+    )
     for candidate in (etag, f"W/{etag}", f'"other", {etag}', "*"):
         again = await stack.api.content(file_id, token=token, headers={"If-None-Match": candidate})
         assert again.status == 304 and again.body == b"" and again.headers["ETag"] == etag
@@ -71,7 +76,7 @@ async def test_etag_revalidation_and_the_headers_of_a_download(stack: Stack) -> 
     assert headers["Content-Disposition"].startswith('attachment; filename="report.pdf"')
     assert headers["Accept-Ranges"] == "bytes"
 
-    named = await stack.api.upload(b"hi\n", "Grüße \"x\".txt", token=token)
+    named = await stack.api.upload(b"hi\n", 'Grüße "x".txt', token=token)
     reply = await stack.api.content(named.json()["id"], token=token)
     assert reply.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert reply.headers["Content-Disposition"] == (
@@ -152,7 +157,11 @@ async def test_share_links_work_without_a_token_until_they_expire(stack: Stack) 
     )
     assert too_long.status == 422
     bad_json = await stack.api.request(
-        "POST", f"/api/v1/files/{file_id}/share", token=ada, data=b"{", headers={"Content-Type": "application/json"}
+        "POST",
+        f"/api/v1/files/{file_id}/share",
+        token=ada,
+        data=b"{",
+        headers={"Content-Type": "application/json"},
     )
     assert bad_json.status == 400
 
@@ -162,13 +171,17 @@ async def test_links_signed_before_a_secret_rotation_stay_valid(start_stack: obj
     ada = old.token("u-ada")
     file_id = await uploaded(old, ada)
     link = (
-        await old.api.request("POST", f"/api/v1/files/{file_id}/share", token=ada, json={"expires_in": 600})
+        await old.api.request(
+            "POST", f"/api/v1/files/{file_id}/share", token=ada, json={"expires_in": 600}
+        )
     ).json()["url"]
     new_secret = "rotated-file-url-secret-abcdefghijklmnop"
     rotated = await start_stack(url_secrets=f"{new_secret},{URL_SECRET}")  # type: ignore[operator]
     assert (await rotated.api.request("GET", link)).status == 200
     fresh = (
-        await rotated.api.request("POST", f"/api/v1/files/{file_id}/share", token=ada, json={"expires_in": 600})
+        await rotated.api.request(
+            "POST", f"/api/v1/files/{file_id}/share", token=ada, json={"expires_in": 600}
+        )
     ).json()["url"]
     assert (await rotated.api.request("GET", fresh)).status == 200
     assert (await old.api.request("GET", fresh)).status == 403  # the old key alone does not know it

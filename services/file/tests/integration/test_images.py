@@ -93,7 +93,9 @@ async def test_thumbnails_of_each_size_are_made_once_and_kept(stack: Stack) -> N
         again = await stack.api.request("GET", path, token=token)
         assert again.body == first.body
         etag = first.headers["ETag"]
-        unchanged = await stack.api.request("GET", path, token=token, headers={"If-None-Match": etag})
+        unchanged = await stack.api.request(
+            "GET", path, token=token, headers={"If-None-Match": etag}
+        )
         assert unchanged.status == 304
     assert stack.deps.metrics.value("file_thumbnails_total", cache="miss") == 3
     assert stack.deps.metrics.value("file_thumbnails_total", cache="hit") == 3
@@ -104,7 +106,9 @@ async def test_thumbnails_of_each_size_are_made_once_and_kept(stack: Stack) -> N
     )
     with Image.open(io.BytesIO(thumb.body)) as image:
         assert image.size == (40, 30)  # never enlarged
-    wrong = await stack.api.request("GET", f"/api/v1/files/{file_id}/thumbnail?size=100", token=token)
+    wrong = await stack.api.request(
+        "GET", f"/api/v1/files/{file_id}/thumbnail?size=100", token=token
+    )
     assert wrong.status == 422
     text = await stack.api.upload(b"hello\n", "a.txt", token=token)
     none = await stack.api.request(

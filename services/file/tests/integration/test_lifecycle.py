@@ -10,9 +10,10 @@ from file_svc.domain.files import blob_key, thumbnail_key
 from switchyard.envelope import new_envelope, utcnow
 from switchyard.events.auth import UserDeleted
 from switchyard.events.chat import MessageDeleted, MessageSent
+from switchyard.testing import eventually
 
 from ..conftest import Stack, stored_objects
-from ..support import EventTap, eventually, png
+from ..support import EventTap, png
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +37,9 @@ async def test_upload_and_delete_publish_events_and_the_sweep_removes_the_blob(
         "uploaded_at": uploaded["data"]["uploaded_at"],
     }
     assert uploaded["source"] == "/switchyard/file" and uploaded["subject"] == file_id
-    thumb = await stack.api.request("GET", f"/api/v1/files/{file_id}/thumbnail?size=64", token=token)
+    thumb = await stack.api.request(
+        "GET", f"/api/v1/files/{file_id}/thumbnail?size=64", token=token
+    )
     assert thumb.status == 200
     assert {blob_key(file_id), thumbnail_key(file_id, 64)} <= await stored_objects(stack.deps)
 
@@ -59,7 +62,9 @@ async def test_upload_and_delete_publish_events_and_the_sweep_removes_the_blob(
     assert stack.deps.metrics.value("file_swept_total", kind="deleted") == 1
 
 
-async def test_a_deleted_account_loses_every_file(stack: Stack, publish, file_events: EventTap) -> None:  # type: ignore[no-untyped-def]
+async def test_a_deleted_account_loses_every_file(
+    stack: Stack, publish, file_events: EventTap
+) -> None:  # type: ignore[no-untyped-def]
     ada, grace = stack.token("u-ada"), stack.token("u-grace")
     ids = [
         (await stack.api.upload(f"note {n}\n".encode(), f"n{n}.txt", token=ada)).json()["id"]
@@ -79,7 +84,8 @@ async def test_a_deleted_account_loses_every_file(stack: Stack, publish, file_ev
 
 
 async def test_chat_recipients_may_read_attachments_until_the_message_is_deleted(
-    stack: Stack, publish  # type: ignore[no-untyped-def]
+    stack: Stack,
+    publish,  # type: ignore[no-untyped-def]
 ) -> None:
     ada, grace, eve = stack.token("u-ada"), stack.token("u-grace"), stack.token("u-eve")
     photo = (await stack.api.upload(png(400, 300), "photo.png", token=ada)).json()["id"]
@@ -110,7 +116,9 @@ async def test_chat_recipients_may_read_attachments_until_the_message_is_deleted
     thumb = await stack.api.request("GET", f"/api/v1/files/{photo}/thumbnail?size=64", token=grace)
     assert thumb.status == 200
     # A recipient reads, but neither shares nor deletes; others see nothing.
-    share = await stack.api.request("POST", f"/api/v1/files/{photo}/share", token=grace, json={"expires_in": 60})
+    share = await stack.api.request(
+        "POST", f"/api/v1/files/{photo}/share", token=grace, json={"expires_in": 60}
+    )
     assert share.status == 404
     assert (await stack.api.request("DELETE", f"/api/v1/files/{photo}", token=grace)).status == 404
     assert (await stack.api.content(photo, token=eve)).status == 404
@@ -119,7 +127,9 @@ async def test_chat_recipients_may_read_attachments_until_the_message_is_deleted
 
     await publish(
         new_envelope(
-            MessageDeleted(message_id="m1", conversation_id="c1", seq=1, sender_id="u-ada", deleted_at=utcnow()),
+            MessageDeleted(
+                message_id="m1", conversation_id="c1", seq=1, sender_id="u-ada", deleted_at=utcnow()
+            ),
             service="chat",
         )
     )
@@ -133,12 +143,17 @@ async def test_chat_recipients_may_read_attachments_until_the_message_is_deleted
 
 async def test_own_files_are_listed_newest_first_with_a_cursor(stack: Stack) -> None:
     ada = stack.token("u-ada")
-    ids = [(await stack.api.upload(f"{n}\n".encode(), f"{n}.txt", token=ada)).json()["id"] for n in range(5)]
+    ids = [
+        (await stack.api.upload(f"{n}\n".encode(), f"{n}.txt", token=ada)).json()["id"]
+        for n in range(5)
+    ]
     await stack.api.upload(b"x\n", "other.txt", token=stack.token("u-grace"))
     first = (await stack.api.request("GET", "/api/v1/files?limit=3", token=ada)).json()
     assert [i["id"] for i in first["items"]] == ids[::-1][:3]
     second = (
-        await stack.api.request("GET", f"/api/v1/files?limit=3&cursor={first['next_cursor']}", token=ada)
+        await stack.api.request(
+            "GET", f"/api/v1/files?limit=3&cursor={first['next_cursor']}", token=ada
+        )
     ).json()
     assert [i["id"] for i in second["items"]] == ids[::-1][3:] and second["next_cursor"] is None
     bad = await stack.api.request("GET", "/api/v1/files?cursor=bogus", token=ada)

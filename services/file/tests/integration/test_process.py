@@ -13,10 +13,18 @@ import aiohttp
 import pytest
 
 from file_svc.settings import FileSettings
-from switchyard.testing import JwksServer
+from switchyard.testing import JwksServer, eventually
 
 from ..conftest import Stack, leftovers, rss_bytes, start_gateway, stored_objects
-from ..support import MIB, MultipartBody, ServiceProcess, file_part, generated, generated_bytes, purpose_part
+from ..support import (
+    MIB,
+    MultipartBody,
+    ServiceProcess,
+    file_part,
+    generated,
+    generated_bytes,
+    purpose_part,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +62,9 @@ async def test_50_mib_round_trip_through_the_gateway_with_flat_memory(
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as http:
 
             async def upload(size: int) -> dict[str, Any]:
-                body = MultipartBody([purpose_part("attachment"), file_part(generated(size), "big.pdf")])
+                body = MultipartBody(
+                    [purpose_part("attachment"), file_part(generated(size), "big.pdf")]
+                )
                 async with http.post(
                     gateway.url + "/api/v1/files",
                     data=body.stream(),
@@ -82,7 +92,9 @@ async def test_50_mib_round_trip_through_the_gateway_with_flat_memory(
             expected = hashlib.sha256(generated_bytes(UPLOAD_BYTES)).hexdigest()
             assert meta["size"] == UPLOAD_BYTES and meta["sha256"] == expected
             growth = peak - baseline
-            assert growth < MAX_RSS_GROWTH, f"RSS grew {growth / MIB:.1f} MiB during a 50 MiB upload"
+            assert growth < MAX_RSS_GROWTH, (
+                f"RSS grew {growth / MIB:.1f} MiB during a 50 MiB upload"
+            )
 
             digest = hashlib.sha256()
             async with http.get(
@@ -129,8 +141,6 @@ async def test_a_process_killed_mid_upload_leaves_nothing_after_the_sweep(
     async def partial_written() -> bool:
         left = await leftovers(stack.deps)
         return left["uploading"] == 1 and len(left["temporaries"]) == 1
-
-    from ..support import eventually
 
     await eventually(partial_written)
     process.kill()  # SIGKILL: no clean-up code runs

@@ -7,6 +7,8 @@ import asyncio
 
 import pytest
 
+from switchyard.testing import eventually
+
 from ..conftest import Stack, leftovers, stored_objects
 from ..support import (
     PDF,
@@ -42,15 +44,29 @@ async def test_content_decides_and_names_or_types_that_contradict_it_are_refused
         (png(), "scan.pdf", None, "attachment", 415, "unsupported-file-type"),
         (png(), "scan.png", "application/pdf", "attachment", 415, "unsupported-file-type"),
         (PDF, "cv.pdf", "application/pdf", "avatar", 415, "unsupported-file-type"),
-        (b"<html><script>alert(1)</script></html>", "page.html", "text/html", "attachment", 415,
-         "unsupported-file-type"),
-        (b'<svg xmlns="http://www.w3.org/2000/svg"/>', "logo.svg", None, "attachment", 415,
-         "unsupported-file-type"),
+        (
+            b"<html><script>alert(1)</script></html>",
+            "page.html",
+            "text/html",
+            "attachment",
+            415,
+            "unsupported-file-type",
+        ),
+        (
+            b'<svg xmlns="http://www.w3.org/2000/svg"/>',
+            "logo.svg",
+            None,
+            "attachment",
+            415,
+            "unsupported-file-type",
+        ),
         (b"\x00\x01\x02binary", "blob.bin", None, "attachment", 415, "unsupported-file-type"),
         (b"", "empty.txt", "text/plain", "attachment", 422, "empty-file"),
     ]
     for data, name, declared, purpose, status, slug in cases:
-        reply = await stack.api.upload(data, name, token=token, purpose=purpose, content_type=declared)
+        reply = await stack.api.upload(
+            data, name, token=token, purpose=purpose, content_type=declared
+        )
         assert reply.status == status, (name, declared, purpose, reply.body)
         assert problem_type(reply) == slug, (name, reply.body)
         assert reply.headers["Content-Type"] == "application/problem+json"
@@ -65,11 +81,19 @@ async def test_accepted_types_per_purpose(stack: Stack) -> None:
         (png(), "me", None, "cover", "image/png"),  # no extension: nothing contradicts
         (PDF, "cv.pdf", "application/pdf", "attachment", "application/pdf"),
         (b"name,amount\nada,1\n", "sums.csv", "text/csv", "attachment", "text/csv"),
-        ("Grüße, 👋\n".encode(), "hello.txt", "text/plain; charset=utf-8", "attachment", "text/plain"),
+        (
+            "Grüße, 👋\n".encode(),
+            "hello.txt",
+            "text/plain; charset=utf-8",
+            "attachment",
+            "text/plain",
+        ),
         (b"# Title\n", "readme.md", None, "attachment", "text/markdown"),
     ]
     for data, name, declared, purpose, content_type in accepted:
-        reply = await stack.api.upload(data, name, token=token, purpose=purpose, content_type=declared)
+        reply = await stack.api.upload(
+            data, name, token=token, purpose=purpose, content_type=declared
+        )
         assert reply.status == 201, (name, reply.body)
         assert reply.json()["content_type"] == content_type
 
@@ -81,65 +105,152 @@ async def test_hostile_and_malformed_multipart_bodies_get_clear_problems(stack: 
         (MultipartBody([purpose_part("attachment")]), 422, "validation-error", "/file"),
         (MultipartBody([file_part(text, "a.txt")]), 422, "validation-error", "/purpose"),
         (
-            MultipartBody([purpose_part("attachment"), file_part(text, "a.txt"), file_part(text, "b.txt")]),
-            422, "validation-error", "/file",
+            MultipartBody(
+                [purpose_part("attachment"), file_part(text, "a.txt"), file_part(text, "b.txt")]
+            ),
+            422,
+            "validation-error",
+            "/file",
         ),
         (
-            MultipartBody([purpose_part("attachment"), purpose_part("avatar"), file_part(text, "a.txt")]),
-            422, "validation-error", "/purpose",
-        ),
-        (MultipartBody([purpose_part("selfie"), file_part(text, "a.txt")]), 422, "validation-error", "/purpose"),
-        (
-            MultipartBody([purpose_part("attachment"), Part("extra", b"x", content_type=None), file_part(text, "a.txt")]),
-            422, "validation-error", "/extra",
-        ),
-        (MultipartBody([purpose_part("attachment"), file_part(text, "../../etc/passwd")]), 422, "validation-error", "/file"),
-        (MultipartBody([purpose_part("attachment"), file_part(text, "..\\\\win.ini")]), 422, "validation-error", "/file"),
-        (MultipartBody([purpose_part("attachment"), file_part(text, "x" * 300 + ".txt")]), 422, "validation-error", "/file"),
-        (
-            MultipartBody([
-                purpose_part("attachment"),
-                Part("file", text, raw_disposition=b"form-data; name=\"file\"; filename*=UTF-8''a%07b.txt"),
-            ]),
-            422, "validation-error", "/file",
+            MultipartBody(
+                [purpose_part("attachment"), purpose_part("avatar"), file_part(text, "a.txt")]
+            ),
+            422,
+            "validation-error",
+            "/purpose",
         ),
         (
-            MultipartBody([
-                purpose_part("attachment"),
-                Part("file", text, raw_disposition=b"form-data; name=\"file\"; filename*=UTF-8''a%E2%80%AEgnp.exe"),
-            ]),
-            422, "validation-error", "/file",
+            MultipartBody([purpose_part("selfie"), file_part(text, "a.txt")]),
+            422,
+            "validation-error",
+            "/purpose",
         ),
-        (MultipartBody([purpose_part("attachment"), file_part(text, "a\x07b.txt")]), 400, "malformed-multipart", ""),
+        (
+            MultipartBody(
+                [
+                    purpose_part("attachment"),
+                    Part("extra", b"x", content_type=None),
+                    file_part(text, "a.txt"),
+                ]
+            ),
+            422,
+            "validation-error",
+            "/extra",
+        ),
+        (
+            MultipartBody([purpose_part("attachment"), file_part(text, "../../etc/passwd")]),
+            422,
+            "validation-error",
+            "/file",
+        ),
+        (
+            MultipartBody([purpose_part("attachment"), file_part(text, "..\\\\win.ini")]),
+            422,
+            "validation-error",
+            "/file",
+        ),
+        (
+            MultipartBody([purpose_part("attachment"), file_part(text, "x" * 300 + ".txt")]),
+            422,
+            "validation-error",
+            "/file",
+        ),
+        (
+            MultipartBody(
+                [
+                    purpose_part("attachment"),
+                    Part(
+                        "file",
+                        text,
+                        raw_disposition=b"form-data; name=\"file\"; filename*=UTF-8''a%07b.txt",
+                    ),
+                ]
+            ),
+            422,
+            "validation-error",
+            "/file",
+        ),
+        (
+            MultipartBody(
+                [
+                    purpose_part("attachment"),
+                    Part(
+                        "file",
+                        text,
+                        raw_disposition=b"form-data; name=\"file\"; filename*=UTF-8''a%E2%80%AEgnp.exe",
+                    ),
+                ]
+            ),
+            422,
+            "validation-error",
+            "/file",
+        ),
+        (
+            MultipartBody([purpose_part("attachment"), file_part(text, "a\x07b.txt")]),
+            400,
+            "malformed-multipart",
+            "",
+        ),
         (
             MultipartBody([purpose_part("attachment"), Part("file", text, filename=None)]),
-            422, "validation-error", "/file",
+            422,
+            "validation-error",
+            "/file",
         ),
         (
-            MultipartBody([
-                purpose_part("attachment"),
-                Part("file", text, raw_disposition=b'form-data; name="file"; filename="caf\xe9.txt"'),
-            ]),
-            422, "validation-error", "/file",
+            MultipartBody(
+                [
+                    purpose_part("attachment"),
+                    Part(
+                        "file",
+                        text,
+                        raw_disposition=b'form-data; name="file"; filename="caf\xe9.txt"',
+                    ),
+                ]
+            ),
+            422,
+            "validation-error",
+            "/file",
         ),
         (
-            MultipartBody([
-                purpose_part("attachment"),
-                Part("file", b"aGVsbG8K", filename="a.txt", headers={"Content-Transfer-Encoding": "base64"}),
-            ]),
-            422, "validation-error", "/file",
+            MultipartBody(
+                [
+                    purpose_part("attachment"),
+                    Part(
+                        "file",
+                        b"aGVsbG8K",
+                        filename="a.txt",
+                        headers={"Content-Transfer-Encoding": "base64"},
+                    ),
+                ]
+            ),
+            422,
+            "validation-error",
+            "/file",
         ),
         (
-            MultipartBody([
-                purpose_part("attachment"),
-                Part("file", text, filename="a.txt", headers={"Content-Encoding": "gzip"}),
-            ]),
-            422, "validation-error", "/file",
+            MultipartBody(
+                [
+                    purpose_part("attachment"),
+                    Part("file", text, filename="a.txt", headers={"Content-Encoding": "gzip"}),
+                ]
+            ),
+            422,
+            "validation-error",
+            "/file",
         ),
-        (MultipartBody([purpose_part("attachment"), file_part(text, "a.txt")], close=False), 400, "malformed-multipart", ""),
+        (
+            MultipartBody([purpose_part("attachment"), file_part(text, "a.txt")], close=False),
+            400,
+            "malformed-multipart",
+            "",
+        ),
         (
             MultipartBody([purpose_part("attachment"), file_part(text, "y" * 20000 + ".txt")]),
-            400, "malformed-multipart", "",
+            400,
+            "malformed-multipart",
+            "",
         ),
     ]
     for body, status, slug, location in cases:
@@ -159,7 +270,9 @@ async def test_hostile_and_malformed_multipart_bodies_get_clear_problems(stack: 
     await nothing_stored(stack)
 
 
-async def test_purpose_after_the_file_and_a_part_without_content_type_are_fine(stack: Stack) -> None:
+async def test_purpose_after_the_file_and_a_part_without_content_type_are_fine(
+    stack: Stack,
+) -> None:
     token = stack.token("u-ada")
     later = await stack.api.send(
         MultipartBody([file_part(png(), "me.png", None), purpose_part("avatar")]), token=token
@@ -167,10 +280,16 @@ async def test_purpose_after_the_file_and_a_part_without_content_type_are_fine(s
     assert later.status == 201, later.body
     assert later.json()["purpose"] == "avatar"
     named = await stack.api.send(
-        MultipartBody([
-            purpose_part("attachment"),
-            Part("file", b"hi\n", raw_disposition="form-data; name=\"file\"; filename*=UTF-8''Gr%C3%BC%C3%9Fe.txt".encode()),
-        ]),
+        MultipartBody(
+            [
+                purpose_part("attachment"),
+                Part(
+                    "file",
+                    b"hi\n",
+                    raw_disposition=b"form-data; name=\"file\"; filename*=UTF-8''Gr%C3%BC%C3%9Fe.txt",
+                ),
+            ]
+        ),
         token=token,
     )
     assert named.status == 201, named.body
@@ -201,8 +320,6 @@ async def test_a_client_that_disconnects_mid_upload_leaves_nothing(stack: Stack)
 
     async def recorded() -> bool:
         return await stack.deps.records.collection.count_documents({}) == 1
-
-    from ..support import eventually
 
     await eventually(recorded)
     writer.transport.abort()

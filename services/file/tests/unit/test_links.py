@@ -31,7 +31,10 @@ def test_tampering_is_refused() -> None:
     signature = signer.signature(FILE, 2000)
     assert refused(signer, "2001", signature) == "invalid-link"
     assert refused(signer, "2000", signature, "f_" + "0" * 32) == "invalid-link"
-    assert refused(signer, "2000", signature[:-1] + ("A" if signature[-1] != "A" else "B")) == "invalid-link"
+    assert (
+        refused(signer, "2000", signature[:-1] + ("A" if signature[-1] != "A" else "B"))
+        == "invalid-link"
+    )
     assert refused(signer, "2000", "") == "invalid-link"
     assert refused(signer, "2000", "%%%") == "invalid-link"
     assert refused(signer, "2000", "A" * 500) == "invalid-link"

@@ -10,7 +10,12 @@ from file_svc.domain.names import BadFilename, clean_filename, content_dispositi
 
 @pytest.mark.parametrize(
     ("raw", "clean"),
-    [("report.pdf", "report.pdf"), ("  a b.txt ", "a b.txt"), ("Cafe\u0301.txt", "Café.txt"), ("日本.png", "日本.png")],
+    [
+        ("report.pdf", "report.pdf"),
+        ("  a b.txt ", "a b.txt"),
+        ("Cafe\u0301.txt", "Café.txt"),
+        ("日本.png", "日本.png"),
+    ],
 )
 def test_accepted(raw: str, clean: str) -> None:
     assert clean_filename(raw) == clean
@@ -18,8 +23,22 @@ def test_accepted(raw: str, clean: str) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [None, "", "   ", "../x", "a/b.txt", "C:\\x\\y.txt", ".", "..", "a\x00b", "a\nb", "x" * 256,
-     "a\u202egnp.exe", "bad\udcff.txt", "bad\ufffd.txt"],
+    [
+        None,
+        "",
+        "   ",
+        "../x",
+        "a/b.txt",
+        "C:\\x\\y.txt",
+        ".",
+        "..",
+        "a\x00b",
+        "a\nb",
+        "x" * 256,
+        "a\u202egnp.exe",
+        "bad\udcff.txt",
+        "bad\ufffd.txt",
+    ],
 )
 def test_refused(raw: str | None) -> None:
     with pytest.raises(BadFilename):
@@ -31,7 +50,7 @@ def test_content_disposition_has_an_ascii_fallback_and_the_exact_name() -> None:
         "attachment; filename=\"report.pdf\"; filename*=UTF-8''report.pdf"
     )
     assert content_disposition('naïve "quote";%.txt', inline=True) == (
-        "inline; filename=\"naive _quote___.txt\"; "
+        'inline; filename="naive _quote___.txt"; '
         "filename*=UTF-8''na%C3%AFve%20%22quote%22%3B%25.txt"
     )
     assert content_disposition("日本", inline=False).startswith('attachment; filename="download";')

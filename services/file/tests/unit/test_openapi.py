@@ -44,4 +44,7 @@ def test_the_share_request_matches_the_model() -> None:
     assert documented["additionalProperties"] is False
     assert set(documented["properties"]) == set(generated["properties"])
     assert set(documented["required"]) == set(generated["required"])
-    assert documented["properties"]["expires_in"]["maximum"] == generated["properties"]["expires_in"]["maximum"]
+    assert (
+        documented["properties"]["expires_in"]["maximum"]
+        == generated["properties"]["expires_in"]["maximum"]
+    )

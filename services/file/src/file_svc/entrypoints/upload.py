@@ -31,7 +31,7 @@ from file_svc.domain.errors import (
 )
 from file_svc.domain.files import PURPOSES, Purpose
 from file_svc.domain.names import BadFilename, clean_filename
-from file_svc.metrics import UploadOutcome
+from file_svc.metrics import FileMetrics, UploadOutcome
 from file_svc.uploads import AccountDeleted, Upload
 from switchyard.authn import current_identity, require_auth
 from switchyard.problems import Problem, validation_problem
@@ -97,8 +97,9 @@ def _check_part_encoding(part: BodyPartReader, name: str) -> None:
             )
 
 
-async def _stream_file(part: BodyPartReader, upload: Upload) -> None:
+async def _stream_file(part: BodyPartReader, upload: Upload, metrics: FileMetrics) -> None:
     while chunk := await part.read_chunk(READ_CHUNK):
+        metrics.received(len(chunk))  # every byte that came in, stored or refused
         await upload.feed(chunk)
     await upload.end_of_stream()
 
@@ -150,7 +151,7 @@ async def upload_file(request: web.Request) -> web.Response:
                     await upload.begin()
                     if purpose is not None:
                         upload.choose_purpose(purpose)
-                    await _stream_file(part, upload)
+                    await _stream_file(part, upload, metrics)
                 else:
                     shown = (name or "")[:40]
                     raise _field_problem(
@@ -205,7 +206,6 @@ async def upload_file(request: web.Request) -> web.Response:
             await asyncio.shield(upload.fail())
         raise
     metrics.upload("ok")
-    metrics.received(upload.size)
     return json_response(
         stored.view(), status=201, headers={"Location": f"/api/v1/files/{stored.id}"}
     )
