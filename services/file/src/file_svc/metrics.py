@@ -18,6 +18,7 @@ UploadOutcome = Literal[
     "invalid",
     "aborted",
     "storage-error",
+    "replayed",
 ]
 
 
@@ -27,7 +28,8 @@ class FileMetrics(ServiceMetrics):
         self.uploads = metrics.counter(
             "file_uploads_total",
             "Upload requests by outcome (ok, too-large, quota, unsupported-type, bomb, "
-            "bad-image, empty, invalid, aborted = the client went away, storage-error)",
+            "bad-image, empty, invalid, aborted = the client went away, storage-error, "
+            "replayed = an Idempotency-Key answered with the file it created)",
             ["outcome"],
         )
         self.bytes_in = metrics.counter(

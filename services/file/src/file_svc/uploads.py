@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from pymongo.errors import DuplicateKeyError
+
 from file_svc.adapters.storage import BlobWriter, StorageError
 from file_svc.deps import FileDeps
 from file_svc.domain.errors import EmptyFile, FileRejected, QuotaExceeded, TooLarge
@@ -42,6 +44,18 @@ class AccountDeleted(FileRejected):
     slug = "account-deleted"
 
 
+class KeyInUse(FileRejected):
+    """An upload under the same Idempotency-Key is still running."""
+
+    slug = "idempotency-key-in-use"
+
+
+class KeyReused(FileRejected):
+    """The Idempotency-Key was used for a different file."""
+
+    slug = "idempotency-key-reused"
+
+
 def _mib(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MiB" if size >= 1024 * 1024 else f"{size:,} bytes"
 
@@ -50,10 +64,19 @@ class Upload:
     """Receives one file part; ``begin`` → ``feed``… → ``end_of_stream`` → ``finish``,
     or ``fail`` at any point."""
 
+    replayed = False
+
     def __init__(
-        self, deps: FileDeps, *, owner_id: str, filename: str, declared_type: str | None
+        self,
+        deps: FileDeps,
+        *,
+        owner_id: str,
+        filename: str,
+        declared_type: str | None,
+        idempotency_key: str | None = None,
     ) -> None:
         self.deps = deps
+        self.idempotency_key = idempotency_key
         self.owner_id = owner_id
         self.filename = filename
         self.declared_type = declared_type
@@ -64,7 +87,8 @@ class Upload:
         self.size = 0
         self.quota_left = 0
         self._head = bytearray()
-        self._hasher = hashlib.sha256()
+        self._hasher = hashlib.sha256()  # of what is stored
+        self._received = hashlib.sha256()  # of what came in, when that differs (images)
         self._writer: BlobWriter | None = None
         self._image_in: Path | None = None
         self._image_out: Path | None = None
@@ -83,9 +107,18 @@ class Upload:
                 f"Your storage quota of {_mib(settings.quota_bytes)} is used up.",
                 limit=settings.quota_bytes,
             )
-        await self.deps.records.start_upload(
-            self.file_id, owner_id=self.owner_id, filename=self.filename, now=self.started
-        )
+        try:
+            await self.deps.records.start_upload(
+                self.file_id,
+                owner_id=self.owner_id,
+                filename=self.filename,
+                now=self.started,
+                idempotency_key=self.idempotency_key,
+            )
+        except DuplicateKeyError:
+            raise KeyInUse(
+                "An upload with this Idempotency-Key is still running; retry shortly."
+            ) from None
         self._recorded = True
 
     def choose_purpose(self, purpose: Purpose) -> None:
@@ -144,6 +177,7 @@ class Upload:
 
     async def _sink(self, data: bytes) -> None:
         if self._image_handle is not None:
+            self._received.update(data)
             await asyncio.to_thread(self._image_handle.write, data)
             return
         assert self._writer is not None
@@ -198,7 +232,10 @@ class Upload:
             service="file",
             subject=stored.id,
         )
-        if not await deps.records.finish_upload(stored, event):
+        received = self._received if kind.is_image else self._hasher
+        if not await deps.records.finish_upload(
+            stored, event, received_sha256=received.hexdigest()
+        ):
             await deps.usage.release(self.owner_id, self.file_id)
             raise StorageError("the upload was given up as abandoned before it finished")
         self._recorded = False  # it is a file now, not an upload to clean up
@@ -269,3 +306,51 @@ class Upload:
                     what,
                     extra={"file_id": self.file_id},
                 )
+
+
+class Replay(Upload):
+    """The same upload again under an Idempotency-Key whose file exists: the body is read
+    and hashed, not stored; the same file, name and purpose answer with the original."""
+
+    replayed = True
+
+    def __init__(
+        self,
+        deps: FileDeps,
+        *,
+        owner_id: str,
+        filename: str,
+        original: StoredFile,
+        original_sha256: str | None,
+    ) -> None:
+        super().__init__(deps, owner_id=owner_id, filename=filename, declared_type=None)
+        self.original = original
+        self.original_sha256 = original_sha256
+
+    async def begin(self) -> None:
+        self.quota_left = self.deps.settings.max_bytes  # nothing is stored: only the size limit
+
+    def choose_purpose(self, purpose: Purpose) -> None:
+        self.purpose = purpose
+
+    async def feed(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        self._check_limits()
+        self._received.update(chunk)
+
+    async def end_of_stream(self) -> None:
+        if self.size == 0:
+            raise EmptyFile("The file is empty.")
+
+    async def finish(self) -> StoredFile:
+        same = (
+            self._received.hexdigest() == self.original_sha256
+            and self.filename == self.original.filename
+            and self.purpose == self.original.purpose
+        )
+        if not same:
+            raise KeyReused("This Idempotency-Key was used to upload a different file.")
+        return self.original
+
+    async def fail(self) -> None:
+        return None  # nothing was written

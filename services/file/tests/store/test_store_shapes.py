@@ -48,3 +48,21 @@ async def test_known_difference_projection_of_a_dotted_path(mongo_db, store_back
         assert projected == {"_id": "u", "files": {"f_1": 60}}
     whole = await col.find_one({"_id": "u"}, {"files": 1})
     assert whole == {"_id": "u", "files": {"f_1": 60, "f_2": 40}}
+
+
+async def test_sparse_unique_index_on_an_optional_field(mongo_db) -> None:
+    """Upload records carry ``idem`` (the Idempotency-Key) only sometimes: any number may
+    lack it, no two may share one, and unsetting it frees the key."""
+    from pymongo.errors import DuplicateKeyError
+
+    from file_svc.adapters.records import COLLECTION, record_indexes
+    from switchyard.mongo import ensure_indexes
+
+    await ensure_indexes(mongo_db, record_indexes(30))
+    col = mongo_db[COLLECTION]
+    await col.insert_many([{"_id": "a"}, {"_id": "b"}, {"_id": "c", "idem": "u:k"}])
+    with pytest.raises(DuplicateKeyError):
+        await col.insert_one({"_id": "d", "idem": "u:k"})
+    await col.update_one({"_id": "c"}, {"$unset": {"idem": ""}})
+    await col.insert_one({"_id": "d", "idem": "u:k"})
+    assert (await col.find_one({"idem": "u:k"}))["_id"] == "d"

@@ -18,7 +18,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from file_svc.domain.files import StoredFile
 from switchyard.envelope import Envelope
-from switchyard.mongo.client import Document, Index
+from switchyard.mongo.client import Document, Index, asc
 from switchyard.mongo.dates import loaded_time, stored_time, time_range, time_sort_key, ttl_index
 from switchyard.outbox import PENDING_FIELD, stage_events
 
@@ -30,6 +30,8 @@ def record_indexes(tombstone_days: int) -> list[Index]:
         Index(COLLECTION, [("owner_id", 1), ("status", 1), (time_sort_key("created"), 1)]),
         Index(COLLECTION, [("status", 1), (time_sort_key("touched"), 1)]),
         ttl_index(COLLECTION, "purged", expire_after=timedelta(days=tombstone_days)),
+        # "<owner>:<Idempotency-Key>" of the upload that created the file, while it lives.
+        Index(COLLECTION, asc("idem"), unique=True, sparse=True),
     ]
 
 
@@ -52,18 +54,36 @@ class FileRecords:
         self.collection = collection
 
     async def start_upload(
-        self, file_id: str, *, owner_id: str, filename: str, now: datetime
+        self,
+        file_id: str,
+        *,
+        owner_id: str,
+        filename: str,
+        now: datetime,
+        idempotency_key: str | None = None,
     ) -> None:
-        await self.collection.insert_one(
-            {
-                "_id": file_id,
-                "owner_id": owner_id,
-                "filename": filename,
-                "status": "uploading",
-                "created": stored_time(now),
-                "touched": stored_time(now),
-            }
-        )
+        """Raises ``DuplicateKeyError`` when ``idempotency_key`` is taken."""
+        doc: Document = {
+            "_id": file_id,
+            "owner_id": owner_id,
+            "filename": filename,
+            "status": "uploading",
+            "created": stored_time(now),
+            "touched": stored_time(now),
+        }
+        if idempotency_key is not None:
+            doc["idem"] = idempotency_key
+        await self.collection.insert_one(doc)
+
+    async def by_idempotency_key(self, key: str) -> tuple[str, StoredFile | None, str | None]:
+        """(status, the file when ready, SHA-256 of the bytes received) of the upload that
+        used ``key``; ("", None, None) when none did."""
+        doc = await self.collection.find_one({"idem": key})
+        if doc is None:
+            return "", None, None
+        if doc["status"] != "ready":
+            return str(doc["status"]), None, None
+        return "ready", _stored_file(doc), doc.get("received_sha256")
 
     async def heartbeat(self, file_id: str, now: datetime) -> bool:
         """Say the upload is alive; False when the sweeper already gave up on it."""
@@ -72,7 +92,9 @@ class FileRecords:
         )
         return result.matched_count == 1
 
-    async def finish_upload(self, stored: StoredFile, event: Envelope) -> bool:
+    async def finish_upload(
+        self, stored: StoredFile, event: Envelope, *, received_sha256: str
+    ) -> bool:
         """``uploading`` → ``ready`` with the ``file.uploaded`` event; False when the
         record is no longer an upload in progress (the sweeper took it)."""
         update = stage_events(
@@ -85,6 +107,7 @@ class FileRecords:
                     "size": stored.size,
                     "sha256": stored.sha256,
                     "created": stored_time(stored.created_at),
+                    "received_sha256": received_sha256,
                 },
                 "$unset": {"touched": ""},
             },
@@ -119,7 +142,8 @@ class FileRecords:
             return None
         stored = _stored_file(doc)
         update = stage_events(
-            {"$set": {"status": "deleted", "deleted": stored_time(now)}}, [event_for(stored)]
+            {"$set": {"status": "deleted", "deleted": stored_time(now)}, "$unset": {"idem": ""}},
+            [event_for(stored)],
         )
         result = await self.collection.update_one(query, update)
         return stored if result.modified_count == 1 else None

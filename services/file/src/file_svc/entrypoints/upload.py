@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any, get_args
 
 from aiohttp import BodyPartReader, MultipartReader, web
@@ -32,14 +33,18 @@ from file_svc.domain.errors import (
 from file_svc.domain.files import PURPOSES, Purpose
 from file_svc.domain.names import BadFilename, clean_filename
 from file_svc.metrics import FileMetrics, UploadOutcome
-from file_svc.uploads import AccountDeleted, Upload
+from file_svc.uploads import AccountDeleted, KeyInUse, KeyReused, Replay, Upload
 from switchyard.authn import current_identity, require_auth
+from switchyard.idempotency import HEADER, REPLAYED_HEADER
 from switchyard.problems import Problem, validation_problem
 from switchyard.web import json_response
 
 log = logging.getLogger("file.upload")
 
 READ_CHUNK = 256 * 1024
+# aiohttp's part reader reads ahead to find the boundary: a small read for the small
+# field, so the purpose is known without waiting for a quarter MiB of the file behind it.
+SMALL_READ = 4096
 MAX_PURPOSE_BYTES = 64
 _IDENTITY_ENCODINGS = ("", "identity", "binary", "8bit", "7bit")
 
@@ -51,7 +56,10 @@ _STATUS: list[tuple[type[FileRejected], int, UploadOutcome]] = [
     (UnreadableImage, 422, "bad-image"),
     (EmptyFile, 422, "empty"),
     (AccountDeleted, 403, "invalid"),
+    (KeyInUse, 409, "invalid"),
+    (KeyReused, 422, "invalid"),
 ]
+_VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # as switchyard.idempotency
 
 
 def _field_problem(field: str, message: str, code: str) -> Problem:
@@ -66,13 +74,15 @@ def _rejection(error: FileRejected) -> tuple[Problem, UploadOutcome]:
             extra: dict[str, Any] = {}
             if isinstance(error, TooLarge):
                 extra["limit_bytes"] = error.limit
-            return Problem(status, error.detail, slug=error.slug, extra=extra), outcome
+            headers = {"Retry-After": "2"} if isinstance(error, KeyInUse) else {}
+            problem = Problem(status, error.detail, slug=error.slug, extra=extra, headers=headers)
+            return problem, outcome
     return Problem(422, error.detail, slug=error.slug), "invalid"
 
 
 async def _read_purpose(part: BodyPartReader) -> Purpose:
     raw = b""
-    while len(raw) <= MAX_PURPOSE_BYTES and (chunk := await part.read_chunk(READ_CHUNK)):
+    while len(raw) <= MAX_PURPOSE_BYTES and (chunk := await part.read_chunk(SMALL_READ)):
         raw += chunk
     choices = ", ".join(PURPOSES)
     if len(raw) > MAX_PURPOSE_BYTES:
@@ -95,6 +105,46 @@ def _check_part_encoding(part: BodyPartReader, name: str) -> None:
                 f"Send the {name} part unencoded ({header}: {value} is not accepted).",
                 "unsupported-encoding",
             )
+
+
+def _idempotency_key(request: web.Request, user_id: str) -> str | None:
+    """The caller's ``Idempotency-Key``, scoped to the caller (DESIGN §4)."""
+    key = request.headers.get(HEADER)
+    if key is None:
+        return None
+    if not _VALID_KEY.match(key):
+        raise Problem(
+            400, f"{HEADER} must be 1–255 visible ASCII characters.", slug="invalid-idempotency-key"
+        )
+    return f"{user_id}:{key}"
+
+
+async def _new_upload(
+    request: web.Request, user_id: str, filename: str, part: BodyPartReader
+) -> Upload:
+    """A fresh upload, or a replay when the same key already created a file. The body is
+    streamed either way, never buffered to compare it: a replay hashes what comes in."""
+    deps = request.app[keys.DEPS]
+    key = _idempotency_key(request, user_id)
+    if key is not None:
+        status, original, received_sha256 = await deps.records.by_idempotency_key(key)
+        if original is not None:
+            return Replay(
+                deps,
+                owner_id=user_id,
+                filename=filename,
+                original=original,
+                original_sha256=received_sha256,
+            )
+        if status == "uploading":
+            raise KeyInUse("An upload with this Idempotency-Key is still running; retry shortly.")
+    return Upload(
+        deps,
+        owner_id=user_id,
+        filename=filename,
+        declared_type=part.headers.get("Content-Type"),
+        idempotency_key=key,
+    )
 
 
 async def _stream_file(part: BodyPartReader, upload: Upload, metrics: FileMetrics) -> None:
@@ -142,12 +192,7 @@ async def upload_file(request: web.Request) -> web.Response:
                         filename = clean_filename(part.filename)
                     except BadFilename as error:
                         raise _field_problem("file", str(error), "invalid-filename") from None
-                    upload = Upload(
-                        deps,
-                        owner_id=identity.user_id,
-                        filename=filename,
-                        declared_type=part.headers.get("Content-Type"),
-                    )
+                    upload = await _new_upload(request, identity.user_id, filename, part)
                     await upload.begin()
                     if purpose is not None:
                         upload.choose_purpose(purpose)
@@ -196,16 +241,24 @@ async def upload_file(request: web.Request) -> web.Response:
             slug="storage-unavailable",
             headers={"Retry-After": "5"},
         ) from None
-    except (ClientConnectionError, ConnectionError, asyncio.CancelledError):
+    except asyncio.CancelledError:
         metrics.upload("aborted")
         if upload is not None:
             await asyncio.shield(upload.fail())
         raise
+    except (ClientConnectionError, ConnectionError):
+        # The client went away mid-body: nobody reads the answer, but it is logged as what
+        # it is (a 400), not as a server error.
+        metrics.upload("aborted")
+        if upload is not None:
+            await asyncio.shield(upload.fail())
+        raise Problem(400, "The upload was interrupted.", slug="upload-interrupted") from None
     except BaseException:
         if upload is not None:
             await asyncio.shield(upload.fail())
         raise
-    metrics.upload("ok")
-    return json_response(
-        stored.view(), status=201, headers={"Location": f"/api/v1/files/{stored.id}"}
-    )
+    metrics.upload("replayed" if upload.replayed else "ok")
+    headers = {"Location": f"/api/v1/files/{stored.id}"}
+    if upload.replayed:
+        headers[REPLAYED_HEADER] = "true"
+    return json_response(stored.view(), status=201, headers=headers)
