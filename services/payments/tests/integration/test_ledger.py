@@ -1,0 +1,103 @@
+"""The ledger on the embedded store: transfers, guards, refusals, pruning, the check."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from payments_svc.adapters.ledger import ACCOUNTS, Ledger, ledger_indexes
+from payments_svc.adapters.maintenance import LedgerCheck, PruneControl, Pruner
+from payments_svc.domain import accounts as acct
+from payments_svc.domain.accounts import AccountSpec, TransferSpec
+from switchyard.mongo import ensure_indexes
+
+pytestmark = pytest.mark.integration
+
+USD = "USD"
+
+
+def world() -> AccountSpec:
+    return AccountSpec(acct.platform("world", USD))
+
+
+def wallet(user: str) -> AccountSpec:
+    return AccountSpec(acct.wallet(USD, user), owner=user)
+
+
+def deposit(user: str, amount: int, key: str) -> TransferSpec:
+    return TransferSpec(key, world(), wallet(user), amount, "deposit")
+
+
+@pytest.fixture
+async def ledger(mongo_db) -> Ledger:
+    await ensure_indexes(mongo_db, ledger_indexes())
+    return Ledger(mongo_db)
+
+
+@pytest.fixture
+async def control(mongo_db) -> PruneControl:
+    control = PruneControl(mongo_db)
+    await control.ensure()
+    return control
+
+
+async def test_a_transfer_moves_money_once_whatever_the_retries(ledger, control, mongo_db):
+    spec = deposit("u1", 700, "dep:1")
+    results = await asyncio.gather(*(ledger.execute(spec) for _ in range(8)))
+    assert {r.state for r in results} == {"posted"}
+    assert await ledger.balance(acct.wallet(USD, "u1")) == 700
+    assert await ledger.balance(acct.platform("world", USD)) == -700
+    assert (await ledger.execute(spec)).state == "posted"  # again, later: nothing moves
+    assert await ledger.balance(acct.wallet(USD, "u1")) == 700
+    report = await LedgerCheck(mongo_db, control).run()
+    assert report.balanced and report.total == 0 and report.pending_transfers == 0
+
+
+async def test_a_short_wallet_refuses_and_the_credit_never_happens(ledger, control, mongo_db):
+    await ledger.execute(deposit("u1", 100, "dep:1"))
+    offer = AccountSpec(acct.hold(USD, "of1"), owner="u1")
+    spec = TransferSpec("offer:of1:hold", wallet("u1"), offer, 101, "offer_hold")
+    assert (await ledger.execute(spec)).state == "failed"
+    # Money arriving afterwards does not revive a refused transfer.
+    await ledger.execute(deposit("u1", 50, "dep:2"))
+    assert (await ledger.execute(spec)).state == "failed"
+    assert await ledger.balance(acct.wallet(USD, "u1")) == 150
+    assert await ledger.balance(offer.id) == 0
+    report = await LedgerCheck(mongo_db, control).run()
+    assert report.balanced and report.total == 0
+
+
+async def test_concurrent_debits_never_overdraw(ledger, mongo_db):
+    await ledger.execute(deposit("u1", 1000, "dep:1"))
+    specs = [
+        TransferSpec(
+            f"offer:of{n}:hold",
+            wallet("u1"),
+            AccountSpec(acct.hold(USD, f"of{n}"), owner="u1"),
+            150,
+            "offer_hold",
+        )
+        for n in range(20)
+    ]
+    results = await asyncio.gather(*(ledger.execute(spec) for spec in specs))
+    posted = [r for r in results if r.state == "posted"]
+    assert len(posted) == 6
+    assert await ledger.balance(acct.wallet(USD, "u1")) == 100
+
+
+async def test_pruning_keeps_balances_and_history(ledger, control, mongo_db):
+    for n in range(5):
+        await ledger.execute(deposit("u1", 10 + n, f"dep:{n}"))
+    pruner = Pruner(mongo_db, control)
+    assert await pruner.prune() == 10  # five transfers, two sides each
+    doc = await mongo_db[ACCOUNTS].find_one({"_id": acct.wallet(USD, "u1")})
+    assert doc["applied"] == {} and doc["entries"] == 0 and doc["pruned"] == 1
+    assert doc["balance"] == 60 and doc["seq"] == 5
+    history = await mongo_db["wallet_entries"].find({}).sort("seq", 1).to_list()
+    assert [h["after"] for h in history] == [10, 21, 33, 46, 60]
+    # A late executor of a pruned transfer moves nothing.
+    assert (await ledger.execute(deposit("u1", 10, "dep:0"))).state == "posted"
+    assert await ledger.balance(acct.wallet(USD, "u1")) == 60
+    report = await LedgerCheck(mongo_db, control).run()
+    assert report.balanced and report.total == 0
