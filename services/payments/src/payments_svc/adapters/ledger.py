@@ -140,6 +140,15 @@ class Ledger:
         fields["frozen"] = frozen
         await self.accounts.update_one({"_id": spec.id}, {"$setOnInsert": fields}, upsert=True)
 
+    async def freeze(self, spec: AccountSpec) -> None:
+        """Mark the account frozen, opening it frozen when it does not exist yet (so a late
+        lazy open cannot bring back an unfrozen wallet)."""
+        fields = new_account(spec)
+        fields.pop("frozen")
+        await self.accounts.update_one(
+            {"_id": spec.id}, {"$setOnInsert": fields, "$set": {"frozen": True}}, upsert=True
+        )
+
     async def balance(self, account_id: str) -> int:
         doc = await self.accounts.find_one({"_id": account_id}, {"balance": 1})
         return int(doc["balance"]) if doc else 0
