@@ -56,8 +56,12 @@ class PruneControl:
     """One document: ``epoch`` (+1 per pruning pass), ``busy_until`` (a pass's lease) and
     ``hold_until`` (no pass may start while a check holds it)."""
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(
+        self, db: AsyncDatabase[Document], *, lease_seconds: float = PASS_LEASE_SECONDS
+    ) -> None:
         self.collection = db[CONTROL]
+        # A pass that dies keeps pruning (not money) stopped for this long.
+        self.lease_seconds = lease_seconds
 
     async def ensure(self) -> None:
         await self.collection.update_one(
@@ -70,7 +74,7 @@ class PruneControl:
         now = time.time()
         doc = await self.collection.find_one_and_update(
             {"_id": _PRUNING, "busy_until": {"$lt": now}, "hold_until": {"$lt": now}},
-            {"$set": {"busy_until": now + PASS_LEASE_SECONDS}, "$inc": {"epoch": 1}},
+            {"$set": {"busy_until": now + self.lease_seconds}, "$inc": {"epoch": 1}},
             return_document=True,
         )
         return int(doc["epoch"]) if doc else None
@@ -90,9 +94,9 @@ class PruneControl:
             {"_id": _PRUNING, "hold_until": until}, {"$set": {"hold_until": 0.0}}
         )
 
-    async def quiet_epoch(self, timeout: float = PASS_LEASE_SECONDS + 5) -> int:
+    async def quiet_epoch(self) -> int:
         """The epoch once no pass is running (a pass that outlives its lease is ignored)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + self.lease_seconds + 5
         while True:
             doc = await self.collection.find_one({"_id": _PRUNING})
             if doc is None:
