@@ -14,6 +14,8 @@ from switchyard.testing import JwksServer
 
 from .support import EventTap, RunningService, publisher_bus
 
+WEBHOOK_SECRET = "whsec_test_" + "s" * 24
+
 
 @pytest.fixture
 def service_settings(
@@ -28,7 +30,7 @@ def service_settings(
             "ledger_sweep_interval": 0.2,
             "ledger_stale_after": 2.0,
             "ledger_check_interval": 3600.0,
-            "stripe_webhook_secret": "whsec_test_" + "s" * 24,
+            "stripe_webhook_secret": WEBHOOK_SECRET,
             **overrides,
         }
         return PaymentsSettings(**values)
@@ -100,3 +102,23 @@ async def gateway(jwks_server: JwksServer) -> AsyncIterator[Callable[..., Any]]:
     yield start
     for gateway in reversed(started):
         await gateway.stop(grace=0.5)
+
+
+@pytest.fixture
+async def fake_stripe() -> AsyncIterator[Any]:
+    from .stripe_fake import FakeStripe
+
+    fake = await FakeStripe(webhook_secret=WEBHOOK_SECRET).start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def stripe_service(start_service: Callable[..., Any], fake_stripe: Any) -> RunningService:
+    """The service with the Stripe provider, pointed at the local fake."""
+    return await start_service(
+        payments_provider="stripe",
+        stripe_secret_key=fake_stripe.api_key,
+        stripe_api_base=fake_stripe.url,
+        stripe_webhook_secret=WEBHOOK_SECRET,
+    )
