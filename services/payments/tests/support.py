@@ -216,3 +216,50 @@ class RunningService:
 
     async def balance(self, account_id: str) -> int:
         return await self.books.ledger.balance(account_id)
+
+
+def offline_books(db: Any, **settings: Any) -> Books:
+    """The service's Books on a database, without HTTP or a broker (events stay staged)."""
+    from payments_svc.adapters.flows import (
+        deposit_events,
+        no_events,
+        offer_events,
+        withdrawal_events,
+    )
+    from payments_svc.adapters.ledger import Ledger
+    from payments_svc.adapters.providers import TestProvider
+    from payments_svc.adapters.records import Records
+    from payments_svc.metrics import PaymentsMetrics
+    from payments_svc.settings import PaymentsSettings
+    from switchyard.directory import UserDirectory
+    from switchyard.metrics import MetricsRegistry
+
+    metrics = PaymentsMetrics(MetricsRegistry("payments"))
+    ledger = Ledger(db, metrics=metrics)
+    return Books(
+        ledger=ledger,
+        offers=Records(db["offers"], ledger, offer_events),
+        deposits=Records(db["deposits"], ledger, deposit_events),
+        withdrawals=Records(db["withdrawals"], ledger, withdrawal_events),
+        adjustments=Records(db["adjustments"], ledger, no_events),
+        directory=UserDirectory(db["payments_users"]),
+        payout_accounts=db["payout_accounts"],
+        webhook_events=db["webhook_events"],
+        provider=TestProvider(),
+        settings=PaymentsSettings(environment="test", **settings),
+        metrics=metrics,
+        published=lambda: None,
+    )
+
+
+def identity(uid: str, *roles: str) -> Any:
+    from switchyard.tokens import Identity
+
+    now = time.time()
+    return Identity(
+        user_id=uid,
+        roles=frozenset(roles or ("customer",)),
+        token_id=uuid.uuid4().hex,
+        expires_at=now + 900,
+        issued_at=now,
+    )
