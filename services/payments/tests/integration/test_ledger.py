@@ -101,3 +101,68 @@ async def test_pruning_keeps_balances_and_history(ledger, control, mongo_db):
     assert await ledger.balance(acct.wallet(USD, "u1")) == 60
     report = await LedgerCheck(mongo_db, control).run()
     assert report.balanced and report.total == 0
+
+
+@pytest.mark.parametrize("pause_at", ["inserted", "debited", "credited"])
+async def test_a_stalled_executor_never_applies_after_another_posted_and_pruned(
+    mongo_db, control, pause_at
+):
+    """Executor A stalls at ``pause_at``; meanwhile B finishes the same transfer and the
+    pruner removes its entries. A wakes up and must move nothing more."""
+    await ensure_indexes(mongo_db, ledger_indexes())
+    other = Ledger(mongo_db)
+    pruner = Pruner(mongo_db, control)
+    await other.execute(deposit("u1", 1_000, "dep:0"))
+    spec = TransferSpec(
+        "offer:of1:hold",
+        wallet("u1"),
+        AccountSpec(acct.hold(USD, "of1"), owner="u1"),
+        400,
+        "offer_hold",
+    )
+    paused = []
+
+    async def stall(step: str, tid: str) -> None:
+        if step == pause_at and tid == spec.id and not paused:
+            paused.append(step)
+            assert (await other.execute(spec)).state == "posted"
+            assert await pruner.prune() >= 2
+
+    stalled = Ledger(mongo_db, observer=stall)
+    assert (await stalled.execute(spec)).state == "posted"
+    assert paused == [pause_at]
+    assert await stalled.balance(acct.wallet(USD, "u1")) == 600
+    assert await stalled.balance(acct.hold(USD, "of1")) == 400
+    report = await LedgerCheck(mongo_db, control).run()
+    assert report.balanced and report.total == 0
+
+
+async def test_a_debit_whose_result_was_lost_is_not_applied_again(mongo_db, control):
+    """The store applied the debit but the executor never heard back (a dropped connection):
+    the next executor finds the entry and carries on from there."""
+    from pymongo.errors import AutoReconnect
+
+    ledger = Ledger(mongo_db)
+    await ledger.execute(deposit("u1", 500, "dep:0"))
+    real_update = ledger.accounts.update_one
+    calls = []
+
+    async def lossy_update(*args, **kwargs):
+        result = await real_update(*args, **kwargs)
+        if not calls and args[0]["_id"] == acct.wallet(USD, "u1"):
+            calls.append(args)
+            raise AutoReconnect("connection closed after the write")
+        return result
+
+    ledger.accounts.update_one = lossy_update  # type: ignore[method-assign]
+    spec = TransferSpec(
+        "w:1", wallet("u1"), AccountSpec(acct.platform("payout", USD)), 200, "withdrawal"
+    )
+    with pytest.raises(AutoReconnect):
+        await ledger.execute(spec)
+    assert await ledger.balance(acct.wallet(USD, "u1")) == 300  # applied, unheard
+    assert (await Ledger(mongo_db).execute(spec)).state == "posted"
+    assert await ledger.balance(acct.wallet(USD, "u1")) == 300
+    assert await ledger.balance(acct.platform("payout", USD)) == 200
+    report = await LedgerCheck(mongo_db, control).run()
+    assert report.balanced and report.total == 0
