@@ -58,7 +58,8 @@ def main() -> None:
             os._exit(0)
         _, status = os.waitpid(child, 0)
         code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-        print(f"exit {code}", flush=True)
+        # On a line of its own even when the child died in the middle of printing a step.
+        print(f"\nexit {code}", flush=True)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,8 @@ class Workers:
             killer = asyncio.create_task(kill_later())
         while True:
             line = await self._line()
+            if not line:
+                continue
             if line.startswith("exit "):
                 if killer is not None:
                     killer.cancel()
@@ -122,7 +124,7 @@ async def race(sweeper: StaleTransfers, pruner: Pruner) -> None:
     while True:
         await sweeper.sweep(after=0)
         await pruner.prune()
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.01)  # the service's sweeper waits a whole second
 
 
 async def test_sigkill_loop_then_sweeper_moves_every_transfer_exactly_once(

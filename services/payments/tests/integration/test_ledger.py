@@ -166,3 +166,19 @@ async def test_a_debit_whose_result_was_lost_is_not_applied_again(mongo_db, cont
     assert await ledger.balance(acct.platform("payout", USD)) == 200
     report = await LedgerCheck(mongo_db, control).run()
     assert report.balanced and report.total == 0
+
+
+async def test_a_partial_pruning_pass_never_leaves_a_transfer_pruned_on_one_side(
+    ledger, control, mongo_db
+):
+    """A pass picks a few accounts; it still prunes both sides of each final transfer it
+    finds, so the check between passes never mistakes a settled transfer for money in flight."""
+    for n in range(6):
+        await ledger.execute(deposit(f"u{n}", 100 + n, f"dep:{n}"))
+    pruner = Pruner(mongo_db, control)
+    check = LedgerCheck(mongo_db, control)
+    while await pruner.prune(limit=1):
+        report = await check.run()
+        assert report.consistent and report.balanced, report.json()
+    accounts = await mongo_db[ACCOUNTS].find({}).to_list()
+    assert all(a["entries"] == 0 for a in accounts)

@@ -339,25 +339,25 @@ async def test_prune_control_lease_hold_and_epoch(mongo_db):
         upsert=True,
     )
 
-    async def begin(now: float):
+    async def begin(now: int):
         return await col.find_one_and_update(
             {"_id": "pruning", "busy_until": {"$lt": now}, "hold_until": {"$lt": now}},
-            {"$set": {"busy_until": now + 30}, "$inc": {"epoch": 1}},
+            {"$set": {"busy_until": now + 30_000_000}, "$inc": {"epoch": 1}},
             return_document=ReturnDocument.AFTER,
         )
 
-    winners = [d for d in await asyncio.gather(*(begin(1000.0) for _ in range(5))) if d]
+    winners = [d for d in await asyncio.gather(*(begin(1_000_000) for _ in range(5))) if d]
     assert len(winners) == 1 and winners[0]["epoch"] == 1
-    assert await begin(1010.0) is None  # busy
-    await col.update_one({"_id": "pruning", "epoch": 1}, {"$set": {"busy_until": 0.0}})
-    await col.update_one({"_id": "pruning"}, {"$set": {"hold_until": 2000.5}})
-    assert await begin(1010.0) is None  # held by a check
+    assert await begin(1_010_000) is None  # busy
+    await col.update_one({"_id": "pruning", "epoch": 1}, {"$set": {"busy_until": 0}})
+    await col.update_one({"_id": "pruning"}, {"$set": {"hold_until": 2_000_000_123_456}})
+    assert await begin(1_010_000) is None  # held by a check
     assert (
         await col.update_one(
-            {"_id": "pruning", "hold_until": 2000.5}, {"$set": {"hold_until": 0.0}}
+            {"_id": "pruning", "hold_until": 2_000_000_123_456}, {"$set": {"hold_until": 0}}
         )
     ).modified_count == 1
-    assert (await begin(1010.0))["epoch"] == 2
+    assert (await begin(1_010_000))["epoch"] == 2
 
 
 async def test_webhook_events_due_by_status_and_time(mongo_db):
@@ -386,3 +386,15 @@ async def test_webhook_events_due_by_status_and_time(mongo_db):
         {"status": "received", **time_range("retry_at", before=now)}, limit=10
     ).to_list()
     assert [d["_id"] for d in due] == ["evt_1"]
+
+
+async def test_known_difference_floats_lose_digits(mongo_db, store_backend):
+    """On the embedded server a float like ``time.time()`` comes back with fewer digits, so
+    an equality guard on it misses. Guards compare integers (microseconds) instead."""
+    col = mongo_db["floats"]
+    value = 1795972163.2804017
+    await col.insert_one({"_id": "f", "at": 0.0})
+    await col.update_one({"_id": "f"}, {"$set": {"at": value}})
+    matched = await col.count_documents({"_id": "f", "at": value})
+    assert matched == (0 if store_backend == "embedded" else 1)
+    assert abs((await col.find_one({"_id": "f"}))["at"] - value) < 1e-3

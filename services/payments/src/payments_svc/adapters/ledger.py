@@ -52,7 +52,8 @@ WALLET_ENTRIES = "wallet_entries"
 APPLIED = "applied"
 TransferState = Literal["pending", "posted", "failed"]
 Step = Literal["inserted", "debited", "refused", "credited", "posted", "failed"]
-_MAX_RESTARTS = 1000
+# Guarded updates that lose a race are retried; this many losses in a row is a bug.
+_MAX_ATTEMPTS = 10_000
 
 
 class LedgerError(RuntimeError):
@@ -63,8 +64,12 @@ class TransferConflict(LedgerError):
     """The same transfer key names a different movement."""
 
 
-class _Restart(Exception):
-    """An account was pruned since this executor's snapshot: start over from a fresh one."""
+class _Settled(Exception):
+    """The transfer became final while this executor was working on it."""
+
+    def __init__(self, state: TransferState) -> None:
+        super().__init__(state)
+        self.state: TransferState = state
 
 
 @dataclass(frozen=True)
@@ -170,25 +175,23 @@ class Ledger:
         a guarded single-document write that happens once.
         """
         tid = spec.id
-        for _ in range(_MAX_RESTARTS):
-            # The snapshot (with each account's prune counter) is read BEFORE the transfer
-            # is seen pending: that order is what makes a late apply impossible.
-            snapshot = await self._snapshot(spec, tid)
-            state = await self._observe(spec, tid)
-            if state != "pending":
-                return TransferResult(tid, state)
-            try:
-                debit = await self._apply(snapshot[spec.debit.id], spec, tid, -1)
-                if debit == "refused":
-                    await self._notify("refused", tid)
-                    return await self._finish(spec, "failed")
-                await self._notify("debited", tid)
-                await self._apply(snapshot[spec.credit.id], spec, tid, +1)
-                await self._notify("credited", tid)
-                return await self._finish(spec, "posted")
-            except _Restart:
-                continue
-        raise LedgerError(f"transfer {tid} kept losing its snapshot to pruning")
+        # The snapshot (with each account's prune counter) is read BEFORE the transfer is
+        # seen pending: that order is what makes a late apply impossible.
+        snapshot = await self._snapshot(spec, tid)
+        state = await self._observe(spec, tid)
+        if state != "pending":
+            return TransferResult(tid, state)
+        try:
+            debit = await self._apply(snapshot[spec.debit.id], spec, tid, -1)
+            if debit == "refused":
+                await self._notify("refused", tid)
+                return await self._finish(spec, "failed")
+            await self._notify("debited", tid)
+            await self._apply(snapshot[spec.credit.id], spec, tid, +1)
+            await self._notify("credited", tid)
+            return await self._finish(spec, "posted")
+        except _Settled as settled:
+            return TransferResult(tid, settled.state)
 
     async def resume(self, transfer: Mapping[str, Any]) -> TransferResult:
         """Roll a stored transfer forward (the sweeper's entry point)."""
@@ -250,14 +253,23 @@ class Ledger:
         pruned = snapshot["pruned"]
         projection = _projection(tid)
         current: Document | None = snapshot
-        while True:
+        for _ in range(_MAX_ATTEMPTS):
             if current is None:
                 raise LedgerError(f"account {account_id} disappeared")
             entry = applied_entry(current, tid)
             if entry is not None:
                 return "refused" if entry.get("refused") else "applied"
             if current["pruned"] != pruned:
-                raise _Restart
+                # A prune happened since ``pruned`` was read. ``current`` (read just now)
+                # was read before the state below: if the transfer is still pending, no
+                # prune so far can have removed its entry here, and ``current`` is a
+                # valid snapshot to go on from.
+                stored = await self.transfers.find_one({"_id": tid}, {"state": 1})
+                if stored is None:
+                    raise LedgerError(f"transfer {tid} disappeared")
+                if stored["state"] != "pending":
+                    raise _Settled(stored["state"])
+                pruned = current["pruned"]
             guard, update, outcome = _apply_update(current, spec.amount, tid, sign, pruned)
             if outcome == "refused" and sign > 0:
                 raise LedgerError("a credit is never refused")
@@ -267,6 +279,7 @@ class Ledger:
                     await self._journal(account_id, update["$set"][f"{APPLIED}.{tid}"], spec, tid)
                 return outcome
             current = await self.accounts.find_one({"_id": account_id}, projection)
+        raise LedgerError(f"transfer {tid} could not be applied to {account_id}")
 
     async def _journal(
         self, account_id: str, entry: Mapping[str, Any], spec: TransferSpec, tid: str

@@ -10,8 +10,9 @@ account, guarded by the account's ``pruned`` counter and incrementing it (see
 **Checking.** The check reads every account (balance and applied entries, each document
 consistent in itself) while no pruning pass runs: a pass and a check exclude each other
 through one control document (a *hold* the check sets, an *epoch* each pass increments).
-With pruning paused, a transfer's two entries can only appear, never vanish, during the
-scan, so a transfer seen on one side only is exactly the money in flight (or, when only
+A pass prunes both sides of every final transfer it picks, so between passes a transfer is
+pruned on both sides or on neither; with pruning paused, a transfer's two entries can
+only appear, never vanish, during the scan, so a transfer seen on one side only is exactly the money in flight (or, when only
 its credit was seen, a debit applied after its account was read); subtracting those
 single-sided entries from the sum of balances gives the total "counting pending", which
 is 0 in a correct ledger at every moment. The plain sum is 0 whenever nothing is in
@@ -54,7 +55,9 @@ HOLD_SECONDS = 30.0
 
 class PruneControl:
     """One document: ``epoch`` (+1 per pruning pass), ``busy_until`` (a pass's lease) and
-    ``hold_until`` (no pass may start while a check holds it)."""
+    ``hold_until`` (no pass may start while a check holds it). Times are integer
+    microseconds: the embedded store keeps fewer digits of a float than Python writes, so
+    a float read back is not equal to the one written (pinned in ``tests/store``)."""
 
     def __init__(
         self, db: AsyncDatabase[Document], *, lease_seconds: float = PASS_LEASE_SECONDS
@@ -66,32 +69,32 @@ class PruneControl:
     async def ensure(self) -> None:
         await self.collection.update_one(
             {"_id": _PRUNING},
-            {"$setOnInsert": {"epoch": 0, "busy_until": 0.0, "hold_until": 0.0}},
+            {"$setOnInsert": {"epoch": 0, "busy_until": 0, "hold_until": 0}},
             upsert=True,
         )
 
     async def begin_pass(self) -> int | None:
-        now = time.time()
+        now = now_us()
         doc = await self.collection.find_one_and_update(
             {"_id": _PRUNING, "busy_until": {"$lt": now}, "hold_until": {"$lt": now}},
-            {"$set": {"busy_until": now + self.lease_seconds}, "$inc": {"epoch": 1}},
+            {"$set": {"busy_until": now + int(self.lease_seconds * 1e6)}, "$inc": {"epoch": 1}},
             return_document=True,
         )
         return int(doc["epoch"]) if doc else None
 
     async def end_pass(self, epoch: int) -> None:
         await self.collection.update_one(
-            {"_id": _PRUNING, "epoch": epoch}, {"$set": {"busy_until": 0.0}}
+            {"_id": _PRUNING, "epoch": epoch}, {"$set": {"busy_until": 0}}
         )
 
-    async def hold(self) -> float:
-        until = time.time() + HOLD_SECONDS
+    async def hold(self) -> int:
+        until = now_us() + int(HOLD_SECONDS * 1e6)
         await self.collection.update_one({"_id": _PRUNING}, {"$set": {"hold_until": until}})
         return until
 
-    async def release(self, until: float) -> None:
+    async def release(self, until: int) -> None:
         await self.collection.update_one(
-            {"_id": _PRUNING, "hold_until": until}, {"$set": {"hold_until": 0.0}}
+            {"_id": _PRUNING, "hold_until": until}, {"$set": {"hold_until": 0}}
         )
 
     async def quiet_epoch(self) -> int:
@@ -102,7 +105,7 @@ class PruneControl:
             if doc is None:
                 await self.ensure()
                 continue
-            if doc["busy_until"] < time.time() or time.monotonic() > deadline:
+            if doc["busy_until"] < now_us() or time.monotonic() > deadline:
                 return int(doc["epoch"])
             await asyncio.sleep(0.05)
 
@@ -130,19 +133,26 @@ class Pruner:
             await self.control.end_pass(epoch)
 
     async def _prune(self, limit: int) -> int:
-        accounts = await self.accounts.find(
-            {"entries": {"$gt": 0}}, {APPLIED: 1, "pruned": 1, "sequenced": 1}, limit=limit
+        found = await self.accounts.find(
+            {"entries": {"$gt": 0}}, {APPLIED: 1}, limit=limit
         ).to_list()
-        ids = sorted({tid for doc in accounts for tid in (doc.get(APPLIED) or {})})
+        ids = sorted({tid for doc in found for tid in (doc.get(APPLIED) or {})})
         if not ids:
             return 0
         final = {
             doc["_id"]: doc
             async for doc in self.transfers.find(
                 {"_id": {"$in": ids}, "state": {"$in": ["posted", "failed"]}},
-                {"state": 1, "kind": 1, "refs": 1},
+                {"state": 1, "kind": 1, "refs": 1, "debit": 1, "credit": 1},
             )
         }
+        # Both sides of every final transfer go in this pass, whichever accounts the query
+        # above happened to return: outside a pass no transfer is pruned on one side only
+        # (the ledger check relies on that).
+        touched = sorted({doc[side] for doc in final.values() for side in ("debit", "credit")})
+        accounts = await self.accounts.find(
+            {"_id": {"$in": touched}}, {APPLIED: 1, "pruned": 1, "sequenced": 1}
+        ).to_list()
         removed = 0
         for account in accounts:
             applied = account.get(APPLIED) or {}

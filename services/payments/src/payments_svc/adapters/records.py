@@ -17,6 +17,7 @@ there is a ledger bug and stops the record for an operator.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -161,8 +162,17 @@ class Records:
             return dict(record)
         transition = Transition.from_document(stored)
         succeeded = True
-        for position, spec in enumerate(transition.transfers):
-            result = await self.ledger.execute(spec)
+        if transition.refused_status is None:
+            # Nothing may be refused: the legs spend money already set aside, so they run
+            # side by side (an accept's fee and escrow, a completion's fee and payout).
+            results = await asyncio.gather(*(self.ledger.execute(t) for t in transition.transfers))
+        else:
+            results = []
+            for spec in transition.transfers:
+                results.append(await self.ledger.execute(spec))
+                if results[-1].state != "posted":
+                    break
+        for position, result in enumerate(results):
             if result.state == "posted":
                 continue
             if position == 0 and transition.refused_status is not None:
@@ -180,21 +190,27 @@ class Records:
         status = transition.to_status if succeeded else transition.refused_status
         fields = dict(transition.on_success if succeeded else transition.on_refused)
         counters = dict(transition.on_success_inc if succeeded else transition.on_refused_inc)
-        after: Document = {**record, **fields, "status": status, "moving": ""}
-        for name, step in counters.items():
-            after[name] = int(record.get(name) or 0) + step
-        after.pop("transition", None)
+        step = {"status": status, "actor": transition.actor, "at": stored_time(transition.at)}
+        updated = stored_time(utcnow())
+        after: Document = {
+            **record,
+            **fields,
+            "status": status,
+            "moving": "",
+            "updated": updated,
+            "history": {**(record.get("history") or {}), transition.label: step},
+        }
+        for name, change in counters.items():
+            after[name] = int(record.get(name) or 0) + change
+        for gone in ("transition", MOVING_SINCE):
+            after.pop(gone, None)
         update: Document = {
             "$set": {
                 **fields,
                 "status": status,
                 "moving": "",
-                "updated": stored_time(utcnow()),
-                f"history.{transition.label}": {
-                    "status": status,
-                    "actor": transition.actor,
-                    "at": stored_time(transition.at),
-                },
+                "updated": updated,
+                f"history.{transition.label}": step,
             },
             "$unset": {"transition": "", MOVING_SINCE: ""},
         }
@@ -204,8 +220,9 @@ class Records:
         result = await self.collection.update_one(
             {"_id": record["_id"], "moving": transition.label}, stage_events(update, events)
         )
-        if result.modified_count == 0:
-            log.debug("transition finished elsewhere", extra={"record": record["_id"]})
+        if result.modified_count == 1:
+            return after  # what the update wrote (outbox fields aside)
+        # Another executor finished it first: what it wrote is the answer.
         current = await self.collection.find_one({"_id": record["_id"]})
         return current if current is not None else after
 
