@@ -94,8 +94,9 @@ def books_context(
         control = PruneControl(db)
         await control.ensure()
         app[keys.BOOKS] = books
-        app[keys.LEDGER_CHECK] = check = LedgerCheck(db, control)
-        app[keys.SWEEPER] = sweeper = Sweeper(books, Pruner(db, control), check)
+        pruner = Pruner(db, control)
+        app[keys.LEDGER_CHECK] = check = LedgerCheck(db, control, pruner)
+        app[keys.SWEEPER] = sweeper = Sweeper(books, pruner, check)
         sweeper.start()
         try:
             yield

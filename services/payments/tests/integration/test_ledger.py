@@ -182,3 +182,31 @@ async def test_a_partial_pruning_pass_never_leaves_a_transfer_pruned_on_one_side
         assert report.consistent and report.balanced, report.json()
     accounts = await mongo_db[ACCOUNTS].find({}).to_list()
     assert all(a["entries"] == 0 for a in accounts)
+
+
+async def test_a_pass_that_dies_half_way_is_finished_by_the_next(ledger, mongo_db):
+    """Killed after pruning one side of a transfer: the check refuses to vouch for its
+    snapshot until the next pass has finished the dead pass's batch."""
+    control = PruneControl(mongo_db, lease_seconds=0.3)
+    await control.ensure()
+    await ledger.execute(deposit("u1", 100, "dep:1"))
+    dying = Pruner(mongo_db, control)
+    real_update = dying.accounts.update_one
+    calls = 0
+
+    async def die_on_second(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise ConnectionResetError("process gone")
+        return await real_update(*args, **kwargs)
+
+    dying.accounts.update_one = die_on_second  # type: ignore[method-assign]
+    with pytest.raises(ConnectionResetError):
+        await dying.prune()
+    check = LedgerCheck(mongo_db, control)
+    report = await check.run(attempts=1)
+    assert not report.consistent  # one side pruned, the other not: no false alarm, no vouching
+    report = await LedgerCheck(mongo_db, control, Pruner(mongo_db, control)).run()
+    assert report.consistent and report.balanced and report.total == 0, report.json()
+    assert await mongo_db[ACCOUNTS].count_documents({"entries": {"$gt": 0}}) == 0

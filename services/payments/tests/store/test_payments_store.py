@@ -331,33 +331,27 @@ async def test_list_queries_and_the_held_sum(mongo_db):
     assert rows[0]["held"] == 205
 
 
-async def test_prune_control_lease_hold_and_epoch(mongo_db):
-    col = mongo_db["ledger_control"]
-    await col.update_one(
-        {"_id": "pruning"},
-        {"$setOnInsert": {"epoch": 0, "busy_until": 0.0, "hold_until": 0.0}},
-        upsert=True,
-    )
+async def test_prune_control_lease_hold_epoch_and_batch(mongo_db):
+    """PruneControl's shapes: a pass taken by one of many racers (returning the document as
+    it was), refused while busy or held, its batch recorded and cleared under its epoch."""
+    from payments_svc.adapters.maintenance import LeaseLost, PruneControl
 
-    async def begin(now: int):
-        return await col.find_one_and_update(
-            {"_id": "pruning", "busy_until": {"$lt": now}, "hold_until": {"$lt": now}},
-            {"$set": {"busy_until": now + 30_000_000}, "$inc": {"epoch": 1}},
-            return_document=ReturnDocument.AFTER,
-        )
-
-    winners = [d for d in await asyncio.gather(*(begin(1_000_000) for _ in range(5))) if d]
-    assert len(winners) == 1 and winners[0]["epoch"] == 1
-    assert await begin(1_010_000) is None  # busy
-    await col.update_one({"_id": "pruning", "epoch": 1}, {"$set": {"busy_until": 0}})
-    await col.update_one({"_id": "pruning"}, {"$set": {"hold_until": 2_000_000_123_456}})
-    assert await begin(1_010_000) is None  # held by a check
-    assert (
-        await col.update_one(
-            {"_id": "pruning", "hold_until": 2_000_000_123_456}, {"$set": {"hold_until": 0}}
-        )
-    ).modified_count == 1
-    assert (await begin(1_010_000))["epoch"] == 2
+    control = PruneControl(mongo_db, lease_seconds=30)
+    await control.ensure()
+    passes = [p for p in await asyncio.gather(*(control.begin_pass() for _ in range(5))) if p]
+    assert passes == [(1, [])]
+    assert await control.begin_pass() is None  # busy
+    await control.record_batch(1, [T1, T2])
+    await control.end_pass(1, finished=False)  # died half-way (the lease released early here)
+    hold = await control.hold()
+    assert await control.begin_pass() is None  # held by a check
+    await control.release(hold)
+    assert await control.begin_pass() == (2, [T1, T2])  # the next pass gets the batch to finish
+    with pytest.raises(LeaseLost):
+        await control.renew(1)
+    await control.end_pass(2, finished=True)
+    assert await control.quiet() == type(await control.quiet())(2, True)
+    assert await control.begin_pass() == (3, [])
 
 
 async def test_webhook_events_due_by_status_and_time(mongo_db):

@@ -10,8 +10,9 @@ account, guarded by the account's ``pruned`` counter and incrementing it (see
 **Checking.** The check reads every account (balance and applied entries, each document
 consistent in itself) while no pruning pass runs: a pass and a check exclude each other
 through one control document (a *hold* the check sets, an *epoch* each pass increments).
-A pass prunes both sides of every final transfer it picks, so between passes a transfer is
-pruned on both sides or on neither; with pruning paused, a transfer's two entries can
+A pass prunes both sides of every final transfer it picks (and a pass that died is
+finished by the next one), so between passes a transfer is pruned on both sides or on
+neither; with pruning paused, a transfer's two entries can
 only appear, never vanish, during the scan, so a transfer seen on one side only is exactly the money in flight (or, when only
 its credit was seen, a debit applied after its account was read); subtracting those
 single-sided entries from the sum of balances gives the total "counting pending", which
@@ -53,39 +54,85 @@ PASS_LEASE_SECONDS = 30.0
 HOLD_SECONDS = 30.0
 
 
+class LeaseLost(Exception):
+    """This pruning pass outlived its lease and another took over: stop touching accounts."""
+
+
+@dataclass(frozen=True)
+class Quiet:
+    """The control document as a check found it with no pass running."""
+
+    epoch: int
+    clean: bool  # the last pass finished its whole batch
+
+
 class PruneControl:
-    """One document: ``epoch`` (+1 per pruning pass), ``busy_until`` (a pass's lease) and
-    ``hold_until`` (no pass may start while a check holds it). Times are integer
-    microseconds: the embedded store keeps fewer digits of a float than Python writes, so
-    a float read back is not equal to the one written (pinned in ``tests/store``)."""
+    """One document: ``epoch`` (+1 per pruning pass), ``busy_until`` (the running pass's
+    lease), ``hold_until`` (no pass starts while a check holds it), ``batch`` (the transfer
+    ids the current pass prunes) and ``clean`` (the last pass finished that batch).
+
+    A pass that dies half-way leaves ``clean`` false and its batch recorded: the next pass
+    finishes that batch first, so a transfer pruned on one side only never outlives the
+    pass after the one that died. Times are integer microseconds: the embedded store keeps
+    fewer digits of a float than Python writes, so an equality guard on one misses (pinned
+    in ``tests/store``)."""
 
     def __init__(
         self, db: AsyncDatabase[Document], *, lease_seconds: float = PASS_LEASE_SECONDS
     ) -> None:
         self.collection = db[CONTROL]
-        # A pass that dies keeps pruning (not money) stopped for this long.
+        # A pass renews its lease as it goes; one that dies stops pruning for this long.
         self.lease_seconds = lease_seconds
+        self._lease_us = int(lease_seconds * 1e6)
 
     async def ensure(self) -> None:
         await self.collection.update_one(
             {"_id": _PRUNING},
-            {"$setOnInsert": {"epoch": 0, "busy_until": 0, "hold_until": 0}},
+            {
+                "$setOnInsert": {
+                    "epoch": 0,
+                    "busy_until": 0,
+                    "hold_until": 0,
+                    "batch": [],
+                    "clean": True,
+                }
+            },
             upsert=True,
         )
 
-    async def begin_pass(self) -> int | None:
+    async def begin_pass(self) -> tuple[int, list[str]] | None:
+        """``(epoch, batch a dead pass left unfinished)``, or None when busy or held."""
         now = now_us()
-        doc = await self.collection.find_one_and_update(
+        before = await self.collection.find_one_and_update(
             {"_id": _PRUNING, "busy_until": {"$lt": now}, "hold_until": {"$lt": now}},
-            {"$set": {"busy_until": now + int(self.lease_seconds * 1e6)}, "$inc": {"epoch": 1}},
-            return_document=True,
+            {"$set": {"busy_until": now + self._lease_us, "clean": False}, "$inc": {"epoch": 1}},
         )
-        return int(doc["epoch"]) if doc else None
+        if before is None:
+            return None
+        unfinished = [] if before.get("clean", True) else list(before.get("batch") or [])
+        return int(before["epoch"]) + 1, unfinished
 
-    async def end_pass(self, epoch: int) -> None:
-        await self.collection.update_one(
-            {"_id": _PRUNING, "epoch": epoch}, {"$set": {"busy_until": 0}}
+    async def record_batch(self, epoch: int, batch: list[str]) -> None:
+        """Write down what this pass is about to prune (renewing its lease)."""
+        result = await self.collection.update_one(
+            {"_id": _PRUNING, "epoch": epoch},
+            {"$set": {"batch": batch, "busy_until": now_us() + self._lease_us}},
         )
+        if result.modified_count != 1:
+            raise LeaseLost(epoch)
+
+    async def renew(self, epoch: int) -> None:
+        result = await self.collection.update_one(
+            {"_id": _PRUNING, "epoch": epoch}, {"$set": {"busy_until": now_us() + self._lease_us}}
+        )
+        if result.modified_count != 1:
+            raise LeaseLost(epoch)
+
+    async def end_pass(self, epoch: int, *, finished: bool) -> None:
+        fields: Document = {"busy_until": 0}
+        if finished:
+            fields.update(clean=True, batch=[])
+        await self.collection.update_one({"_id": _PRUNING, "epoch": epoch}, {"$set": fields})
 
     async def hold(self) -> int:
         until = now_us() + int(HOLD_SECONDS * 1e6)
@@ -97,16 +144,19 @@ class PruneControl:
             {"_id": _PRUNING, "hold_until": until}, {"$set": {"hold_until": 0}}
         )
 
-    async def quiet_epoch(self) -> int:
-        """The epoch once no pass is running (a pass that outlives its lease is ignored)."""
+    async def quiet(self) -> Quiet | None:
+        """The control document once no pass runs; None when one is still running after
+        its lease plus a margin (a check then cannot vouch for its snapshot)."""
         deadline = time.monotonic() + self.lease_seconds + 5
         while True:
             doc = await self.collection.find_one({"_id": _PRUNING})
             if doc is None:
                 await self.ensure()
                 continue
-            if doc["busy_until"] < now_us() or time.monotonic() > deadline:
-                return int(doc["epoch"])
+            if doc["busy_until"] < now_us():
+                return Quiet(int(doc["epoch"]), bool(doc.get("clean", True)))
+            if time.monotonic() > deadline:
+                return None
             await asyncio.sleep(0.05)
 
     async def epoch(self) -> int:
@@ -121,34 +171,50 @@ class Pruner:
         self.entries = db[WALLET_ENTRIES]
         self.control = control
 
-    async def prune(self, limit: int = 200) -> int:
+    async def prune(self, limit: int = 200, batch_size: int = 500) -> int:
         """Remove the entries of final transfers; returns how many went (0 when a check
         holds pruning or another pass runs)."""
-        epoch = await self.control.begin_pass()
-        if epoch is None:
+        started = await self.control.begin_pass()
+        if started is None:
             return 0
+        epoch, unfinished = started
+        finished = False
         try:
-            return await self._prune(limit)
+            removed = 0
+            if unfinished:  # a pass died half-way: its batch first
+                removed += await self._prune_batch(epoch, unfinished)
+            batch = await self._select(limit, batch_size)
+            if batch:
+                await self.control.record_batch(epoch, batch)
+                removed += await self._prune_batch(epoch, batch)
+            finished = True
+            return removed
         finally:
-            await self.control.end_pass(epoch)
+            await self.control.end_pass(epoch, finished=finished)
 
-    async def _prune(self, limit: int) -> int:
+    async def _select(self, limit: int, batch_size: int) -> list[str]:
+        """Up to ``batch_size`` final transfers with entries still in accounts."""
         found = await self.accounts.find(
             {"entries": {"$gt": 0}}, {APPLIED: 1}, limit=limit
         ).to_list()
         ids = sorted({tid for doc in found for tid in (doc.get(APPLIED) or {})})
         if not ids:
-            return 0
+            return []
+        final = await self.transfers.find(
+            {"_id": {"$in": ids}, "state": {"$in": ["posted", "failed"]}}, {"_id": 1}
+        ).to_list()
+        return [doc["_id"] for doc in final][:batch_size]
+
+    async def _prune_batch(self, epoch: int, batch: list[str]) -> int:
+        """Prune both sides of every transfer in ``batch`` (all final): outside a pass, no
+        transfer is pruned on one side only — the ledger check relies on that."""
         final = {
             doc["_id"]: doc
             async for doc in self.transfers.find(
-                {"_id": {"$in": ids}, "state": {"$in": ["posted", "failed"]}},
+                {"_id": {"$in": batch}, "state": {"$in": ["posted", "failed"]}},
                 {"state": 1, "kind": 1, "refs": 1, "debit": 1, "credit": 1},
             )
         }
-        # Both sides of every final transfer go in this pass, whichever accounts the query
-        # above happened to return: outside a pass no transfer is pruned on one side only
-        # (the ledger check relies on that).
         touched = sorted({doc[side] for doc in final.values() for side in ("debit", "credit")})
         accounts = await self.accounts.find(
             {"_id": {"$in": touched}}, {APPLIED: 1, "pruned": 1, "sequenced": 1}
@@ -159,6 +225,7 @@ class Pruner:
             done = [tid for tid in applied if tid in final]
             if not done:
                 continue
+            await self.control.renew(epoch)  # a pass that lost its lease stops here
             if account.get("sequenced"):
                 for tid in done:
                     entry = applied[tid]
@@ -179,8 +246,10 @@ class Pruner:
                     "$inc": {"pruned": 1, "entries": -len(done)},
                 },
             )
-            if result.modified_count == 1:
-                removed += len(done)
+            if result.modified_count != 1:
+                # Only a pass that took over from this one changes ``pruned``.
+                raise LeaseLost(epoch)
+            removed += len(done)
         return removed
 
 
@@ -219,17 +288,21 @@ class LedgerReport:
 
 
 class LedgerCheck:
-    def __init__(self, db: AsyncDatabase[Document], control: PruneControl) -> None:
+    def __init__(
+        self, db: AsyncDatabase[Document], control: PruneControl, pruner: Pruner | None = None
+    ) -> None:
         self.accounts = db[ACCOUNTS]
         self.transfers = db[TRANSFERS]
         self.control = control
+        # Finishes a dead pass's batch when the check finds one (else it cannot vouch).
+        self.pruner = pruner
 
     async def run(self, attempts: int = 5) -> LedgerReport:
         report: LedgerReport | None = None
         for _ in range(attempts):
             hold = await self.control.hold()
             try:
-                epoch = await self.control.quiet_epoch()
+                quiet = await self.control.quiet()
                 accounts = await self.accounts.find(
                     {},
                     {
@@ -240,13 +313,18 @@ class LedgerCheck:
                         APPLIED: 1,
                     },
                 ).to_list()
-                consistent = await self.control.epoch() == epoch
+                # Consistent: no pass ran during the scan, and the last one finished.
+                consistent = (
+                    quiet is not None and quiet.clean and await self.control.epoch() == quiet.epoch
+                )
             finally:
                 await self.control.release(hold)
             pending, oldest = await self._pending()
             report = _report(accounts, pending, oldest, consistent)
             if consistent:
                 return report
+            if quiet is not None and not quiet.clean and self.pruner is not None:
+                await self.pruner.prune()
         assert report is not None
         return report
 
