@@ -23,6 +23,7 @@ Bounded: about 40 s in all, with a hard stop at 120 s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import subprocess
@@ -79,6 +80,7 @@ async def _store_floor(mongo_url: str, name: str) -> tuple[float, float, float]:
     from pymongo import AsyncMongoClient, monitoring
 
     from payments_svc.adapters.ledger import Ledger, ledger_indexes
+    from payments_svc.adapters.maintenance import PruneControl, Pruner
     from payments_svc.domain import accounts as acct
     from payments_svc.domain.accounts import AccountSpec, TransferSpec
     from switchyard.mongo import ensure_indexes
@@ -122,11 +124,30 @@ async def _store_floor(mongo_url: str, name: str) -> tuple[float, float, float]:
             await ledger.execute(TransferSpec(f"bench:{lane}:{n}", world, wallet, 1, "deposit"))
 
         await transfer(999, 0)  # opens the world account outside the measurement
+        # The pruner on its own client: its writes are the sweeper's, not the transfers'.
+        sweeper_client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+        control = PruneControl(sweeper_client[db.name])
+        await control.ensure()
+        pruner = Pruner(sweeper_client[db.name], control)
+        pruned = 0
+
+        async def prune_like_the_sweeper() -> None:
+            nonlocal pruned
+            while True:
+                await asyncio.sleep(1.0)  # LEDGER_SWEEP_INTERVAL
+                pruned += await pruner.prune()
+
+        sweeping = asyncio.create_task(prune_like_the_sweeper())
         Writes.count = 0
         started = time.perf_counter()
         transfers = await _for(LEDGER_SECONDS, transfer, CONCURRENCY)
         ledger_rate = transfers / (time.perf_counter() - started)
+        # The transfers' own writes (the pruner's are the sweeper's, counted apart).
         writes_per_transfer = Writes.count / max(transfers, 1)
+        sweeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeping
+        await sweeper_client.close()
     finally:
         await client.drop_database(db.name)
         await client.close()
@@ -373,6 +394,7 @@ async def _measure(amqp_url: str, scratch: Path) -> list[dict[str, Any]]:
             "ms",
             f"ledger check after the run: balanced={report['balanced']}, total={report['total']}, "
             f"with pending={ledger.get('with_pending')}, pending={report['pending_transfers']}, "
+            f"consistent snapshot={report['consistent_snapshot']}, "
             f"accounts={report['accounts']}",
         ),
     ]

@@ -210,3 +210,17 @@ async def test_a_pass_that_dies_half_way_is_finished_by_the_next(ledger, mongo_d
     report = await LedgerCheck(mongo_db, control, Pruner(mongo_db, control)).run()
     assert report.consistent and report.balanced and report.total == 0, report.json()
     assert await mongo_db[ACCOUNTS].count_documents({"entries": {"$gt": 0}}) == 0
+
+
+async def test_pruning_a_hot_account_with_hundreds_of_entries(ledger, control, mongo_db):
+    """The world account collects an entry per deposit; a pass removes hundreds of them
+    (in chunks the embedded store really applies) and the books stay exact."""
+    await asyncio.gather(
+        *(ledger.execute(deposit(f"u{n % 7}", 1 + n, f"dep:{n}")) for n in range(300))
+    )
+    assert await Pruner(mongo_db, control).prune(limit=500) == 600
+    world_doc = await mongo_db[ACCOUNTS].find_one({"_id": acct.platform("world", USD)})
+    assert world_doc["applied"] == {} and world_doc["entries"] == 0
+    report = await LedgerCheck(mongo_db, control).run()
+    assert report.consistent and report.balanced and report.total == 0
+    assert await mongo_db[ACCOUNTS].count_documents({"entries": {"$gt": 0}}) == 0

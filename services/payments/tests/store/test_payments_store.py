@@ -392,3 +392,26 @@ async def test_known_difference_floats_lose_digits(mongo_db, store_backend):
     matched = await col.count_documents({"_id": "f", "at": value})
     assert matched == (0 if store_backend == "embedded" else 1)
     assert abs((await col.find_one({"_id": "f"}))["at"] - value) < 1e-3
+
+
+async def test_known_difference_unset_of_many_keys_at_once(mongo_db, store_backend):
+    """On the embedded server an ``$unset`` of 128 or more keys changes nothing — while the
+    ``$inc`` beside it is applied. The pruner unsets at most ``UNSET_CHUNK`` per update."""
+    from payments_svc.adapters.maintenance import UNSET_CHUNK
+
+    col = mongo_db["big_maps"]
+    keys = [f"tr_{n:032d}" for n in range(200)]
+    for count in (UNSET_CHUNK, 128):
+        await col.replace_one(
+            {"_id": "r"}, {"_id": "r", "applied": {k: {"a": 1} for k in keys}, "n": 0}, upsert=True
+        )
+        await col.update_one(
+            {"_id": "r"}, {"$unset": {f"applied.{k}": "" for k in keys[:count]}, "$inc": {"n": 1}}
+        )
+        doc = await col.find_one({"_id": "r"})
+        assert doc["n"] == 1
+        removed = 200 - len(doc["applied"])
+        if count == UNSET_CHUNK or store_backend != "embedded":
+            assert removed == count
+        else:
+            assert removed == 0
