@@ -338,7 +338,7 @@ def _apply_update(
     }
     at = now_us()
     refusal: Document = {
-        "$set": {f"{APPLIED}.{tid}": {"refused": True, "amount": 0, "at": at}},
+        "$set": {f"{APPLIED}.{tid}": {"refused": True, "amount": 0}},
         "$inc": {"entries": 1},
     }
     balance = int(account["balance"])
@@ -362,7 +362,8 @@ def _apply_update(
     if sign < 0 and account.get("never_negative"):
         guard["balance"] = {"$gte": amount}
     update = {
-        "$set": {f"{APPLIED}.{tid}": {"amount": sign * amount, "at": at}},
+        # Small entries: a hot account carries one per transfer until the next prune.
+        "$set": {f"{APPLIED}.{tid}": {"amount": sign * amount}},
         "$inc": {"balance": sign * amount, "entries": 1},
     }
     return guard, update, "applied"
