@@ -3,11 +3,9 @@ client with tokens, the events the service publishes, and ledger assertions."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +19,7 @@ from payments_svc.handlers.common import Books
 from switchyard.bus import Bus
 from switchyard.envelope import new_envelope, utcnow
 from switchyard.events.auth import UserDeleted, UserRegistered, UserUpdated
-from switchyard.metrics import Metrics
-from switchyard.testing import AppServer, JwksServer
+from switchyard.testing import AppServer, JwksServer, eventually, service_bus
 
 PREFIX = "/api/v1/payments"
 
@@ -31,25 +28,9 @@ def user_id() -> str:
     return "usr_" + uuid.uuid4().hex[:16]
 
 
-async def eventually(
-    predicate: Callable[[], Awaitable[bool]], timeout: float = 15.0, interval: float = 0.05
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
-
-
 def publisher_bus(overrides: dict[str, Any]) -> Bus:
-    return Bus(
-        url=overrides["amqp_url"],
-        exchange=overrides["bus_exchange"],
-        service="auth",
-        metrics=Metrics("auth"),
-        queue_prefix=overrides["bus_queue_prefix"],
-        retry_delays=overrides["bus_retry_delays"],
-    )
+    """A bus playing the auth service."""
+    return service_bus(overrides, "auth")
 
 
 @dataclass

@@ -1,0 +1,35 @@
+"""Waiting in tests: poll for a condition instead of sleeping a fixed time, and a bus that
+plays another service (publishing its events into a test's own namespace)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from switchyard.bus import Bus
+from switchyard.metrics import Metrics
+
+
+async def eventually(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = 15.0, interval: float = 0.05
+) -> None:
+    """Wait until ``predicate()`` is true; AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+def service_bus(overrides: Mapping[str, Any], service: str = "auth") -> Bus:
+    """A bus publishing as ``service`` on the exchange of ``settings_overrides`` (connect it)."""
+    return Bus(
+        url=overrides["amqp_url"],
+        exchange=overrides["bus_exchange"],
+        service=service,
+        metrics=Metrics(service),
+        queue_prefix=overrides["bus_queue_prefix"],
+        retry_delays=overrides["bus_retry_delays"],
+    )
