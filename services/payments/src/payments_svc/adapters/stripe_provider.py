@@ -109,4 +109,4 @@ class StripeProvider:
         return RefundStarted(settled=False, refund_id=refund.id)
 
     async def close(self) -> None:
-        await self._http.close_async()
+        await self._http.close_async()  # type: ignore[no-untyped-call]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from aiohttp import web
@@ -81,7 +82,7 @@ class OfferListQuery(PageQuery):
 async def _optional(request: web.Request, model: type[ReasonBody]) -> ReasonBody:
     """An action's optional body: none at all, or the model."""
     if not request.can_read_body:
-        return model()
+        return model(reason=None)
     return await read_json(request, model)
 
 
@@ -200,7 +201,9 @@ async def list_offers(request: web.Request) -> web.Response:
     return json_response(page([offer_view(i) for i in items], {"before": last} if last else None))
 
 
-def _offer_action(action: Literal["accept", "complete", "cancel", "refund"]) -> web.RequestHandler:
+def _offer_action(
+    action: Literal["accept", "complete", "cancel", "refund"],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     @require_auth
     @idempotent(f"payments.offer-{action}")
     async def handler(request: web.Request) -> web.Response:
@@ -303,7 +306,7 @@ def add_routes(app: web.Application) -> None:
     router.add_get(f"{PREFIX}/offers", list_offers)
     router.add_get(f"{PREFIX}/offers/{_ID}", get_offer)
     for action in ("accept", "complete", "cancel", "refund"):
-        router.add_post(f"{PREFIX}/offers/{_ID}/{action}", _offer_action(action))  # type: ignore[arg-type]
+        router.add_post(f"{PREFIX}/offers/{_ID}/{action}", _offer_action(action))
     router.add_put(f"{PREFIX}/payout-account", put_payout_account)
     router.add_get(f"{PREFIX}/payout-account", get_payout_account)
     router.add_post(f"{PREFIX}/withdrawals", create_withdrawal)

@@ -15,6 +15,7 @@ from payments_svc.adapters.flows import (
     withdrawal_transition,
 )
 from payments_svc.adapters.providers import ProviderError
+from payments_svc.adapters.records import Records
 from payments_svc.domain import accounts as acct
 from payments_svc.domain.money import Money
 from payments_svc.handlers.common import Books, new_id, require_currency, require_open_wallet
@@ -79,8 +80,9 @@ async def deposit(identity: Identity, amount: Money, *, books: Books) -> Documen
     require_currency(books, amount.currency, "/amount/currency")
     await require_open_wallet(books, identity.user_id, amount.currency)
     provider = books.provider
-    record = {
-        "_id": new_id("dp"),
+    deposit_id = new_id("dp")
+    record: Document = {
+        "_id": deposit_id,
         "user_id": identity.user_id,
         "currency": amount.currency,
         "amount": amount.amount,
@@ -97,7 +99,7 @@ async def deposit(identity: Identity, amount: Money, *, books: Books) -> Documen
         result = await books.deposits.insert_pending(record, "pending")
         try:
             started_at = await provider.start_deposit(
-                deposit_id=record["_id"],
+                deposit_id=deposit_id,
                 user_id=identity.user_id,
                 amount=amount.amount,
                 currency=amount.currency,
@@ -105,7 +107,7 @@ async def deposit(identity: Identity, amount: Money, *, books: Books) -> Documen
         except ProviderError as error:
             log.warning("the provider refused a deposit", extra={"error": repr(error)})
             claimed = await books.deposits.claim(
-                record["_id"], deposit_failure(record, "provider-unavailable")
+                deposit_id, deposit_failure(record, "provider-unavailable")
             )
             if claimed is not None:
                 await books.deposits.drive(claimed)
@@ -113,8 +115,8 @@ async def deposit(identity: Identity, amount: Money, *, books: Books) -> Documen
             raise Problem(
                 502, "The payment provider could not start the deposit.", slug="provider-error"
             ) from None
-        result = await books.deposits.collection.find_one_and_update(
-            {"_id": record["_id"]},
+        updated = await books.deposits.collection.find_one_and_update(
+            {"_id": deposit_id},
             {
                 "$set": {
                     "intent_id": started_at.intent_id,
@@ -123,12 +125,13 @@ async def deposit(identity: Identity, amount: Money, *, books: Books) -> Documen
             },
             return_document=True,
         )
+        result = updated if updated is not None else result
     books.published()
     books.metrics.operation_took("deposit", time.perf_counter() - started)
     return result
 
 
-async def own_record(identity: Identity, records: Any, record_id: str) -> Document:
+async def own_record(identity: Identity, records: Records, record_id: str) -> Document:
     record = await records.get(record_id)
     if record is None or (record["user_id"] != identity.user_id and not identity.is_admin):
         raise Problem(404, "Not found.", slug="not-found")
