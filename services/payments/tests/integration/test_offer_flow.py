@@ -3,6 +3,8 @@ negative wallet after every step, one event per transition with DESIGN §3.1's a
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from payments_svc.domain import accounts as acct
@@ -95,6 +97,10 @@ async def test_full_flow_with_exact_cents_through_the_gateway(service, gateway):
     assert done["data"]["payout"] == {"amount": PAYOUT, "currency": "USD"}
     [dep] = await service.tap.wait_for("payments.deposit.succeeded", user_id=customer)
     assert dep["data"]["amount"] == {"amount": 20_000, "currency": "USD"}
+
+    await asyncio.sleep(0.5)  # anything duplicated would have arrived by now
+    for event_type in ("created", "accepted", "completed"):
+        assert len(service.tap.of(f"payments.offer.{event_type}", offer_id=offer["id"])) == 1
 
     # The customer's history: running balances, newest first.
     history = await service.call("GET", "/transactions", token=as_customer, base=via)

@@ -281,3 +281,49 @@ async def test_fifty_concurrent_offers_drain_one_wallet_never_below_zero(service
     assert {r.status for r in accepts} == {200}
     assert (await service.wallet(customer))["available"] == deposit - taken
     await service.assert_balanced()
+
+
+async def test_admin_adjustments_go_through_the_adjustments_account_with_a_reason(service):
+    user = await service.user("customer")
+    admin = await service.user("admin")
+    # auth.user.registered opened the wallet already.
+    assert await service.books.ledger.accounts.count_documents({"_id": "wallet:USD:" + user}) == 1
+    as_admin = service.token(admin, "admin")
+    body = {
+        "user_id": user,
+        "amount": {"amount": 700, "currency": "USD"},
+        "direction": "credit",
+        "reason": "goodwill",
+    }
+    made = await service.call("POST", "/admin/adjustments", token=as_admin, json_body=body)
+    assert made.status == 201 and made.body["status"] == "applied" and made.body["by"] == admin
+    assert (await service.wallet(user))["available"] == 700
+    assert await service.balance("adjustments:USD") == 0  # nets to zero per adjustment
+    debit = {
+        **body,
+        "direction": "debit",
+        "amount": {"amount": 200, "currency": "USD"},
+        "reason": "chargeback fee",
+    }
+    assert (
+        await service.call("POST", "/admin/adjustments", token=as_admin, json_body=debit)
+    ).status == 201
+    assert (await service.wallet(user))["available"] == 500
+    too_much = {**debit, "amount": {"amount": 501, "currency": "USD"}}
+    refused = await service.call("POST", "/admin/adjustments", token=as_admin, json_body=too_much)
+    assert refused.status == 422 and (await service.wallet(user))["available"] == 500
+    no_reason = {k: v for k, v in body.items() if k != "reason"}
+    assert (
+        await service.call("POST", "/admin/adjustments", token=as_admin, json_body=no_reason)
+    ).status == 422
+    assert (
+        await service.call("POST", "/admin/adjustments", token=service.token(user), json_body=body)
+    ).status == 403
+    transfers = await service.books.ledger.transfers.find({"kind": "adjustment"}).to_list()
+    # Two per applied adjustment, each through the adjustments account; the refused debit
+    # stopped at its first transfer (failed, nothing moved).
+    assert sorted(t["state"] for t in transfers) == ["failed"] + ["posted"] * 4
+    assert all("adjustments:USD" in (t["debit"], t["credit"]) for t in transfers)
+    history = await service.call("GET", "/transactions", token=service.token(user))
+    assert [i["balance_after"]["amount"] for i in history.body["items"]] == [500, 700]
+    await service.assert_balanced()
