@@ -288,3 +288,19 @@ async def test_a_stored_event_is_applied_even_when_the_process_died_after_the_20
         {"received": True, "replay": True},
     )
     assert (await service.wallet(user))["available"] == 1_500
+
+
+async def test_a_refund_stripe_refuses_changes_nothing_and_can_be_asked_again(
+    stripe_service, fake_stripe
+):
+    service, fake = stripe_service, fake_stripe
+    user, admin = await service.user("customer"), await service.user("admin")
+    deposit, intent_id = await start_deposit(service, fake, user, 3_000)
+    await fake.deliver(service.url + HOOK, fake.succeed(intent_id))
+    fake.outage = 10  # more than the library's retries
+    path = f"/admin/deposits/{deposit['id']}/refund"
+    failed = await service.call("POST", path, token=service.token(admin, "admin"), json_body={})
+    assert failed.status == 502 and not fake.refunds
+    fake.outage = 0
+    again = await service.call("POST", path, token=service.token(admin, "admin"), json_body={})
+    assert again.status == 202 and [r["amount"] for r in fake.refunds.values()] == [3_000]

@@ -164,12 +164,23 @@ async def refund_deposit(
     )
     if reserved.modified_count != 1:
         raise Problem(409, "Another refund of this deposit is under way; retry.", slug="conflict")
-    started = await books.provider.refund_deposit(
-        deposit_id=deposit_id,
-        intent_id=deposit_doc.get("intent_id"),
-        amount=wanted,
-        refund_key=f"{deposit_id}-{requested}",
-    )
+    try:
+        started = await books.provider.refund_deposit(
+            deposit_id=deposit_id,
+            intent_id=deposit_doc.get("intent_id"),
+            amount=wanted,
+            refund_key=f"{deposit_id}-{requested}",
+        )
+    except ProviderError as error:
+        # Nothing was refunded: give the amount back to what may still be refunded.
+        log.warning("the provider refused a refund", extra={"error": repr(error)})
+        await books.deposits.collection.update_one(
+            {"_id": deposit_id, "refund_requested": requested},
+            {"$set": {"refund_requested": requested - wanted}},
+        )
+        raise Problem(
+            502, "The payment provider could not refund.", slug="provider-error"
+        ) from None
     if started.settled:
         await reverse_deposit(deposit_id, requested, books=books)
     current = await books.deposits.get(deposit_id)
