@@ -26,12 +26,29 @@ DOMAIN = {
         "auth_refresh_reuse_detected_total",
     ],
     "notification": ["notification_deliveries_total"],
+    "payments": [
+        "payments_transfers_total",
+        "payments_money_moved_minor_units_total",
+        "payments_webhook_events_total",
+        "payments_webhook_signature_failures_total",
+        "payments_sweeper_recovered_total",
+        "payments_refund_shortfalls_total",
+    ],
     "gateway": [
         "gateway_rate_limited_total",
         "gateway_upstream_outcomes_total",
         "gateway_circuit_opened_total",
         "gateway_circuit_open_refusals_total",
         "gateway_retries_total",
+    ],
+}
+# Gauges a service's dashboard shows as they are (not as rates).
+GAUGES = {
+    "payments": [
+        "payments_ledger_imbalance_minor_units",
+        "payments_ledger_negative_accounts",
+        "payments_pending_transfers",
+        "payments_oldest_pending_transfer_age_seconds",
     ],
 }
 OUT = Path(__file__).parent / "dashboards"
@@ -238,8 +255,18 @@ def service_dashboard(service: str) -> dict:
                 "ops",
             )
         )
+    rows = 24 + ((len(DOMAIN.get(service, [])) + 1) // 2) * 8
+    for n, metric in enumerate(GAUGES.get(service, [])):
+        panels.append(
+            panel(
+                metric,
+                [(f"max without (instance, job) ({metric}{{{sel}}})", "")],
+                (n % 2) * 12,
+                rows + (n // 2) * 8,
+            )
+        )
     if service in EXTRA_PANELS:
-        panels += EXTRA_PANELS[service](24 + ((len(DOMAIN.get(service, [])) + 1) // 2) * 8)
+        panels += EXTRA_PANELS[service](rows + ((len(GAUGES.get(service, [])) + 1) // 2) * 8)
     return dashboard(f"switchyard-{service}", f"Switchyard — {service}", panels)
 
 

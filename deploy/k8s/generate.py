@@ -39,6 +39,10 @@ def service_objects(name: str) -> list[dict]:
         {"name": "HOST", "value": "0.0.0.0"},
         {"name": port_variable(name), "value": str(port)},
     ]
+    if name == "payments":
+        # The test provider is refused in production; STRIPE_SECRET_KEY and
+        # STRIPE_WEBHOOK_SECRET come from the `switchyard` secret.
+        env.append({"name": "PAYMENTS_PROVIDER", "value": "stripe"})
     probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10}
     container = {
         "name": name,

@@ -8,7 +8,7 @@ from switchyard.testing.jwks import JwksServer
 from switchyard.testing.memory import InMemoryBus
 from switchyard.testing.servers import AppServer, TcpProxy, delete_exchange, docker_available
 from switchyard.testing.smtp import SmtpSink
-from switchyard.testing.waiting import eventually
+from switchyard.testing.waiting import eventually, service_bus
 
 __all__ = [
     "AppServer",
@@ -19,4 +19,5 @@ __all__ = [
     "delete_exchange",
     "docker_available",
     "eventually",
+    "service_bus",
 ]

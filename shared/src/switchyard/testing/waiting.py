@@ -1,11 +1,16 @@
-"""Waiting for a condition in tests: poll, never sleep a fixed time (a loaded machine is
-slow, an idle one should not wait for nothing)."""
+"""Waiting in tests: poll for a condition instead of sleeping a fixed time (a loaded
+machine is slow, an idle one should not wait for nothing), and a bus that plays another
+service (publishing its events into a test's own namespace)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from switchyard.bus import Bus
+from switchyard.metrics import Metrics
 
 
 async def eventually(
@@ -17,3 +22,15 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(interval)
+
+
+def service_bus(overrides: Mapping[str, Any], service: str = "auth") -> Bus:
+    """A bus publishing as ``service`` on the exchange of ``settings_overrides`` (connect it)."""
+    return Bus(
+        url=overrides["amqp_url"],
+        exchange=overrides["bus_exchange"],
+        service=service,
+        metrics=Metrics(service),
+        queue_prefix=overrides["bus_queue_prefix"],
+        retry_delays=overrides["bus_retry_delays"],
+    )
