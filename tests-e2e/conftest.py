@@ -37,7 +37,7 @@ from switchyard.testing import SmtpSink
 from switchyard.testing.servers import delete_exchange, free_port
 from switchyard.testing.smtp import ReceivedMail
 
-NEEDED = ("gateway", "auth", "notification")
+NEEDED = ("gateway", "auth", "notification", "file", "payments")
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 15.0
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"

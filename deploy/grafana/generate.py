@@ -26,12 +26,29 @@ DOMAIN = {
         "auth_refresh_reuse_detected_total",
     ],
     "notification": ["notification_deliveries_total"],
+    "payments": [
+        "payments_transfers_total",
+        "payments_money_moved_minor_units_total",
+        "payments_webhook_events_total",
+        "payments_webhook_signature_failures_total",
+        "payments_sweeper_recovered_total",
+        "payments_refund_shortfalls_total",
+    ],
     "gateway": [
         "gateway_rate_limited_total",
         "gateway_upstream_outcomes_total",
         "gateway_circuit_opened_total",
         "gateway_circuit_open_refusals_total",
         "gateway_retries_total",
+    ],
+}
+# Gauges a service's dashboard shows as they are (not as rates).
+GAUGES = {
+    "payments": [
+        "payments_ledger_imbalance_minor_units",
+        "payments_ledger_negative_accounts",
+        "payments_pending_transfers",
+        "payments_oldest_pending_transfer_age_seconds",
     ],
 }
 OUT = Path(__file__).parent / "dashboards"
@@ -238,7 +255,85 @@ def service_dashboard(service: str) -> dict:
                 "ops",
             )
         )
+    rows = 24 + ((len(DOMAIN.get(service, [])) + 1) // 2) * 8
+    for n, metric in enumerate(GAUGES.get(service, [])):
+        panels.append(
+            panel(
+                metric,
+                [(f"max without (instance, job) ({metric}{{{sel}}})", "")],
+                (n % 2) * 12,
+                rows + (n // 2) * 8,
+            )
+        )
+    if service in EXTRA_PANELS:
+        panels += EXTRA_PANELS[service](rows + ((len(GAUGES.get(service, [])) + 1) // 2) * 8)
     return dashboard(f"switchyard-{service}", f"Switchyard — {service}", panels)
+
+
+def file_panels(y: int) -> list[dict]:
+    """The file service's own: bytes through it, uploads by outcome, storage health."""
+    sel = 'service="file"'
+    return [
+        panel(
+            "Bytes/s received (uploads) and sent (downloads, thumbnails)",
+            [
+                (f"sum(rate(file_bytes_received_total{{{sel}}}[1m]))", "received"),
+                (f"sum by (kind) (rate(file_bytes_sent_total{{{sel}}}[1m]))", "sent {{kind}}"),
+            ],
+            0,
+            y,
+            "Bps",
+        ),
+        panel(
+            "Uploads/s by outcome",
+            [(f"sum by (outcome) (rate(file_uploads_total{{{sel}}}[5m]))", "{{outcome}}")],
+            12,
+            y,
+            "ops",
+        ),
+        panel(
+            "Storage p95 by backend and operation",
+            [
+                (
+                    "histogram_quantile(0.95, sum by (backend, operation, le) "
+                    f"(rate(file_storage_operation_duration_seconds_bucket{{{sel}}}[5m])))",
+                    "{{backend}} {{operation}}",
+                )
+            ],
+            0,
+            y + 8,
+            "s",
+        ),
+        panel(
+            "Storage errors/s",
+            [
+                (
+                    f"sum by (backend, operation) (rate(file_storage_errors_total{{{sel}}}[5m]))",
+                    "{{backend}} {{operation}}",
+                )
+            ],
+            12,
+            y + 8,
+            "ops",
+        ),
+        panel(
+            "Swept and thumbnails/s",
+            [
+                (f"sum by (kind) (rate(file_swept_total{{{sel}}}[15m]))", "swept {{kind}}"),
+                (
+                    f"sum by (cache) (rate(file_thumbnails_total{{{sel}}}[5m]))",
+                    "thumbnail {{cache}}",
+                ),
+            ],
+            0,
+            y + 16,
+            "ops",
+        ),
+    ]
+
+
+# Services whose dashboard gets panels beyond the generic rate of their counters.
+EXTRA_PANELS = {"file": file_panels}
 
 
 def main() -> None:

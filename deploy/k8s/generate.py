@@ -25,6 +25,8 @@ RESOURCES = {
         {"cpu": "250m", "memory": "256Mi"},
         {"cpu": "1", "memory": "512Mi"},
     ),  # argon2id: 19 MiB per hash
+    # Image work decodes up to IMAGE_MAX_PIXELS (40 MP, 160 MB) per IMAGE_WORKERS thread.
+    "file": ({"cpu": "250m", "memory": "256Mi"}, {"cpu": "2", "memory": "768Mi"}),
 }
 DEFAULT_RESOURCES = ({"cpu": "100m", "memory": "128Mi"}, {"cpu": "500m", "memory": "256Mi"})
 
@@ -37,6 +39,10 @@ def service_objects(name: str) -> list[dict]:
         {"name": "HOST", "value": "0.0.0.0"},
         {"name": port_variable(name), "value": str(port)},
     ]
+    if name == "payments":
+        # The test provider is refused in production; STRIPE_SECRET_KEY and
+        # STRIPE_WEBHOOK_SECRET come from the `switchyard` secret.
+        env.append({"name": "PAYMENTS_PROVIDER", "value": "stripe"})
     probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10}
     container = {
         "name": name,
@@ -76,6 +82,19 @@ def service_objects(name: str) -> list[dict]:
                 "secret": {"secretName": "switchyard-auth-keys", "defaultMode": 0o400},
             }
         )
+    if name == "file":
+        # Blobs in S3, so any replica serves any file (set S3_ENDPOINT_URL for MinIO/Ceph;
+        # AWS_* in the secret, or a workload identity). A single replica could instead mount
+        # a ReadWriteOnce PVC and set FILE_STORAGE to its path. Image scratch files get
+        # their own volume: an upload's image is spooled there while Pillow reads it.
+        env += [
+            {"name": "FILE_STORAGE", "value": "s3://switchyard-files/files"},
+            {"name": "FILE_SPOOL_DIR", "value": "/var/lib/switchyard/spool"},
+        ]
+        container["volumeMounts"].append(
+            {"name": "spool", "mountPath": "/var/lib/switchyard/spool"}
+        )
+        volumes.append({"name": "spool", "emptyDir": {"sizeLimit": "2Gi"}})
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

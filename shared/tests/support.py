@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from switchyard.envelope import EventCatalog
-from switchyard.testing import bus_for_test
+from switchyard.testing import service_bus
 
 TEST_CATALOG = EventCatalog()
 
@@ -49,7 +49,7 @@ def make_bus(
     overrides: dict[str, Any], *, url: str | None = None, service: str = "svc", retry_delays=None
 ) -> Bus:
     """The shared tests' bus: a patient publisher (the broker is shared with other tests)."""
-    return bus_for_test(
+    return service_bus(
         overrides,
         service=service,
         url=url,

@@ -35,7 +35,7 @@ from switchyard.events.auth import (
     UserUpdated,
     UserVerified,
 )
-from switchyard.testing import AppServer, bus_for_test, eventually
+from switchyard.testing import AppServer, eventually, service_bus
 
 
 def user_id() -> str:
@@ -211,7 +211,7 @@ class RunningService:
 
 def publisher_bus(overrides: dict[str, Any]) -> Bus:
     """The bus auth would publish on, for events the notification service consumes."""
-    return bus_for_test(overrides, service="auth")
+    return service_bus(overrides, "auth")
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:

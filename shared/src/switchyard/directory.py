@@ -132,7 +132,8 @@ class UserDirectory:
         *,
         default_status: UserStatus | None = None,
     ) -> bool:
-        # $and around the guard's $or: bare, the embedded store updated other users.
+        # $and, not a bare $or beside other conditions: the embedded store loses that
+        # grouping and updated another user's document (store contract tests pin it).
         query: Document = {"$and": [{"_id": user_id}, {"erased": {"$exists": False}}, guard]}
         update: Document = {"$set": {**fields, "updated": stored_time(utcnow())}}
         if default_status is not None:

@@ -104,3 +104,34 @@ async def test_roles_follow_the_newest_profile_and_events_apply_in_any_order(mon
     gone = await directory.get(uid)
     assert gone is not None and gone.deleted and gone.roles == () and not gone.has_role("customer")
     assert set(await directory.get_many([uid, "nobody"])) == {uid}
+
+
+async def test_one_users_event_never_changes_another_users_record(mongo_db) -> None:
+    """A registration with a newer time must not land on an older user's document (a bare
+    ``$or`` next to ``_id`` did exactly that on the embedded store)."""
+    directory = UserDirectory(mongo_db["users"])
+    first, second = user_id(), user_id()
+    await apply_user_event(
+        directory,
+        UserRegistered(
+            user_id=first,
+            email="first@example.com",
+            display_name="First",
+            roles=["customer"],
+            registered_at=T0,
+        ),
+    )
+    await apply_user_event(
+        directory,
+        UserRegistered(
+            user_id=second,
+            email="second@example.com",
+            display_name="Second",
+            roles=["contractor"],
+            registered_at=T0 + dt.timedelta(seconds=1),
+        ),
+    )
+    one, two = await directory.get(first), await directory.get(second)
+    assert one is not None and two is not None
+    assert (one.email, one.roles) == ("first@example.com", ("customer",))
+    assert (two.email, two.roles) == ("second@example.com", ("contractor",))

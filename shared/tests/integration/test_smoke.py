@@ -2,13 +2,13 @@ import asyncio
 
 from switchyard.bus import Consumer, Subscription
 from switchyard.envelope import new_envelope
-from switchyard.testing import bus_for_test
+from switchyard.testing import service_bus
 
 from ..support import TEST_CATALOG, ThingHappened
 
 
 async def test_publish_consume(settings_overrides, broker_cleanup):
-    bus = bus_for_test(settings_overrides, retry_delays=[0.2])
+    bus = service_bus(settings_overrides, "svc", retry_delays=[0.2])
     await bus.connect()
     got = asyncio.Queue()
 

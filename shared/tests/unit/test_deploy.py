@@ -71,6 +71,7 @@ def test_ports_are_defined_once_and_every_config_file_agrees():
     from auth_svc.settings import AuthSettings
     from gateway_svc.settings import GatewaySettings
     from notification_svc.settings import NotificationSettings
+    from payments_svc.settings import PaymentsSettings
 
     assert set(SERVICE_PORTS) == {"gateway", "auth", "chat", "payments", "notification", "file"}
     assert len(set(SERVICE_PORTS.values())) == len(SERVICE_PORTS)
@@ -78,6 +79,7 @@ def test_ports_are_defined_once_and_every_config_file_agrees():
         (GatewaySettings, "gateway"),
         (AuthSettings, "auth"),
         (NotificationSettings, "notification"),
+        (PaymentsSettings, "payments"),
     ):
         field = settings_class.model_fields["port"]
         assert (field.default, field.validation_alias) == (SERVICE_PORTS[name], port_variable(name))

@@ -27,7 +27,7 @@ from gateway_svc.app import create_app as create_gateway
 from gateway_svc.settings import DEFAULT_ROUTES_FILE, GatewaySettings
 from switchyard.bus import Consumer, Subscription
 from switchyard.envelope import Event
-from switchyard.testing import bus_for_test
+from switchyard.testing import service_bus
 from switchyard.testing.servers import AppServer, free_port
 from switchyard.tokens import TokenVerifier
 
@@ -175,7 +175,7 @@ async def event_log(
 ) -> AsyncIterator[EventLog]:
     """Bound before the service starts, so no event is unroutable."""
     log = EventLog()
-    bus = bus_for_test(settings_overrides, service="testprobe", retry_delays=[0.2])
+    bus = service_bus(settings_overrides, "testprobe", retry_delays=[0.2])
     await bus.connect()
     consumer = Consumer(bus, Subscription("events", ("auth.#",), log.handle, deduplicate=False))
     await consumer.start()

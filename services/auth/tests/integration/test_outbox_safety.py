@@ -21,7 +21,7 @@ from switchyard.envelope import new_envelope
 from switchyard.events.auth import OtpRequested
 from switchyard.mongo import loaded_time
 from switchyard.outbox import OutboxRelay
-from switchyard.testing import bus_for_test
+from switchyard.testing import service_bus
 
 from .conftest import EventLog, auth_settings_for
 
@@ -78,7 +78,7 @@ class UsedAndReissuedWhilePublishing:
 
 @pytest.fixture
 async def relay_bus(settings_overrides: dict[str, Any], event_log: EventLog) -> Any:
-    bus = bus_for_test(settings_overrides, service="auth")
+    bus = service_bus(settings_overrides, "auth")
     await bus.connect()
     yield bus
     await bus.close()

@@ -118,6 +118,9 @@ def plan(
         env[port_variable(name)] = str(ports[name])
         env[f"{name.upper()}_URL"] = f"http://127.0.0.1:{ports[name]}"
         result.processes[name] = f"{python} -m {name}_svc"
+    if "file" in result.processes:  # blobs and image scratch space under the state directory
+        env["FILE_STORAGE"] = str(state / "files")
+        env["FILE_SPOOL_DIR"] = str(state / "file-spool")
     if "auth" in result.processes:
         env.setdefault("JWKS_URL", f"http://127.0.0.1:{ports['auth']}/.well-known/jwks.json")
     # The caller's environment wins over every default above.

@@ -4,12 +4,11 @@ server issuing access tokens, plus an in-memory bus for unit tests.
 Enable with ``pytest_plugins = ["switchyard.testing.plugin"]``.
 """
 
-from switchyard.testing.buses import bus_for_test
 from switchyard.testing.jwks import JwksServer
 from switchyard.testing.memory import InMemoryBus, InMemoryOutbox
-from switchyard.testing.polling import eventually
 from switchyard.testing.servers import AppServer, TcpProxy, delete_exchange, docker_available
 from switchyard.testing.smtp import SmtpSink
+from switchyard.testing.waiting import eventually, service_bus
 
 __all__ = [
     "AppServer",
@@ -18,8 +17,8 @@ __all__ = [
     "JwksServer",
     "SmtpSink",
     "TcpProxy",
-    "bus_for_test",
     "delete_exchange",
     "docker_available",
     "eventually",
+    "service_bus",
 ]

@@ -1,0 +1,109 @@
+"""The one wiring place: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from file_svc import keys
+from file_svc.adapters import grants, records, usage
+from file_svc.adapters.grants import Grants, grant_indexes
+from file_svc.adapters.image_pool import ImagePool
+from file_svc.adapters.local_storage import LocalBlobStore
+from file_svc.adapters.records import FileRecords, record_indexes, tombstone_expiry
+from file_svc.adapters.s3_storage import S3BlobStore
+from file_svc.adapters.spool import Spool
+from file_svc.adapters.storage import BlobStore, MeasuredStore
+from file_svc.adapters.usage import UsageLedger
+from file_svc.deps import FileDeps
+from file_svc.domain.links import LinkSigner
+from file_svc.entrypoints.consumers import build_registry
+from file_svc.entrypoints.http import add_routes
+from file_svc.metrics import FileMetrics
+from file_svc.settings import FileSettings
+from file_svc.sweeper import sweeper_context
+from switchyard import keys as shared_keys
+from switchyard.authn import authn_middleware, verifier_context
+from switchyard.bus import bus_context, consumers_context, inbox_indexes
+from switchyard.directory import UserDirectory
+from switchyard.mongo import mongo_context
+from switchyard.mongo.client import Index
+from switchyard.outbox import outbox_context, outbox_indexes
+from switchyard.web import new_app
+
+USERS_COLLECTION = "file_users"  # the switchyard.directory read model
+OUTBOX_COLLECTIONS = [records.COLLECTION]
+
+
+def indexes(settings: FileSettings) -> list[Index]:
+    return [
+        *record_indexes(),
+        *grant_indexes(),
+        *outbox_indexes(OUTBOX_COLLECTIONS, [tombstone_expiry(settings.tombstone_days)]),
+        *inbox_indexes(),
+    ]
+
+
+def storage_backend(settings: FileSettings) -> BlobStore:
+    location = settings.s3
+    if location is not None:
+        return S3BlobStore(settings, location)
+    return LocalBlobStore(Path(settings.storage))
+
+
+def deps_context(settings: FileSettings) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Storage, the image pool and the stores, as one :class:`FileDeps`."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        db = app[shared_keys.MONGO_DB]
+        backend = storage_backend(settings)
+        storage = MeasuredStore(backend, app[keys.FILE_METRICS])
+        await storage.start()
+        if isinstance(backend, S3BlobStore) and settings.s3_create_bucket:
+            await backend.ensure_bucket()
+        spool = Spool(settings.spool_dir)
+        await spool.start()
+        images = ImagePool(settings.image_workers)
+        relay = app[shared_keys.OUTBOX_RELAY]
+        app[keys.DEPS] = FileDeps(
+            settings=settings,
+            records=FileRecords(db[records.COLLECTION]),
+            usage=UsageLedger(db[usage.COLLECTION]),
+            grants=Grants(db[grants.COLLECTION]),
+            storage=storage,
+            images=images,
+            spool=spool,
+            directory=UserDirectory(db[USERS_COLLECTION]),
+            metrics=app[keys.FILE_METRICS],
+            signer=LinkSigner(settings.signing_keys),
+            notify=relay.notify,
+        )
+        app[shared_keys.READINESS_CHECKS]["storage"] = storage.check
+        try:
+            yield
+        finally:
+            images.close()
+            await storage.close()
+
+    return context
+
+
+def create_app(settings: FileSettings) -> web.Application:
+    app = new_app(settings)
+    app[keys.FILE_METRICS] = FileMetrics(app[shared_keys.METRICS])
+    app.middlewares.append(authn_middleware())
+    app.cleanup_ctx.extend(
+        [
+            mongo_context(indexes(settings)),
+            bus_context,
+            outbox_context(OUTBOX_COLLECTIONS, expiry=[tombstone_expiry(settings.tombstone_days)]),
+            verifier_context(),
+            deps_context(settings),
+            sweeper_context(keys.SWEEPER, keys.DEPS),
+            consumers_context(build_registry),
+        ]
+    )
+    add_routes(app)
+    return app

@@ -1,0 +1,1 @@
+"""Persistence and providers behind small interfaces: the ledger, the business records, Stripe."""

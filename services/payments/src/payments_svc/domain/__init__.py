@@ -1,0 +1,2 @@
+"""The payments domain: money, accounts, offers and their rules. No aiohttp, pymongo or
+aio-pika here."""

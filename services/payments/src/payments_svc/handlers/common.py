@@ -1,0 +1,81 @@
+"""What every command needs: the service's stores (``Books``), ids, and the checks that
+turn bad requests into problems."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+
+from payments_svc.adapters.ledger import Ledger
+from payments_svc.adapters.providers import PaymentProvider
+from payments_svc.adapters.records import Records
+from payments_svc.domain import accounts as acct
+from payments_svc.domain.accounts import AccountSpec
+from payments_svc.metrics import PaymentsMetrics
+from payments_svc.settings import PaymentsSettings
+from switchyard.directory import UserDirectory
+from switchyard.mongo.client import Document
+from switchyard.problems import Problem, validation_problem
+
+
+@dataclass(frozen=True)
+class Books:
+    """The service's state and collaborators, built once in ``create_app``."""
+
+    ledger: Ledger
+    offers: Records
+    deposits: Records
+    withdrawals: Records
+    adjustments: Records
+    directory: UserDirectory
+    payout_accounts: AsyncCollection[Document]
+    webhook_events: AsyncCollection[Document]
+    provider: PaymentProvider
+    settings: PaymentsSettings
+    metrics: PaymentsMetrics
+    published: Callable[[], None]  # wake the outbox relay after a write that staged events
+
+
+def new_id(prefix: str) -> str:
+    """Opaque, unique, and ordered by creation time (lists page by id)."""
+    return f"{prefix}_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}"
+
+
+def require_currency(books: Books, currency: str, location: str) -> None:
+    if currency not in books.settings.payments_currencies:
+        allowed = ", ".join(books.settings.payments_currencies)
+        raise validation_problem(
+            [
+                {
+                    "location": location,
+                    "message": f"{currency} is not accepted here (allowed: {allowed}).",
+                    "code": "unsupported-currency",
+                }
+            ],
+            f"The currency {currency} is not accepted.",
+        )
+
+
+async def require_open_wallet(books: Books, user_id: str, currency: str) -> None:
+    """403 for a deleted user or a frozen wallet: no new offers, deposits or withdrawals."""
+    user = await books.directory.get(user_id)
+    if user is not None and user.deleted:
+        raise Problem(403, "This account was deleted.", slug="account-closed")
+    wallet = await books.ledger.accounts.find_one(
+        {"_id": acct.wallet(currency, user_id)}, {"frozen": 1}
+    )
+    if wallet is not None and wallet.get("frozen"):
+        raise Problem(403, "This wallet is frozen.", slug="wallet-frozen")
+
+
+def money(amount: int, currency: str) -> dict[str, Any]:
+    return {"amount": amount, "currency": currency}
+
+
+def wallet_spec(currency: str, user_id: str) -> AccountSpec:
+    return AccountSpec(acct.wallet(currency, user_id), owner=user_id)
