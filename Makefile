@@ -34,10 +34,16 @@ integration: install ## tests on the real broker, store and SMTP server
 e2e: install ## journeys through the gateway against the running suite
 	$(PYTEST) tests-e2e
 
-lint: install ## ruff on everything, mypy on shared/
+# Every service package (services/<name>/src/<name>_svc), found on disk: a new service is
+# type-checked the day it lands.
+SERVICE_PACKAGES := $(notdir $(wildcard services/*/src/*_svc))
+SPACE := $(subst ,, )
+MYPY_PATH := $(subst $(SPACE),:,shared/src $(wildcard services/*/src))
+
+lint: install ## ruff on everything, mypy (strict) on shared/ and every service
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check shared services tests-e2e scripts
-	MYPYPATH=shared/src $(UV) run --frozen mypy -p switchyard
+	MYPYPATH=$(MYPY_PATH) $(UV) run --frozen mypy -p switchyard $(addprefix -p ,$(SERVICE_PACKAGES))
 
 contracts: install ## regenerate contracts/ from the code
 	$(UV) run --frozen switchyard-contracts export

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from switchyard.envelope import EventCatalog
+from switchyard.testing import service_bus
 
 TEST_CATALOG = EventCatalog()
 
@@ -35,7 +36,6 @@ from typing import Any  # noqa: E402
 from switchyard.bus import Bus, Consumer, Subscription  # noqa: E402
 from switchyard.bus.inbox import Inbox  # noqa: E402
 from switchyard.envelope import Envelope, Event, new_envelope  # noqa: E402
-from switchyard.metrics import Metrics  # noqa: E402
 
 
 def thing(thing_id: str = "t1", amount: int = 0) -> Envelope:
@@ -48,14 +48,12 @@ def thing(thing_id: str = "t1", amount: int = 0) -> Envelope:
 def make_bus(
     overrides: dict[str, Any], *, url: str | None = None, service: str = "svc", retry_delays=None
 ) -> Bus:
-    return Bus(
-        url=url or overrides["amqp_url"],
-        exchange=overrides["bus_exchange"],
+    """The shared tests' bus: a patient publisher (the broker is shared with other tests)."""
+    return service_bus(
+        overrides,
         service=service,
-        metrics=Metrics(service),
-        queue_prefix=overrides["bus_queue_prefix"],
+        url=url,
         retry_delays=retry_delays or overrides["bus_retry_delays"],
-        queue_expires_ms=overrides["bus_queue_expires_ms"],
         publish_timeout=15.0,
     )
 
@@ -99,15 +97,3 @@ async def start_consumer(
     )
     await consumer.start()
     return consumer
-
-
-async def eventually(
-    predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05
-) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if await predicate():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import ipaddress
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +35,7 @@ from switchyard.events.auth import (
     UserUpdated,
     UserVerified,
 )
-from switchyard.metrics import Metrics
-from switchyard.testing import AppServer
+from switchyard.testing import AppServer, eventually, service_bus
 
 
 def user_id() -> str:
@@ -144,16 +141,6 @@ def plain(mail: Any) -> str:
     return str(mail.text).replace("\r\n", "\n")
 
 
-async def eventually(
-    predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
-
-
 async def parked(amqp_url: str, queue: str, timeout: float = 15.0) -> list[Any]:
     """Wait until ``queue``'s DLQ holds messages; return them (left in place)."""
     found: list[Any] = []
@@ -223,14 +210,8 @@ class RunningService:
 
 
 def publisher_bus(overrides: dict[str, Any]) -> Bus:
-    return Bus(
-        url=overrides["amqp_url"],
-        exchange=overrides["bus_exchange"],
-        service="auth",
-        metrics=Metrics("auth"),
-        queue_prefix=overrides["bus_queue_prefix"],
-        retry_delays=overrides["bus_retry_delays"],
-    )
+    """The bus auth would publish on, for events the notification service consumes."""
+    return service_bus(overrides, "auth")
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:

@@ -56,8 +56,8 @@ from switchyard.authn import IDENTITY
 from switchyard.leases import kept_alive
 from switchyard.logging import request_id_var
 from switchyard.mongo import Index
-from switchyard.mongo.client import Document, asc
-from switchyard.mongo.dates import stored_time, time_range
+from switchyard.mongo.client import Document
+from switchyard.mongo.dates import stored_time, time_range, ttl_index
 from switchyard.problems import Problem, problem_response
 
 log = logging.getLogger("switchyard.idempotency")
@@ -75,7 +75,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def idempotency_indexes(collection: str = COLLECTION) -> list[Index]:
-    return [Index(collection, asc("expires_at"), expire_after_seconds=0)]
+    return [ttl_index(collection, "expires")]
 
 
 def canonical_body(body: bytes) -> bytes:
@@ -233,8 +233,8 @@ async def _claim(
         "state": "running",
         "owner": owner,
         "lock_expires": stored_time(now + lock),
-        "created_at": now,
-        "expires_at": now + ttl,
+        "created": stored_time(now),
+        "expires": stored_time(now + ttl),
     }
     try:
         await store.insert_one(claim)
@@ -251,10 +251,8 @@ async def _claim(
         )
     if existing["state"] == "done":
         return _replay(existing)
-    lapsed = [time_range("lock_expires", at_or_before=now), {"lock.until": {"$lte": now}}]
     taken = await store.find_one_and_update(
-        # "lock.until": a claim written before stored times; $and around the $or (store contract)
-        {"$and": [{"_id": doc_id}, {"state": "running"}, {"$or": lapsed}]},
+        {"_id": doc_id, "state": "running", **time_range("lock_expires", at_or_before=now)},
         {"$set": {"owner": owner, "lock_expires": stored_time(now + lock)}},
     )
     if taken is None:
@@ -312,7 +310,7 @@ async def _run(
                     if name in response.headers
                 },
             },
-            "$unset": {"owner": "", "lock_expires": "", "lock": ""},
+            "$unset": {"owner": "", "lock_expires": ""},
         },
     )
     if done.matched_count != 1:

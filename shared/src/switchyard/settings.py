@@ -158,10 +158,10 @@ def describe_validation_error(error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_settings(cls: type[SettingsT], **overrides: object) -> SettingsT:
+def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
     """Build settings from the environment; on failure print why and exit with status 2."""
     try:
-        return cls(**overrides)  # type: ignore[arg-type]
+        return cls(**overrides)
     except ValidationError as error:
         print(describe_validation_error(error), file=sys.stderr)
         raise SystemExit(2) from None

@@ -17,11 +17,11 @@ from opentelemetry import trace
 from switchyard.bus import UnroutableEvent
 from switchyard.bus.inbox import Inbox
 from switchyard.dlq import DeadLetters
+from switchyard.testing import eventually
 
 from ..support import (
     Recorder,
     ThingHappened,
-    eventually,
     make_bus,
     start_consumer,
     thing,

@@ -11,9 +11,9 @@ from switchyard.bus import HandlerRegistry
 from switchyard.bus.inbox import Inbox
 from switchyard.dlq import DeadLetters
 from switchyard.envelope import new_envelope
-from switchyard.testing import InMemoryBus
+from switchyard.testing import InMemoryBus, eventually
 
-from ..support import TEST_CATALOG, Recorder, ThingHappened, eventually, make_bus, start_consumer
+from ..support import TEST_CATALOG, Recorder, ThingHappened, make_bus, start_consumer
 
 
 class MemoryBackend:

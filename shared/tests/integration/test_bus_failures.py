@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 
 from switchyard.bus import PublishFailed
-from switchyard.testing import TcpProxy
+from switchyard.testing import TcpProxy, eventually
 
 from ..support import (
     Recorder,
-    eventually,
     make_bus,
     start_consumer,
     thing,

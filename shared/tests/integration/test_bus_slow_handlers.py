@@ -9,9 +9,9 @@ import pytest
 
 from switchyard.bus.inbox import Inbox
 from switchyard.dlq import DeadLetters
-from switchyard.testing import TcpProxy
+from switchyard.testing import TcpProxy, eventually
 
-from ..support import eventually, make_bus, start_consumer, thing
+from ..support import make_bus, start_consumer, thing
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("broker_cleanup")]
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from switchyard.bus.inbox import Inbox
+from switchyard.envelope import utcnow
+from switchyard.mongo import stored_time
 from switchyard.outbox import (
     OUTBOX_FIELD,
     PENDING_FIELD,
@@ -18,11 +20,10 @@ from switchyard.outbox import (
     stage_events,
     with_events,
 )
-from switchyard.testing import TcpProxy
+from switchyard.testing import TcpProxy, eventually
 
 from ..support import (
     Recorder,
-    eventually,
     make_bus,
     start_consumer,
     thing,
@@ -254,7 +255,7 @@ async def test_a_staged_event_that_cannot_be_read_is_set_aside_and_the_rest_flow
     await mongo_db["things"].insert_one(
         {
             "_id": "bad",
-            OUTBOX_FIELD: {"e-bad": {"json": "{not json", "staged_at": 1.0}},
+            OUTBOX_FIELD: {"e-bad": {"json": "{not json", "staged": stored_time(utcnow())}},
             PENDING_FIELD: 1,
             "outbox_seq": 1,
         }

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import time
+from datetime import timedelta
 
 import pytest
 
+from switchyard.envelope import utcnow
+from switchyard.mongo import stored_time
 from switchyard.outbox import LEASES_COLLECTION, OutboxRelay, with_events
+from switchyard.testing import eventually
 
 from ..support import (
     Recorder,
-    eventually,
     make_bus,
     start_consumer,
     thing,
@@ -96,7 +98,13 @@ async def test_a_relay_that_lost_its_lease_stops_publishing(settings_overrides, 
     # Another replica takes the lease over (as after a store partition that outlasted it).
     await mongo_db[LEASES_COLLECTION].update_one(
         {"_id": "svc"},
-        {"$set": {"owner": "another-replica", "until": time.time() + 60}, "$inc": {"fence": 1}},
+        {
+            "$set": {
+                "owner": "another-replica",
+                "until": stored_time(utcnow() + timedelta(minutes=1)),
+            },
+            "$inc": {"fence": 1},
+        },
     )
     assert await passing == 0
     assert slow.published == []  # nothing went out after the lease was gone

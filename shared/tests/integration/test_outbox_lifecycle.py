@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from switchyard.bus import PublishFailed
-from switchyard.mongo import Index, ensure_indexes
+from switchyard.mongo import Index, ensure_indexes, stored_time, ttl_index
 from switchyard.mongo.client import asc
 from switchyard.outbox import (
     OUTBOX_FIELD,
@@ -19,10 +19,10 @@ from switchyard.outbox import (
     refuse_ttl_indexes,
     stage_events,
 )
+from switchyard.testing import eventually
 
 from ..support import (
     Recorder,
-    eventually,
     start_consumer,
     thing,
 )
@@ -35,7 +35,9 @@ async def issue_code(mongo_db, key: str, event, *, expires_at: datetime | None =
     expires_at = expires_at or datetime.now(UTC) + timedelta(minutes=10)
     await mongo_db["codes"].update_one(
         {"_id": key},
-        stage_events({"$set": {"code": {"expires_at": expires_at}, "attempts": 0}}, [event]),
+        stage_events(
+            {"$set": {"code": {"expires": stored_time(expires_at)}, "attempts": 0}}, [event]
+        ),
         upsert=True,
     )
 
@@ -149,12 +151,12 @@ async def test_an_expired_document_waits_for_its_events(bus, mongo_db):
     waiting = thing("expired-but-unsent")
     await issue_code(mongo_db, "old:verify_email", waiting, expires_at=past)
     await mongo_db["codes"].insert_one(
-        {"_id": "old:done", "code": {"expires_at": past}, PENDING_FIELD: 0}
+        {"_id": "old:done", "code": {"expires": stored_time(past)}, PENDING_FIELD: 0}
     )
     await mongo_db["codes"].insert_one(
-        {"_id": "fresh", "code": {"expires_at": past + timedelta(hours=1)}}
+        {"_id": "fresh", "code": {"expires": stored_time(past + timedelta(hours=1))}}
     )
-    expiry = [Expiry("codes", "code.expires_at")]
+    expiry = [Expiry("codes", "code.expires")]
     down = OutboxRelay(
         mongo_db, ["codes"], Unreachable(bus.metrics), metrics=bus.metrics, expiry=expiry
     )
@@ -175,15 +177,15 @@ async def test_an_expired_document_waits_for_its_events(bus, mongo_db):
 
 
 async def test_a_ttl_index_on_an_outbox_collection_is_refused(mongo_db):
-    await ensure_indexes(mongo_db, [Index("codes", asc("code.expires_at"), expire_after_seconds=0)])
+    await ensure_indexes(mongo_db, [ttl_index("codes", "code.expires")])
     with pytest.raises(RuntimeError, match="TTL"):
         await refuse_ttl_indexes(mongo_db, ["codes"])
-    # Declared without the TTL (as the services now do), the index is replaced at start-up.
-    await ensure_indexes(mongo_db, [Index("codes", asc("code.expires_at"))])
+    # The same key declared without the TTL replaces the index at start-up.
+    await ensure_indexes(mongo_db, [Index("codes", asc("code.expires.at"))])
     await refuse_ttl_indexes(mongo_db, ["codes"])
     past = datetime.now(UTC) - timedelta(minutes=1)
     await mongo_db["codes"].insert_one(
-        {"_id": "kept", "code": {"expires_at": past}, PENDING_FIELD: 1}
+        {"_id": "kept", "code": {"expires": stored_time(past)}, PENDING_FIELD: 1}
     )
     await eventually(lambda: _present(mongo_db, "kept"))
 

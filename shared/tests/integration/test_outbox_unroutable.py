@@ -8,10 +8,10 @@ import pytest
 
 from switchyard.dlq import DeadLetters
 from switchyard.outbox import UNROUTABLE_COLLECTION, OutboxRelay, with_events
+from switchyard.testing import eventually
 
 from ..support import (
     Recorder,
-    eventually,
     start_consumer,
     thing,
 )

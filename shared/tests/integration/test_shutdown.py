@@ -12,9 +12,10 @@ import aiohttp
 import pytest
 
 from switchyard.envelope import new_envelope
+from switchyard.testing import eventually
 from switchyard.testing.servers import free_port
 
-from ..support import TEST_CATALOG, ThingHappened, eventually, make_bus
+from ..support import TEST_CATALOG, ThingHappened, make_bus
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("broker_cleanup")]
 

@@ -1,23 +1,14 @@
 import asyncio
 
-from switchyard.bus import Bus, Consumer, Subscription
+from switchyard.bus import Consumer, Subscription
 from switchyard.envelope import new_envelope
-from switchyard.metrics import Metrics
+from switchyard.testing import service_bus
 
 from ..support import TEST_CATALOG, ThingHappened
 
 
 async def test_publish_consume(settings_overrides, broker_cleanup):
-    s = settings_overrides
-    bus = Bus(
-        url=s["amqp_url"],
-        exchange=s["bus_exchange"],
-        service="svc",
-        metrics=Metrics("svc"),
-        queue_prefix=s["bus_queue_prefix"],
-        retry_delays=[0.2],
-        queue_expires_ms=60000,
-    )
+    bus = service_bus(settings_overrides, "svc", retry_delays=[0.2])
     await bus.connect()
     got = asyncio.Queue()
 

@@ -10,14 +10,20 @@ embedded server are never used, so they have no test here.
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from switchyard.mongo import Index, ensure_indexes
+from switchyard.mongo import (
+    Index,
+    ensure_indexes,
+    loaded_time,
+    stored_time,
+    time_range,
+    ttl_index,
+)
 from switchyard.mongo.client import asc
 
 pytestmark = pytest.mark.integration
@@ -51,10 +57,11 @@ async def test_guarded_decrement_never_goes_negative(mongo_db):
 async def test_map_field_set_exists_unset_with_counter(mongo_db):
     """The outbox shape: $set of a sub-document under a map key, $inc counter, guarded $unset."""
     col = mongo_db["things"]
+    staged = datetime(2026, 3, 1, 12, 0, 0, 123_456, tzinfo=UTC)
     await col.insert_one(
         {
             "_id": "a",
-            "outbox": {"e1": {"envelope": {"id": "e1"}, "staged_at": 1.0}},
+            "outbox": {"e1": {"json": '{"id": "e1"}', "staged": stored_time(staged)}},
             "outbox_pending": 1,
         }
     )
@@ -63,15 +70,20 @@ async def test_map_field_set_exists_unset_with_counter(mongo_db):
         {
             "$set": {
                 "state": "x",
-                "outbox.e2": {"envelope": {"id": "e2", "data": {"k": [1, 2]}}, "staged_at": 2.0},
+                "outbox.e2": {
+                    "json": '{"id": "e2"}',
+                    "type": "t",
+                    "meta": {"k": [1, 2]},
+                    "staged": stored_time(staged),
+                },
             },
             "$inc": {"outbox_pending": 1},
         },
     )
     doc = await col.find_one({"_id": "a"})
-    assert doc["outbox"]["e2"]["envelope"]["data"] == {
-        "k": [1, 2]
-    }  # a real sub-document, not a string
+    assert doc["outbox"]["e2"]["meta"] == {"k": [1, 2]}  # a real sub-document, not a string
+    assert loaded_time(doc["outbox"]["e2"]["staged"]) == staged  # the stored time survives
+    assert isinstance(doc["outbox"]["e2"]["staged"]["at"], datetime)
     assert doc["outbox_pending"] == 2
     assert await col.count_documents({"outbox.e2": {"$exists": True}}) == 1
     guard = {"_id": "a", "outbox.e1": {"$exists": True}}
@@ -134,25 +146,36 @@ async def test_compound_unique_index(mongo_db):
 
 
 async def test_ttl_index_is_accepted(mongo_db):
-    await ensure_indexes(mongo_db, [Index("inbox", asc("done.at"), expire_after_seconds=3600)])
+    await ensure_indexes(mongo_db, [ttl_index("inbox", "done", expire_after=timedelta(hours=1))])
     info = await mongo_db["inbox"].index_information()
     assert any(spec.get("expireAfterSeconds") == 3600 for spec in info.values())
 
 
-async def test_lease_update_with_or_and_lt_on_numbers(mongo_db):
-    """The relay lease: take it when we own it or it has run out."""
+async def test_lease_taken_over_only_once_it_ran_out(mongo_db):
+    """The relay lease (and the inbox claim): take it over only when its stored time has
+    passed, to the millisecond, counting a fence."""
     col = mongo_db["outbox_leases"]
-    now = time.time()
-    await col.insert_one({"_id": "svc", "owner": "a", "until": now + 10})
-    take = {"$set": {"owner": "b", "until": now + 20}}
-    assert (
-        await col.update_one({"_id": "svc", "$or": [{"owner": "b"}, {"until": {"$lt": now}}]}, take)
-    ).matched_count == 0
-    await col.update_one({"_id": "svc"}, {"$set": {"until": now - 1}})
-    assert (
-        await col.update_one({"_id": "svc", "$or": [{"owner": "b"}, {"until": {"$lt": now}}]}, take)
-    ).matched_count == 1
-    assert (await col.find_one({"_id": "svc"}))["owner"] == "b"
+    now = datetime.now(UTC)
+    await col.insert_one(
+        {"_id": "svc", "owner": "a", "until": stored_time(now + timedelta(seconds=10)), "fence": 1}
+    )
+
+    def take_over() -> dict:
+        return {
+            "$set": {"owner": "b", "until": stored_time(now + timedelta(seconds=20))},
+            "$inc": {"fence": 1},
+        }
+
+    lapsed = {"_id": "svc", **time_range("until", before=now)}
+    assert (await col.update_one(lapsed, take_over())).matched_count == 0
+    await col.update_one({"_id": "svc"}, {"$set": {"until": stored_time(now)}})
+    assert (await col.update_one(lapsed, take_over())).matched_count == 0  # not before: at
+    await col.update_one(
+        {"_id": "svc"}, {"$set": {"until": stored_time(now - timedelta(milliseconds=1))}}
+    )
+    assert (await col.update_one(lapsed, take_over())).matched_count == 1
+    doc = await col.find_one({"_id": "svc"})
+    assert doc["owner"] == "b" and doc["fence"] == 2
 
 
 async def test_find_one_and_update_compare_and_set(mongo_db):
@@ -175,21 +198,21 @@ async def test_find_one_and_update_compare_and_set(mongo_db):
 
 
 async def test_set_unset_and_delete_with_several_conditions(mongo_db):
+    """The inbox: a claim with a lease, released only by its owner, completed with a time."""
     col = mongo_db["inbox"]
-    await col.insert_one({"_id": "k", "status": "processing", "owner": "o", "lease_until": 5.0})
+    now = datetime.now(UTC)
+    lease = stored_time(now + timedelta(seconds=30))
+    await col.insert_one({"_id": "k", "status": "processing", "owner": "o", "lease_expires": lease})
     assert (
         await col.delete_one({"_id": "k", "owner": "x", "status": "processing"})
     ).deleted_count == 0
     await col.update_one(
         {"_id": "k"},
-        {
-            "$set": {"status": "done", "done": {"at": datetime.now(UTC)}},
-            "$unset": {"lease_until": ""},
-        },
+        {"$set": {"status": "done", "done": stored_time(now)}, "$unset": {"lease_expires": ""}},
     )
     doc = await col.find_one({"_id": "k"})
-    assert doc["status"] == "done" and "lease_until" not in doc
-    assert isinstance(doc["done"]["at"], datetime)
+    assert doc["status"] == "done" and "lease_expires" not in doc
+    assert loaded_time(doc["done"]) == now and isinstance(doc["done"]["at"], datetime)
 
 
 async def test_datetimes_round_trip_and_compare(mongo_db):
@@ -367,10 +390,12 @@ async def test_known_difference_or_beside_other_conditions(mongo_db, store_backe
 async def test_or_inside_and_is_exact_for_finds_updates_and_upserts(mongo_db):
     """The shape guards with alternatives use: ``$and`` of the key and an ``$or``."""
     col = mongo_db["and_or"]
+    now = datetime.now(UTC)
+    lapsed = stored_time(now - timedelta(milliseconds=1))
     await col.insert_many(
         [
-            {"_id": "d1", "status": "sending", "lease_until": 1.0},
-            {"_id": "d2", "status": "sent", "lease_until": 1.0},
+            {"_id": "d1", "status": "sending", "lease_expires": lapsed},
+            {"_id": "d2", "status": "sent", "lease_expires": lapsed},
             {"_id": "d3", "status": "pending"},
         ]
     )
@@ -382,7 +407,7 @@ async def test_or_inside_and_is_exact_for_finds_updates_and_upserts(mongo_db):
                 {
                     "$or": [
                         {"status": "pending"},
-                        {"status": "sending", "lease_until": {"$lt": 9.0}},
+                        {"status": "sending", **time_range("lease_expires", before=now)},
                     ]
                 },
             ]
@@ -399,20 +424,21 @@ async def test_or_inside_and_is_exact_for_finds_updates_and_upserts(mongo_db):
         await col.update_one(claimable("d2"), {"$set": {"owner": "x"}}, upsert=True)
     result = await col.update_one(claimable("d4"), {"$set": {"owner": "new"}}, upsert=True)
     assert result.upserted_id == "d4"
-    # A range on a nested date next to a missing-or-zero alternative (the expiry sweep).
-    now = datetime.now(UTC)
+    # A range on a nested stored time next to a missing-or-zero alternative (the expiry
+    # sweep); a millisecond past counts.
     dated = mongo_db["and_or_dates"]
+    just_past = stored_time(now - timedelta(milliseconds=1))
     await dated.insert_many(
         [
-            {"_id": "fresh", "code": {"expires_at": now + timedelta(hours=1)}},
-            {"_id": "old", "code": {"expires_at": now - timedelta(hours=1)}, "pending": 0},
-            {"_id": "old-busy", "code": {"expires_at": now - timedelta(hours=1)}, "pending": 2},
-            {"_id": "old-bare", "code": {"expires_at": now - timedelta(hours=1)}},
+            {"_id": "fresh", "code": {"expires": stored_time(now + timedelta(milliseconds=1))}},
+            {"_id": "old", "code": {"expires": just_past}, "pending": 0},
+            {"_id": "old-busy", "code": {"expires": just_past}, "pending": 2},
+            {"_id": "old-bare", "code": {"expires": just_past}},
         ]
     )
     expired_and_idle = {
         "$and": [
-            {"code.expires_at": {"$lt": now}},
+            time_range("code.expires", before=now),
             {"$or": [{"pending": 0}, {"pending": {"$exists": False}}]},
         ]
     }

@@ -24,7 +24,7 @@ from auth_svc.background import BackgroundWork
 from auth_svc.domain.clock import Clock, SystemClock
 from auth_svc.domain.passwords import PasswordPolicy, PasswordRejected
 from auth_svc.entrypoints.http import PUBLIC_PATHS, add_routes, auth_errors_middleware
-from auth_svc.keys import CLOCK, DEPS, KEY_RING
+from auth_svc.keys import AUTH_METRICS, CLOCK, DEPS, KEY_RING
 from auth_svc.metrics import AuthMetrics
 from auth_svc.settings import AuthSettings
 from switchyard import keys
@@ -61,6 +61,10 @@ def create_app(settings: AuthSettings, *, clock: Clock | None = None) -> web.App
     app[CLOCK] = clock
     app[KEY_RING] = ring
     app[VERIFIER] = verifier
+    metrics = app[AUTH_METRICS] = AuthMetrics(app[keys.METRICS])
+    background = BackgroundWork(
+        limit=settings.background_limit, on_dropped=metrics.background_work_dropped
+    )
     app.middlewares.append(authn_middleware(verifier, public_paths=PUBLIC_PATHS))
     app.middlewares.append(auth_errors_middleware)
 
@@ -76,10 +80,10 @@ def create_app(settings: AuthSettings, *, clock: Clock | None = None) -> web.App
     app.cleanup_ctx.append(mongo_context(indexes))
     app.cleanup_ctx.append(bus_context)
     app.cleanup_ctx.append(outbox_context(OUTBOX_COLLECTIONS, expiry=OUTBOX_EXPIRY))
-    app.cleanup_ctx.append(_commands(settings, ring, clock))
+    app.cleanup_ctx.append(_commands(settings, ring, clock, metrics, background))
     app.cleanup_ctx.append(key_reload_context(ring, settings.key_reload_interval))
     # Last in, first out: pending code requests finish while the store and bus are still up.
-    app.cleanup_ctx.append(_background(settings))
+    app.cleanup_ctx.append(_background(settings, background))
     add_routes(app)
     return app
 
@@ -98,14 +102,19 @@ def _signing_keys(settings: AuthSettings, ring: KeyRing) -> CleanupContext:
     return context
 
 
-def _commands(settings: AuthSettings, ring: KeyRing, clock: Clock) -> CleanupContext:
+def _commands(
+    settings: AuthSettings,
+    ring: KeyRing,
+    clock: Clock,
+    metrics: AuthMetrics,
+    background: BackgroundWork,
+) -> CleanupContext:
     """Build the commands' dependencies once the store and relay exist; bootstrap the admin."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         db = app[keys.MONGO_DB]
         # Accounts stored before addresses had a comparison key get one before we serve.
         await backfill_email_keys(db)
-        metrics = AuthMetrics.on(app[keys.METRICS])
         passwords = Passwords(settings.argon2)
         strength = StrengthChecker(
             PasswordPolicy(min_score=settings.password_min_score),
@@ -138,7 +147,7 @@ def _commands(settings: AuthSettings, ring: KeyRing, clock: Clock) -> CleanupCon
             ),
             passwords=passwords,
             strength=strength,
-            signer=Signer(
+            tokens=Signer(
                 ring,
                 issuer=settings.auth_issuer,
                 audience=settings.jwt_audience,
@@ -146,11 +155,7 @@ def _commands(settings: AuthSettings, ring: KeyRing, clock: Clock) -> CleanupCon
                 clock=clock,
             ),
             metrics=metrics,
-            background=BackgroundWork(
-                limit=settings.background_limit,
-                dropped=metrics.background_dropped,
-                service=metrics.service,
-            ),
+            background=background,
             notify_outbox=app[keys.OUTBOX_RELAY].notify,
             access_token_ttl=settings.access_token_ttl,
             refresh_token_ttl=settings.refresh_token_ttl,
@@ -181,13 +186,13 @@ def _commands(settings: AuthSettings, ring: KeyRing, clock: Clock) -> CleanupCon
     return context
 
 
-def _background(settings: AuthSettings) -> CleanupContext:
+def _background(settings: AuthSettings, background: BackgroundWork) -> CleanupContext:
     """Let code requests already answered finish (bounded by the shutdown timeout)."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            await app[DEPS].background.close(settings.shutdown_timeout)
+            await background.close(settings.shutdown_timeout)
 
     return context

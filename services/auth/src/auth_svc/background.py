@@ -16,17 +16,15 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from prometheus_client import Counter
-
 log = logging.getLogger("auth.background")
 
 Job = Callable[[], Awaitable[None]]
 
 
 class BackgroundWork:
-    def __init__(self, *, limit: int, dropped: Counter, service: str) -> None:
+    def __init__(self, *, limit: int, on_dropped: Callable[[], None] = lambda: None) -> None:
         self.limit = limit
-        self._dropped = dropped.labels(service)
+        self._on_dropped = on_dropped
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -34,7 +32,7 @@ class BackgroundWork:
     def submit(self, name: str, job: Job) -> bool:
         """Run ``job`` soon; False (and counted) when too much work is already waiting."""
         if len(self._tasks) >= self.limit:
-            self._dropped.inc()
+            self._on_dropped()
             log.warning("background work dropped: too much is waiting", extra={"job": name})
             return False
         task = asyncio.get_running_loop().create_task(self._run(name, job), name=name)

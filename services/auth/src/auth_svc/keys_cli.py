@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("list", help="list the keys")
     remove = commands.add_parser("remove", help="remove a key that no longer signs")
-    remove.add_argument("kid")
+    # A kid is base64url and may begin with "-": write `remove -- KID` then.
+    remove.add_argument("kid", help="the key to remove (`remove -- KID` when it begins with -)")
     return parser
 
 

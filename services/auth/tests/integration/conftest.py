@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,13 +21,13 @@ import yaml
 
 from auth_svc.app import create_app
 from auth_svc.domain.clock import ManualClock
-from auth_svc.keys import DEPS
+from auth_svc.keys import AUTH_METRICS, DEPS
 from auth_svc.settings import AuthSettings
 from gateway_svc.app import create_app as create_gateway
 from gateway_svc.settings import DEFAULT_ROUTES_FILE, GatewaySettings
-from switchyard.bus import Bus, Consumer, Subscription
+from switchyard.bus import Consumer, Subscription
 from switchyard.envelope import Event
-from switchyard.metrics import Metrics
+from switchyard.testing import service_bus
 from switchyard.testing.servers import AppServer, free_port
 from switchyard.tokens import TokenVerifier
 
@@ -176,15 +175,7 @@ async def event_log(
 ) -> AsyncIterator[EventLog]:
     """Bound before the service starts, so no event is unroutable."""
     log = EventLog()
-    bus = Bus(
-        url=settings_overrides["amqp_url"],
-        exchange=settings_overrides["bus_exchange"],
-        service="testprobe",
-        metrics=Metrics("testprobe"),
-        queue_prefix=settings_overrides["bus_queue_prefix"],
-        retry_delays=[0.2],
-        queue_expires_ms=60_000,
-    )
+    bus = service_bus(settings_overrides, "testprobe", retry_delays=[0.2])
     await bus.connect()
     consumer = Consumer(bus, Subscription("events", ("auth.#",), log.handle, deduplicate=False))
     await consumer.start()
@@ -265,18 +256,9 @@ def token_claims(token: str) -> dict[str, Any]:
     return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
 
 
-async def metric(auth: AuthClient, name: str, **labels: str) -> float:
-    """One sample of the service's own /metrics (0 when the series does not exist yet)."""
-    text = (await auth.call("GET", "/metrics")).body
-    wanted = {**labels, "service": "auth"}
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        head, _, value = line.rpartition(" ")
-        found = dict(re.findall(r'(\w+)="([^"]*)"', head))
-        if head.split("{")[0] == name and found == wanted:
-            return float(value)
-    return 0.0
+def metric(auth: AuthClient, name: str, **labels: str) -> float:
+    """One sample of the service's own metrics (0 when the series does not exist yet)."""
+    return auth.app[AUTH_METRICS].value(name, **labels)
 
 
 async def settle(auth: AuthClient) -> None:

@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from switchyard.pagination import encode_cursor
+
 from .conftest import AuthClient
 
 pytestmark = pytest.mark.integration
@@ -57,13 +59,19 @@ async def test_bootstrap_admin_lists_users_with_cursor(auth: AuthClient) -> None
 
     for query, location in [
         ("?limit=0", "/limit"),
+        ("?limit=201", "/limit"),
         ("?limit=abc", "/limit"),
-        ("?cursor=%%%", "/cursor"),
         ("?sort=email", "/sort"),
     ]:
         bad = await auth.call("GET", "/users" + query, token=token)
         assert bad.status == 422, query
         assert location in {e["location"] for e in bad.body["errors"]}, query
+    # A cursor this endpoint did not issue (switchyard.pagination): 400 invalid-cursor.
+    foreign = encode_cursor({"after": "../../etc"})
+    for cursor in ("%%%", foreign, encode_cursor({"seq": 3}), encode_cursor({"after": 7})):
+        bad = await auth.call("GET", f"/users?cursor={cursor}", token=token)
+        assert bad.status == 400, cursor
+        assert bad.body["type"].endswith("/invalid-cursor"), cursor
 
 
 async def test_role_changes(auth: AuthClient) -> None:

@@ -53,7 +53,7 @@ async def test_a_code_killed_by_wrong_tries_keeps_its_cooldown(
         body = {"email": email, "purpose": "verify_email"}
         assert (await edge.post("/otp/resend", body)).status == 202
     await settle(edge)
-    assert await metric(auth, "auth_codes_issued_total", purpose="verify_email") == 1
+    assert metric(auth, "auth_codes_issued_total", purpose="verify_email") == 1
     assert len(codes_sent(edge, email, "verify_email")) == 1
 
     # After the cooldown the owner gets a new code, and it works.
@@ -96,7 +96,7 @@ async def test_wrong_guesses_are_budgeted_across_codes_and_the_owner_is_told(
     # While blocked, no new reset code is mailed either.
     edge.clock.advance(61)
     await forgot(edge, email)
-    assert await metric(auth, "auth_codes_issued_total", purpose="reset_password") == 3
+    assert metric(auth, "auth_codes_issued_total", purpose="reset_password") == 3
 
     # A new window: codes work again.
     edge.clock.advance(3600)
@@ -114,7 +114,7 @@ async def test_codes_issued_per_hour_are_capped(edge: AuthClient, auth: AuthClie
         await forgot(edge, email)
         edge.clock.advance(61)
     assert auth.settings.otp_codes_per_hour == 5
-    assert await metric(auth, "auth_codes_issued_total", purpose="reset_password") == 5
+    assert metric(auth, "auth_codes_issued_total", purpose="reset_password") == 5
     # The last code mailed still works for the owner.
     last = await edge.events.code_for(email, "reset_password", after=4)
     assert await reset(edge, email, last) == 204

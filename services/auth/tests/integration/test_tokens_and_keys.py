@@ -13,6 +13,7 @@ import pytest
 
 from auth_svc import keys_cli
 from auth_svc.keys import KEY_RING
+from switchyard.testing import eventually
 from switchyard.tokens import (
     InvalidToken,
     TokenVerifier,
@@ -118,9 +119,13 @@ async def test_key_rotation(auth: AuthClient) -> None:
         assert remote.verify(old_token)
 
         # The signing key cannot be removed; the old one can.
-        assert keys_cli.run(["--dir", keys_dir, "remove", new_kid]) == 1
-        assert keys_cli.run(["--dir", keys_dir, "remove", old_kid]) == 0
-        await _until(lambda: old_kid not in auth.app[KEY_RING].public_keys)
+        assert keys_cli.run(["--dir", keys_dir, "remove", "--", new_kid]) == 1
+        assert keys_cli.run(["--dir", keys_dir, "remove", "--", old_kid]) == 0
+
+        async def old_key_gone() -> bool:
+            return old_kid not in auth.app[KEY_RING].public_keys
+
+        await eventually(old_key_gone, timeout=30)
         assert (await auth.call("GET", "/me", token=old_token)).status == 401
         assert (await auth.call("GET", "/me", token=new_token)).status == 200
         jwks = (await auth.call("GET", "/.well-known/jwks.json")).body
@@ -146,14 +151,6 @@ async def _token_signed_by_new_key(auth: AuthClient, email: str, old_kid: str) -
             return token
         await asyncio.sleep(0.1)
     raise AssertionError("the new key never signed")
-
-
-async def _until(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def test_access_token_shape(auth: AuthClient) -> None:

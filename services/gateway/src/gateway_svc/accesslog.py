@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from json.encoder import encode_basestring_ascii as _json_string  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii as _json_string
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:

@@ -73,7 +73,12 @@ async def send_email(
         template=template,
         category=request.category,
     )
-    fields = {"event_id": event.id, "template": template, "user_id": request.user_id}
+    # Log fields: what the lines of this delivery share (the attempt number joins later).
+    fields: dict[str, object] = {
+        "event_id": event.id,
+        "template": template,
+        "user_id": request.user_id,
+    }
 
     contact = await channel.directory.get(request.user_id)
     if contact is not None and contact.deleted:

@@ -14,12 +14,11 @@ from notification_svc.handlers import send_email
 from switchyard import keys as shared_keys
 from switchyard.dlq import DeadLetters
 from switchyard.envelope import utcnow
-from switchyard.testing import SmtpSink
+from switchyard.testing import SmtpSink, eventually
 from switchyard.testing.servers import free_port
 
 from ..support import (
     event,
-    eventually,
     login_code,
     otp,
     otp_blocked,

@@ -13,8 +13,9 @@ from notification_svc.adapters.preferences import PreferencesConflict, Preferenc
 from notification_svc.domain.deliveries import ERASED_RECIPIENT, NewDelivery
 from switchyard.envelope import utcnow
 from switchyard.mongo import ensure_indexes
+from switchyard.testing import eventually
 
-from ..support import deleted, event, eventually, otp, registered, updated, user_id, verified
+from ..support import deleted, event, otp, registered, updated, user_id, verified
 
 pytestmark = pytest.mark.integration
 

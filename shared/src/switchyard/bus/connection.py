@@ -49,6 +49,10 @@ class _Nacked(Exception):
     pass
 
 
+# What a publish retries: the broker or the connection went away, or the broker nacked.
+_RETRIED_PUBLISH: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, _Nacked)
+
+
 class Bus:
     """Publishing with confirms and ``mandatory``, and the connection consumers use.
 
@@ -244,18 +248,18 @@ class Bus:
         try:  # the common case, without building a retry loop
             await self._publish_once(message, routing_key, exchange)
             return
-        except (*TRANSIENT_ERRORS, _Nacked) as error:  # type: ignore[misc]
+        except _RETRIED_PUBLISH as error:
             log.info("publish interrupted; retrying", extra={"error": repr(error)})
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type((*TRANSIENT_ERRORS, _Nacked)),
+                retry=retry_if_exception_type(_RETRIED_PUBLISH),
                 wait=wait_exponential(multiplier=0.05, max=2),
                 stop=stop_after_delay(self.publish_timeout),
                 reraise=True,
             ):
                 with attempt:
                     await self._publish_once(message, routing_key, exchange)
-        except (*TRANSIENT_ERRORS, _Nacked) as error:  # type: ignore[misc]
+        except _RETRIED_PUBLISH as error:
             raise PublishFailed(
                 f"not confirmed within {self.publish_timeout:.0f}s: {error!r}"
             ) from error

@@ -16,13 +16,14 @@ import enum
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from switchyard.envelope import Envelope
-from switchyard.mongo.client import Document, Index, asc
+from switchyard.envelope import Envelope, utcnow
+from switchyard.mongo.client import Document, Index
+from switchyard.mongo.dates import loaded_time, stored_time, time_range, ttl_index
 
 INBOX_COLLECTION = "inbox"
 KEEP_DONE_FOR = timedelta(days=7)
@@ -41,9 +42,7 @@ class InboxClaim:
 
 
 def inbox_indexes(collection: str = INBOX_COLLECTION) -> list[Index]:
-    return [
-        Index(collection, asc("done.at"), expire_after_seconds=int(KEEP_DONE_FOR.total_seconds())),
-    ]
+    return [ttl_index(collection, "done", expire_after=KEEP_DONE_FOR)]
 
 
 class Inbox:
@@ -53,6 +52,7 @@ class Inbox:
         self.collection = collection
         self.owner = owner
         self.lease_seconds = lease_seconds
+        self.lease = timedelta(seconds=lease_seconds)
 
     @staticmethod
     def key(queue: str, envelope: Envelope) -> str:
@@ -60,14 +60,14 @@ class Inbox:
 
     async def claim(self, key: str) -> InboxClaim:
         token = f"{self.owner}:{uuid.uuid4().hex[:12]}"
-        now = time.time()
+        now = utcnow()
         try:
             await self.collection.insert_one(
                 {
                     "_id": key,
                     "status": "processing",
                     "owner": token,
-                    "lease_until": now + self.lease_seconds,
+                    "lease_expires": stored_time(now + self.lease),
                 }
             )
             return InboxClaim(Claim.NEW, token)
@@ -77,16 +77,16 @@ class Inbox:
             return await self.claim(key)
         if existing.get("status") == "done":
             return InboxClaim(Claim.DUPLICATE)
-        if float(existing.get("lease_until", 0)) > now:
+        if loaded_time(existing["lease_expires"]) > now:
             return InboxClaim(Claim.BUSY)
         taken = await self.collection.find_one_and_update(
-            {
+            {  # the lapsed claim we read, still lapsed: one of the racing copies takes it
                 "_id": key,
                 "status": "processing",
                 "owner": existing.get("owner"),
-                "lease_until": existing.get("lease_until"),
+                **time_range("lease_expires", at_or_before=now),
             },
-            {"$set": {"owner": token, "lease_until": now + self.lease_seconds}},
+            {"$set": {"owner": token, "lease_expires": stored_time(now + self.lease)}},
         )
         return InboxClaim(Claim.NEW, token) if taken is not None else InboxClaim(Claim.BUSY)
 
@@ -109,7 +109,7 @@ class Inbox:
         """Extend the lease while the handler runs; False when another delivery took it."""
         result = await self.collection.update_one(
             {"_id": key, "status": "processing", "owner": token},
-            {"$set": {"lease_until": time.time() + self.lease_seconds}},
+            {"$set": {"lease_expires": stored_time(utcnow() + self.lease)}},
         )
         return result.matched_count == 1
 
@@ -117,11 +117,9 @@ class Inbox:
         """The effect happened: whoever holds the claim now, later copies are duplicates."""
         await self.collection.update_one(
             {"_id": key},
-            # The date goes in a sub-document: a bare datetime $set in an update is stored
-            # as a string by the embedded server (see the store contract tests).
             {
-                "$set": {"status": "done", "done": {"at": datetime.now(UTC)}},
-                "$unset": {"lease_until": ""},
+                "$set": {"status": "done", "done": stored_time(utcnow())},
+                "$unset": {"lease_expires": ""},
             },
         )
 

@@ -11,12 +11,13 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from switchyard.testing.smtp import ReceivedMail, SmtpSink
 
 
-def _printer(directory: Path) -> object:
+def _printer(directory: Path) -> Callable[[ReceivedMail], None]:
     directory.mkdir(parents=True, exist_ok=True)
 
     def on_message(mail: ReceivedMail) -> None:
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dir", type=Path, default=Path(".var/mail"))
     args = parser.parse_args(argv)
     sink = SmtpSink(port=args.port)
-    sink.handler.on_message = _printer(args.dir)  # type: ignore[assignment]
+    sink.handler.on_message = _printer(args.dir)
     sink.start()
     print(
         f"mail sink listening on 127.0.0.1:{args.port}; messages are kept in {args.dir}/",

@@ -1,7 +1,7 @@
 """The relay lease: one relay per service publishes at a time, fenced by a counter.
 
 The lease document ``{_id: service, owner, until, fence}`` names the holder until a
-time. Taking over an expired lease (or creating it) increments ``fence``; the holder
+time (``until``, a stored time). Taking over an expired lease (or creating it) increments ``fence``; the holder
 renews only while ``owner`` and ``fence`` are still its own, so a holder whose lease
 ran out and was taken over — even by itself in a later tenure — learns it at its next
 renewal and stops publishing what it read under the old tenure.
@@ -10,11 +10,15 @@ renewal and stops publishing what it read under the old tenure.
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
+
+from switchyard.envelope import utcnow
+from switchyard.mongo.dates import stored_time, time_range
 
 LEASES_COLLECTION = "outbox_leases"
 
@@ -32,7 +36,7 @@ class RelayLease:
         self.owner = owner
         self.seconds = seconds
         self.fence = 0  # the counter of our current tenure; 0 while we hold none
-        self.until = 0.0
+        self.until = 0.0  # when our tenure runs out (epoch seconds)
 
     def holds(self, fence: int) -> bool:
         """True while the tenure ``fence`` is ours and has not run out."""
@@ -41,43 +45,41 @@ class RelayLease:
     async def acquire(self) -> bool:
         """Hold the lease (renewing ours, or taking over an expired one); False if another
         replica holds it."""
-        now = time.time()
-        if self.fence and self.until - now > self.seconds / 2:
+        now = utcnow()
+        if self.fence and self.until - now.timestamp() > self.seconds / 2:
             return True
         if self.fence and await self.renew():
             return True
+        until = now + timedelta(seconds=self.seconds)
         taken = await self.collection.find_one_and_update(
-            {"_id": self.name, "until": {"$lt": now}},
-            {"$set": {"owner": self.owner, "until": now + self.seconds}, "$inc": {"fence": 1}},
+            {"_id": self.name, **time_range("until", before=now)},
+            {"$set": {"owner": self.owner, "until": stored_time(until)}, "$inc": {"fence": 1}},
             return_document=ReturnDocument.AFTER,
         )
         if taken is not None:
-            self._tenure(int(taken["fence"]), now)
+            self.fence, self.until = int(taken["fence"]), until.timestamp()
             return True
         try:
             await self.collection.insert_one(
-                {"_id": self.name, "owner": self.owner, "until": now + self.seconds, "fence": 1}
+                {"_id": self.name, "owner": self.owner, "until": stored_time(until), "fence": 1}
             )
         except DuplicateKeyError:
             self.fence, self.until = 0, 0.0
             return False
-        self._tenure(1, now)
+        self.fence, self.until = 1, until.timestamp()
         return True
-
-    def _tenure(self, fence: int, now: float) -> None:
-        self.fence, self.until = fence, now + self.seconds
 
     async def renew(self) -> bool:
         """Extend our tenure; False (and no tenure any more) when it was taken over."""
         if not self.fence:
             return False
-        now = time.time()
+        until = utcnow() + timedelta(seconds=self.seconds)
         result = await self.collection.update_one(
             {"_id": self.name, "owner": self.owner, "fence": self.fence},
-            {"$set": {"until": now + self.seconds}},
+            {"$set": {"until": stored_time(until)}},
         )
         if result.matched_count == 1:
-            self.until = now + self.seconds
+            self.until = until.timestamp()
             return True
         self.fence, self.until = 0, 0.0
         return False

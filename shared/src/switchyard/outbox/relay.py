@@ -28,7 +28,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -41,10 +41,11 @@ from pymongo.read_concern import ReadConcern
 
 from switchyard import keys
 from switchyard.bus.connection import Bus, PublishFailed, UnroutableEvent
-from switchyard.envelope import Envelope, format_time, utcnow
+from switchyard.envelope import Envelope, utcnow
 from switchyard.leases import kept_alive
 from switchyard.metrics import Metrics
 from switchyard.mongo.client import Document
+from switchyard.mongo.dates import loaded_time, stored_time, time_range
 from switchyard.outbox.lease import LEASES_COLLECTION, LeaseLost, RelayLease
 from switchyard.outbox.staging import (
     DETACHED_COLLECTION,
@@ -275,7 +276,8 @@ class OutboxRelay:
                 except (ValidationError, KeyError, TypeError) as error:
                     unreadable.append((document["_id"], event_id, stored, repr(error)[:500]))
                     continue
-                staged_at[event_id] = float(stored.get("staged_at", time.time()))
+                staged = stored.get("staged")
+                staged_at[event_id] = loaded_time(staged).timestamp() if staged else time.time()
         if unreadable:
             await self._set_aside_unreadable(collection, name, unreadable)
         pending.sort(key=lambda item: (item[2].time, item[1]))
@@ -335,7 +337,7 @@ class OutboxRelay:
                     "collection": name,
                     "document_id": doc_id,
                     "staged": stored,
-                    "returned_at": format_time(utcnow()),
+                    "returned": stored_time(utcnow()),
                 },
                 upsert=True,
             )
@@ -389,11 +391,11 @@ class OutboxRelay:
         self._last_sweep = time.time()
         deleted = 0
         for rule in self.expiry:
-            cutoff = datetime.now(UTC) - timedelta(seconds=rule.after_seconds)
+            cutoff = utcnow() - timedelta(seconds=rule.after_seconds)
             result = await self.db[rule.collection].delete_many(
                 {  # $and around the $or: see the store contract tests
                     "$and": [
-                        {rule.field: {"$lt": cutoff}},
+                        time_range(rule.field, before=cutoff),
                         {"$or": [{PENDING_FIELD: 0}, {PENDING_FIELD: {"$exists": False}}]},
                     ]
                 }

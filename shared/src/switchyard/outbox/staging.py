@@ -12,11 +12,13 @@ A document that still holds unrelayed events is deleted only through
 :func:`delete_documents`, which first moves those events into ``outbox_detached``
 (relayed like any outbox collection). Outbox collections carry no TTL index: the
 relay sweeps expired documents itself, once their events are out (``Expiry``).
+
+Times are stored times (``switchyard.mongo.dates``): each staged event records when it was
+staged (``staged``), and an ``Expiry`` names a stored-time field.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,8 +26,9 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
-from switchyard.envelope import Envelope
+from switchyard.envelope import Envelope, utcnow
 from switchyard.mongo.client import Document, Index, asc
+from switchyard.mongo.dates import stored_time, time_sort_key
 
 OUTBOX_FIELD = "outbox"
 PENDING_FIELD = "outbox_pending"
@@ -43,7 +46,11 @@ def new_epoch() -> str:
 def stored_event(envelope: Envelope) -> dict[str, Any]:
     # The envelope is kept as its JSON text: one string is cheaper for the store to
     # write and read than a nested document, and it is exactly what gets published.
-    return {"json": envelope.to_json().decode(), "type": envelope.type, "staged_at": time.time()}
+    return {
+        "json": envelope.to_json().decode(),
+        "type": envelope.type,
+        "staged": stored_time(utcnow()),
+    }
 
 
 def staged_envelope(stored: Mapping[str, Any]) -> Envelope:
@@ -91,8 +98,9 @@ def incarnation_guard(document: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Expiry:
-    """Documents of ``collection`` whose ``field`` (a date) is more than ``after_seconds``
-    in the past are deleted by the relay — once their events are published."""
+    """Documents of ``collection`` whose ``field`` (a stored time, ``stored_time``) is more
+    than ``after_seconds`` in the past are deleted by the relay — once their events are
+    published."""
 
     collection: str
     field: str
@@ -103,7 +111,7 @@ def outbox_indexes(collections: Sequence[str], expiry: Sequence[Expiry] = ()) ->
     """Indexes the relay needs: pending counters, the detached events, expiry sweeps."""
     names = [*collections, DETACHED_COLLECTION]
     return [Index(name, asc(PENDING_FIELD)) for name in names] + [
-        Index(rule.collection, asc(rule.field)) for rule in expiry
+        Index(rule.collection, asc(time_sort_key(rule.field))) for rule in expiry
     ]
 
 

@@ -16,9 +16,8 @@ queue is first declared).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -37,6 +36,7 @@ from switchyard.bus.headers import (
 from switchyard.bus.topology import dlq_name, queue_arguments
 from switchyard.envelope import Envelope, format_time, utcnow
 from switchyard.mongo.client import Document
+from switchyard.mongo.dates import loaded_time, stored_time, time_range
 from switchyard.outbox.lease import LeaseLost
 
 log = logging.getLogger("switchyard.outbox")
@@ -46,10 +46,6 @@ PARKING_HANDLER = "unroutable"  # parked in <prefix><service>.unroutable.dlq
 FIRST_PAUSE = 0.5
 
 Publish = Callable[[Envelope], Awaitable[None]]
-
-
-def _time_text(epoch: float) -> str:
-    return format_time(datetime.fromtimestamp(epoch, UTC))
 
 
 class UnroutableEvents:
@@ -69,23 +65,23 @@ class UnroutableEvents:
         self.batch_size = batch_size
         self._declared = False
 
-    def _pause(self, attempts: int) -> float:
-        return float(min(self.retry_max, FIRST_PAUSE * 2 ** max(0, attempts - 1)))
+    def _pause(self, attempts: int) -> timedelta:
+        return timedelta(seconds=min(self.retry_max, FIRST_PAUSE * 2 ** max(0, attempts - 1)))
 
     async def keep(self, collection: str, document_id: Any, envelope: Envelope) -> None:
         """Set aside an event the broker just returned (it is taken out of its document)."""
-        now = time.time()
+        now = utcnow()
         await self.collection.update_one(
             {"_id": envelope.id},
             {
-                "$setOnInsert": {"first_returned": now},
+                "$setOnInsert": {"first_returned": stored_time(now)},
                 "$set": {
                     "reason": "unroutable",
                     "collection": collection,
                     "document_id": document_id,
                     "envelope": envelope.model_dump(mode="json", exclude_none=True),
-                    "returned_at": format_time(utcnow()),
-                    "next_attempt": now + self._pause(1),
+                    "returned": stored_time(now),
+                    "next_attempt": stored_time(now + self._pause(1)),
                 },
                 "$inc": {"attempts": 1},
             },
@@ -112,19 +108,8 @@ class UnroutableEvents:
 
     async def retry_due(self, publish: Publish, *, may_continue: Callable[[], bool]) -> int:
         """Publish the set-aside events whose pause is over; returns how many went out."""
-        now = time.time()
         due = self.collection.find(
-            {  # $and around the $or: see the store contract tests
-                "$and": [
-                    {"reason": "unroutable"},
-                    {
-                        "$or": [
-                            {"next_attempt": {"$lte": now}},
-                            {"next_attempt": {"$exists": False}},
-                        ]
-                    },
-                ]
-            },
+            {"reason": "unroutable", **time_range("next_attempt", at_or_before=utcnow())},
             limit=self.batch_size,
         )
         delivered = 0
@@ -143,16 +128,16 @@ class UnroutableEvents:
         except LeaseLost:
             return 0  # the next lease holder re-tries it
         except UnroutableEvent:
-            now = time.time()
-            first = float(record.get("first_returned", 0.0))
-            if now - first >= self.window and self.parking is not None:
+            now = utcnow()
+            first = loaded_time(record["first_returned"])
+            if (now - first).total_seconds() >= self.window and self.parking is not None:
                 await self._park(envelope, attempts + 1, first, now)
                 await self.collection.delete_one(guard)
                 return 0
             await self.collection.update_one(
                 guard,
                 {
-                    "$set": {"next_attempt": now + self._pause(attempts + 1)},
+                    "$set": {"next_attempt": stored_time(now + self._pause(attempts + 1))},
                     "$inc": {"attempts": 1},
                 },
             )
@@ -164,7 +149,9 @@ class UnroutableEvents:
         )
         return 1
 
-    async def _park(self, envelope: Envelope, attempts: int, first: float, now: float) -> None:
+    async def _park(
+        self, envelope: Envelope, attempts: int, first: datetime, now: datetime
+    ) -> None:
         bus = self.parking
         assert bus is not None
         if not self._declared:
@@ -175,8 +162,8 @@ class UnroutableEvents:
             H_EXC_TYPE: UnroutableEvent.__name__,
             H_EXC_MESSAGE: f"no queue was bound for {envelope.type} within {self.window:.0f}s",
             H_ATTEMPTS: attempts,
-            H_FIRST_FAILURE: _time_text(first),
-            H_LAST_FAILURE: _time_text(now),
+            H_FIRST_FAILURE: format_time(first),
+            H_LAST_FAILURE: format_time(now),
             H_ORIGINAL_ROUTING_KEY: envelope.type,
             H_ORIGINAL_EXCHANGE: bus.exchange_name,
         }

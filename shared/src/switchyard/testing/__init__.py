@@ -5,7 +5,7 @@ Enable with ``pytest_plugins = ["switchyard.testing.plugin"]``.
 """
 
 from switchyard.testing.jwks import JwksServer
-from switchyard.testing.memory import InMemoryBus
+from switchyard.testing.memory import InMemoryBus, InMemoryOutbox
 from switchyard.testing.servers import AppServer, TcpProxy, delete_exchange, docker_available
 from switchyard.testing.smtp import SmtpSink
 from switchyard.testing.waiting import eventually, service_bus
@@ -13,6 +13,7 @@ from switchyard.testing.waiting import eventually, service_bus
 __all__ = [
     "AppServer",
     "InMemoryBus",
+    "InMemoryOutbox",
     "JwksServer",
     "SmtpSink",
     "TcpProxy",

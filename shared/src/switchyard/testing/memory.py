@@ -4,11 +4,16 @@ Same rules as the real consumer: poison goes straight to the dead letters, an
 event id is handled once per subscription, a failing handler is retried once per
 tier and then dead-lettered. Delays are not simulated; retry timing and the
 real DLQ are tested against RabbitMQ.
+
+:class:`InMemoryOutbox` stands where the outbox and its relay stand in a service, for
+unit tests of commands whose repositories are in-memory fakes: a fake stages the
+events of each write, ``notify`` is the relay's wake-up, ``relay()`` publishes.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,4 +102,34 @@ class InMemoryBus:
         )
 
 
-__all__: list[Any] = ["DeadLetter", "InMemoryBus", "topic_matches"]
+@dataclass
+class InMemoryOutbox:
+    """The outbox of a unit test: what in-memory repositories stage with their writes.
+
+    A repository fake calls :meth:`stage` with the events of each write it commits (and
+    none for a write its guard refused), the command calls :meth:`notify` as it would the
+    relay's, and the test calls :meth:`relay` to publish what was staged, in order, to
+    :attr:`bus`. Each event is first decoded against the bus's catalog, as a consumer
+    would: an event its contract rejects fails the test instead of being dead-lettered.
+    """
+
+    bus: InMemoryBus = field(default_factory=InMemoryBus)
+    staged: list[Envelope] = field(default_factory=list)
+    notified: int = 0
+
+    def stage(self, events: Iterable[Envelope]) -> None:
+        self.staged.extend(events)
+
+    def notify(self) -> None:
+        self.notified += 1
+
+    async def relay(self) -> list[Envelope]:
+        """Publish everything staged so far; the events published."""
+        batch, self.staged = self.staged, []
+        for envelope in batch:
+            decode_event(envelope.to_json(), catalog=self.bus.catalog)  # raises PoisonMessage
+            await self.bus.publish(envelope)
+        return batch
+
+
+__all__: list[Any] = ["DeadLetter", "InMemoryBus", "InMemoryOutbox", "topic_matches"]

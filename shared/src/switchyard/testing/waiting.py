@@ -24,13 +24,22 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
-def service_bus(overrides: Mapping[str, Any], service: str = "auth") -> Bus:
-    """A bus publishing as ``service`` on the exchange of ``settings_overrides`` (connect it)."""
+def service_bus(
+    overrides: Mapping[str, Any], service: str = "auth", *, url: str | None = None, **options: Any
+) -> Bus:
+    """A bus as ``service`` on the exchange, queue prefix, retry tiers and queue expiry of
+    ``settings_overrides`` (connect it); ``options`` override other ``Bus`` arguments
+    (``retry_delays=…``, ``publish_timeout=…``), ``url`` the broker (a proxy in front of it)."""
+    arguments: dict[str, Any] = {
+        "retry_delays": overrides["bus_retry_delays"],
+        "queue_expires_ms": overrides["bus_queue_expires_ms"],
+        **options,
+    }
     return Bus(
-        url=overrides["amqp_url"],
+        url=url or overrides["amqp_url"],
         exchange=overrides["bus_exchange"],
         service=service,
         metrics=Metrics(service),
         queue_prefix=overrides["bus_queue_prefix"],
-        retry_delays=overrides["bus_retry_delays"],
+        **arguments,
     )

@@ -1,61 +1,51 @@
-"""Attempt budgets: at most ``limit`` attempts per key in a fixed window, reserved *before*
-the attempt is made.
+"""Attempt budgets in the store: at most ``limit`` attempts per key in a fixed window,
+reserved *before* the attempt is made (see ``domain.attempts``).
 
-One document per key: ``{used, window: {until}, last: {at}}``. :meth:`AttemptBudget.reserve`
-is a guarded increment (``used < limit`` in a live window), so however many requests arrive
-at once, no more than ``limit`` are let through to the costly or risky part (argon2, a code
-comparison, an email); the others are refused before they start. An attempt that turns out
-harmless gives its slot back (:meth:`refund`) or clears the key (:meth:`clear`).
-
-Used for password attempts per address (the lockout), wrong code guesses per account and
-purpose, and codes issued per account and purpose (with a minimum interval: the cooldown).
+One document per key: ``{used, window_ends, last_attempt, exhausted_window}``, the times
+stored times (``switchyard.mongo.dates``: compared to the microsecond on every backend).
+:meth:`AttemptBudget.reserve` is a guarded increment (``used < limit`` in a live window),
+so however many requests arrive at once, no more than ``limit`` are let through to the
+costly or risky part (argon2, a code comparison, an email); the others are refused before
+they start. An attempt that turns out harmless gives its slot back (:meth:`refund`) or
+clears the key (:meth:`clear`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from auth_svc.domain.attempts import Reservation
 from switchyard.envelope import Envelope
-from switchyard.mongo import Index
+from switchyard.mongo import Index, loaded_time, stored_time, time_range
+from switchyard.mongo.client import Document
 from switchyard.outbox import Expiry, delete_documents, stage_events
 
 BUDGETS = "attempt_budgets"
 # Removed a day past the window by the outbox relay's sweep, and only once the events a
 # document holds are published (a TTL index would delete them with it); reads check the
 # window themselves.
-EXPIRY = Expiry(BUDGETS, "window.until", after_seconds=86400)
+EXPIRY = Expiry(BUDGETS, "window_ends", after_seconds=86400)
 INDEXES: list[Index] = []
-# Times live in sub-documents: the embedded store keeps a bare datetime given to $set as text.
+_READ = {"outbox": 0}
 
 
-def to_millisecond(moment: datetime) -> datetime:
-    """What the store keeps of a datetime (BSON dates are milliseconds): the window end is
-    compared for equality later, so it is cut the same way before it is written."""
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-
-
-@dataclass(frozen=True)
-class Reservation:
-    granted: bool
-    used: int  # attempts counted in the window, this one included when granted
-    until: datetime  # the end of the window (when a refused caller may try again)
-    last: bool = False  # this reservation took the last slot of the window
-
-    def retry_after(self, now: datetime) -> float:
-        return max(1.0, (self.until - now).total_seconds())
+def _window(until: datetime) -> Document:
+    """The window that ends exactly at ``until`` (a reservation's own window)."""
+    return time_range("window_ends", at_or_after=until, at_or_before=until)
 
 
 class AttemptBudget:
+    """One kind of budget (``prefix``) in ``attempt_budgets`` (implements
+    ``handlers.ports.AttemptBudget``)."""
+
     def __init__(
         self,
-        db: AsyncDatabase[dict[str, Any]],
+        db: AsyncDatabase[Document],
         *,
         prefix: str,
         limit: int,
@@ -81,13 +71,19 @@ class AttemptBudget:
         try:
             # No live window: open one. The guard keeps two racing openers from both
             # succeeding; the loser's upsert collides with the live document.
-            until = to_millisecond(now + self.window)
-            guard: dict[str, Any] = {"_id": self._id(key), "window.until": {"$lte": now}}
+            until = now + self.window
+            guard: Document = {"_id": self._id(key), **time_range("window_ends", at_or_before=now)}
             if spacing:
-                guard["last.at"] = {"$lte": now - spacing}
+                guard.update(time_range("last_attempt", at_or_before=now - spacing))
             await self.collection.update_one(
                 guard,
-                {"$set": {"used": 1, "window": {"until": until}, "last": {"at": now}}},
+                {
+                    "$set": {
+                        "used": 1,
+                        "window_ends": stored_time(until),
+                        "last_attempt": stored_time(now),
+                    }
+                },
                 upsert=True,
             )
             return Reservation(True, 1, until, last=self.limit == 1)
@@ -95,49 +91,54 @@ class AttemptBudget:
             taken = await self._take(key, now, spacing)  # a racer opened the window just now
             if taken is not None:
                 return taken
-        document = await self.collection.find_one({"_id": self._id(key)}, {"outbox": 0})
+        document = await self.collection.find_one({"_id": self._id(key)}, _READ)
         if document is None:  # expired and removed in between: the next call opens a window
             return Reservation(False, 0, now)
-        until = document["window"]["until"]
+        until = loaded_time(document["window_ends"])
         used = int(document.get("used", 0))
         if used < self.limit and spacing:
-            until = min(until, document["last"]["at"] + spacing)
+            until = min(until, loaded_time(document["last_attempt"]) + spacing)
         return Reservation(False, used, until)
 
     async def refusing(self, key: str, now: datetime) -> Reservation | None:
         """The refusal a reservation would get now because the window is used up (or None);
         counts nothing."""
         document = await self.collection.find_one(
-            {"_id": self._id(key), "window.until": {"$gt": now}, "used": {"$gte": self.limit}},
-            {"outbox": 0},
+            {
+                "_id": self._id(key),
+                **time_range("window_ends", after=now),
+                "used": {"$gte": self.limit},
+            },
+            _READ,
         )
         if document is None:
             return None
-        return Reservation(False, int(document["used"]), document["window"]["until"])
+        return Reservation(False, int(document["used"]), loaded_time(document["window_ends"]))
 
     async def _take(self, key: str, now: datetime, spacing: timedelta) -> Reservation | None:
-        guard: dict[str, Any] = {
+        guard: Document = {
             "_id": self._id(key),
-            "window.until": {"$gt": now},
+            **time_range("window_ends", after=now),
             "used": {"$lt": self.limit},
         }
         if spacing:
-            guard["last.at"] = {"$lte": now - spacing}
+            guard.update(time_range("last_attempt", at_or_before=now - spacing))
         document = await self.collection.find_one_and_update(
             guard,
-            {"$inc": {"used": 1}, "$set": {"last": {"at": now}}},
-            projection={"outbox": 0},
+            {"$inc": {"used": 1}, "$set": {"last_attempt": stored_time(now)}},
+            projection=_READ,
             return_document=ReturnDocument.AFTER,
         )
         if document is None:
             return None
         used = int(document["used"])
-        return Reservation(True, used, document["window"]["until"], last=used == self.limit)
+        until = loaded_time(document["window_ends"])
+        return Reservation(True, used, until, last=used == self.limit)
 
     async def refund(self, key: str, reservation: Reservation) -> None:
         """Give back the slot of an attempt that did no harm (a right code)."""
         await self.collection.update_one(
-            {"_id": self._id(key), "window.until": reservation.until, "used": {"$gt": 0}},
+            {"_id": self._id(key), **_window(reservation.until), "used": {"$gt": 0}},
             {"$inc": {"used": -1}},
         )
 
@@ -151,25 +152,25 @@ class AttemptBudget:
     ) -> bool:
         """The attempt that took the last slot failed: stage ``events`` (once per window) and,
         given ``until``, keep the window closed until then (the lockout). True when done."""
-        update: dict[str, Any] = {"$set": {"exhausted": {"at": reservation.until}}}
+        fields: Document = {"exhausted_window": stored_time(reservation.until)}
         if until is not None:
-            update["$set"]["window"] = {"until": to_millisecond(until)}
+            fields["window_ends"] = stored_time(until)
         result = await self.collection.update_one(
             {  # $and around the $or: bare, the embedded store matched other keys' documents
                 "$and": [
                     {"_id": self._id(key)},
-                    {"window.until": reservation.until},
+                    _window(reservation.until),
                     {"used": {"$gte": self.limit}},
                     # Not yet in this window ($ne would miss a missing field on the embedded store).
                     {
                         "$or": [
-                            {"exhausted": {"$exists": False}},
-                            {"exhausted.at": {"$lt": reservation.until}},
+                            {"exhausted_window": {"$exists": False}},
+                            time_range("exhausted_window", before=reservation.until),
                         ]
                     },
                 ]
             },
-            stage_events(update, events),
+            stage_events({"$set": fields}, events),
         )
         return result.modified_count == 1
 

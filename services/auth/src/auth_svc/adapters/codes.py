@@ -6,29 +6,62 @@ through ``delete_documents``, which keeps events not yet relayed.
 
 How often codes may be issued (the cooldown and the hourly cap) and how many wrong guesses
 an account may take are counted in ``attempt_budgets``, which outlive any one code.
+
+Stored shape: ``{_id: "<user>:<purpose>", user_id, purpose, attempts, code: {hash, salt,
+sent, expires}}``, the times stored times (``switchyard.mongo.dates``); the ``code``
+sub-document is always written whole.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
+from auth_svc.domain.codes import StoredCode
 from switchyard.envelope import Envelope
-from switchyard.mongo import Index
-from switchyard.mongo.client import asc
+from switchyard.mongo import Index, loaded_time, stored_time, time_range
+from switchyard.mongo.client import Document, asc
 from switchyard.outbox import Expiry, delete_documents, stage_events
 
 CODES = "otp_codes"
-# Reads check expires_at themselves; the sweep only cleans up (see outbox_indexes).
-EXPIRY = Expiry(CODES, "code.expires_at")
+# Reads check the expiry themselves; the sweep only cleans up (see outbox_indexes).
+EXPIRY = Expiry(CODES, "code.expires")
 INDEXES = [Index(CODES, asc("user_id"))]
 
 
+def _code_fields(code_hash: str, salt: str, sent_at: datetime, expires_at: datetime) -> Document:
+    return {
+        "hash": code_hash,
+        "salt": salt,
+        "sent": stored_time(sent_at),
+        "expires": stored_time(expires_at),
+    }
+
+
+def _stored_code(document: Mapping[str, Any] | None) -> StoredCode | None:
+    if document is None:
+        return None
+    code = document["code"]
+    return StoredCode(
+        key=document["_id"],
+        user_id=document["user_id"],
+        purpose=document["purpose"],
+        code_hash=code["hash"],
+        salt=code["salt"],
+        attempts=int(document.get("attempts", 0)),
+        sent_at=loaded_time(code["sent"]),
+        expires_at=loaded_time(code["expires"]),
+    )
+
+
 class CodeRepository:
-    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+    """The otp_codes collection (implements ``handlers.ports.Codes``)."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.collection = db[CODES]
 
     async def issue(
@@ -44,13 +77,11 @@ class CodeRepository:
         event: Envelope,
     ) -> None:
         """Replace the (user, purpose) code with a new one (the issuing budget said yes)."""
-        # The times live in the "code" sub-document: a bare datetime given to $set is
-        # stored as a string by the embedded store (see shared/tests/store).
         fields = {
             "user_id": user_id,
             "purpose": purpose,
             "attempts": 0,
-            "code": {"hash": code_hash, "salt": salt, "sent_at": now, "expires_at": expires_at},
+            "code": _code_fields(code_hash, salt, now, expires_at),
         }
         await self.collection.update_one(
             {"_id": key}, stage_events({"$set": fields}, [event]), upsert=True
@@ -59,29 +90,38 @@ class CodeRepository:
     async def extend(self, key: str, *, now: datetime, expires_at: datetime) -> bool:
         """Keep the live code valid until ``expires_at`` (no new code may be mailed now, and
         the owner has the last one); True when there was one."""
-        record = await self.live(key, now=now)
-        if record is None:
+        live = await self.live(key, now=now)
+        if live is None:
             return False
-        code = {**record["code"], "expires_at": max(expires_at, record["code"]["expires_at"])}
-        # The whole sub-document, so its dates stay dates on the embedded store.
+        code = _code_fields(
+            live.code_hash, live.salt, live.sent_at, max(expires_at, live.expires_at)
+        )
         result = await self.collection.update_one(
-            {"_id": key, "code.hash": code["hash"]}, {"$set": {"code": code}}
+            {"_id": key, "code.hash": live.code_hash}, {"$set": {"code": code}}
         )
         return result.modified_count == 1
 
-    async def live(self, key: str, *, now: datetime) -> dict[str, Any] | None:
+    async def live(self, key: str, *, now: datetime) -> StoredCode | None:
         """The live code without counting a try (sign-in codes: 80 bits, no tries to count)."""
-        return await self.collection.find_one(
-            {"_id": key, "code.expires_at": {"$gt": now}}, {"outbox": 0}
+        return _stored_code(
+            await self.collection.find_one(
+                {"_id": key, **time_range("code.expires", after=now)}, {"outbox": 0}
+            )
         )
 
-    async def attempt(self, key: str, *, now: datetime, max_attempts: int) -> dict[str, Any] | None:
+    async def attempt(self, key: str, *, now: datetime, max_attempts: int) -> StoredCode | None:
         """Count one try against a live code; None when there is none left to try."""
-        return await self.collection.find_one_and_update(
-            {"_id": key, "attempts": {"$lt": max_attempts}, "code.expires_at": {"$gt": now}},
-            {"$inc": {"attempts": 1}},
-            projection={"outbox": 0},
-            return_document=ReturnDocument.AFTER,
+        return _stored_code(
+            await self.collection.find_one_and_update(
+                {
+                    "_id": key,
+                    "attempts": {"$lt": max_attempts},
+                    **time_range("code.expires", after=now),
+                },
+                {"$inc": {"attempts": 1}},
+                projection={"outbox": 0},
+                return_document=ReturnDocument.AFTER,
+            )
         )
 
     async def untry(self, key: str, code_hash: str) -> None:

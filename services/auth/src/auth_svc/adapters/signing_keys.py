@@ -22,17 +22,18 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from auth_svc.domain.clock import Clock, SystemClock
-from switchyard.tokens import TokenSigner, generate_signing_key
+from switchyard.tokens import IssuedToken, TokenSigner, generate_signing_key
 
 log = logging.getLogger("auth.keys")
 
@@ -297,6 +298,12 @@ class Signer:
             )
             self._signers = {key.kid: signer}
         return signer
+
+    def issue(
+        self, subject: str, roles: Iterable[str], *, extra: Mapping[str, Any] | None = None
+    ) -> IssuedToken:
+        """An access token signed with the current signing key."""
+        return self.signer().issue(subject, roles, extra=extra)
 
 
 def key_reload_context(ring: KeyRing, interval: float) -> CleanupContext:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 Purpose = Literal["verify_email", "reset_password", "sign_in"]
@@ -22,6 +24,23 @@ CODE_DIGITS = 6
 SIGN_IN_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 SIGN_IN_LENGTH = 16
 SIGN_IN_GROUP = 4
+
+
+@dataclass(frozen=True)
+class StoredCode:
+    """The live code of one (user, purpose), as stored: its hash, never the code."""
+
+    key: str
+    user_id: str
+    purpose: str
+    code_hash: str
+    salt: str
+    attempts: int  # tries counted against it, the current one included
+    sent_at: datetime
+    expires_at: datetime
+
+    def matches(self, code: str) -> bool:
+        return code_matches(code, self.salt, self.code_hash)
 
 
 def new_code() -> str:

@@ -10,8 +10,37 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from switchyard.envelope import Envelope
 
 SECRET_BYTES = 32  # 256 bits
+
+
+@dataclass(frozen=True)
+class SessionFamily:
+    """A refresh-token family as the commands see it (never its token hashes)."""
+
+    id: str
+    user_id: str
+    created_at: datetime
+    expires_at: datetime  # absolute: rotation does not extend it
+    revoked: bool
+
+
+@dataclass(frozen=True)
+class LiveSession:
+    """A family that was live when read: what ``auth.session.revoked`` announces."""
+
+    family_id: str
+    user_id: str
+    access_until: datetime  # the latest expiry of an access token issued for it
+
+
+# The events to stage with a family's revocation, built from what the family was.
+SessionEvents = Callable[[LiveSession], Sequence[Envelope]]
 
 
 def new_family_id() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -61,22 +62,17 @@ def new_user_id() -> str:
     return f"{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
 
 
+_USER_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def is_user_id(value: str) -> bool:
+    """True for ids :func:`new_user_id` makes (a list cursor carrying anything else is not ours)."""
+    return _USER_ID.fullmatch(value) is not None
+
+
 def deleted_email(user_id: str) -> str:
     """What a deleted account's email becomes: unique, not an address, frees the real one."""
     return f"deleted:{user_id}"
-
-
-def erased_fields(user_id: str, now: datetime) -> dict[str, Any]:
-    """What a deleted account keeps: its id and its dates; the address is freed (the password
-    hash is unset as well)."""
-    return {
-        "status": UserStatus.DELETED.value,
-        "email": deleted_email(user_id),
-        "display_name": "",
-        "roles": [],
-        "deleted_at": now,
-        "updated_at": now,
-    }
 
 
 @dataclass(frozen=True)
@@ -84,7 +80,7 @@ class User:
     id: str
     email: str
     display_name: str
-    roles: tuple[str, ...]
+    roles: tuple[Role, ...]
     status: UserStatus
     password_hash: str | None
     created_at: datetime
@@ -97,23 +93,6 @@ class User:
     # Counts the writes to the document: a write that emits an event is guarded on the
     # version it read, so the event carries exactly the state the write commits.
     version: int = 0
-
-    @classmethod
-    def from_document(cls, document: dict[str, Any]) -> User:
-        return cls(
-            id=document["_id"],
-            email=document["email"],
-            display_name=document.get("display_name", ""),
-            roles=tuple(document.get("roles", ())),
-            status=UserStatus(document["status"]),
-            password_hash=document.get("password_hash"),
-            created_at=document["created_at"],
-            updated_at=document.get("updated_at", document["created_at"]),
-            verified_at=document.get("verified_at"),
-            sessions_revoked_at=document.get("sessions_revoked_at"),
-            signup_contested=bool(document.get("signup_contested", False)),
-            version=int(document.get("version", 0)),
-        )
 
     @property
     def is_active(self) -> bool:
@@ -137,3 +116,40 @@ class User:
         if self.sessions_revoked_at is None:
             return False
         return issued_at < int(self.sessions_revoked_at.timestamp())
+
+
+@dataclass(frozen=True)
+class UserChange:
+    """What one write changes on an account; ``None`` leaves a field as it is.
+
+    The repository turns it into its stored shape (``adapters.users``); commands only say
+    what changes.
+    """
+
+    status: UserStatus | None = None
+    email: str | None = None
+    display_name: str | None = None
+    roles: tuple[Role, ...] | None = None
+    password_hash: str | None = None
+    # Remove the password (an erased account; a contested sign-up that was verified).
+    clear_password: bool = False
+    # False: no longer contested (see ``User.signup_contested``).
+    signup_contested: bool | None = None
+    verified_at: datetime | None = None
+    deleted_at: datetime | None = None
+    sessions_revoked_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+def erasure(user_id: str, now: datetime) -> UserChange:
+    """What deleting an account changes: it keeps its id and its dates; the address is freed,
+    the name, roles and password hash go."""
+    return UserChange(
+        status=UserStatus.DELETED,
+        email=deleted_email(user_id),
+        display_name="",
+        roles=(),
+        clear_password=True,
+        deleted_at=now,
+        updated_at=now,
+    )

@@ -7,8 +7,9 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, EmailStr, Field, StringConstraints
 
 from auth_svc.domain.passwords import MAX_LENGTH
-from auth_svc.domain.users import ROLES, Role, SignupRole, display_name_problem
-from switchyard.web import QueryModel, RequestModel
+from auth_svc.domain.users import ROLES, Role, SignupRole, UserStatus, display_name_problem
+from switchyard.pagination import PageQuery
+from switchyard.web import RequestModel
 
 
 def _displayable(value: str) -> str:
@@ -96,8 +97,8 @@ class RolesBody(RequestModel):
     roles: list[Role] = Field(min_length=1, max_length=len(ROLES))
 
 
-class UserListQuery(QueryModel):
+class UserListQuery(PageQuery):
+    # Up to 200 a page (the shared default caps at 100): what the published API allows.
     limit: int = Field(50, ge=1, le=200)
-    cursor: str | None = Field(None, max_length=200)
-    status: Literal["pending_verification", "active", "deleted"] | None = None
+    status: UserStatus | None = None
     role: Role | None = None

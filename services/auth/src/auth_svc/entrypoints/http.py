@@ -1,12 +1,17 @@
-"""The auth HTTP API (DESIGN §5 "auth") under /api/v1/auth, plus the /.well-known documents."""
+"""The auth HTTP API (DESIGN §5 "auth") under /api/v1/auth, plus the /.well-known documents.
+
+Every route is declared once, in :data:`ROUTES`, with whether it needs an access token: the
+router, the authentication middleware's public paths (:data:`PUBLIC_PATHS`) and the test
+that holds the gateway's route table to the same answers all read it.
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +33,7 @@ from auth_svc.domain.errors import (
     WrongPassword,
 )
 from auth_svc.domain.passwords import PasswordRejected
+from auth_svc.domain.users import is_user_id
 from auth_svc.entrypoints.bodies import (
     ChangePasswordBody,
     DeleteAccountBody,
@@ -49,6 +55,7 @@ from auth_svc.settings import AuthSettings
 from switchyard import keys
 from switchyard.authn import current_identity, require_auth, require_roles, unauthorized
 from switchyard.idempotency import idempotent, idempotent_request
+from switchyard.pagination import invalid_cursor, page, read_cursor
 from switchyard.problems import Problem, validation_problem
 from switchyard.tokens import ALGORITHM, jwks_document
 from switchyard.web import json_response, read_json, read_query
@@ -57,7 +64,7 @@ PREFIX = "/api/v1/auth"
 JWKS_MAX_AGE = 300
 DISCOVERY_MAX_AGE = 3600
 
-Handler = Any
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 # -- error mapping -------------------------------------------------------------------------
@@ -256,30 +263,16 @@ async def delete_me(request: web.Request) -> web.Response:
 # -- administration ------------------------------------------------------------------------
 
 
-def _encode_cursor(user_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": user_id}).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        after = data["after"]
-        if not isinstance(after, str):
-            raise TypeError
-        return after
-    except (ValueError, binascii.Error, KeyError, TypeError):
-        raise validation_problem(
-            [{"location": "/cursor", "message": "not a cursor we issued", "code": "invalid_cursor"}]
-        ) from None
-
-
 # The token's roles are a first filter; the handlers check the stored roles.
 @require_roles("admin")
 async def list_users(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     await handlers.current_admin(current_identity(request), deps=deps)  # 403 before 422
     query = read_query(request, UserListQuery)
-    after = _decode_cursor(query.cursor) if query.cursor else None
+    position = read_cursor(query.cursor, after=str)
+    after: str | None = position["after"] if position else None
+    if after is not None and not is_user_id(after):
+        raise invalid_cursor()
     users, next_after = await handlers.list_users(
         identity=current_identity(request),
         limit=query.limit,
@@ -288,12 +281,8 @@ async def list_users(request: web.Request) -> web.Response:
         role=query.role,
         deps=deps,
     )
-    return json_response(
-        {
-            "items": [user.public() for user in users],
-            "next_cursor": _encode_cursor(next_after) if next_after else None,
-        }
-    )
+    next_position = {"after": next_after} if next_after else None
+    return json_response(page([user.public() for user in users], next_position))
 
 
 @require_roles("admin")
@@ -355,48 +344,46 @@ async def openid_configuration(request: web.Request) -> web.Response:
     return _cached(request, document, DISCOVERY_MAX_AGE)
 
 
-# Endpoints that need no access token: a token sent along that does not verify (typically
-# an expired one, attached by the client to every call) is ignored here, not a 401.
-PUBLIC_PATHS = frozenset(
-    {
-        f"{PREFIX}/register",
-        f"{PREFIX}/verify-email",
-        f"{PREFIX}/otp/resend",
-        f"{PREFIX}/login",
-        f"{PREFIX}/login/code",
-        f"{PREFIX}/login/code/verify",
-        f"{PREFIX}/refresh",
-        f"{PREFIX}/logout",
-        f"{PREFIX}/password/forgot",
-        f"{PREFIX}/password/reset",
-        "/.well-known/jwks.json",
-        "/.well-known/openid-configuration",
-    }
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    # No access token needed: a token sent along that does not verify (typically an expired
+    # one, attached by the client to every call) is ignored here, not a 401.
+    public: bool = False
+
+
+ROUTES = (
+    Route("POST", f"{PREFIX}/register", register, public=True),
+    Route("POST", f"{PREFIX}/verify-email", verify_email, public=True),
+    Route("POST", f"{PREFIX}/otp/resend", resend_code, public=True),
+    Route("POST", f"{PREFIX}/login", login, public=True),
+    Route("POST", f"{PREFIX}/login/code", request_sign_in_code, public=True),
+    Route("POST", f"{PREFIX}/login/code/verify", sign_in_with_code, public=True),
+    Route("POST", f"{PREFIX}/refresh", refresh, public=True),
+    Route("POST", f"{PREFIX}/logout", logout, public=True),
+    Route("POST", f"{PREFIX}/logout-all", logout_all),
+    Route("POST", f"{PREFIX}/password/forgot", forgot_password, public=True),
+    Route("POST", f"{PREFIX}/password/reset", reset_password, public=True),
+    Route("POST", f"{PREFIX}/password/change", change_password),
+    Route("GET", f"{PREFIX}/me", get_me),
+    Route("PATCH", f"{PREFIX}/me", patch_me),
+    Route("DELETE", f"{PREFIX}/me", delete_me),
+    Route("GET", f"{PREFIX}/users", list_users),
+    Route("PUT", f"{PREFIX}/users/{{user_id}}/roles", put_roles),
+    Route("POST", f"{PREFIX}/users/{{user_id}}/logout-all", end_user_sessions),
+    Route("GET", "/.well-known/jwks.json", jwks, public=True),
+    Route("GET", "/.well-known/openid-configuration", openid_configuration, public=True),
 )
+
+PUBLIC_PATHS = frozenset(route.path for route in ROUTES if route.public)
 
 
 def add_routes(app: web.Application) -> None:
-    router = app.router
-    router.add_post(f"{PREFIX}/register", register)
-    router.add_post(f"{PREFIX}/verify-email", verify_email)
-    router.add_post(f"{PREFIX}/otp/resend", resend_code)
-    router.add_post(f"{PREFIX}/login", login)
-    router.add_post(f"{PREFIX}/login/code", request_sign_in_code)
-    router.add_post(f"{PREFIX}/login/code/verify", sign_in_with_code)
-    router.add_post(f"{PREFIX}/refresh", refresh)
-    router.add_post(f"{PREFIX}/logout", logout)
-    router.add_post(f"{PREFIX}/logout-all", logout_all)
-    router.add_post(f"{PREFIX}/password/forgot", forgot_password)
-    router.add_post(f"{PREFIX}/password/reset", reset_password)
-    router.add_post(f"{PREFIX}/password/change", change_password)
-    router.add_get(f"{PREFIX}/me", get_me, allow_head=False)
-    router.add_patch(f"{PREFIX}/me", patch_me)
-    router.add_delete(f"{PREFIX}/me", delete_me)
-    router.add_get(f"{PREFIX}/users", list_users, allow_head=False)
-    router.add_put(f"{PREFIX}/users/{{user_id}}/roles", put_roles)
-    router.add_post(f"{PREFIX}/users/{{user_id}}/logout-all", end_user_sessions)
-    router.add_get("/.well-known/jwks.json", jwks, allow_head=False)
-    router.add_get("/.well-known/openid-configuration", openid_configuration, allow_head=False)
+    for route in ROUTES:
+        # add_route adds no HEAD beside a GET: the API answers HEAD with 405.
+        app.router.add_route(route.method, route.path, route.handler)
 
 
-__all__ = ["PUBLIC_PATHS", "add_routes", "auth_errors_middleware"]
+__all__ = ["PUBLIC_PATHS", "ROUTES", "Route", "add_routes", "auth_errors_middleware"]

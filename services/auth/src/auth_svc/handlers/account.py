@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from auth_svc.domain.errors import NotAuthenticated, WrongPassword
-from auth_svc.domain.users import User, UserStatus, erased_fields
+from auth_svc.domain.users import User, UserChange, UserStatus, erasure
 from auth_svc.handlers.deps import WRITE_RETRIES, Deps, address_key, event, updated_event
 from auth_svc.handlers.identity import current_user
 from auth_svc.handlers.revocation import update_and_end_sessions
@@ -23,9 +23,9 @@ async def update_profile(*, identity: Identity, display_name: str, deps: Deps) -
         changed = replace(user, display_name=display_name, updated_at=now)
         updated = await deps.users.update(
             user.id,
-            expect={"status": UserStatus.ACTIVE.value},
+            UserChange(display_name=display_name, updated_at=now),
+            expect_status=UserStatus.ACTIVE,
             expect_version=user.version,  # the event below is this read plus this change
-            set_fields={"display_name": display_name, "updated_at": now},
             events=[updated_event(changed, now)],
         )
         if updated is not None:
@@ -44,11 +44,10 @@ async def delete_account(*, identity: Identity, password: str, deps: Deps) -> No
     now = deps.clock.now()
     deleted = await update_and_end_sessions(
         user.id,
+        erasure(user.id, now),
         reason="account_deleted",
         deps=deps,
-        expect={"status": UserStatus.ACTIVE.value},
-        set_fields=erased_fields(user.id, now),
-        unset_fields=["password_hash"],
+        expect_status=UserStatus.ACTIVE,
         events=[event(UserDeleted(user_id=user.id, deleted_at=now), user.id)],
     )
     if deleted is None:

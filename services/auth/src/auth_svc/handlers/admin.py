@@ -7,10 +7,11 @@ the new roles and the old ones are denied everywhere (``auth.session.revoked``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from auth_svc.domain.errors import RoleChangeRefused, UserNotFound
-from auth_svc.domain.users import User, UserStatus
+from auth_svc.domain.users import Role, User, UserChange, UserStatus
 from auth_svc.handlers.deps import WRITE_RETRIES, Deps, updated_event
 from auth_svc.handlers.identity import current_admin
 from auth_svc.handlers.revocation import update_and_end_sessions
@@ -22,8 +23,8 @@ async def list_users(
     identity: Identity,
     limit: int,
     after: str | None,
-    status: str | None,
-    role: str | None,
+    status: UserStatus | None,
+    role: Role | None,
     deps: Deps,
 ) -> tuple[list[User], str | None]:
     """One page of users in id (creation) order and the id to continue after, if any."""
@@ -34,28 +35,28 @@ async def list_users(
     return page, (page[-1].id if more and page else None)
 
 
-async def set_roles(*, identity: Identity, user_id: str, roles: list[str], deps: Deps) -> User:
+async def set_roles(*, identity: Identity, user_id: str, roles: Sequence[Role], deps: Deps) -> User:
     """An admin replaces a user's roles (the only way, besides bootstrap, to make an admin);
     the user's sessions end."""
     admin = await current_admin(identity, deps=deps)
     if user_id == admin.id and "admin" not in roles:
         raise RoleChangeRefused("An admin cannot remove their own admin role.")
-    ordered = sorted(set(roles))
+    ordered = tuple(sorted(set(roles)))
     for _ in range(WRITE_RETRIES):
         user = await deps.users.by_id(user_id)
         if user is None or user.status is UserStatus.DELETED:
             raise UserNotFound(user_id)
-        if list(user.roles) == ordered:
+        if user.roles == ordered:
             return user
         now = deps.clock.now()
-        changed = replace(user, roles=tuple(ordered), updated_at=now)
+        changed = replace(user, roles=ordered, updated_at=now)
         updated = await update_and_end_sessions(
             user_id,
+            UserChange(roles=ordered, updated_at=now),
             reason="roles_changed",
             deps=deps,
-            expect={"status": user.status.value},
+            expect_status=user.status,
             expect_version=user.version,  # the event below is this read plus this change
-            set_fields={"roles": ordered, "updated_at": now},
             events=[updated_event(changed, now)],
         )
         if updated is not None:
@@ -69,4 +70,4 @@ async def end_user_sessions(*, identity: Identity, user_id: str, deps: Deps) -> 
     user = await deps.users.by_id(user_id)
     if user is None or user.status is UserStatus.DELETED:
         raise UserNotFound(user_id)
-    await update_and_end_sessions(user_id, reason="admin_logout_all", deps=deps)
+    await update_and_end_sessions(user_id, UserChange(), reason="admin_logout_all", deps=deps)

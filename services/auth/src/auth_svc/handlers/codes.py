@@ -19,8 +19,8 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from auth_svc.adapters.budgets import Reservation
 from auth_svc.domain import codes as otp
+from auth_svc.domain.attempts import Reservation
 from auth_svc.domain.errors import InvalidCode
 from auth_svc.domain.users import User, UserStatus
 from auth_svc.handlers.deps import Deps, TokenPair, address_key, event
@@ -139,12 +139,11 @@ async def prove_code(
     if not guess.granted or user is None:
         raise InvalidCode()
     code_key = otp.code_key(user.id, purpose)
-    record = await deps.codes.attempt(code_key, now=now, max_attempts=deps.otp_max_attempts)
-    if record is not None:
-        stored = record["code"]
-        if otp.code_matches(code, stored["salt"], stored["hash"]):
-            return CodeProof(user, purpose, stored["hash"], guess)
-        if record["attempts"] >= deps.otp_max_attempts:
+    stored = await deps.codes.attempt(code_key, now=now, max_attempts=deps.otp_max_attempts)
+    if stored is not None:
+        if stored.matches(code):
+            return CodeProof(user, purpose, stored.code_hash, guess)
+        if stored.attempts >= deps.otp_max_attempts:
             await deps.codes.discard(code_key)
     if guess.last:
         await _block(user, purpose, guess, deps=deps)
@@ -155,13 +154,10 @@ async def _prove_sign_in_code(user: User | None, code: str, *, deps: Deps) -> Co
     canonical = otp.normalise_sign_in_code(code)
     if user is None or canonical is None:
         raise InvalidCode()
-    record = await deps.codes.live(otp.code_key(user.id, "sign_in"), now=deps.clock.now())
-    if record is None:
+    stored = await deps.codes.live(otp.code_key(user.id, "sign_in"), now=deps.clock.now())
+    if stored is None or not stored.matches(canonical):
         raise InvalidCode()
-    stored = record["code"]
-    if not otp.code_matches(canonical, stored["salt"], stored["hash"]):
-        raise InvalidCode()
-    return CodeProof(user, "sign_in", stored["hash"], None)
+    return CodeProof(user, "sign_in", stored.code_hash, None)
 
 
 async def _block(user: User, purpose: otp.Purpose, guess: Reservation, *, deps: Deps) -> None:
@@ -181,7 +177,7 @@ async def _block(user: User, purpose: otp.Purpose, guess: Reservation, *, deps: 
     )
     key = _budget_key(user.email, purpose)
     if await deps.code_guesses.exhausted(key, guess, events=[blocked]):
-        deps.metrics.codes_blocked.labels(deps.metrics.service, purpose).inc()
+        deps.metrics.code_guessing_blocked(purpose)
         deps.notify_outbox()
         log.warning(
             "too many wrong codes; codes of this purpose blocked",

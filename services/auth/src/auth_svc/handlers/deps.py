@@ -10,16 +10,18 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from auth_svc.adapters.budgets import AttemptBudget
-from auth_svc.adapters.codes import CodeRepository
-from auth_svc.adapters.passwords import Passwords
-from auth_svc.adapters.sessions import SessionRepository
-from auth_svc.adapters.signing_keys import Signer
-from auth_svc.adapters.strength import StrengthChecker
-from auth_svc.adapters.users import UserRepository
-from auth_svc.background import BackgroundWork
 from auth_svc.domain.clock import Clock
 from auth_svc.domain.users import User, email_key
+from auth_svc.handlers.ports import (
+    AccessTokens,
+    AttemptBudget,
+    Background,
+    Codes,
+    PasswordHasher,
+    Sessions,
+    StrengthCheck,
+    Users,
+)
 from auth_svc.metrics import AuthMetrics
 from switchyard.envelope import Envelope, new_envelope
 from switchyard.events.auth import UserUpdated, UserVerified
@@ -31,23 +33,24 @@ WRITE_RETRIES = 20
 
 @dataclass
 class Deps:
-    """Everything the commands need, built once in ``create_app``."""
+    """Everything the commands need, built once in ``create_app`` (the unit tests build it
+    from in-memory fakes of the same interfaces)."""
 
     clock: Clock
-    users: UserRepository
-    codes: CodeRepository
-    sessions: SessionRepository
+    users: Users
+    codes: Codes
+    sessions: Sessions
     # Password attempts per address (the lockout), known account or not.
     login_attempts: AttemptBudget
     # Wrong code guesses per address and purpose, across every code.
     code_guesses: AttemptBudget
     # Codes mailed per address and purpose (the cooldown and the hourly cap).
     code_issues: AttemptBudget
-    passwords: Passwords
-    strength: StrengthChecker
-    signer: Signer
+    passwords: PasswordHasher
+    strength: StrengthCheck
+    tokens: AccessTokens
     metrics: AuthMetrics
-    background: BackgroundWork
+    background: Background
     notify_outbox: Callable[[], None]
     access_token_ttl: int
     refresh_token_ttl: int
@@ -94,7 +97,7 @@ def updated_event(user: User, at: datetime) -> Envelope:
             user_id=user.id,
             email=user.email,
             display_name=user.display_name,
-            roles=list(user.roles),  # type: ignore[arg-type]
+            roles=list(user.roles),
             updated_at=at,
         ),
         user.id,
@@ -112,5 +115,5 @@ def verified_event(user: User, at: datetime) -> Envelope:
 
 async def checked_strength(password: str, context: tuple[str, ...], *, deps: Deps) -> None:
     """The costly part of the password policy (in a worker process); raises PasswordRejected."""
-    deps.metrics.strength_checks.labels(deps.metrics.service).inc()
+    deps.metrics.strength_checked()
     await deps.strength.check(password, context=context)

@@ -18,7 +18,7 @@ async def current_user(identity: Identity, *, deps: Deps) -> User:
     family_id = identity.claims.get("sid")
     if isinstance(family_id, str):
         family = await deps.sessions.get(family_id)
-        if family is None or family.get("revoked") is not None:
+        if family is None or family.revoked:
             raise NotAuthenticated()
     return user
 

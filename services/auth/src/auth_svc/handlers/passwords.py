@@ -7,12 +7,13 @@ the strength check, with the account's own name and address as context.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from auth_svc.domain.errors import InvalidCode, NotAuthenticated, ServiceBusy, WrongPassword
 from auth_svc.domain.passwords import PasswordRejected
-from auth_svc.domain.users import User, UserStatus
+from auth_svc.domain.users import User, UserChange, UserStatus
 from auth_svc.handlers.codes import prove_code, return_code, spend_code
 from auth_svc.handlers.deps import (
     Deps,
@@ -47,18 +48,17 @@ async def reset_password(*, email: str, code: str, new_password: str, deps: Deps
     await spend_code(proof, deps=deps)
     now = deps.clock.now()
     events = [_password_changed(user, "reset", now)]
-    fields: dict[str, Any] = {"password_hash": password_hash, "updated_at": now}
+    # The owner chose this password with a code from their inbox: no longer contested.
+    change = UserChange(password_hash=password_hash, signup_contested=False, updated_at=now)
     if user.status is UserStatus.PENDING:
-        fields.update(status=UserStatus.ACTIVE.value, verified_at=now)
+        change = replace(change, status=UserStatus.ACTIVE, verified_at=now)
         events.append(verified_event(user, now))
     updated = await update_and_end_sessions(
         user.id,
+        change,
         reason="password_reset",
         deps=deps,
-        expect={"status": user.status.value},
-        set_fields=fields,
-        # The owner chose this password with a code from their inbox: no longer contested.
-        unset_fields=["signup_contested"],
+        expect_status=user.status,
         events=events,
     )
     if updated is None:
@@ -83,10 +83,11 @@ async def change_password(
     now = deps.clock.now()
     updated = await update_and_end_sessions(
         user.id,
+        UserChange(password_hash=password_hash, updated_at=now),
         reason="password_changed",
         deps=deps,
-        expect={"status": UserStatus.ACTIVE.value, "password_hash": user.password_hash},
-        set_fields={"password_hash": password_hash, "updated_at": now},
+        expect_status=UserStatus.ACTIVE,
+        expect_password_hash=user.password_hash,
         events=[_password_changed(user, "change", now)],
     )
     if updated is None:

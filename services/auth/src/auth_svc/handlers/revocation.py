@@ -12,12 +12,12 @@ revocation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
-from auth_svc.adapters.sessions import LiveSession
-from auth_svc.domain.users import User
+from auth_svc.domain.sessions import LiveSession
+from auth_svc.domain.users import User, UserChange, UserStatus
 from auth_svc.handlers.deps import Deps, event
 from switchyard.envelope import Envelope
 from switchyard.events.auth import SessionRevoked
@@ -27,13 +27,12 @@ from switchyard.events.auth import SessionRevoked
 ANNOUNCED_WITH_USER = 100
 
 
-def revoked_event(session: LiveSession, *, reason: str, now: datetime, deps: Deps) -> Envelope:
+def revoked_event(session: LiveSession, *, reason: str, now: datetime) -> Envelope:
     return event(
         SessionRevoked(
             user_id=session.user_id,
             session_id=session.family_id,
-            # A family from before access.until was recorded: none of its tokens outlives this.
-            expires_at=session.access_until or deps.access_until(now),
+            expires_at=session.access_until,
             revoked_at=now,
             reason=reason,
         ),
@@ -58,7 +57,7 @@ async def end_session(
         token_hash=token_hash,
         events=lambda session: [
             *with_events,
-            revoked_event(session, reason=reason, now=now, deps=deps),
+            revoked_event(session, reason=reason, now=now),
         ],
     )
     if ended is not None:
@@ -68,30 +67,29 @@ async def end_session(
 
 async def update_and_end_sessions(
     user_id: str,
+    change: UserChange,
     *,
     reason: str,
     deps: Deps,
-    expect: Mapping[str, Any] | None = None,
-    set_fields: Mapping[str, Any] | None = None,
-    unset_fields: Sequence[str] = (),
-    events: Sequence[Envelope] = (),
+    expect_status: UserStatus | None = None,
+    expect_password_hash: str | None = None,
     expect_version: int | None = None,
+    events: Sequence[Envelope] = (),
 ) -> User | None:
-    """One guarded write of the user document that also revokes every session from now on,
-    then each live family; None (and nothing ended) when ``expect`` (or the version the
-    caller read) failed."""
+    """One guarded write of the account (``change``) that also revokes every session from
+    now on, then each live family; None (and nothing ended) when a guard failed."""
     now = deps.clock.now()
     live = await deps.sessions.live(user_id, now)
     announced = live[:ANNOUNCED_WITH_USER]
     updated = await deps.users.update(
         user_id,
-        expect=expect,
+        replace(change, sessions_revoked_at=now),
+        expect_status=expect_status,
+        expect_password_hash=expect_password_hash,
         expect_version=expect_version,
-        set_fields={**(set_fields or {}), "sessions_revoked_at": now},
-        unset_fields=unset_fields,
         events=[
             *events,
-            *(revoked_event(s, reason=reason, now=now, deps=deps) for s in announced),
+            *(revoked_event(s, reason=reason, now=now) for s in announced),
         ],
     )
     if updated is None:
@@ -102,7 +100,7 @@ async def update_and_end_sessions(
         reason=reason,
         now=now,
         announced=frozenset(session.family_id for session in announced),
-        events=lambda session: [revoked_event(session, reason=reason, now=now, deps=deps)],
+        events=lambda session: [revoked_event(session, reason=reason, now=now)],
     )
     deps.notify_outbox()
     return updated

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from auth_svc.adapters.budgets import Reservation
+from auth_svc.domain.attempts import Reservation
 from auth_svc.domain.errors import (
     AccountLocked,
     EmailNotVerified,
@@ -18,7 +18,7 @@ from auth_svc.domain.sessions import (
     new_family_id,
     new_refresh_token,
 )
-from auth_svc.domain.users import User, UserStatus
+from auth_svc.domain.users import User, UserChange, UserStatus
 from auth_svc.handlers.deps import Deps, TokenPair, address_key, event
 from auth_svc.handlers.identity import current_user
 from auth_svc.handlers.revocation import end_session, update_and_end_sessions
@@ -50,7 +50,7 @@ async def open_session(user: User, *, deps: Deps) -> TokenPair:
 
 
 def _access_token(user: User, family_id: str, *, deps: Deps) -> str:
-    return deps.signer.signer().issue(user.id, user.roles, extra={"sid": family_id}).token
+    return deps.tokens.issue(user.id, user.roles, extra={"sid": family_id}).token
 
 
 # -- password attempts ----------------------------------------------------------------------
@@ -72,7 +72,7 @@ async def password_verdict(
 ) -> bool:
     """Compare (argon2id; a dummy hash when there is none); a right password clears the count,
     the wrong one that took the last attempt locks the address (and answers 429 itself)."""
-    deps.metrics.password_verifications.labels(deps.metrics.service).inc()
+    deps.metrics.password_compared()
     if await deps.passwords.verify(stored_hash, password) and stored_hash is not None:
         await deps.login_attempts.clear(address_key(email))
         return True
@@ -80,7 +80,7 @@ async def password_verdict(
         now = deps.clock.now()
         locked_until = now + timedelta(seconds=deps.lockout_duration)
         if await deps.login_attempts.exhausted(address_key(email), reservation, until=locked_until):
-            deps.metrics.lockouts.labels(deps.metrics.service).inc()
+            deps.metrics.locked_out()
         raise AccountLocked(deps.lockout_duration)
     return False
 
@@ -105,8 +105,8 @@ async def login(*, email: str, password: str, deps: Deps) -> TokenPair:
         # The cost parameters changed since this hash was made: upgrade it now.
         await deps.users.update(
             user.id,
-            expect={"password_hash": stored_hash},
-            set_fields={"password_hash": await deps.passwords.hash(password)},
+            UserChange(password_hash=await deps.passwords.hash(password)),
+            expect_password_hash=stored_hash,
         )
     deps.metrics.login("success")
     return await open_session(user, deps=deps)
@@ -135,12 +135,12 @@ async def refresh(*, refresh_token: str, deps: Deps) -> TokenPair:
     if family is None:
         await _refused_refresh(family_id, token_hash, now, deps=deps)
         raise InvalidRefreshToken()
-    user = await deps.users.by_id(family["user_id"])
+    user = await deps.users.by_id(family.user_id)
     revoked_since = user.sessions_revoked_at if user is not None else None
     if (
         user is None
         or not user.is_active
-        or (revoked_since is not None and family["created_at"] < revoked_since)
+        or (revoked_since is not None and family.created_at < revoked_since)
     ):
         await end_session(family_id, reason="account_revoked", deps=deps)
         deps.metrics.refresh("invalid")
@@ -150,7 +150,7 @@ async def refresh(*, refresh_token: str, deps: Deps) -> TokenPair:
         access_token=_access_token(user, family_id, deps=deps),
         refresh_token=new_token,
         expires_in=deps.access_token_ttl,
-        refresh_expires_in=max(0, int((family["expires_at"] - now).total_seconds())),
+        refresh_expires_in=max(0, int((family.expires_at - now).total_seconds())),
     )
 
 
@@ -158,11 +158,11 @@ async def _refused_refresh(family_id: str, token_hash: str, now: datetime, *, de
     # Only a token this family really issued and rotated away is a replay; the family id
     # alone is no proof (every access token shows it as "sid").
     family = await deps.sessions.rotated_away(family_id, token_hash)
-    if family is None or family.get("revoked") is not None or family["expires_at"] <= now:
+    if family is None or family.revoked or family.expires_at <= now:
         deps.metrics.refresh("invalid")
         return
     # Whoever holds the current token may be the thief, so the whole family goes.
-    user = await deps.users.by_id(family["user_id"])
+    user = await deps.users.by_id(family.user_id)
     told = []
     if user is not None and user.status is not UserStatus.DELETED:
         told.append(
@@ -181,11 +181,11 @@ async def _refused_refresh(family_id: str, token_hash: str, now: datetime, *, de
     if ended is None:
         deps.metrics.refresh("invalid")
         return
-    deps.metrics.reuse_detected.labels(deps.metrics.service).inc()
+    deps.metrics.refresh_reused()
     deps.metrics.refresh("reuse_detected")
     log.warning(
         "refresh token reuse detected; session family revoked",
-        extra={"user_id": family["user_id"], "family_id": family_id},
+        extra={"user_id": family.user_id, "family_id": family_id},
     )
 
 
@@ -201,4 +201,4 @@ async def logout(*, refresh_token: str, deps: Deps) -> None:
 
 async def logout_all(*, identity: Identity, deps: Deps) -> None:
     user = await current_user(identity, deps=deps)
-    await update_and_end_sessions(user.id, reason="logout_all", deps=deps)
+    await update_and_end_sessions(user.id, UserChange(), reason="logout_all", deps=deps)

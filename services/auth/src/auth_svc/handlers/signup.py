@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Any
 
 from auth_svc.domain import codes as otp
 from auth_svc.domain.errors import EmailTaken, InvalidCode
 from auth_svc.domain.users import (
+    Role,
+    SignupRole,
     User,
+    UserChange,
     UserStatus,
-    erased_fields,
+    erasure,
     new_user_id,
     normalise_email,
 )
@@ -50,7 +52,7 @@ async def register(
     email: str,
     password: str,
     display_name: str,
-    role: str,
+    role: SignupRole,
     deps: Deps,
     progress: Progress | None = None,
 ) -> User:
@@ -88,7 +90,7 @@ async def register(
             continue
         if progress is not None:
             await progress.committed(user_id=user.id)
-        deps.metrics.registrations.labels(deps.metrics.service).inc()
+        deps.metrics.registered()
         await issue_code(user, "verify_email", deps=deps, cooldown=False)
         deps.notify_outbox()
         return user
@@ -112,32 +114,34 @@ async def _resume(progress: Progress | None, email: str, *, deps: Deps) -> User 
 
 
 async def _insert(
-    email: str, password_hash: str, display_name: str, role: str, contested: bool, *, deps: Deps
+    email: str,
+    password_hash: str,
+    display_name: str,
+    role: SignupRole,
+    contested: bool,
+    *,
+    deps: Deps,
 ) -> User:
     now = deps.clock.now()
-    user_id = new_user_id()
-    document: dict[str, Any] = {
-        "_id": user_id,
-        "email": email,
-        "display_name": display_name,
-        "roles": [role],
-        "status": UserStatus.PENDING.value,
-        "password_hash": password_hash,
-        "created_at": now,
-        "updated_at": now,
-        "verified_at": None,
-        "sessions_revoked_at": None,
-    }
-    if contested:
-        document["signup_contested"] = True
-    registered = UserRegistered(
-        user_id=user_id,
+    user = User(
+        id=new_user_id(),
         email=email,
         display_name=display_name,
-        roles=[role],  # type: ignore[list-item]
+        roles=(role,),
+        status=UserStatus.PENDING,
+        password_hash=password_hash,
+        created_at=now,
+        updated_at=now,
+        signup_contested=contested,
+    )
+    registered = UserRegistered(
+        user_id=user.id,
+        email=email,
+        display_name=display_name,
+        roles=[role],
         registered_at=now,
     )
-    return await deps.users.insert(document, [event(registered, user_id)])
+    return await deps.users.insert(user, [event(registered, user.id)])
 
 
 async def _discard_pending(user: User, *, deps: Deps) -> bool:
@@ -145,9 +149,8 @@ async def _discard_pending(user: User, *, deps: Deps) -> bool:
     now = deps.clock.now()
     gone = await deps.users.update(
         user.id,
-        expect={"status": UserStatus.PENDING.value},
-        set_fields=erased_fields(user.id, now),
-        unset_fields=["password_hash"],
+        erasure(user.id, now),
+        expect_status=UserStatus.PENDING,
         events=[event(UserDeleted(user_id=user.id, deleted_at=now), user.id)],
     )
     if gone is None:
@@ -166,18 +169,14 @@ async def verify_email(*, email: str, code: str, deps: Deps) -> TokenPair:
     await spend_code(proof, deps=deps)
     user = proof.user
     now = deps.clock.now()
-    fields: dict[str, Any] = {
-        "status": UserStatus.ACTIVE.value,
-        "verified_at": now,
-        "updated_at": now,
-    }
-    # A contested sign-up: the password may be anyone's, so it is not activated.
-    unset = ["password_hash", "signup_contested"] if user.signup_contested else []
+    change = UserChange(status=UserStatus.ACTIVE, verified_at=now, updated_at=now)
+    if user.signup_contested:
+        # A contested sign-up: the password may be anyone's, so it is not activated.
+        change = replace(change, clear_password=True, signup_contested=False)
     active = await deps.users.update(
         user.id,
-        expect={"status": UserStatus.PENDING.value},
-        set_fields=fields,
-        unset_fields=unset,
+        change,
+        expect_status=UserStatus.PENDING,
         events=[verified_event(user, now)],
     )
     if active is None:
@@ -199,64 +198,60 @@ async def bootstrap_admin(
         return await _promote(existing, password, display_name, deps=deps)
     await checked_strength(password, (email, display_name), deps=deps)
     now = deps.clock.now()
-    user_id = new_user_id()
-    document = {
-        "_id": user_id,
-        "email": email,
-        "display_name": display_name,
-        "roles": ["admin"],
-        "status": UserStatus.ACTIVE.value,
-        "password_hash": await deps.passwords.hash(password),
-        "created_at": now,
-        "updated_at": now,
-        "verified_at": now,
-        "sessions_revoked_at": None,
-    }
-    registered = UserRegistered(
-        user_id=user_id, email=email, display_name=display_name, roles=["admin"], registered_at=now
+    admin = User(
+        id=new_user_id(),
+        email=email,
+        display_name=display_name,
+        roles=("admin",),
+        status=UserStatus.ACTIVE,
+        password_hash=await deps.passwords.hash(password),
+        created_at=now,
+        updated_at=now,
+        verified_at=now,
     )
-    events = [event(registered, user_id), verified_event(User.from_document(document), now)]
+    registered = UserRegistered(
+        user_id=admin.id, email=email, display_name=display_name, roles=["admin"], registered_at=now
+    )
+    events = [event(registered, admin.id), verified_event(admin, now)]
     try:
-        user = await deps.users.insert(document, events)
+        user = await deps.users.insert(admin, events)
     except EmailTaken:
         return None  # another replica bootstrapped the same admin at the same moment
     deps.notify_outbox()
-    log.info("created the bootstrap admin", extra={"user_id": user_id})
+    log.info("created the bootstrap admin", extra={"user_id": user.id})
     return user
 
 
 async def _promote(existing: User, password: str, display_name: str, *, deps: Deps) -> User | None:
     now = deps.clock.now()
-    fields: dict[str, Any] = {"updated_at": now}
-    unset: list[str] = []
     if existing.status is UserStatus.PENDING:
         # Whoever registered this address never proved it (anyone may sign up with the
         # operator's email): neither the password they chose, nor their name and roles,
         # may come with an admin account.
         await checked_strength(password, (existing.email, display_name), deps=deps)
-        fields.update(
-            status=UserStatus.ACTIVE.value,
+        change = UserChange(
+            status=UserStatus.ACTIVE,
             verified_at=now,
             password_hash=await deps.passwords.hash(password),
             display_name=display_name,
-            roles=["admin"],
+            roles=("admin",),
+            signup_contested=False,
+            updated_at=now,
         )
-        unset.append("signup_contested")
         promoted = replace(existing, display_name=display_name, roles=("admin",))
         events = [updated_event(promoted, now), verified_event(promoted, now)]
     else:
-        roles = sorted({*existing.roles, "admin"})
-        fields["roles"] = roles
-        promoted = replace(existing, roles=tuple(roles))
+        roles: tuple[Role, ...] = tuple(sorted({*existing.roles, "admin"}))
+        change = UserChange(roles=roles, updated_at=now)
+        promoted = replace(existing, roles=roles)
         events = [updated_event(promoted, now)]
     updated = await update_and_end_sessions(
         existing.id,
+        change,
         reason="roles_changed",
         deps=deps,
-        expect={"status": existing.status.value},
+        expect_status=existing.status,
         expect_version=existing.version,
-        set_fields=fields,
-        unset_fields=unset,
         events=events,
     )
     if updated is None:

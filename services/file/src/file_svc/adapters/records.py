@@ -4,8 +4,8 @@ A record is written before the first byte is stored (``uploading``, with a heart
 time the running upload refreshes), so whatever a crash leaves in storage is found from
 the records. ``ready`` is set together with the ``file.uploaded`` event, ``deleted``
 together with ``file.deleted`` (the embedded outbox: one document write each). After
-the sweeper removed the blob a record becomes a ``purged`` tombstone that a TTL index
-removes later — but only once its events were relayed.
+the sweeper removed the blob a record becomes a ``purged`` tombstone that the outbox
+relay's expiry sweep removes later — but only once its events were relayed.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def tombstone_expiry(tombstone_days: int) -> Expiry:
     """Purged records are forgotten after ``tombstone_days`` - by the outbox relay, once
     their ``file.deleted`` event is out (an outbox collection may not carry a TTL index)."""
     return Expiry(
-        COLLECTION, "purged.at", after_seconds=timedelta(days=tombstone_days).total_seconds()
+        COLLECTION, "purged", after_seconds=timedelta(days=tombstone_days).total_seconds()
     )
 
 

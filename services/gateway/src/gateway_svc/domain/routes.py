@@ -27,13 +27,13 @@ class _Strict(BaseModel):
 
 
 class BreakerConfig(_Strict):
-    failures: int = Field(5, ge=1)
-    open_seconds: float = Field(10.0, gt=0)
+    failures: int = Field(default=5, ge=1)
+    open_seconds: float = Field(default=10.0, gt=0)
 
 
 class UpstreamConfig(_Strict):
     urls: list[str] = Field(min_length=1)
-    connect_timeout: float = Field(2.0, gt=0)
+    connect_timeout: float = Field(default=2.0, gt=0)
     breaker: BreakerConfig = BreakerConfig()
 
     @field_validator("urls")
@@ -62,8 +62,8 @@ class RouteConfig(_Strict):
     when_query: list[str] = Field(default_factory=list)
     auth: AuthMode | None = None
     rate_limit: str | None = None
-    timeout: float | None = Field(None, gt=0)
-    max_body_bytes: int | None = Field(None, ge=0)
+    timeout: float | None = Field(default=None, gt=0)
+    max_body_bytes: int | None = Field(default=None, ge=0)
     websocket: bool = False
     sticky: Sticky = "none"
 
@@ -80,8 +80,8 @@ class RouteConfig(_Strict):
 class DefaultsConfig(_Strict):
     auth: AuthMode = "required"
     rate_limit: str = "default"
-    timeout: float = Field(30.0, gt=0)
-    max_body_bytes: int = Field(1024 * 1024, ge=0)
+    timeout: float = Field(default=30.0, gt=0)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=0)
 
 
 class RouteFile(_Strict):
