@@ -162,7 +162,7 @@ async def _intent_succeeded(obj: dict[str, Any], *, books: Books) -> str:
     if received != deposit["amount"] or currency != deposit["currency"]:
         log.error("intent amount differs from the deposit", extra={"deposit": deposit["_id"]})
         return "amount-mismatch"
-    return await _settle(deposit, deposit_success(deposit), books=books)
+    return await _settle(deposit, "pending", "failed", books=books, success=True)
 
 
 async def _intent_failed(obj: dict[str, Any], *, books: Books) -> str:
@@ -171,19 +171,36 @@ async def _intent_failed(obj: dict[str, Any], *, books: Books) -> str:
         return "unmatched"
     error = obj.get("last_payment_error") or {}
     reason = str(error.get("code") or error.get("decline_code") or "payment_failed")
-    return await _settle(deposit, deposit_failure(deposit, reason), books=books)
+    return await _settle(deposit, "pending", books=books, reason=reason)
 
 
-async def _settle(deposit: Document, transition: Any, *, books: Books) -> str:
-    if deposit["status"] == "pending" and not deposit.get("moving"):
+async def _settle(
+    deposit: Document,
+    *starts: str,
+    books: Books,
+    success: bool = False,
+    reason: str = "",
+) -> str:
+    """Move the deposit from one of ``starts`` to succeeded (or failed with ``reason``);
+    a deposit already past them is left as it is (a late or repeated event)."""
+    for _ in range(20):
+        if deposit.get("moving"):
+            deposit = await books.deposits.drive(deposit)
+            continue
+        status = deposit["status"]
+        if status not in starts:
+            return "applied"
+        transition = (
+            deposit_success(deposit, from_status=status)
+            if success
+            else deposit_failure(deposit, reason)
+        )
         claimed = await books.deposits.claim(deposit["_id"], transition)
         if claimed is not None:
             await books.deposits.drive(claimed)
             return "applied"
         deposit = await books.deposits.get(deposit["_id"]) or deposit
-    if deposit.get("moving"):
-        await books.deposits.drive(deposit)
-    return "applied"
+    raise NotYet(deposit["_id"])  # it keeps changing: the sweeper applies the event later
 
 
 async def _charge_refunded(obj: dict[str, Any], *, books: Books) -> str:
