@@ -5,10 +5,178 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import timedelta
+from typing import Any
 
 import pytest
 
+from switchyard.envelope import utcnow
+from switchyard.idempotency import COLLECTION as IDEMPOTENCY_KEYS
+from switchyard.mongo import stored_time
+
 pytestmark = pytest.mark.integration
+
+
+async def as_if_the_process_died_before_answering(service, scope: str, user: str, key: str):
+    """Turn the stored response of ``key`` back into what a SIGKILL between the request's
+    effect and its stored response leaves: a running claim whose lock has lapsed (and
+    whatever effect the handler had committed to)."""
+    keys = service.books.ledger.accounts.database[IDEMPOTENCY_KEYS]
+    result = await keys.update_one(
+        {"_id": f"{scope}:{user}:{key}", "state": "done"},
+        {
+            "$set": {
+                "state": "running",
+                "owner": "the-process-that-died",
+                "lock_expires": stored_time(utcnow() - timedelta(seconds=1)),
+            },
+            "$unset": {"status": "", "body": "", "headers": ""},
+        },
+    )
+    assert result.modified_count == 1
+
+
+async def count(service, collection: str, **query: Any) -> int:
+    return await service.books.ledger.accounts.database[collection].count_documents(query)
+
+
+async def test_a_deposit_retried_after_its_first_attempt_died_credits_once(service):
+    user = await service.user("customer")
+    body = {"amount": {"amount": 10_000, "currency": "USD"}}
+    first = await service.call(
+        "POST", "/deposits", token=service.token(user), json_body=body, key="dep"
+    )
+    assert first.status == 201
+    await as_if_the_process_died_before_answering(service, "payments.deposit", user, "dep")
+    retry = await service.call(
+        "POST", "/deposits", token=service.token(user), json_body=body, key="dep"
+    )
+    assert retry.status == 201 and retry.body["id"] == first.body["id"], retry.body
+    assert (await service.wallet(user))["available"] == 10_000
+    assert await count(service, "deposits", user_id=user) == 1
+    await service.assert_balanced()
+
+
+async def test_a_withdrawal_retried_after_its_first_attempt_died_pays_out_once(service):
+    user = await service.user("customer")
+    await service.fund(user, 10_000)
+    body = {"amount": {"amount": 4_000, "currency": "USD"}}
+    first = await service.call(
+        "POST", "/withdrawals", token=service.token(user), json_body=body, key="wd"
+    )
+    assert first.status == 201 and first.body["status"] == "completed"
+    await as_if_the_process_died_before_answering(service, "payments.withdrawal", user, "wd")
+    retry = await service.call(
+        "POST", "/withdrawals", token=service.token(user), json_body=body, key="wd"
+    )
+    assert retry.status == 201 and retry.body["id"] == first.body["id"], retry.body
+    assert retry.body["status"] == "completed"
+    assert (await service.wallet(user))["available"] == 6_000
+    assert await count(service, "withdrawals", user_id=user) == 1
+    await service.assert_balanced()
+
+
+async def test_a_withdrawal_whose_payout_blew_up_is_finished_by_the_retry_not_repeated(
+    service,
+):
+    """A 500 after the wallet was debited: the retry with the same key finishes that
+    withdrawal instead of debiting the wallet again."""
+    user = await service.user("customer")
+    await service.fund(user, 10_000)
+    provider = service.books.provider
+    original = provider.pay_out
+    calls = []
+
+    async def blows_up_once(**kwargs: Any):
+        calls.append(kwargs["withdrawal_id"])
+        if len(calls) == 1:
+            raise RuntimeError("the provider's client crashed")
+        return await original(**kwargs)
+
+    provider.pay_out = blows_up_once  # type: ignore[method-assign]
+    body = {"amount": {"amount": 3_000, "currency": "USD"}}
+    first = await service.call(
+        "POST", "/withdrawals", token=service.token(user), json_body=body, key="wd-500"
+    )
+    assert first.status == 500
+    retry = await service.call(
+        "POST", "/withdrawals", token=service.token(user), json_body=body, key="wd-500"
+    )
+    assert retry.status == 201 and retry.body["status"] == "completed", retry.body
+    assert calls == [retry.body["id"], retry.body["id"]]  # the same withdrawal, asked again
+    assert (await service.wallet(user))["available"] == 7_000
+    assert await count(service, "withdrawals", user_id=user) == 1
+    await service.assert_balanced()
+
+
+async def test_an_offer_retried_after_its_first_attempt_died_holds_once(service):
+    customer, contractor = await service.user("customer"), await service.user("contractor")
+    await service.fund(customer, 10_000)
+    body = {
+        "contractor_id": contractor,
+        "job_id": "j",
+        "budget": {"amount": 2_000, "currency": "USD"},
+    }
+    token = service.token(customer)
+    first = await service.call("POST", "/offers", token=token, json_body=body, key="of")
+    assert first.status == 201
+    await as_if_the_process_died_before_answering(service, "payments.offer", customer, "of")
+    retry = await service.call("POST", "/offers", token=token, json_body=body, key="of")
+    assert retry.status == 201 and retry.body["id"] == first.body["id"], retry.body
+    assert (await service.wallet(customer))["available"] == 10_000 - 2_100
+    assert await count(service, "offers", customer_id=customer) == 1
+    # An action retried after its first attempt died answers what it did, not a 409.
+    as_contractor = service.token(contractor, "contractor")
+    accept = f"/offers/{first.body['id']}/accept"
+    accepted = await service.call("POST", accept, token=as_contractor, key="acc")
+    assert accepted.status == 200
+    await as_if_the_process_died_before_answering(
+        service, "payments.offer-accept", contractor, "acc"
+    )
+    again = await service.call("POST", accept, token=as_contractor, key="acc")
+    assert again.status == 200 and again.body["status"] == "accepted", again.body
+    await service.assert_balanced()
+
+
+async def test_an_adjustment_retried_after_its_first_attempt_died_applies_once(service):
+    user, admin = await service.user("customer"), await service.user("admin")
+    body = {
+        "user_id": user,
+        "direction": "credit",
+        "reason": "goodwill",
+        "amount": {"amount": 700, "currency": "USD"},
+    }
+    as_admin = service.token(admin, "admin")
+    first = await service.call(
+        "POST", "/admin/adjustments", token=as_admin, json_body=body, key="adj"
+    )
+    assert first.status == 201
+    await as_if_the_process_died_before_answering(service, "payments.adjustment", admin, "adj")
+    retry = await service.call(
+        "POST", "/admin/adjustments", token=as_admin, json_body=body, key="adj"
+    )
+    assert retry.status == 201 and retry.body["id"] == first.body["id"], retry.body
+    assert (await service.wallet(user))["available"] == 700
+    await service.assert_balanced()
+
+
+async def test_a_deposit_refund_retried_after_its_first_attempt_died_refunds_once(service):
+    user, admin = await service.user("customer"), await service.user("admin")
+    deposit = await service.call(
+        "POST",
+        "/deposits",
+        token=service.token(user),
+        json_body={"amount": {"amount": 10_000, "currency": "USD"}},
+    )
+    path = f"/admin/deposits/{deposit.body['id']}/refund"
+    as_admin = service.token(admin, "admin")
+    first = await service.call("POST", path, token=as_admin, json_body={"amount": 3_000}, key="rf")
+    assert first.status == 202 and first.body["refunded"]["amount"] == 3_000
+    await as_if_the_process_died_before_answering(service, "payments.deposit-refund", admin, "rf")
+    retry = await service.call("POST", path, token=as_admin, json_body={"amount": 3_000}, key="rf")
+    assert retry.status == 202 and retry.body["refunded"]["amount"] == 3_000, retry.body
+    assert (await service.wallet(user))["available"] == 7_000
+    await service.assert_balanced()
 
 
 async def test_a_history_cursor_beyond_64_bits_is_a_400_not_a_500(service):
