@@ -14,6 +14,8 @@ from switchyard.envelope import utcnow
 from switchyard.idempotency import COLLECTION as IDEMPOTENCY_KEYS
 from switchyard.mongo import stored_time
 
+from .test_rules import offer
+
 pytestmark = pytest.mark.integration
 
 
@@ -176,6 +178,49 @@ async def test_a_deposit_refund_retried_after_its_first_attempt_died_refunds_onc
     retry = await service.call("POST", path, token=as_admin, json_body={"amount": 3_000}, key="rf")
     assert retry.status == 202 and retry.body["refunded"]["amount"] == 3_000, retry.body
     assert (await service.wallet(user))["available"] == 7_000
+    await service.assert_balanced()
+
+
+async def test_a_demoted_admins_token_moves_no_money(service):
+    """Admin actions that move money check the roles auth last published, as accepting an
+    offer checks the contractor role: a token minted before the demotion is not enough."""
+    customer, contractor = await service.user("customer"), await service.user("contractor")
+    admin = await service.user("admin")
+    await service.fund(customer, 10_000)
+    made = await offer(service, customer, contractor)
+    assert (
+        await service.call(
+            "POST",
+            f"/offers/{made['id']}/accept",
+            token=service.token(contractor, "contractor"),
+        )
+    ).status == 200
+    deposit = (
+        await service.call("GET", "/transactions?limit=100", token=service.token(customer))
+    ).body["items"][-1]["references"]["deposit"]
+    stale = service.token(admin, "admin")  # minted while the user was an admin
+    await service.update_roles(admin, "customer")
+    attempts = [
+        (
+            "/admin/adjustments",
+            {
+                "user_id": admin,
+                "direction": "credit",
+                "reason": "free money",
+                "amount": {"amount": 10**12, "currency": "USD"},
+            },
+        ),
+        (f"/admin/deposits/{deposit}/refund", {}),
+        (f"/offers/{made['id']}/refund", None),
+        (f"/offers/{made['id']}/cancel", None),
+    ]
+    for path, body in attempts:
+        response = await service.call("POST", path, token=stale, json_body=body)
+        assert response.status in (403, 404), (path, response.status, response.body)
+    assert (await service.wallet(admin))["available"] == 0
+    assert (await service.wallet(customer))["available"] == 10_000 - 1_050
+    still = await service.call("GET", f"/offers/{made['id']}", token=service.token(customer))
+    assert still.body["status"] == "accepted"
     await service.assert_balanced()
 
 

@@ -22,6 +22,7 @@ from switchyard.directory import UserDirectory
 from switchyard.idempotency import Progress
 from switchyard.mongo.client import Document
 from switchyard.problems import Problem, validation_problem
+from switchyard.tokens import Identity
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,15 @@ async def record_id(progress: Progress | None, prefix: str, *, fresh: bool = Fal
     if progress is not None:
         await progress.committed(record_id=made)
     return made
+
+
+async def require_current_admin(books: Books, identity: Identity) -> None:
+    """Admin actions that move money check the roles auth last published, not only the
+    token's (as accepting an offer checks the contractor role): a token minted before the
+    admin was demoted or deleted moves nothing."""
+    stored = await books.directory.get(identity.user_id)
+    if not identity.is_admin or stored is None or not stored.has_role("admin"):
+        raise Problem(403, "Your account lacks the role this action needs.", slug="forbidden")
 
 
 def require_currency(books: Books, currency: str, location: str) -> None:

@@ -153,8 +153,8 @@ async def change_offer(
     stored = await books.directory.get(identity.user_id)
     caller = Caller(
         user_id=identity.user_id,
-        is_admin=identity.is_admin,
-        # The contractor role as auth last published it, not only what the token claims.
+        # Both roles as auth last published them, not only what the token claims.
+        is_admin=identity.is_admin and stored is not None and stored.has_role("admin"),
         is_contractor=stored is not None and stored.has_role("contractor"),
     )
     parties = Parties(offer["customer_id"], offer["contractor_id"])

@@ -24,6 +24,7 @@ from payments_svc.handlers.common import (
     earlier_record,
     record_id,
     require_currency,
+    require_current_admin,
     require_open_wallet,
 )
 from switchyard.envelope import utcnow
@@ -171,6 +172,7 @@ async def refund_deposit(
     Each refund is reserved on the deposit under its own provider key (``refunds.<key>``)
     committed to the request's Idempotency-Key first: a retry after a crash asks the
     provider again with that key (the same refund) instead of refunding a second time."""
+    await require_current_admin(books, identity)
     deposit_doc = await books.deposits.get(deposit_id)
     if deposit_doc is None:
         raise Problem(404, "No such deposit.", slug="not-found")
@@ -363,6 +365,7 @@ async def adjust(
     books: Books,
     progress: Progress | None = None,
 ) -> Document:
+    await require_current_admin(books, identity)
     document = await earlier_record(progress, books.adjustments)
     if document is None:
         require_currency(books, amount.currency, "/amount/currency")
