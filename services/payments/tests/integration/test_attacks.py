@@ -235,3 +235,46 @@ async def test_a_history_cursor_beyond_64_bits_is_a_400_not_a_500(service):
         )
         assert response.status == 400, (before, response.status)
         assert response.body["type"].endswith("invalid-cursor")
+
+
+async def test_an_admin_refund_larger_than_the_wallet_holds_is_refused_and_refunds_nothing(
+    service,
+):
+    """The card would get back money the user already spent or withdrew (the platform
+    would pay twice): refused before the provider is asked."""
+    user, admin = await service.user("customer"), await service.user("admin")
+    deposit = await service.call(
+        "POST",
+        "/deposits",
+        token=service.token(user),
+        json_body={"amount": {"amount": 10_000, "currency": "USD"}},
+    )
+    spent = await service.call(
+        "POST",
+        "/withdrawals",
+        token=service.token(user),
+        json_body={"amount": {"amount": 9_000, "currency": "USD"}},
+    )
+    assert spent.status == 201
+    refunds: list[int] = []
+    provider = service.books.provider
+    original = provider.refund_deposit
+
+    async def counted(**kwargs: Any):
+        refunds.append(kwargs["amount"])
+        return await original(**kwargs)
+
+    provider.refund_deposit = counted  # type: ignore[method-assign]
+    path = f"/admin/deposits/{deposit.body['id']}/refund"
+    as_admin = service.token(admin, "admin")
+    refused = await service.call("POST", path, token=as_admin, json_body={})
+    assert refused.status == 422, refused.body
+    assert refused.body["type"].endswith("refund-exceeds-wallet")
+    assert refunds == []
+    got = await service.call("GET", f"/deposits/{deposit.body['id']}", token=as_admin)
+    assert got.body["flagged"] is False and got.body["refund_shortfall"]["amount"] == 0
+    # What the wallet still holds can be refunded.
+    partial = await service.call("POST", path, token=as_admin, json_body={"amount": 1_000})
+    assert partial.status == 202 and refunds == [1_000]
+    assert (await service.wallet(user))["available"] == 0
+    await service.assert_balanced()

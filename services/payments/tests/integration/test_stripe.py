@@ -184,12 +184,17 @@ async def test_refunds_reverse_what_is_still_in_the_wallet_and_flag_the_rest(
         json_body={"amount": {"amount": 5_000, "currency": "USD"}},
     )
     assert spent.status == 201 and spent.body["status"] == "completed"
-    await service.call(
+    # An admin may not refund to the card what the wallet no longer holds...
+    refused = await service.call(
         "POST",
         f"/admin/deposits/{deposit['id']}/refund",
         token=service.token(admin, "admin"),
         json_body={},
     )
+    assert refused.status == 422 and refused.body["type"].endswith("refund-exceeds-wallet")
+    assert len(fake.refunds) == 1
+    # ...but the rest can be refunded at Stripe itself (the dashboard, a lost dispute).
+    fake.intents[intent_id]["amount_refunded"] = 10_000
     assert (await fake.deliver(service.url + HOOK, fake.charge_refunded(intent_id)))[0] == 200
     got = await service.call(
         "GET", f"/deposits/{deposit['id']}", token=service.token(admin, "admin")

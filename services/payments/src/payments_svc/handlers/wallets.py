@@ -224,6 +224,20 @@ async def _reserve_refund(
     wanted = refundable if amount is None else amount
     if wanted <= 0 or wanted > refundable:
         raise Problem(422, f"At most {refundable} can still be refunded.", slug="refund-too-large")
+    # The card must not get back money the user already spent or withdrew (the platform
+    # would pay it twice): the wallet covers this refund and those not reversed yet. A
+    # spend racing this check is still caught by the reversal (flagged, never negative).
+    unreversed = max(0, already - int(deposit_doc.get("refunded_seen") or 0))
+    wallet = await books.ledger.balance(
+        acct.wallet(deposit_doc["currency"], deposit_doc["user_id"])
+    )
+    if wallet < wanted + unreversed:
+        raise Problem(
+            422,
+            f"The wallet holds {wallet}; refunding {wanted} to the card would pay out money "
+            "the user no longer has.",
+            slug="refund-exceeds-wallet",
+        )
     requested = already + wanted
     key = f"{deposit_id}-{requested}-{secrets.token_hex(4)}"
     if progress is not None:
