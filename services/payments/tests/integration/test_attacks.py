@@ -278,3 +278,37 @@ async def test_an_admin_refund_larger_than_the_wallet_holds_is_refused_and_refun
     assert partial.status == 202 and refunds == [1_000]
     assert (await service.wallet(user))["available"] == 0
     await service.assert_balanced()
+
+
+async def test_a_signed_event_of_the_wrong_shape_is_recorded_once_not_retried_forever(
+    stripe_service, fake_stripe
+):
+    """Only Stripe can sign, but a signed event whose ``data.object`` (or the fields read
+    from it) has another shape raised on every attempt and was retried with backoff for
+    ever; it is now recorded ``malformed`` (or ``unmatched``) at once, nothing moved."""
+    service, fake = stripe_service, fake_stripe
+    hook = service.url + "/api/v1/payments/webhooks/stripe"
+    shapes = {
+        "evt_data_string": ("payment_intent.succeeded", "x"),
+        "evt_object_list": ("payment_intent.succeeded", {"object": [1, 2]}),
+        "evt_metadata_string": (
+            "payment_intent.succeeded",
+            {"object": {"id": "pi_x", "metadata": "x", "amount": 5, "currency": "usd"}},
+        ),
+        "evt_error_string": (
+            "payment_intent.payment_failed",
+            {"object": {"id": "pi_x", "metadata": {}, "last_payment_error": "declined"}},
+        ),
+    }
+    for event_id, (kind, data) in shapes.items():
+        payload = json.dumps({"id": event_id, "object": "event", "type": kind, "data": data})
+        assert (await fake.deliver(hook, payload))[0] == 200
+    stored = {d["_id"]: d["status"] async for d in service.books.webhook_events.find({})}
+    assert stored == {
+        "evt_data_string": "malformed",
+        "evt_object_list": "malformed",
+        "evt_metadata_string": "unmatched",
+        "evt_error_string": "unmatched",
+    }
+    report = await service.assert_balanced()
+    assert report.total == 0 and report.accounts == 0

@@ -117,8 +117,13 @@ async def apply(document: Document, *, books: Books) -> str:
     """Apply one stored event; returns and records its outcome."""
     event = json.loads(document["payload"])
     kind = event["type"]
-    obj = (event.get("data") or {}).get("object") or {}
-    if kind == "payment_intent.succeeded":
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(obj, dict):
+        # Signed, but not the shape Stripe sends: recorded for good, never retried forever.
+        log.error("a signed webhook event without a data object", extra={"event": event["id"]})
+        outcome = "malformed"
+    elif kind == "payment_intent.succeeded":
         outcome = await _intent_succeeded(obj, books=books)
     elif kind == "payment_intent.payment_failed":
         outcome = await _intent_failed(obj, books=books)
@@ -138,7 +143,8 @@ async def apply(document: Document, *, books: Books) -> str:
 
 async def _deposit_for_intent(obj: dict[str, Any], *, books: Books) -> Document | None:
     intent_id = obj.get("id")
-    deposit_id = (obj.get("metadata") or {}).get("deposit_id")
+    metadata = obj.get("metadata")
+    deposit_id = metadata.get("deposit_id") if isinstance(metadata, dict) else None
     deposit = await books.deposits.get(deposit_id) if isinstance(deposit_id, str) else None
     if deposit is None and isinstance(intent_id, str):
         deposit = await books.deposits.collection.find_one({"intent_id": intent_id})
@@ -169,7 +175,8 @@ async def _intent_failed(obj: dict[str, Any], *, books: Books) -> str:
     deposit = await _deposit_for_intent(obj, books=books)
     if deposit is None:
         return "unmatched"
-    error = obj.get("last_payment_error") or {}
+    error = obj.get("last_payment_error")
+    error = error if isinstance(error, dict) else {}
     reason = str(error.get("code") or error.get("decline_code") or "payment_failed")
     return await _settle(deposit, "pending", books=books, reason=reason)
 
