@@ -195,6 +195,26 @@ class RunningService:
         assert report.negative_wallets == [], report.json()
         return report
 
+    async def assert_books_add_up(self) -> None:
+        """Recompute everything from the records: every transfer is final, every account
+        equals the sum of its posted transfers, and every wallet's history runs 1..n with
+        exact running balances ending at the wallet's balance."""
+        ledger = self.books.ledger
+        assert await ledger.transfers.count_documents({"state": "pending"}) == 0
+        sums: dict[str, int] = {}
+        async for transfer in ledger.transfers.find({"state": "posted"}):
+            sums[transfer["debit"]] = sums.get(transfer["debit"], 0) - transfer["amount"]
+            sums[transfer["credit"]] = sums.get(transfer["credit"], 0) + transfer["amount"]
+        async for account in ledger.accounts.find({}):
+            assert sums.get(account["_id"], 0) == account["balance"], account["_id"]
+            if account["kind"] != "wallet":
+                continue
+            running = seq = 0
+            async for entry in ledger.entries.find({"account": account["_id"]}).sort("seq", 1):
+                seq, running = seq + 1, running + entry["amount"]
+                assert (entry["seq"], entry["after"]) == (seq, running), entry
+            assert running == account["balance"], account["_id"]
+
     async def balance(self, account_id: str) -> int:
         return await self.books.ledger.balance(account_id)
 
