@@ -171,7 +171,8 @@ class RunningService:
 
         await eventually(gone)
 
-    async def fund(self, uid: str, amount: int, currency: str = "USD") -> None:
+    async def fund(self, uid: str, amount: int, currency: str = "USD") -> dict[str, Any]:
+        """A deposit through the test provider (credited at once); the deposit's view."""
         response = await self.call(
             "POST",
             "/deposits",
@@ -179,6 +180,7 @@ class RunningService:
             json_body={"amount": {"amount": amount, "currency": currency}},
         )
         assert response.status == 201, response.body
+        return response.body  # type: ignore[no-any-return]
 
     async def wallet(self, uid: str, currency: str = "USD") -> dict[str, Any]:
         response = await self.call("GET", f"/wallet?currency={currency}", token=self.token(uid))

@@ -164,13 +164,8 @@ async def test_an_adjustment_retried_after_its_first_attempt_died_applies_once(s
 
 async def test_a_deposit_refund_retried_after_its_first_attempt_died_refunds_once(service):
     user, admin = await service.user("customer"), await service.user("admin")
-    deposit = await service.call(
-        "POST",
-        "/deposits",
-        token=service.token(user),
-        json_body={"amount": {"amount": 10_000, "currency": "USD"}},
-    )
-    path = f"/admin/deposits/{deposit.body['id']}/refund"
+    deposit = await service.fund(user, 10_000)
+    path = f"/admin/deposits/{deposit['id']}/refund"
     as_admin = service.token(admin, "admin")
     first = await service.call("POST", path, token=as_admin, json_body={"amount": 3_000}, key="rf")
     assert first.status == 202 and first.body["refunded"]["amount"] == 3_000
@@ -186,7 +181,7 @@ async def test_a_demoted_admins_token_moves_no_money(service):
     offer checks the contractor role: a token minted before the demotion is not enough."""
     customer, contractor = await service.user("customer"), await service.user("contractor")
     admin = await service.user("admin")
-    await service.fund(customer, 10_000)
+    deposit = (await service.fund(customer, 10_000))["id"]
     made = await offer(service, customer, contractor)
     assert (
         await service.call(
@@ -195,9 +190,6 @@ async def test_a_demoted_admins_token_moves_no_money(service):
             token=service.token(contractor, "contractor"),
         )
     ).status == 200
-    deposit = (
-        await service.call("GET", "/transactions?limit=100", token=service.token(customer))
-    ).body["items"][-1]["references"]["deposit"]
     stale = service.token(admin, "admin")  # minted while the user was an admin
     await service.update_roles(admin, "customer")
     attempts = [
@@ -243,12 +235,7 @@ async def test_an_admin_refund_larger_than_the_wallet_holds_is_refused_and_refun
     """The card would get back money the user already spent or withdrew (the platform
     would pay twice): refused before the provider is asked."""
     user, admin = await service.user("customer"), await service.user("admin")
-    deposit = await service.call(
-        "POST",
-        "/deposits",
-        token=service.token(user),
-        json_body={"amount": {"amount": 10_000, "currency": "USD"}},
-    )
+    deposit = await service.fund(user, 10_000)
     spent = await service.call(
         "POST",
         "/withdrawals",
@@ -265,13 +252,13 @@ async def test_an_admin_refund_larger_than_the_wallet_holds_is_refused_and_refun
         return await original(**kwargs)
 
     provider.refund_deposit = counted  # type: ignore[method-assign]
-    path = f"/admin/deposits/{deposit.body['id']}/refund"
+    path = f"/admin/deposits/{deposit['id']}/refund"
     as_admin = service.token(admin, "admin")
     refused = await service.call("POST", path, token=as_admin, json_body={})
     assert refused.status == 422, refused.body
     assert refused.body["type"].endswith("refund-exceeds-wallet")
     assert refunds == []
-    got = await service.call("GET", f"/deposits/{deposit.body['id']}", token=as_admin)
+    got = await service.call("GET", f"/deposits/{deposit['id']}", token=as_admin)
     assert got.body["flagged"] is False and got.body["refund_shortfall"]["amount"] == 0
     # What the wallet still holds can be refunded.
     partial = await service.call("POST", path, token=as_admin, json_body={"amount": 1_000})

@@ -8,7 +8,6 @@ balance, and the ledger check balances."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,12 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from switchyard.envelope import new_envelope, utcnow
-from switchyard.events.auth import UserRegistered
-from switchyard.testing.servers import free_port
-
-from ..support import eventually, publisher_bus
-from .test_service_crash import ServiceProcess
+from ..support import eventually
+from .test_service_crash import ServiceProcess, process_env, register
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -77,49 +72,24 @@ class Client:
 async def test_killed_mid_load_every_retried_key_moves_money_once(
     settings_overrides, jwks_server, mongo_db, tmp_path, broker_cleanup
 ):
-    env = {
-        **os.environ,
-        "SWITCHYARD_ENV": "test",
-        "PAYMENTS_PORT": str(free_port()),
-        "MONGO_URL": settings_overrides["mongo_url"],
-        "MONGO_DATABASE": settings_overrides["mongo_database"],
-        "AMQP_URL": settings_overrides["amqp_url"],
-        "BUS_EXCHANGE": settings_overrides["bus_exchange"],
-        "BUS_QUEUE_PREFIX": settings_overrides["bus_queue_prefix"],
-        "BUS_QUEUE_EXPIRES_MS": "60000",
-        "JWKS_URL": jwks_server.jwks_url,
-        "AUTH_ISSUER": jwks_server.issuer,
-        "JWT_AUDIENCE": jwks_server.audience,
-        "LEDGER_STALE_AFTER": "1",
-        "LEDGER_SWEEP_INTERVAL": "0.2",
-        "LOG_LEVEL": "WARNING",
-        # As in production: every process fingerprints a key's request alike.
-        "IDEMPOTENCY_SECRET": "chaos-test-idempotency-fingerprint-secret",
-    }
+    # As in production: every process fingerprints a key's request alike.
+    env = process_env(
+        settings_overrides,
+        jwks_server,
+        IDEMPOTENCY_SECRET="chaos-test-idempotency-fingerprint-secret",
+    )
     service = ServiceProcess(env, tmp_path / "payments.log")
     await service.start()
     customers, contractors, admin = ["cu0", "cu1", "cu2"], ["co0", "co1"], "ad0"
-    publisher = publisher_bus(settings_overrides)
-    await publisher.connect()
-    for uid, roles in [
-        *((c, ["customer"]) for c in customers),
-        *((c, ["contractor"]) for c in contractors),
-        (admin, ["admin"]),
-    ]:
-        registered = UserRegistered(
-            user_id=uid,
-            email=f"{uid}@example.com",
-            display_name=uid,
-            roles=roles,
-            registered_at=utcnow(),
-        )
-        await publisher.publish(new_envelope(registered, service="auth"))
-    await publisher.close()
-
-    async def known() -> bool:
-        return await mongo_db["payments_users"].count_documents({}) == 6
-
-    await eventually(known)
+    await register(
+        settings_overrides,
+        mongo_db,
+        {
+            **{c: ["customer"] for c in customers},
+            **{c: ["contractor"] for c in contractors},
+            admin: ["admin"],
+        },
+    )
     rng = random.Random(20261129)
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:

@@ -12,6 +12,8 @@ import pytest
 
 from payments_svc.domain.money import fee
 
+from .test_rules import offer as make_offer
+
 pytestmark = pytest.mark.integration
 
 
@@ -72,17 +74,7 @@ async def test_racing_transitions_of_one_offer_have_exactly_one_winner(service):
     as_customer, as_contractor = service.token(customer), service.token(contractor, "contractor")
     as_admin = service.token(admin, "admin")
     for n in range(8):
-        made = await service.call(
-            "POST",
-            "/offers",
-            token=as_customer,
-            json_body={
-                "contractor_id": contractor,
-                "job_id": "j",
-                "budget": {"amount": 1_001 + n, "currency": "USD"},
-            },
-        )
-        offer = f"/offers/{made.body['id']}"
+        offer = f"/offers/{(await make_offer(service, customer, contractor, 1_001 + n))['id']}"
         first = await asyncio.gather(
             service.call("POST", offer + "/accept", token=as_contractor),
             service.call("POST", offer + "/accept", token=as_contractor),
@@ -118,18 +110,8 @@ async def test_a_sweeper_that_takes_over_at_once_races_every_request(start_servi
         token = service.token(customer)
         for _ in range(10):
             contractor = rng.choice(contractors)
-            made = await service.call(
-                "POST",
-                "/offers",
-                token=token,
-                json_body={
-                    "contractor_id": contractor,
-                    "job_id": "j",
-                    "budget": {"amount": rng.randint(1, 9_000), "currency": "USD"},
-                },
-            )
-            assert made.status == 201, made.body
-            offer, pick = f"/offers/{made.body['id']}", rng.random()
+            made = await make_offer(service, customer, contractor, rng.randint(1, 9_000))
+            offer, pick = f"/offers/{made['id']}", rng.random()
             if pick < 0.3:
                 assert (await service.call("POST", offer + "/cancel", token=token)).status == 200
             else:
