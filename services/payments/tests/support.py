@@ -171,7 +171,8 @@ class RunningService:
 
         await eventually(gone)
 
-    async def fund(self, uid: str, amount: int, currency: str = "USD") -> None:
+    async def fund(self, uid: str, amount: int, currency: str = "USD") -> dict[str, Any]:
+        """A deposit through the test provider (credited at once); the deposit's view."""
         response = await self.call(
             "POST",
             "/deposits",
@@ -179,6 +180,7 @@ class RunningService:
             json_body={"amount": {"amount": amount, "currency": currency}},
         )
         assert response.status == 201, response.body
+        return response.body  # type: ignore[no-any-return]
 
     async def wallet(self, uid: str, currency: str = "USD") -> dict[str, Any]:
         response = await self.call("GET", f"/wallet?currency={currency}", token=self.token(uid))
@@ -194,6 +196,26 @@ class RunningService:
         assert report.balanced, report.json()
         assert report.negative_wallets == [], report.json()
         return report
+
+    async def assert_books_add_up(self) -> None:
+        """Recompute everything from the records: every transfer is final, every account
+        equals the sum of its posted transfers, and every wallet's history runs 1..n with
+        exact running balances ending at the wallet's balance."""
+        ledger = self.books.ledger
+        assert await ledger.transfers.count_documents({"state": "pending"}) == 0
+        sums: dict[str, int] = {}
+        async for transfer in ledger.transfers.find({"state": "posted"}):
+            sums[transfer["debit"]] = sums.get(transfer["debit"], 0) - transfer["amount"]
+            sums[transfer["credit"]] = sums.get(transfer["credit"], 0) + transfer["amount"]
+        async for account in ledger.accounts.find({}):
+            assert sums.get(account["_id"], 0) == account["balance"], account["_id"]
+            if account["kind"] != "wallet":
+                continue
+            running = seq = 0
+            async for entry in ledger.entries.find({"account": account["_id"]}).sort("seq", 1):
+                seq, running = seq + 1, running + entry["amount"]
+                assert (entry["seq"], entry["after"]) == (seq, running), entry
+            assert running == account["balance"], account["_id"]
 
     async def balance(self, account_id: str) -> int:
         return await self.books.ledger.balance(account_id)

@@ -24,6 +24,7 @@ from switchyard.problems import Problem
 from switchyard.web import QueryModel
 
 MAX_CURSOR_LENGTH = 512
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class PageQuery(QueryModel):
@@ -55,6 +56,9 @@ def decode_cursor(cursor: str, **fields: type[str] | type[int]) -> dict[str, Any
         value = data[name]
         # bool is an int to Python; a cursor never carries one
         if not isinstance(value, kind) or isinstance(value, bool):
+            raise invalid_cursor()
+        # The store keeps 64-bit integers: a bigger one in a query is an error there (a 500).
+        if isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
             raise invalid_cursor()
     return data
 

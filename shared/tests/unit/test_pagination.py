@@ -37,6 +37,15 @@ def test_a_foreign_or_tampered_cursor_is_a_400_problem(cursor):
     assert caught.value.slug == "invalid-cursor"
 
 
+@pytest.mark.parametrize("seq", [2**63, -(2**63) - 1, 10**30])
+def test_an_integer_the_store_cannot_hold_is_a_400_not_a_500(seq):
+    cursor = base64.urlsafe_b64encode(f'{{"seq": {seq}}}'.encode()).decode()
+    with pytest.raises(Problem) as caught:
+        decode_cursor(cursor, seq=int)
+    assert caught.value.status == 400
+    assert decode_cursor(encode_cursor({"seq": 2**63 - 1}), seq=int) == {"seq": 2**63 - 1}
+
+
 def test_page_carries_the_next_cursor_only_when_there_is_more():
     assert page([1, 2], None) == {"items": [1, 2], "next_cursor": None}
     body = page([1, 2], {"after": "b"})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -16,6 +16,10 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 class PaymentsSettings(ServiceSettings):
     service_name: str = "payments"
     port: int = port_setting("payments")
+    # Every money-moving POST takes an Idempotency-Key. Without IDEMPOTENCY_SECRET each
+    # process keys its fingerprints with a secret of its own, so a retry that reaches
+    # another replica, or this one restarted, is refused as "a different request" (422).
+    accepts_idempotency_keys: ClassVar[bool] = True
 
     payments_provider: Literal["test", "stripe"] = Field(
         "test", validation_alias="PAYMENTS_PROVIDER"

@@ -65,6 +65,14 @@ async def test_random_sequences_keep_the_books_balanced(ledger_db, steps):
             uid, email=f"{uid}@example.com", display_name=uid, roles=roles, as_of=utcnow()
         )
     admin = identity("admin" + run, "admin")
+    # Admin actions that move money check the stored roles too, not only the token's.
+    await directory.record_profile(
+        admin.user_id,
+        email=f"{admin.user_id}@example.com",
+        display_name="admin",
+        roles=["admin"],
+        as_of=utcnow(),
+    )
     model: Counter[str] = Counter()
     offers: list[dict] = []
 

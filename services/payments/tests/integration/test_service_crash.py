@@ -73,10 +73,12 @@ class ServiceProcess:
                 self.kill()
 
 
-async def test_service_killed_mid_flows_finishes_every_offer_after_restart(
-    settings_overrides, jwks_server, mongo_db, tmp_path, broker_cleanup
-):
-    env = {
+def process_env(
+    settings_overrides: dict[str, Any], jwks_server: Any, **extra: str
+) -> dict[str, str]:
+    """The environment of a ``python -m payments_svc`` process on the test's store and
+    broker, trusting the test's token keys."""
+    return {
         **os.environ,
         "SWITCHYARD_ENV": "test",
         "PAYMENTS_PORT": str(free_port()),
@@ -92,14 +94,18 @@ async def test_service_killed_mid_flows_finishes_every_offer_after_restart(
         "LEDGER_STALE_AFTER": "1",
         "LEDGER_SWEEP_INTERVAL": "0.2",
         "LOG_LEVEL": "WARNING",
+        **extra,
     }
-    service = ServiceProcess(env, tmp_path / "payments.log")
-    await service.start()
+
+
+async def register(
+    settings_overrides: dict[str, Any], mongo_db: Any, users: dict[str, list[str]]
+) -> None:
+    """Publish ``auth.user.registered`` for each user (id → roles) and wait until the
+    service's directory knows them all."""
     publisher = publisher_bus(settings_overrides)
     await publisher.connect()
-    customers = [f"cus{n}" for n in range(4)]
-    contractor = "con0"
-    for uid, roles in [*((c, ["customer"]) for c in customers), (contractor, ["contractor"])]:
+    for uid, roles in users.items():
         data = UserRegistered(
             user_id=uid,
             email=f"{uid}@example.com",
@@ -109,12 +115,26 @@ async def test_service_killed_mid_flows_finishes_every_offer_after_restart(
         )
         await publisher.publish(new_envelope(data, service="auth"))
     await publisher.close()
-    users = mongo_db["payments_users"]
 
     async def known() -> bool:
-        return await users.count_documents({}) == len(customers) + 1
+        return await mongo_db["payments_users"].count_documents({}) == len(users)
 
     await eventually(known)
+
+
+async def test_service_killed_mid_flows_finishes_every_offer_after_restart(
+    settings_overrides, jwks_server, mongo_db, tmp_path, broker_cleanup
+):
+    env = process_env(settings_overrides, jwks_server)
+    service = ServiceProcess(env, tmp_path / "payments.log")
+    await service.start()
+    customers = [f"cus{n}" for n in range(4)]
+    contractor = "con0"
+    await register(
+        settings_overrides,
+        mongo_db,
+        {**{c: ["customer"] for c in customers}, contractor: ["contractor"]},
+    )
     rng = random.Random(11)
     outcomes: Counter[str] = Counter()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:

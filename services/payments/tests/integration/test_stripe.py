@@ -122,9 +122,32 @@ async def test_a_declined_payment_fails_the_deposit(stripe_service, fake_stripe)
     assert got.body["status"] == "failed" and got.body["reason"] == "card_declined"
     [event] = await service.tap.wait_for("payments.deposit.failed", deposit_id=deposit["id"])
     assert event["data"]["reason"] == "card_declined"
-    # A success arriving after the failure changes nothing.
-    assert (await fake.deliver(service.url + HOOK, fake.succeed(intent_id)))[0] == 200
     assert (await service.wallet(user))["available"] == 0
+
+
+async def test_a_payment_that_succeeds_after_a_decline_credits_the_wallet_once(
+    stripe_service, fake_stripe
+):
+    """A decline sends the PaymentIntent back to ``requires_payment_method``: the customer
+    may pay it with another card, and the ``payment_intent.succeeded`` that follows is real
+    money. A late decline of an earlier attempt after the success changes nothing."""
+    service, fake = stripe_service, fake_stripe
+    user = await service.user("customer")
+    deposit, intent_id = await start_deposit(service, fake, user, 700)
+    assert (await fake.deliver(service.url + HOOK, fake.decline(intent_id)))[0] == 200
+    declined = fake.event("payment_intent.payment_failed", dict(fake.intents[intent_id]))
+    paid = fake.succeed(intent_id)  # the second card
+    assert (await fake.deliver(service.url + HOOK, paid))[0] == 200
+    assert (await fake.deliver(service.url + HOOK, paid))[1]["replay"] is True
+    again = fake.event("payment_intent.succeeded", dict(fake.intents[intent_id]))
+    assert (await fake.deliver(service.url + HOOK, again))[0] == 200
+    assert (await fake.deliver(service.url + HOOK, declined))[0] == 200  # late, out of order
+    assert (await service.wallet(user))["available"] == 700
+    got = await service.call("GET", f"/deposits/{deposit['id']}", token=service.token(user))
+    assert got.body["status"] == "succeeded" and got.body["reason"] is None, got.body
+    [event] = await service.tap.wait_for("payments.deposit.succeeded", deposit_id=deposit["id"])
+    assert event["data"]["amount"]["amount"] == 700
+    await service.assert_balanced()
 
 
 async def test_refunds_reverse_what_is_still_in_the_wallet_and_flag_the_rest(
@@ -161,12 +184,17 @@ async def test_refunds_reverse_what_is_still_in_the_wallet_and_flag_the_rest(
         json_body={"amount": {"amount": 5_000, "currency": "USD"}},
     )
     assert spent.status == 201 and spent.body["status"] == "completed"
-    await service.call(
+    # An admin may not refund to the card what the wallet no longer holds...
+    refused = await service.call(
         "POST",
         f"/admin/deposits/{deposit['id']}/refund",
         token=service.token(admin, "admin"),
         json_body={},
     )
+    assert refused.status == 422 and refused.body["type"].endswith("refund-exceeds-wallet")
+    assert len(fake.refunds) == 1
+    # ...but the rest can be refunded at Stripe itself (the dashboard, a lost dispute).
+    fake.intents[intent_id]["amount_refunded"] = 10_000
     assert (await fake.deliver(service.url + HOOK, fake.charge_refunded(intent_id)))[0] == 200
     got = await service.call(
         "GET", f"/deposits/{deposit['id']}", token=service.token(admin, "admin")

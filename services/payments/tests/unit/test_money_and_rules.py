@@ -91,7 +91,11 @@ def test_moves_leave_exactly_one_state():
 
 def test_settings_refuse_the_test_provider_in_production_and_stripe_without_keys():
     with pytest.raises(ValidationError, match="refused when SWITCHYARD_ENV=production"):
-        PaymentsSettings(environment="production", payments_provider="test")
+        PaymentsSettings(
+            environment="production",
+            payments_provider="test",
+            idempotency_secret="i" * 16 + "-payments-fingerprints",
+        )
     with pytest.raises(ValidationError, match="needs STRIPE_SECRET_KEY"):
         PaymentsSettings(environment="test", payments_provider="stripe")
     ok = PaymentsSettings(environment="test", payments_currencies="usd, EUR,USD")
@@ -99,6 +103,22 @@ def test_settings_refuse_the_test_provider_in_production_and_stripe_without_keys
     assert (ok.platform_fee_bps, ok.service_fee_bps) == (500, 2000)
     with pytest.raises(ValidationError):
         PaymentsSettings(environment="test", payments_currencies="dollars")
+
+
+def test_settings_need_the_idempotency_secret_outside_development():
+    """Every replica (and a restarted process) must fingerprint an Idempotency-Key's
+    request alike, or a client's retry is refused as a different request."""
+    stripe = {
+        "payments_provider": "stripe",
+        "stripe_secret_key": "sk_live_" + "k" * 24,
+        "stripe_webhook_secret": "whsec_" + "w" * 24,
+    }
+    with pytest.raises(ValidationError, match="IDEMPOTENCY_SECRET"):
+        PaymentsSettings(environment="production", **stripe)
+    ok = PaymentsSettings(
+        environment="production", idempotency_secret="i" * 16 + "-payments-fingerprints", **stripe
+    )
+    assert ok.idempotency_secret is not None
 
 
 def test_the_check_counts_single_sided_entries_as_money_in_flight():

@@ -166,11 +166,13 @@ def offer_transition(
 # -- deposits -----------------------------------------------------------------------------
 
 
-def deposit_success(deposit: Record) -> Transition:
+def deposit_success(deposit: Record, *, from_status: str = "pending") -> Transition:
+    """The money arrived. From ``failed`` too: a declined card sends a PaymentIntent back to
+    ``requires_payment_method``, and the customer may then pay it with another card."""
     currency, user = deposit["currency"], deposit["user_id"]
     return Transition(
         label="succeed",
-        from_status="pending",
+        from_status=from_status,
         to_status="succeeded",
         transfers=_legs(
             f"deposit:{deposit['_id']}",
@@ -185,7 +187,7 @@ def deposit_success(deposit: Record) -> Transition:
             ],
             {"deposit": deposit["_id"]},
         ),
-        on_success={"succeeded": stored_time(utcnow())},
+        on_success={"succeeded": stored_time(utcnow()), "reason": None},
     )
 
 

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
 
 from payments_svc.adapters.ledger import Ledger, LedgerError
 from payments_svc.domain.accounts import TransferSpec
@@ -130,8 +131,7 @@ class Records:
             "updated": stored_time(utcnow()),
             **_claim_fields(transition),
         }
-        await self.collection.insert_one(with_events(document, []))
-        return document
+        return await self._insert(document)
 
     async def insert_pending(self, record: Mapping[str, Any], status: str) -> Document:
         """A new record that waits for something outside (a provider's webhook)."""
@@ -142,7 +142,18 @@ class Records:
             "created": stored_time(utcnow()),
             "updated": stored_time(utcnow()),
         }
-        await self.collection.insert_one(with_events(document, []))
+        return await self._insert(document)
+
+    async def _insert(self, document: Document) -> Document:
+        """Insert the record; when its id exists (an earlier attempt under the same
+        Idempotency-Key wrote it first) the stored record is the answer."""
+        try:
+            await self.collection.insert_one(with_events(document, []))
+        except DuplicateKeyError:
+            stored = await self.get(document["_id"])
+            if stored is None:
+                raise
+            return stored
         return document
 
     async def claim(

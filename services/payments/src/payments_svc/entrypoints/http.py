@@ -21,7 +21,7 @@ from payments_svc.handlers import offers, wallets, webhooks
 from payments_svc.handlers.common import require_currency
 from payments_svc.handlers.wallets import own_record
 from switchyard.authn import current_identity, require_auth, require_roles
-from switchyard.idempotency import idempotent
+from switchyard.idempotency import idempotent, idempotent_request
 from switchyard.pagination import PageQuery, invalid_cursor, page, read_cursor
 from switchyard.problems import Problem
 from switchyard.web import QueryModel, RequestModel, json_response, read_json, read_query
@@ -139,7 +139,12 @@ async def list_transactions(request: web.Request) -> web.Response:
 async def create_deposit(request: web.Request) -> web.Response:
     body = await read_json(request, AmountBody)
     books = request.app[keys.BOOKS]
-    result = await wallets.deposit(current_identity(request), body.amount.money(), books=books)
+    result = await wallets.deposit(
+        current_identity(request),
+        body.amount.money(),
+        books=books,
+        progress=idempotent_request(request),
+    )
     return json_response(deposit_view(result, with_secret=True), status=201)
 
 
@@ -157,7 +162,11 @@ async def refund_deposit(request: web.Request) -> web.Response:
     body = await read_json(request, DepositRefundBody)
     books = request.app[keys.BOOKS]
     result = await wallets.refund_deposit(
-        current_identity(request), request.match_info["id"], body.amount, books=books
+        current_identity(request),
+        request.match_info["id"],
+        body.amount,
+        books=books,
+        progress=idempotent_request(request),
     )
     return json_response(deposit_view(result), status=202)
 
@@ -175,6 +184,7 @@ async def create_offer(request: web.Request) -> web.Response:
         job_id=body.job_id,
         budget=body.budget.money(),
         books=request.app[keys.BOOKS],
+        progress=idempotent_request(request),
     )
     return json_response(offer_view(offer), status=201)
 
@@ -214,6 +224,7 @@ def _offer_action(
             action,
             books=request.app[keys.BOOKS],
             reason=body.reason,
+            progress=idempotent_request(request),
         )
         return json_response(offer_view(offer))
 
@@ -247,7 +258,10 @@ async def get_payout_account(request: web.Request) -> web.Response:
 async def create_withdrawal(request: web.Request) -> web.Response:
     body = await read_json(request, AmountBody)
     result = await wallets.withdraw(
-        current_identity(request), body.amount.money(), books=request.app[keys.BOOKS]
+        current_identity(request),
+        body.amount.money(),
+        books=request.app[keys.BOOKS],
+        progress=idempotent_request(request),
     )
     return json_response(withdrawal_view(result), status=201)
 
@@ -281,6 +295,7 @@ async def create_adjustment(request: web.Request) -> web.Response:
         direction=body.direction,
         reason=body.reason,
         books=request.app[keys.BOOKS],
+        progress=idempotent_request(request),
     )
     return json_response(adjustment_view(result), status=201)
 

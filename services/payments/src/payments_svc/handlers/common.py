@@ -19,8 +19,10 @@ from payments_svc.domain.accounts import AccountSpec
 from payments_svc.metrics import PaymentsMetrics
 from payments_svc.settings import PaymentsSettings
 from switchyard.directory import UserDirectory
+from switchyard.idempotency import Progress
 from switchyard.mongo.client import Document
 from switchyard.problems import Problem, validation_problem
+from switchyard.tokens import Identity
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,41 @@ class Books:
 def new_id(prefix: str) -> str:
     """Opaque, unique, and ordered by creation time (lists page by id)."""
     return f"{prefix}_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}"
+
+
+def _committed_id(progress: Progress | None) -> str | None:
+    value = (progress.effect or {}).get("record_id") if progress is not None else None
+    return value if isinstance(value, str) else None
+
+
+async def earlier_record(progress: Progress | None, records: Records) -> Document | None:
+    """The record an earlier attempt under the same Idempotency-Key made and then died (or
+    answered 5xx) before its response was stored: the retry finishes that record instead
+    of making a second one (a second deposit, withdrawal, offer or adjustment)."""
+    record_id = _committed_id(progress)
+    return await records.get(record_id) if record_id else None
+
+
+async def record_id(progress: Progress | None, prefix: str, *, fresh: bool = False) -> str:
+    """The id of the record this request makes, committed to its Idempotency-Key *before*
+    the record is written. An id an earlier attempt committed to without writing its record
+    is used again: should that attempt be stalled rather than dead, both write one record."""
+    committed = None if fresh else _committed_id(progress)
+    if committed is not None:
+        return committed
+    made = new_id(prefix)
+    if progress is not None:
+        await progress.committed(record_id=made)
+    return made
+
+
+async def require_current_admin(books: Books, identity: Identity) -> None:
+    """Admin actions that move money check the roles auth last published, not only the
+    token's (as accepting an offer checks the contractor role): a token minted before the
+    admin was demoted or deleted moves nothing."""
+    stored = await books.directory.get(identity.user_id)
+    if not identity.is_admin or stored is None or not stored.has_role("admin"):
+        raise Problem(403, "Your account lacks the role this action needs.", slug="forbidden")
 
 
 def require_currency(books: Books, currency: str, location: str) -> None:

@@ -16,7 +16,14 @@ from payments_svc.domain.offers import (
     authorize,
     check_move,
 )
-from payments_svc.handlers.common import Books, new_id, require_currency, require_open_wallet
+from payments_svc.handlers.common import (
+    Books,
+    earlier_record,
+    record_id,
+    require_currency,
+    require_open_wallet,
+)
+from switchyard.idempotency import Progress
 from switchyard.mongo.client import Document
 from switchyard.problems import Problem, validation_problem
 from switchyard.tokens import Identity
@@ -34,9 +41,40 @@ def conflict(error: IllegalTransition) -> Problem:
 
 
 async def create_offer(
-    identity: Identity, *, contractor_id: str, job_id: str, budget: Money, books: Books
+    identity: Identity,
+    *,
+    contractor_id: str,
+    job_id: str,
+    budget: Money,
+    books: Books,
+    progress: Progress | None = None,
 ) -> Document:
     started = time.perf_counter()
+    document = await earlier_record(progress, books.offers)
+    if document is None:
+        document = await _open_offer(identity, contractor_id, job_id, budget, books, progress)
+    offer = await books.offers.drive(document)
+    books.published()
+    books.metrics.operation_took("offer_create", time.perf_counter() - started)
+    if offer["status"] == "rejected":
+        raise Problem(
+            422,
+            "The wallet holds less than the budget plus the platform fee "
+            f"({offer['budget'] + offer['platform_fee']}).",
+            slug="insufficient-funds",
+        )
+    return offer
+
+
+async def _open_offer(
+    identity: Identity,
+    contractor_id: str,
+    job_id: str,
+    budget: Money,
+    books: Books,
+    progress: Progress | None,
+) -> Document:
+    """Check the offer and write it, its hold claimed (``opening``)."""
     require_currency(books, budget.currency, "/budget/currency")
     customer_id = identity.user_id
     if contractor_id == customer_id:
@@ -67,7 +105,7 @@ async def create_offer(
         service_fee_bps=books.settings.service_fee_bps,
     )
     record = {
-        "_id": new_id("of"),
+        "_id": await record_id(progress, "of"),
         "customer_id": customer_id,
         "contractor_id": contractor_id,
         "job_id": job_id,
@@ -78,17 +116,7 @@ async def create_offer(
         "payout": amounts.payout.amount,
     }
     transition = offer_transition(record, "create", actor=customer_id)
-    document = await books.offers.insert_moving(record, transition)
-    offer = await books.offers.drive(document)
-    books.published()
-    books.metrics.operation_took("offer_create", time.perf_counter() - started)
-    if offer["status"] == "rejected":
-        raise Problem(
-            422,
-            f"The wallet holds less than the budget plus the platform fee ({amounts.held.amount}).",
-            slug="insufficient-funds",
-        )
-    return offer
+    return await books.offers.insert_moving(record, transition)
 
 
 async def visible_offer(identity: Identity, offer_id: str, *, books: Books) -> Document:
@@ -113,14 +141,20 @@ async def change_offer(
     *,
     books: Books,
     reason: str | None = None,
+    progress: Progress | None = None,
 ) -> Document:
     started = time.perf_counter()
     offer = await visible_offer(identity, offer_id, books=books)
+    done = _earlier_change(progress, offer, identity)
+    if done is not None:  # an earlier attempt under this Idempotency-Key made this change
+        result = await books.offers.drive(offer) if offer.get("moving") == done else offer
+        books.published()
+        return result
     stored = await books.directory.get(identity.user_id)
     caller = Caller(
         user_id=identity.user_id,
-        is_admin=identity.is_admin,
-        # The contractor role as auth last published it, not only what the token claims.
+        # Both roles as auth last published them, not only what the token claims.
+        is_admin=identity.is_admin and stored is not None and stored.has_role("admin"),
         is_contractor=stored is not None and stored.has_role("contractor"),
     )
     parties = Parties(offer["customer_id"], offer["contractor_id"])
@@ -132,6 +166,8 @@ async def change_offer(
     except IllegalTransition as error:
         raise conflict(error) from None
     transition = offer_transition(offer, chosen, actor=identity.user_id, reason=reason)
+    if progress is not None:
+        await progress.committed(offer_change=chosen)
     claimed = await books.offers.claim(offer_id, transition)
     if claimed is None:  # another change won the race: say what the offer is now
         now = await books.offers.get(offer_id)
@@ -141,6 +177,21 @@ async def change_offer(
     books.published()
     books.metrics.operation_took(f"offer_{chosen}", time.perf_counter() - started)
     return result
+
+
+def _earlier_change(progress: Progress | None, offer: Document, identity: Identity) -> str | None:
+    """The change an earlier attempt under the same Idempotency-Key committed to and made
+    (claimed, or finished, by this caller) before it died: the retry answers with it."""
+    change = ((progress.effect if progress is not None else None) or {}).get("offer_change")
+    if not isinstance(change, str):
+        return None
+    if (
+        offer.get("moving") == change
+        and (offer.get("transition") or {}).get("actor") == identity.user_id
+    ):
+        return change
+    step = (offer.get("history") or {}).get(change) or {}
+    return change if step.get("actor") == identity.user_id else None
 
 
 async def list_offers(

@@ -117,8 +117,13 @@ async def apply(document: Document, *, books: Books) -> str:
     """Apply one stored event; returns and records its outcome."""
     event = json.loads(document["payload"])
     kind = event["type"]
-    obj = (event.get("data") or {}).get("object") or {}
-    if kind == "payment_intent.succeeded":
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(obj, dict):
+        # Signed, but not the shape Stripe sends: recorded for good, never retried forever.
+        log.error("a signed webhook event without a data object", extra={"event": event["id"]})
+        outcome = "malformed"
+    elif kind == "payment_intent.succeeded":
         outcome = await _intent_succeeded(obj, books=books)
     elif kind == "payment_intent.payment_failed":
         outcome = await _intent_failed(obj, books=books)
@@ -138,7 +143,8 @@ async def apply(document: Document, *, books: Books) -> str:
 
 async def _deposit_for_intent(obj: dict[str, Any], *, books: Books) -> Document | None:
     intent_id = obj.get("id")
-    deposit_id = (obj.get("metadata") or {}).get("deposit_id")
+    metadata = obj.get("metadata")
+    deposit_id = metadata.get("deposit_id") if isinstance(metadata, dict) else None
     deposit = await books.deposits.get(deposit_id) if isinstance(deposit_id, str) else None
     if deposit is None and isinstance(intent_id, str):
         deposit = await books.deposits.collection.find_one({"intent_id": intent_id})
@@ -162,28 +168,46 @@ async def _intent_succeeded(obj: dict[str, Any], *, books: Books) -> str:
     if received != deposit["amount"] or currency != deposit["currency"]:
         log.error("intent amount differs from the deposit", extra={"deposit": deposit["_id"]})
         return "amount-mismatch"
-    return await _settle(deposit, deposit_success(deposit), books=books)
+    return await _settle(deposit, "pending", "failed", books=books, success=True)
 
 
 async def _intent_failed(obj: dict[str, Any], *, books: Books) -> str:
     deposit = await _deposit_for_intent(obj, books=books)
     if deposit is None:
         return "unmatched"
-    error = obj.get("last_payment_error") or {}
+    error = obj.get("last_payment_error")
+    error = error if isinstance(error, dict) else {}
     reason = str(error.get("code") or error.get("decline_code") or "payment_failed")
-    return await _settle(deposit, deposit_failure(deposit, reason), books=books)
+    return await _settle(deposit, "pending", books=books, reason=reason)
 
 
-async def _settle(deposit: Document, transition: Any, *, books: Books) -> str:
-    if deposit["status"] == "pending" and not deposit.get("moving"):
+async def _settle(
+    deposit: Document,
+    *starts: str,
+    books: Books,
+    success: bool = False,
+    reason: str = "",
+) -> str:
+    """Move the deposit from one of ``starts`` to succeeded (or failed with ``reason``);
+    a deposit already past them is left as it is (a late or repeated event)."""
+    for _ in range(20):
+        if deposit.get("moving"):
+            deposit = await books.deposits.drive(deposit)
+            continue
+        status = deposit["status"]
+        if status not in starts:
+            return "applied"
+        transition = (
+            deposit_success(deposit, from_status=status)
+            if success
+            else deposit_failure(deposit, reason)
+        )
         claimed = await books.deposits.claim(deposit["_id"], transition)
         if claimed is not None:
             await books.deposits.drive(claimed)
             return "applied"
         deposit = await books.deposits.get(deposit["_id"]) or deposit
-    if deposit.get("moving"):
-        await books.deposits.drive(deposit)
-    return "applied"
+    raise NotYet(deposit["_id"])  # it keeps changing: the sweeper applies the event later
 
 
 async def _charge_refunded(obj: dict[str, Any], *, books: Books) -> str:
