@@ -1,0 +1,394 @@
+"""The adversarial review (issue 15): each test is one way to break the service, sent the
+way an attacker would — raw sockets for headers a polite client never writes, hand-made
+multipart and compressed bodies, Pillow images with broken metadata or many frames,
+links spelled differently from how they were signed, chat events out of order."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import struct
+import time
+import zlib
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from PIL import Image
+
+from file_svc.domain.files import blob_key
+from switchyard.envelope import new_envelope, utcnow
+from switchyard.events.chat import MessageDeleted, MessageSent
+from switchyard.testing import eventually
+
+from ..conftest import Stack, stored_objects
+from ..support import MultipartBody, file_part, generated, generated_bytes, png, purpose_part
+
+pytestmark = pytest.mark.integration
+
+SIZE = 5000
+
+
+async def raw_request(url: str, request: bytes, *, timeout: float = 20.0) -> tuple[int, bytes]:
+    """Send ``request`` as bytes on a new connection; the status and the whole answer."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        answer = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            chunk = await asyncio.wait_for(reader.read(65536), deadline - time.monotonic())
+            if not chunk:
+                break
+            answer += chunk
+    finally:
+        writer.close()
+    status = int(answer.split(b" ", 2)[1])
+    return status, answer
+
+
+def get_with(path: str, host: str, token: str, extra: bytes) -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n".encode()
+        + extra
+        + b"Connection: close\r\n\r\n"
+    )
+
+
+async def _uploaded(stack: Stack, token: str, size: int = SIZE) -> str:
+    reply = await stack.api.upload(generated(size), "report.pdf", token=token)
+    assert reply.status == 201, reply.body
+    return str(reply.json()["id"])
+
+
+# -- 1. Range digits are ASCII digits ---------------------------------------------------------
+
+
+async def test_range_with_unicode_digits_is_ignored_not_parsed_or_a_500(stack: Stack) -> None:
+    """``int()`` reads "١" (Arabic-Indic one) as 1 and chokes on "²" (a digit to
+    ``str.isdigit``): neither may select bytes or crash the download."""
+    token = stack.token("u-ada")
+    file_id = await _uploaded(stack, token)
+    data = generated_bytes(SIZE)
+    for url in (stack.service.url, stack.gateway.url):
+        host = urlsplit(url).netloc
+        for spec in ("bytes=١-".encode(), "bytes=0-١٠".encode(), "bytes=²-".encode()):
+            status, answer = await raw_request(
+                url,
+                get_with(f"/api/v1/files/{file_id}/content", host, token, b"Range: " + spec + b"\r\n"),
+            )
+            assert status == 200, (url, spec, answer[:300])
+            assert answer.endswith(data), (url, spec)  # the whole file: the range is ignored
+
+
+# -- 2. Content-Disposition -----------------------------------------------------------------
+
+
+async def test_content_disposition_fallback_is_plain_ascii_without_paths_or_quotes(
+    stack: Stack,
+) -> None:
+    """Compatibility forms of ``/``, ``"`` and ``;`` (fullwidth, "℀" = "a/c") must not come
+    back as ASCII separators in the ``filename=`` fallback; the exact name is in
+    ``filename*``."""
+    token = stack.token("u-ada")
+    for name, fallback in (
+        ("отчёт.txt", "download.txt"),
+        ("a／b.txt", "a_b.txt"),
+        ("℀.txt", "a_c.txt"),
+        ("x＂; filename=evil.exe.txt", "x__ filename=evil.exe.txt"),
+        ('q"\\.txt', "q__.txt"),
+    ):
+        created = await stack.api.upload(b"hello\n", name, token=token)
+        assert created.status == 201, (name, created.body)
+        reply = await stack.api.content(created.json()["id"], token=token)
+        header = reply.headers["Content-Disposition"]
+        kind, ascii_part, extended = header.split("; ")
+        assert kind == "attachment", header
+        assert ascii_part == f'filename="{fallback}"', (name, header)
+        assert extended.startswith("filename*=UTF-8''"), header
+        assert header.isascii() and "\r" not in header and "\n" not in header
+    # CR/LF cannot reach a header at all: such a name is refused at upload.
+    body = MultipartBody(
+        [purpose_part("attachment"), file_part(b"hi\n", "a.txt", "text/plain")]
+    )
+    body.parts[1].filename = None
+    body.parts[1].raw_disposition = b'form-data; name="file"; filename*=UTF-8\'\'a%0D%0ASet-Cookie%3A%20x.txt'
+    refused = await stack.api.send(body, token=token)
+    assert refused.status == 422, refused.body
+
+
+# -- 3. one spelling per signed link --------------------------------------------------------
+
+
+async def test_a_signed_link_is_accepted_only_as_it_was_issued(stack: Stack) -> None:
+    ada = stack.token("u-ada")
+    file_id = await _uploaded(stack, ada)
+    shared = await stack.api.request(
+        "POST", f"/api/v1/files/{file_id}/share", token=ada, json={"expires_in": 3600}
+    )
+    url = shared.json()["url"]
+    assert (await stack.api.request("GET", url)).status == 200
+    query = parse_qs(urlsplit(url).query)
+    expires, signature = query["expires"][0], query["signature"][0]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    # The last of 43 characters carries 4 bits of the MAC and 2 unused ones.
+    low_bits = signature[:-1] + alphabet[alphabet.index(signature[-1]) ^ 1]
+    base = f"/api/v1/files/{file_id}/content"
+    for spelling in (
+        f"expires=0{expires}&signature={signature}",  # leading zero: same number
+        f"expires={expires}&signature={signature}%3D",  # base64 padding
+        f"expires={expires}&signature={low_bits}",  # unused bits set
+        f"expires={expires}&signature={signature}&signature=AAAA",  # repeated parameter
+        f"expires={expires}&expires=1&signature={signature}",
+    ):
+        for api in (stack.api, stack.direct):
+            reply = await api.request("GET", f"{base}?{spelling}")
+            assert reply.status == 403, (spelling, reply.status)
+            assert reply.json()["type"].endswith("/invalid-link")
+
+
+# -- 4. ids are checked whole ----------------------------------------------------------------
+
+
+async def test_a_file_id_with_a_trailing_newline_is_not_an_id(stack: Stack) -> None:
+    ada = stack.token("u-ada")
+    file_id = await _uploaded(stack, ada)
+    for path in (f"/api/v1/files/{file_id}%0A/content", f"/api/v1/files/{file_id}%0A"):
+        reply = await stack.direct.request("GET", path, token=ada)
+        assert reply.status == 404, (path, reply.status)
+    deleted = await stack.direct.request("DELETE", f"/api/v1/files/{file_id}%0A", token=ada)
+    assert deleted.status == 404
+    assert (await stack.api.content(file_id, token=ada)).status == 200
+
+
+# -- 5. text is text all the way ------------------------------------------------------------
+
+
+async def test_text_that_turns_binary_after_the_sniffed_window_is_refused(stack: Stack) -> None:
+    ada = stack.token("u-ada")
+    # 300,000 bytes of text: more than is sniffed, more than one chunk of the reader
+    head = b"just some harmless notes\n" * 12_000
+    for tail in (b"\x00\x01\x02MZ\x90\x00binary", b"caf\xe9 is not UTF-8\n", b"\x1b[2J\x07"):
+        reply = await stack.api.upload(head + tail, "notes.txt", token=ada)
+        assert reply.status == 415, (tail, reply.status, reply.body[:200])
+        assert reply.json()["type"].endswith("/unsupported-file-type")
+    # A multi-byte character cut between two chunks is still text.
+    text = ("x" * 8191 + "é" + "ü" * 100_000).encode()
+
+    async def chunks() -> Any:
+        for at in range(0, len(text), 8192):
+            yield text[at : at + 8192]
+
+    ok = await stack.api.upload(chunks, "notes.txt", token=ada)
+    assert ok.status == 201, ok.body
+    assert (await stack.api.content(ok.json()["id"], token=ada)).body == text
+    assert await stored_objects(stack.deps) == {blob_key(ok.json()["id"])}
+
+
+# -- 6. every frame counts -------------------------------------------------------------------
+
+
+def apng(width: int, height: int, frames: int, *, hide: bool = False) -> bytes:
+    """An animated PNG; ``hide``: with a 9 KB text chunk before its ``acTL`` chunk, so
+    the first 8 KiB (what the type is sniffed from) look like a still PNG."""
+    images = [Image.new("RGB", (width, height), (i * 7 % 256, 80, 160)) for i in range(frames)]
+    out = io.BytesIO()
+    images[0].save(out, "PNG", save_all=True, append_images=images[1:], duration=50, loop=0)
+    data = out.getvalue()
+    if not hide:
+        return data
+    body = b"Comment\x00" + b"x" * 9000
+    text = struct.pack(">I", len(body)) + b"tEXt" + body
+    text += struct.pack(">I", zlib.crc32(b"tEXt" + body) & 0xFFFFFFFF)
+    after_ihdr = 8 + 8 + 13 + 4
+    return data[:after_ihdr] + text + data[after_ihdr:]
+
+
+async def test_animated_png_frames_count_against_the_pixel_limit(
+    start_stack: Any,
+) -> None:
+    """An APNG is refused by its signature (415); one whose ``acTL`` chunk is pushed past
+    the sniffed window is still many frames: they count against the pixel limit (422),
+    and within the limit it is refused like any APNG, never stored as its first frame."""
+    stack: Stack = await start_stack(image_max_pixels=1_000_000)
+    ada = stack.token("u-ada")
+    plain = await stack.api.upload(apng(100, 100, 5), "anim.png", token=ada, purpose="portfolio")
+    assert plain.status == 415, plain.body
+    bomb = apng(400, 400, 40, hide=True)  # 6.4 million pixels in 40 frames
+    with Image.open(io.BytesIO(bomb)) as opened:
+        assert opened.format == "PNG" and opened.n_frames == 40
+    refused = await stack.api.upload(bomb, "anim.png", token=ada, purpose="portfolio")
+    assert refused.status == 422, refused.body
+    assert refused.json()["type"].endswith("/image-too-large")
+    small = apng(100, 100, 5, hide=True)  # 50,000 pixels
+    hidden = await stack.api.upload(small, "anim.png", token=ada, purpose="portfolio")
+    assert hidden.status == 415, hidden.body
+    assert hidden.json()["type"].endswith("/unsupported-file-type")
+    assert await stored_objects(stack.deps) == set()
+
+
+# -- 7. broken EXIF ---------------------------------------------------------------------------
+
+
+def jpeg_with_broken_exif(width: int = 64, height: int = 32) -> bytes:
+    """A JPEG whose EXIF turns it (orientation 6) and also holds an ImageDescription of
+    the wrong type (a rational where text belongs), which Pillow cannot write back."""
+    image = Image.new("RGB", (width, height), "blue")
+    image.paste((255, 0, 0), (0, 0, width // 2, height))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=95)
+    data = out.getvalue()
+    entries = [
+        struct.pack("<HHI", 0x010E, 5, 1) + struct.pack("<I", 8 + 2 + 2 * 12 + 4),
+        struct.pack("<HHI", 0x0112, 3, 1) + struct.pack("<HH", 6, 0),
+    ]
+    tiff = (
+        b"II\x2a\x00\x08\x00\x00\x00"
+        + struct.pack("<H", len(entries))
+        + b"".join(entries)
+        + b"\x00\x00\x00\x00"
+        + struct.pack("<II", 1, 0)  # a rational with a zero denominator
+    )
+    payload = b"Exif\x00\x00" + tiff
+    segment = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    return data[:2] + segment + data[2:]
+
+
+def exif_with_negative_offset() -> bytes:
+    """EXIF whose sub-IFD pointer points before the start of the block."""
+    image = Image.new("RGB", (40, 20), "green")
+    out = io.BytesIO()
+    image.save(out, "JPEG")
+    data = out.getvalue()
+    tiff = (
+        b"II\x2a\x00\x08\x00\x00\x00"
+        + struct.pack("<H", 2)
+        + struct.pack("<HHI", 0x0112, 3, 1) + struct.pack("<HH", 6, 0)
+        + struct.pack("<HHI", 0x8769, 4, 1) + struct.pack("<i", -40)
+        + b"\x00\x00\x00\x00"
+    )
+    payload = b"Exif\x00\x00" + tiff
+    segment = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    return data[:2] + segment + data[2:]
+
+
+async def test_an_image_with_broken_exif_is_kept_without_exif(stack: Stack) -> None:
+    ada = stack.token("u-ada")
+    for name, data in (("turned.jpg", jpeg_with_broken_exif()), ("neg.jpg", exif_with_negative_offset())):
+        reply = await stack.api.upload(data, name, token=ada, purpose="avatar")
+        assert reply.status == 201, (name, reply.status, reply.body[:300])
+        stored = (await stack.api.content(reply.json()["id"], token=ada)).body
+        with Image.open(io.BytesIO(stored)) as image:
+            assert image.format == "JPEG"
+            assert not image.getexif() and "exif" not in image.info
+            original = Image.open(io.BytesIO(data))
+            assert image.size in (original.size, original.size[::-1])
+
+
+# -- 8. compressed request bodies -------------------------------------------------------------
+
+
+async def test_compressed_upload_bodies_are_refused_with_415(stack: Stack) -> None:
+    """aiohttp inflates ``Content-Encoding: gzip``/``deflate`` request bodies by itself: a
+    100 KiB body could become gigabytes. The file service takes identity bodies only."""
+    ada = stack.token("u-ada")
+    body = MultipartBody([purpose_part("attachment"), file_part(b"A" * 50_000, "a.txt")])
+    plain = await body.read()
+    for encoding, packed in (
+        ("gzip", gzip.compress(plain)),
+        ("deflate", zlib.compress(plain)),
+        ("br", b"\x00"),
+    ):
+        for api in (stack.direct, stack.api):
+            reply = await api.request(
+                "POST",
+                "/api/v1/files",
+                token=ada,
+                data=packed,
+                headers={"Content-Type": body.content_type, "Content-Encoding": encoding},
+            )
+            assert reply.status == 415, (encoding, reply.status, reply.body[:300])
+            assert reply.json()["type"].endswith("/unsupported-content-encoding")
+    # A zip bomb: 64 MiB of zeros in a 64 KiB gzip body, sent on a raw socket.
+    bomb_body = MultipartBody(
+        [purpose_part("attachment"), file_part(b"\x00" * (64 * 1024 * 1024), "z.pdf")]
+    )
+    bomb = gzip.compress(await bomb_body.read(), compresslevel=9)
+    host = urlsplit(stack.service.url).netloc
+    request = (
+        f"POST /api/v1/files HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {ada}\r\n"
+        f"Content-Type: {bomb_body.content_type}\r\nContent-Encoding: gzip\r\n"
+        f"Content-Length: {len(bomb)}\r\nConnection: close\r\n\r\n"
+    ).encode() + bomb
+    status, answer = await raw_request(stack.service.url, request)
+    assert status == 415, answer[:300]
+    assert b"Accept-Encoding: identity" in answer
+    assert await stored_objects(stack.deps) == set()
+    assert (await stack.deps.records.collection.count_documents({})) == 0
+
+
+# -- 9. deleted messages stay deleted ---------------------------------------------------------
+
+
+def _sent(message_id: str, file_id: str) -> Any:
+    return new_envelope(
+        MessageSent(
+            message_id=message_id,
+            conversation_id="c1",
+            seq=1,
+            sender_id="u-ada",
+            recipient_ids=["u-grace"],
+            offline_recipient_ids=[],
+            preview="look",
+            attachment_ids=[file_id],
+            sent_at=utcnow(),
+        ),
+        service="chat",
+    )
+
+
+def _deleted(message_id: str) -> Any:
+    return new_envelope(
+        MessageDeleted(
+            message_id=message_id,
+            conversation_id="c1",
+            seq=1,
+            sender_id="u-ada",
+            deleted_at=utcnow(),
+        ),
+        service="chat",
+    )
+
+
+async def test_a_deleted_message_grants_nothing_even_when_its_sent_event_comes_late(
+    stack: Stack,
+    publish,  # type: ignore[no-untyped-def]
+) -> None:
+    """Retry tiers and redeliveries reorder events: ``chat.message.deleted`` may be handled
+    before the ``chat.message.sent`` it undoes. The deletion is remembered (a tombstone),
+    so the late ``sent`` grants nothing."""
+    ada, grace = stack.token("u-ada"), stack.token("u-grace")
+    secret = (await stack.api.upload(png(50, 50), "secret.png", token=ada)).json()["id"]
+    marker = (await stack.api.upload(png(20, 20), "marker.png", token=ada)).json()["id"]
+    await publish(_deleted("m-late"))
+    await publish(_sent("m-late", secret))
+    await publish(_sent("m-marker", marker))  # handled after the two above
+
+    async def marker_granted() -> bool:
+        return (await stack.api.content(marker, token=grace)).status == 200
+
+    await eventually(marker_granted)
+
+    async def both_handled() -> bool:
+        inbox = stack.deps.records.collection.database["inbox"]
+        return await inbox.count_documents({"status": "done"}) >= 3
+
+    await eventually(both_handled)
+    assert (await stack.api.content(secret, token=grace)).status == 404
+    assert (await stack.api.content(secret, token=ada)).status == 200
+    # The grant documents of the deleted message are gone too, whatever the order.
+    grants = stack.deps.grants.collection
+    assert await grants.count_documents({"message_id": "m-late"}) == 0
