@@ -57,6 +57,9 @@ async def _file_for_reading(request: web.Request, query: LinkQuery) -> StoredFil
     deps = request.app[keys.DEPS]
     file_id = request.match_info["file_id"]
     if query.signature is not None or query.expires is not None:
+        if any(len(request.query.getall(name, ())) > 1 for name in ("expires", "signature")):
+            # One spelling per link: a repeated parameter is not the link that was issued.
+            raise Problem(403, "The link is malformed.", slug="invalid-link")
         try:
             stored = await linked_file(
                 file_id, query.expires or "", query.signature or "", deps=deps
