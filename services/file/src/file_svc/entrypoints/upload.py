@@ -59,7 +59,7 @@ _STATUS: list[tuple[type[FileRejected], int, UploadOutcome]] = [
     (KeyInUse, 409, "invalid"),
     (KeyReused, 422, "invalid"),
 ]
-_VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # as switchyard.idempotency
+_VALID_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # as switchyard.idempotency
 
 
 def _field_problem(field: str, message: str, code: str) -> Problem:
@@ -112,7 +112,7 @@ def _idempotency_key(request: web.Request, user_id: str) -> str | None:
     key = request.headers.get(HEADER)
     if key is None:
         return None
-    if not _VALID_KEY.match(key):
+    if not _VALID_KEY.fullmatch(key):
         raise Problem(
             400, f"{HEADER} must be 1–255 visible ASCII characters.", slug="invalid-idempotency-key"
         )
