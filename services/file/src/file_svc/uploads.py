@@ -31,7 +31,14 @@ from file_svc.deps import FileDeps
 from file_svc.domain.errors import EmptyFile, FileRejected, QuotaExceeded, TooLarge
 from file_svc.domain.files import Purpose, StoredFile, blob_key, new_file_id
 from file_svc.domain.images import sanitize_image
-from file_svc.domain.types import SNIFF_BYTES, FileType, check_claims, check_purpose, sniff
+from file_svc.domain.types import (
+    SNIFF_BYTES,
+    FileType,
+    TextStream,
+    check_claims,
+    check_purpose,
+    sniff,
+)
 from switchyard.envelope import new_envelope, utcnow
 from switchyard.events.file import FileUploaded
 
@@ -93,6 +100,7 @@ class Upload:
         self._image_in: Path | None = None
         self._image_out: Path | None = None
         self._image_handle: IO[bytes] | None = None
+        self._text: TextStream | None = None  # text files: checked to the last byte
         self._output_size = 0
         self._recorded = False
         self._committed = False
@@ -162,6 +170,8 @@ class Upload:
             await self._decide(complete=True)
             head, self._head = bytes(self._head), bytearray()
             await self._sink(head)
+        if self._text is not None:
+            self._text.feed(b"", final=True)  # a character cut off at the very end
 
     async def _decide(self, *, complete: bool) -> None:
         kind = sniff(bytes(self._head), self.filename, complete=complete)
@@ -173,6 +183,8 @@ class Upload:
             self._image_in = self.deps.spool.path(self.file_id, "in")
             self._image_handle = await asyncio.to_thread(self._image_in.open, "xb")
         else:
+            if kind.is_text:
+                self._text = TextStream()
             self._writer = self.deps.storage.writer(blob_key(self.file_id), file_id=self.file_id)
 
     async def _sink(self, data: bytes) -> None:
@@ -181,6 +193,8 @@ class Upload:
             await asyncio.to_thread(self._image_handle.write, data)
             return
         assert self._writer is not None
+        if self._text is not None:
+            self._text.feed(data)
         self._hasher.update(data)
         await self._writer.write(data)
 

@@ -78,7 +78,9 @@ async def test_range_with_unicode_digits_is_ignored_not_parsed_or_a_500(stack: S
         for spec in ("bytes=١-".encode(), "bytes=0-١٠".encode(), "bytes=²-".encode()):
             status, answer = await raw_request(
                 url,
-                get_with(f"/api/v1/files/{file_id}/content", host, token, b"Range: " + spec + b"\r\n"),
+                get_with(
+                    f"/api/v1/files/{file_id}/content", host, token, b"Range: " + spec + b"\r\n"
+                ),
             )
             assert status == 200, (url, spec, answer[:300])
             assert answer.endswith(data), (url, spec)  # the whole file: the range is ignored
@@ -110,11 +112,11 @@ async def test_content_disposition_fallback_is_plain_ascii_without_paths_or_quot
         assert extended.startswith("filename*=UTF-8''"), header
         assert header.isascii() and "\r" not in header and "\n" not in header
     # CR/LF cannot reach a header at all: such a name is refused at upload.
-    body = MultipartBody(
-        [purpose_part("attachment"), file_part(b"hi\n", "a.txt", "text/plain")]
-    )
+    body = MultipartBody([purpose_part("attachment"), file_part(b"hi\n", "a.txt", "text/plain")])
     body.parts[1].filename = None
-    body.parts[1].raw_disposition = b'form-data; name="file"; filename*=UTF-8\'\'a%0D%0ASet-Cookie%3A%20x.txt'
+    body.parts[
+        1
+    ].raw_disposition = b"form-data; name=\"file\"; filename*=UTF-8''a%0D%0ASet-Cookie%3A%20x.txt"
     refused = await stack.api.send(body, token=token)
     assert refused.status == 422, refused.body
 
@@ -265,8 +267,10 @@ def exif_with_negative_offset() -> bytes:
     tiff = (
         b"II\x2a\x00\x08\x00\x00\x00"
         + struct.pack("<H", 2)
-        + struct.pack("<HHI", 0x0112, 3, 1) + struct.pack("<HH", 6, 0)
-        + struct.pack("<HHI", 0x8769, 4, 1) + struct.pack("<i", -40)
+        + struct.pack("<HHI", 0x0112, 3, 1)
+        + struct.pack("<HH", 6, 0)
+        + struct.pack("<HHI", 0x8769, 4, 1)
+        + struct.pack("<i", -40)
         + b"\x00\x00\x00\x00"
     )
     payload = b"Exif\x00\x00" + tiff
@@ -276,7 +280,10 @@ def exif_with_negative_offset() -> bytes:
 
 async def test_an_image_with_broken_exif_is_kept_without_exif(stack: Stack) -> None:
     ada = stack.token("u-ada")
-    for name, data in (("turned.jpg", jpeg_with_broken_exif()), ("neg.jpg", exif_with_negative_offset())):
+    for name, data in (
+        ("turned.jpg", jpeg_with_broken_exif()),
+        ("neg.jpg", exif_with_negative_offset()),
+    ):
         reply = await stack.api.upload(data, name, token=ada, purpose="avatar")
         assert reply.status == 201, (name, reply.status, reply.body[:300])
         stored = (await stack.api.content(reply.json()["id"], token=ada)).body

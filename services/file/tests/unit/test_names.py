@@ -58,7 +58,12 @@ def test_content_disposition_has_an_ascii_fallback_and_the_exact_name() -> None:
 
 @pytest.mark.parametrize(
     ("name", "fallback"),
-    [("a／b.txt", "a_b.txt"), ("℀.txt", "a_c.txt"), ("x＂；y.txt", "x__y.txt"), ("a＼b.txt", "a_b.txt")],
+    [
+        ("a／b.txt", "a_b.txt"),
+        ("℀.txt", "a_c.txt"),
+        ("x＂；y.txt", "x__y.txt"),
+        ("a＼b.txt", "a_b.txt"),
+    ],
 )
 def test_the_fallback_never_holds_separators_that_compatibility_forms_decompose_to(
     name: str, fallback: str
