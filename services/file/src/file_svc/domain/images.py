@@ -20,14 +20,17 @@ from typing import Any
 
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
-from .errors import ImageTooLarge, UnreadableImage
+from .errors import ImageTooLarge, UnreadableImage, UnsupportedType
 from .types import GIF, JPEG, PNG, WEBP, FileType
 
 _PILLOW_FORMAT = {JPEG: "JPEG", PNG: "PNG", GIF: "GIF", WEBP: "WEBP"}
 # Phones write some JPEGs as MPO (a JPEG plus depth or preview pictures): read as JPEG,
 # the first picture is the photo.
 _READ_AS = {"MPO": "JPEG"}
-_ANIMATED_FORMATS = ("GIF", "WEBP")
+# Every frame of these is decoded (kept animations) or could be: all of them count. An
+# animated PNG is one too, even where its acTL chunk sits past the sniffed first 8 KiB.
+# MPO's further pictures are never decoded (the first is the photo), so they do not count.
+_ANIMATED_FORMATS = ("GIF", "WEBP", "PNG")
 _KEPT_INFO = ("icc_profile", "transparency")
 
 
@@ -57,6 +60,9 @@ def _open(source: Path, kind: FileType, max_pixels: int) -> Image.Image:
             + (f" in {frames} frames" if frames > 1 else "")
             + f"; at most {max_pixels:,} pixels are accepted."
         )
+    if image.format == "PNG" and frames > 1:
+        image.close()  # refused like an APNG recognised by its signature
+        raise UnsupportedType("Animated PNG (image/apng) is not accepted; send a GIF or WebP.")
     return image
 
 
