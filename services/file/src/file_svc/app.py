@@ -71,7 +71,7 @@ def deps_context(settings: FileSettings) -> Callable[[web.Application], AsyncIte
             settings=settings,
             records=FileRecords(db[records.COLLECTION]),
             usage=UsageLedger(db[usage.COLLECTION]),
-            grants=Grants(db[grants.COLLECTION]),
+            grants=Grants(db[grants.COLLECTION], db[grants.REVOKED_COLLECTION]),
             storage=storage,
             images=images,
             spool=spool,

@@ -169,7 +169,8 @@ async def record_attachments(data: MessageSent, *, deps: FileDeps) -> None:
 
 
 async def revoke_attachments(data: MessageDeleted, *, deps: FileDeps) -> None:
-    await deps.grants.revoke_message(data.message_id)
+    """The message's grants go, and stay gone: a ``sent`` handled later grants nothing."""
+    await deps.grants.revoke_message(data.message_id, now=utcnow())
 
 
 CHAT_EVENT_HANDLERS: Mapping[type[Any], Callable[..., Awaitable[None]]] = {
