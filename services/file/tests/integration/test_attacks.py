@@ -398,3 +398,62 @@ async def test_a_deleted_message_grants_nothing_even_when_its_sent_event_comes_l
     # The grant documents of the deleted message are gone too, whatever the order.
     grants = stack.deps.grants.collection
     assert await grants.count_documents({"message_id": "m-late"}) == 0
+
+
+# -- further attacks: multipart framing -------------------------------------------------------
+
+
+def _multipart(parts: list[tuple[bytes, bytes]], boundary: str = "BND") -> bytes:
+    out = b""
+    for head, data in parts:
+        out += b"--" + boundary.encode() + b"\r\n" + head + b"\r\n\r\n" + data + b"\r\n"
+    return out + b"--" + boundary.encode() + b"--\r\n"
+
+
+async def test_multipart_framing_tricks_are_400_never_500_or_stored(stack: Stack) -> None:
+    ada = stack.token("u-ada")
+    host = urlsplit(stack.service.url).netloc
+    purpose = (b'Content-Disposition: form-data; name="purpose"', b"attachment")
+    text = (b'Content-Disposition: form-data; name="file"; filename="a.txt"', b"hello\n")
+    for name, body, content_type in (
+        # aiohttp reads a leading _charset_ part itself: too long was a RuntimeError (500)
+        (
+            "long _charset_",
+            _multipart(
+                [(b'Content-Disposition: form-data; name="_charset_"', b"x" * 40), purpose, text]
+            ),
+            "multipart/form-data; boundary=BND",
+        ),
+        # an empty boundary makes any line starting with "--" in the file a delimiter
+        ("empty boundary", _multipart([purpose, text], ""), "multipart/form-data; boundary="),
+        (
+            "two boundaries",
+            _multipart([purpose, text]),
+            "multipart/form-data; boundary=BND; boundary=X",
+        ),
+        # two Content-Disposition headers: aiohttp reads the first, a scanner may read the other
+        (
+            "repeated part header",
+            _multipart(
+                [
+                    purpose,
+                    (
+                        b'Content-Disposition: form-data; name="file"; filename="a.txt"\r\n'
+                        b'Content-Disposition: form-data; name="file"; filename="a.exe"',
+                        b"hello\n",
+                    ),
+                ]
+            ),
+            "multipart/form-data; boundary=BND",
+        ),
+    ):
+        request = (
+            f"POST /api/v1/files HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {ada}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode() + body
+        status, answer = await raw_request(stack.service.url, request)
+        assert status == 400, (name, answer[:400])
+        assert b"/malformed-multipart" in answer, name
+    assert await stored_objects(stack.deps) == set()
+    assert await stack.deps.records.collection.count_documents({}) == 0

@@ -15,8 +15,9 @@ import logging
 import re
 from typing import Any, get_args
 
-from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.client_exceptions import ClientConnectionError
+from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 
 from file_svc import keys
@@ -96,7 +97,18 @@ async def _read_purpose(part: BodyPartReader) -> Purpose:
     return value  # type: ignore[return-value]
 
 
+_SINGLE_PART_HEADERS = ("Content-Disposition", "Content-Type")
+
+
 def _check_part_encoding(part: BodyPartReader, name: str) -> None:
+    for header in _SINGLE_PART_HEADERS:
+        if len(part.headers.getall(header, ())) > 1:
+            # aiohttp reads the first; a proxy or scanner in front may read another.
+            raise Problem(
+                400,
+                f"The multipart body is malformed: the {name} part repeats {header}.",
+                slug="malformed-multipart",
+            )
     for header in ("Content-Transfer-Encoding", "Content-Encoding"):
         value = part.headers.get(header, "").strip().lower()
         if value not in _IDENTITY_ENCODINGS:
@@ -147,6 +159,17 @@ async def _new_upload(
     )
 
 
+async def _next_part(reader: MultipartReader) -> Any:
+    try:
+        return await reader.next()
+    except RuntimeError as error:
+        # aiohttp reads a leading ``_charset_`` part (RFC 7578 §4.6) itself and raises
+        # RuntimeError when it is longer than a charset name can be.
+        raise Problem(
+            400, f"The multipart body is malformed: {error}", slug="malformed-multipart"
+        ) from None
+
+
 async def _stream_file(part: BodyPartReader, upload: Upload, metrics: FileMetrics) -> None:
     while chunk := await part.read_chunk(READ_CHUNK):
         metrics.received(len(chunk))  # every byte that came in, stored or refused
@@ -166,12 +189,24 @@ async def upload_file(request: web.Request) -> web.Response:
             "Send the upload as multipart/form-data with the fields file and purpose.",
             slug="multipart-required",
         )
+    boundaries = parse_mimetype(request.headers[hdrs.CONTENT_TYPE]).parameters.getall(
+        "boundary", []
+    )
+    if len(boundaries) != 1 or not 1 <= len(boundaries[0]) <= 70:
+        # RFC 2046 §5.1.1: one boundary of 1-70 characters. An empty one makes every line
+        # starting with "--" inside the file a delimiter; of two, aiohttp takes the first
+        # and something in front of it may take the other (aiohttp refuses only long ones).
+        raise Problem(
+            400,
+            "The multipart body is malformed: it needs one boundary of 1-70 characters.",
+            slug="malformed-multipart",
+        )
     upload: Upload | None = None
     purpose: Purpose | None = None
     try:
         try:
             reader = await request.multipart()
-            while (part := await reader.next()) is not None:
+            while (part := await _next_part(reader)) is not None:
                 if isinstance(part, MultipartReader):
                     raise _field_problem(
                         "file", "Nested multipart parts are not accepted.", "nested"
