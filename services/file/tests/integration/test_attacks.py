@@ -22,7 +22,7 @@ from switchyard.envelope import new_envelope, utcnow
 from switchyard.events.chat import MessageDeleted, MessageSent
 from switchyard.testing import eventually
 
-from ..conftest import Stack, stored_objects
+from ..conftest import Stack, leftovers, stored_objects
 from ..support import MultipartBody, file_part, generated, generated_bytes, png, purpose_part
 
 pytestmark = pytest.mark.integration
@@ -457,3 +457,49 @@ async def test_multipart_framing_tricks_are_400_never_500_or_stored(stack: Stack
         assert b"/malformed-multipart" in answer, name
     assert await stored_objects(stack.deps) == set()
     assert await stack.deps.records.collection.count_documents({}) == 0
+
+
+# -- further attacks: a stalled upload --------------------------------------------------------
+
+
+async def test_an_upload_that_stalls_is_ended_with_408_and_leaves_nothing(
+    start_stack: Any,
+) -> None:
+    """A slowloris: the body starts, then nothing more comes. Without an idle limit the
+    upload (its record, temporary object and socket) stayed until the client gave up."""
+    stack: Stack = await start_stack(upload_idle=1.0)
+    ada = stack.token("u-ada")
+    host = urlsplit(stack.service.url).netloc
+    head = (
+        b'--BND\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nattachment\r\n'
+        b'--BND\r\nContent-Disposition: form-data; name="file"; filename="big.pdf"\r\n'
+        b"Content-Type: application/pdf\r\n\r\n" + generated_bytes(300_000)
+    )
+    parts = urlsplit(stack.service.url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(
+            (
+                f"POST /api/v1/files HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {ada}\r\n"
+                "Content-Type: multipart/form-data; boundary=BND\r\n"
+                "Content-Length: 10000000\r\n\r\n"
+            ).encode()
+            + head
+        )
+        await writer.drain()
+        started = time.monotonic()
+
+        async def stored_a_part() -> bool:
+            return (await stack.deps.records.collection.count_documents({})) == 1
+
+        await eventually(stored_a_part)
+        answer = await asyncio.wait_for(reader.read(65536), 30)
+        waited = time.monotonic() - started
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    assert b"/upload-timeout" in answer
+    assert waited < 15, waited
+    assert await stored_objects(stack.deps) == set()
+    left = await leftovers(stack.deps)
+    assert left == {"temporaries": [], "scratch": [], "uploading": 0}, left
