@@ -503,3 +503,61 @@ async def test_an_upload_that_stalls_is_ended_with_408_and_leaves_nothing(
     assert await stored_objects(stack.deps) == set()
     left = await leftovers(stack.deps)
     assert left == {"temporaries": [], "scratch": [], "uploading": 0}, left
+
+
+# -- further attacks: one Idempotency-Key, many uploads at once --------------------------------
+
+
+async def test_many_uploads_under_one_idempotency_key_store_one_file(stack: Stack) -> None:
+    ada = stack.token("u-ada")
+    headers = {"Idempotency-Key": "burst-1"}
+
+    async def send(data: bytes) -> Any:
+        body = MultipartBody([purpose_part("attachment"), file_part(data, "same.pdf")])
+        return await stack.api.send(body, token=ada, headers=headers)
+
+    same = generated_bytes(200_000)
+    replies = await asyncio.gather(*(send(same) for _ in range(8)))
+    created = [r for r in replies if r.status == 201]
+    assert created and all(r.status in (201, 409) for r in replies), [r.status for r in replies]
+    assert len({r.json()["id"] for r in created}) == 1
+    assert sum(1 for r in created if "Idempotent-Replayed" not in r.headers) == 1
+    file_id = created[0].json()["id"]
+    assert await stored_objects(stack.deps) == {blob_key(file_id)}
+    other = await send(generated_bytes(200_000, seed=9))
+    assert other.status == 422 and other.json()["type"].endswith("/idempotency-key-reused")
+    assert await stack.deps.records.collection.count_documents({}) == 1
+
+
+# -- further attacks: content that would run if a browser rendered it --------------------------
+
+
+async def test_script_carriers_are_never_served_as_something_a_browser_runs(stack: Stack) -> None:
+    ada = stack.token("u-ada")
+    script = b"<html><body><script>alert(document.cookie)</script></body></html>\n"
+    svg = b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>\n"
+    gif = io.BytesIO()
+    Image.new("P", (16, 16)).save(gif, "GIF")
+    for name, data, purpose, status in (
+        ("page.html", script, "attachment", 415),  # text, but not as .html
+        ("logo.svg", svg, "attachment", 415),
+        ("logo.png", svg, "avatar", 415),  # text named as an image
+        ("page.txt", script, "attachment", 201),  # stored as text/plain
+        ("paper.pdf", b"%PDF-1.4\n" + script, "attachment", 201),  # a PDF/HTML polyglot
+        ("anim.gif", gif.getvalue() + script, "avatar", 201),  # GIF + trailing HTML
+    ):
+        reply = await stack.api.upload(data, name, token=ada, purpose=purpose)
+        assert reply.status == status, (name, reply.status, reply.body[:200])
+        if status != 201:
+            continue
+        served = await stack.api.content(reply.json()["id"], token=ada)
+        headers = served.headers
+        assert headers["X-Content-Type-Options"] == "nosniff", name
+        assert "sandbox" in headers["Content-Security-Policy"], name
+        content_type = headers["Content-Type"].split(";")[0]
+        assert content_type in ("text/plain", "application/pdf", "image/gif"), name
+        if content_type == "image/gif":
+            assert b"<script>" not in served.body  # re-encoded from its pixels
+            assert headers["Content-Disposition"].startswith("inline;")
+        else:
+            assert headers["Content-Disposition"].startswith("attachment;"), name
