@@ -561,3 +561,29 @@ async def test_script_carriers_are_never_served_as_something_a_browser_runs(stac
             assert headers["Content-Disposition"].startswith("inline;")
         else:
             assert headers["Content-Disposition"].startswith("attachment;"), name
+
+
+# -- further attacks: a burst of requests for a thumbnail not made yet --------------------------
+
+
+async def _thumbnail_misses(stack: Stack) -> float:
+    text = (await stack.direct.request("GET", "/metrics")).body.decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("file_thumbnails_total{") and 'cache="miss"' in line
+    )
+
+
+async def test_a_burst_of_thumbnail_requests_makes_the_thumbnail_once(stack: Stack) -> None:
+    """Each miss downloaded the whole image to local scratch and decoded it: N requests
+    (a link holder needs no account) were N downloads and N decodes of the same image."""
+    ada = stack.token("u-ada")
+    created = await stack.api.upload(png(1600, 1200), "big.png", token=ada)
+    file_id = created.json()["id"]
+    before = await _thumbnail_misses(stack)
+    path = f"/api/v1/files/{file_id}/thumbnail?size=1024"
+    replies = await asyncio.gather(*(stack.api.request("GET", path, token=ada) for _ in range(12)))
+    assert [r.status for r in replies] == [200] * 12
+    assert len({r.body for r in replies}) == 1
+    assert await _thumbnail_misses(stack) - before == 1
