@@ -39,6 +39,7 @@ from file_svc.domain.types import (
     check_purpose,
     sniff,
 )
+from file_svc.handlers import delete_file
 from switchyard.envelope import new_envelope, utcnow
 from switchyard.events.file import FileUploaded
 
@@ -104,6 +105,7 @@ class Upload:
         self._output_size = 0
         self._recorded = False
         self._committed = False
+        self._handed_over = False  # a file (deleted at once) now: nothing left to undo
         self._last_heartbeat = time.monotonic()
 
     async def begin(self) -> None:
@@ -255,6 +257,16 @@ class Upload:
         self._recorded = False  # it is a file now, not an upload to clean up
         deps.notify()
         await deps.spool.remove(self._image_in, self._image_out)
+        owner = await deps.directory.get(self.owner_id)
+        if owner is not None and owner.deleted:
+            # auth.user.deleted was handled between the check above and ``ready``: it
+            # deleted the account's ready files, and this one was not ready yet. The
+            # deletion marks the directory first and this check comes after ``ready``,
+            # so one of the two always sees the other. Deleted like the others (with
+            # its file.deleted event); the sweeper removes the blob and the quota.
+            await delete_file(self.file_id, self.owner_id, deps=deps)
+            self._handed_over = True  # its blob and quota are the sweeper's now
+            raise AccountDeleted("This account has been deleted.")
         return stored
 
     @property
@@ -288,6 +300,8 @@ class Upload:
         """Remove whatever this upload wrote. Never raises: what cannot be removed now is
         left to the sweeper (and logged)."""
         deps = self.deps
+        if self._handed_over:
+            return
         steps: list[tuple[str, Callable[[], object]]] = []
         if self._image_handle is not None:
             handle, self._image_handle = self._image_handle, None

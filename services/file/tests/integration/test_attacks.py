@@ -587,3 +587,42 @@ async def test_a_burst_of_thumbnail_requests_makes_the_thumbnail_once(stack: Sta
     assert [r.status for r in replies] == [200] * 12
     assert len({r.body for r in replies}) == 1
     assert await _thumbnail_misses(stack) - before == 1
+
+
+# -- further attacks: an account deleted while its upload finishes -----------------------------
+
+
+async def test_an_upload_finishing_while_its_account_is_deleted_does_not_survive(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upload checks the directory, then becomes ``ready``; ``auth.user.deleted``
+    marks the directory, then deletes the account's *ready* files. Handled between the
+    two steps of the upload, the deletion skipped it and the upload's check had passed:
+    a file of a deleted account lived on. The interleaving is forced by running the real
+    handler of the event inside the upload's next step (the quota reservation)."""
+    from file_svc.handlers import forget_user
+    from switchyard.directory import apply_user_event
+    from switchyard.events.auth import UserDeleted
+
+    doomed = stack.token("u-doomed")
+    reserve = stack.deps.usage.reserve
+
+    async def deleted_meanwhile(*args: Any, **kwargs: Any) -> bool:
+        deleted = UserDeleted(user_id="u-doomed", deleted_at=utcnow())
+        await apply_user_event(stack.deps.directory, deleted)  # what handle_user_event does
+        await forget_user(deleted.user_id, deleted.deleted_at, deps=stack.deps)
+        return await reserve(*args, **kwargs)
+
+    monkeypatch.setattr(stack.deps.usage, "reserve", deleted_meanwhile)
+    reply = await stack.api.upload(b"last words\n", "last.txt", token=doomed)
+    monkeypatch.undo()
+    if reply.status == 201:
+        assert (await stack.api.content(reply.json()["id"], token=doomed)).status == 404
+    else:
+        assert reply.status == 403 and reply.json()["type"].endswith("/account-deleted")
+    ready = await stack.deps.records.collection.count_documents(
+        {"owner_id": "u-doomed", "status": "ready"}
+    )
+    assert ready == 0
+    await stack.sweep()
+    assert await stored_objects(stack.deps) == set()
