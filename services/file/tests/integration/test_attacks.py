@@ -84,6 +84,17 @@ async def test_range_with_unicode_digits_is_ignored_not_parsed_or_a_500(stack: S
             )
             assert status == 200, (url, spec, answer[:300])
             assert answer.endswith(data), (url, spec)  # the whole file: the range is ignored
+        # Range twice: invalid (one field); the first was served as 206 before.
+        status, answer = await raw_request(
+            url,
+            get_with(
+                f"/api/v1/files/{file_id}/content",
+                host,
+                token,
+                b"Range: bytes=0-9\r\nRange: bytes=10-19\r\n",
+            ),
+        )
+        assert status == 200 and answer.endswith(data), (url, answer[:300])
 
 
 # -- 2. Content-Disposition -----------------------------------------------------------------

@@ -106,7 +106,10 @@ async def file_content(request: web.Request) -> web.StreamResponse:
     content_type = stored.content_type + (
         "; charset=utf-8" if stored.content_type.startswith("text/") else ""
     )
-    requested = request.headers.get("Range")
+    ranges = request.headers.getall("Range", [])
+    # Range is one field (RFC 9110 §14.2): sent twice it is invalid, and a cache in front
+    # may have read the other one — the whole file is always a correct answer.
+    requested = ranges[0] if len(ranges) == 1 else None
     if_range = request.headers.get("If-Range")
     if if_range is not None and if_range.strip() != stored.etag:
         requested = None  # the client's copy is outdated: send the whole file
