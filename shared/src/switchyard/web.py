@@ -209,8 +209,8 @@ _IDENTITY_CODINGS = frozenset({"", "identity"})
 @web.middleware
 async def identity_body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """415 for a request body with a ``Content-Encoding`` (RFC 9110 §8.4.1, §15.5.16)."""
-    coding = request.headers.get("Content-Encoding", "").strip().lower()
-    if coding not in _IDENTITY_CODINGS:
+    codings = request.headers.getall("Content-Encoding", [])
+    if any(coding.strip().lower() not in _IDENTITY_CODINGS for coding in codings):
         raise Problem(
             415,
             "Send the request body without a Content-Encoding (compressed bodies are not accepted).",

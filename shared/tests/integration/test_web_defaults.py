@@ -9,6 +9,7 @@ import logging
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 from pydantic import Field
 
 from switchyard.bus import bus_context
@@ -273,6 +274,10 @@ async def test_compressed_request_bodies_are_refused_when_decompression_is_off(
                 assert r.status == 415, coding
                 assert (await problem(r))["type"].endswith("/unsupported-content-encoding")
                 assert r.headers["Accept-Encoding"] == "identity"
+        twice = [("Content-Type", "application/json")]
+        twice += [("Content-Encoding", "identity"), ("Content-Encoding", "gzip")]
+        async with session.post("/api/v1/widgets", data=body, headers=CIMultiDict(twice)) as r:
+            assert r.status == 415  # the second field counts too
         for coding in ("identity", ""):
             async with session.post(
                 "/api/v1/widgets",
