@@ -637,3 +637,26 @@ async def test_an_upload_finishing_while_its_account_is_deleted_does_not_survive
     assert ready == 0
     await stack.sweep()
     assert await stored_objects(stack.deps) == set()
+
+
+# -- further attacks: data smuggled in the one metadata block that is kept ---------------------
+
+
+async def test_only_a_plausible_icc_profile_survives_re_encoding(stack: Stack) -> None:
+    """The ICC profile is kept (colour); anything else in its place — 2 MB of HTML in the
+    profile's APP2 segments — went through re-encoding untouched."""
+    from PIL import ImageCms
+
+    ada = stack.token("u-ada")
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    payload = b"<html><script>alert(document.cookie)</script></html>" * 40_000
+    for name, profile, kept in (("colour.jpg", srgb, True), ("smuggled.jpg", payload, False)):
+        out = io.BytesIO()
+        Image.new("RGB", (32, 32), "orange").save(out, "JPEG", icc_profile=profile)
+        reply = await stack.api.upload(out.getvalue(), name, token=ada, purpose="avatar")
+        assert reply.status == 201, (name, reply.body[:200])
+        stored = (await stack.api.content(reply.json()["id"], token=ada)).body
+        with Image.open(io.BytesIO(stored)) as image:
+            assert (image.info.get("icc_profile") == profile) is kept, name
+        assert b"<script>" not in stored
+        assert reply.json()["size"] < 100_000

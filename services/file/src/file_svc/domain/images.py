@@ -96,8 +96,25 @@ def _orientation(image: Image.Image) -> int:
     return value if type(value) is int and value in _UPRIGHT else 1
 
 
+# Real colour profiles are a few hundred bytes to a few hundred KiB.
+MAX_ICC_BYTES = 1024 * 1024
+
+
+def _plausible_icc(profile: object) -> bool:
+    """An ICC profile's header: its declared size is its size, ``acsp`` at offset 36.
+    Anything else in the profile's place (data smuggled past re-encoding) is dropped."""
+    return (
+        isinstance(profile, bytes)
+        and 128 <= len(profile) <= MAX_ICC_BYTES
+        and int.from_bytes(profile[:4], "big") == len(profile)
+        and profile[36:40] == b"acsp"
+    )
+
+
 def _clean_info(image: Image.Image) -> dict[str, Any]:
     kept = {key: image.info[key] for key in _KEPT_INFO if key in image.info}
+    if "icc_profile" in kept and not _plausible_icc(kept["icc_profile"]):
+        del kept["icc_profile"]
     image.info = {}
     return kept
 
