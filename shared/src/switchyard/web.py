@@ -203,17 +203,53 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return response
 
 
-def new_app(settings: ServiceSettings, *, metrics: Metrics | None = None) -> web.Application:
+_IDENTITY_CODINGS = frozenset({"", "identity"})
+
+
+@web.middleware
+async def identity_body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """415 for a request body with a ``Content-Encoding`` (RFC 9110 §8.4.1, §15.5.16)."""
+    codings = request.headers.getall("Content-Encoding", [])
+    if any(coding.strip().lower() not in _IDENTITY_CODINGS for coding in codings):
+        raise Problem(
+            415,
+            "Send the request body without a Content-Encoding (compressed bodies are not accepted).",
+            slug="unsupported-content-encoding",
+            headers={"Accept-Encoding": "identity"},
+        )
+    return await handler(request)
+
+
+def new_app(
+    settings: ServiceSettings,
+    *,
+    metrics: Metrics | None = None,
+    decompress_requests: bool = True,
+) -> web.Application:
     """An application with every Switchyard default installed.
 
     Services add their routes, readiness checks and cleanup contexts to it.
+
+    ``decompress_requests=False``: request bodies with a ``Content-Encoding`` (gzip,
+    deflate, br, zstd …) are refused with 415 and never inflated. aiohttp otherwise inflates
+    them by itself, so a body limit counts compressed bytes while handlers read up to a
+    thousand times more (a zip bomb); services that stream large bodies (file) turn it off.
     """
     configure_tracing(settings.service_name)
     metrics = metrics or Metrics(settings.service_name)
+    middlewares: list[Any] = [
+        request_id_middleware,
+        metrics_middleware(metrics),
+        problem_middleware,
+    ]
+    handler_args: dict[str, Any] = {"max_field_size": 16 * 1024}
+    if not decompress_requests:
+        middlewares.append(identity_body_middleware)
+        handler_args["auto_decompress"] = False
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[request_id_middleware, metrics_middleware(metrics), problem_middleware],
-        handler_args={"max_field_size": 16 * 1024},
+        middlewares=middlewares,
+        handler_args=handler_args,
     )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = metrics

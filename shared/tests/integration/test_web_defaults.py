@@ -9,6 +9,7 @@ import logging
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 from pydantic import Field
 
 from switchyard.bus import bus_context
@@ -240,3 +241,47 @@ async def test_readyz_reports_503_while_the_store_is_down(start_app, settings_ov
             assert "Error" not in json.dumps(body) and "Timeout" not in json.dumps(body)
         await proxy.restore()
     await proxy.close()
+
+
+async def test_compressed_request_bodies_are_refused_when_decompression_is_off(
+    start_app, settings_overrides
+):
+    """``new_app(decompress_requests=False)``: a body with a Content-Encoding is 415 with
+    ``Accept-Encoding: identity``, never inflated; identity bodies are as before. By
+    default aiohttp inflates such bodies (the widget is created from gzip)."""
+    import gzip
+
+    body = gzip.compress(json.dumps({"name": "w", "size": 3}).encode())
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    default = await start_app(widget_app(**settings_overrides))
+    async with aiohttp.ClientSession(default.url) as session:
+        async with session.post("/api/v1/widgets", data=body, headers=headers) as r:
+            assert r.status == 201
+    app = widget_app(**settings_overrides)
+    strict = new_app(
+        ServiceSettings(service_name="widgets", **{"max_body_bytes": 4096, **settings_overrides}),
+        decompress_requests=False,
+    )
+    for resource in list(app.router.routes()):
+        if resource.resource is not None and resource.resource.canonical.startswith("/api/"):
+            strict.router.add_route(resource.method, resource.resource.canonical, resource.handler)
+    server = await start_app(strict)
+    async with aiohttp.ClientSession(server.url) as session:
+        for coding in ("gzip", "deflate", "br", "x-gzip, identity"):
+            async with session.post(
+                "/api/v1/widgets", data=body, headers={**headers, "Content-Encoding": coding}
+            ) as r:
+                assert r.status == 415, coding
+                assert (await problem(r))["type"].endswith("/unsupported-content-encoding")
+                assert r.headers["Accept-Encoding"] == "identity"
+        twice = [("Content-Type", "application/json")]
+        twice += [("Content-Encoding", "identity"), ("Content-Encoding", "gzip")]
+        async with session.post("/api/v1/widgets", data=body, headers=CIMultiDict(twice)) as r:
+            assert r.status == 415  # the second field counts too
+        for coding in ("identity", ""):
+            async with session.post(
+                "/api/v1/widgets",
+                json={"name": "w", "size": 3},
+                headers={"Content-Encoding": coding},
+            ) as r:
+                assert r.status == 201, coding

@@ -71,7 +71,7 @@ def deps_context(settings: FileSettings) -> Callable[[web.Application], AsyncIte
             settings=settings,
             records=FileRecords(db[records.COLLECTION]),
             usage=UsageLedger(db[usage.COLLECTION]),
-            grants=Grants(db[grants.COLLECTION]),
+            grants=Grants(db[grants.COLLECTION], db[grants.REVOKED_COLLECTION]),
             storage=storage,
             images=images,
             spool=spool,
@@ -91,7 +91,9 @@ def deps_context(settings: FileSettings) -> Callable[[web.Application], AsyncIte
 
 
 def create_app(settings: FileSettings) -> web.Application:
-    app = new_app(settings)
+    # Compressed request bodies are refused (415), never inflated: a 100 KiB gzip body
+    # would otherwise become up to FILE_MAX_BYTES of work per request (a zip bomb).
+    app = new_app(settings, decompress_requests=False)
     app[keys.FILE_METRICS] = FileMetrics(app[shared_keys.METRICS])
     app.middlewares.append(authn_middleware())
     app.cleanup_ctx.extend(

@@ -57,6 +57,9 @@ async def _file_for_reading(request: web.Request, query: LinkQuery) -> StoredFil
     deps = request.app[keys.DEPS]
     file_id = request.match_info["file_id"]
     if query.signature is not None or query.expires is not None:
+        if any(len(request.query.getall(name, ())) > 1 for name in ("expires", "signature")):
+            # One spelling per link: a repeated parameter is not the link that was issued.
+            raise Problem(403, "The link is malformed.", slug="invalid-link")
         try:
             stored = await linked_file(
                 file_id, query.expires or "", query.signature or "", deps=deps
@@ -103,7 +106,10 @@ async def file_content(request: web.Request) -> web.StreamResponse:
     content_type = stored.content_type + (
         "; charset=utf-8" if stored.content_type.startswith("text/") else ""
     )
-    requested = request.headers.get("Range")
+    ranges = request.headers.getall("Range", [])
+    # Range is one field (RFC 9110 §14.2): sent twice it is invalid, and a cache in front
+    # may have read the other one — the whole file is always a correct answer.
+    requested = ranges[0] if len(ranges) == 1 else None
     if_range = request.headers.get("If-Range")
     if if_range is not None and if_range.strip() != stored.etag:
         requested = None  # the client's copy is outdated: send the whole file
