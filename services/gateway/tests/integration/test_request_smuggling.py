@@ -85,7 +85,8 @@ async def test_upgrade_with_content_length_on_a_plain_route_cannot_desync(
     ).encode()
     attack = (
         b"GET /public/jwks HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
-        b"X-Request-ID: first\r\nContent-Length: %d\r\n\r\n" % len(second_head)
+        b"X-Request-ID: first\r\nContent-Length: %d\r\n\r\n"
+        % len(second_head)
         + f"GET /public/jwks HTTP/1.1\r\nHost: x\r\nX-Request-ID: second\r\n"
         f"traceparent: {trace}\r\nContent-Length: {len(smuggled)}\r\n\r\n".encode()
         + smuggled
