@@ -36,6 +36,7 @@ from switchyard.tokens import TokenVerifier
 log = logging.getLogger("gateway")
 
 TICK_SECONDS = 0.1
+LINGER_SECONDS = 2.0  # a closed client connection drains what the client still sends
 
 
 def listen_socket(
@@ -187,6 +188,10 @@ class Gateway:
                 continue
             for conn in list(self.connections):
                 if conn.tunnel is not None:
+                    continue
+                if conn.lingering:
+                    if now - conn.lingering > LINGER_SECONDS:
+                        conn.abort()
                     continue
                 active = conn.active
                 if active is not None:

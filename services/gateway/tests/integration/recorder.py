@@ -23,6 +23,7 @@ from typing import Any
 import httptools
 
 from gateway_svc.app import Gateway
+from gateway_svc.proxy.edges import canonical_target
 
 
 @dataclass
@@ -66,7 +67,7 @@ class _UpstreamSide(asyncio.Protocol):
         self.owner.open -= 1
 
     def data_received(self, data: bytes) -> None:
-        self.owner.raw[self.id] += data
+        self.owner.raw.setdefault(self.id, bytearray()).extend(data)
         self._feed(data)
 
     def _feed(self, data: bytes) -> None:
@@ -218,7 +219,9 @@ def check(accounted: list[Accounted], seen: list[Seen], label: str) -> None:
     by_id = {entry.request_id: entry for entry in forwarded}
     for request in seen:
         entry = by_id[request.request_id or b""]
+        # routed on the path it forwarded, and that path is the canonical one
         assert entry.path == entry.url.partition(b"?")[0], label
+        assert canonical_target(request.target) == request.target, f"{label}: not canonical"
         if request.complete and entry.body_done:
             assert request.body_bytes == entry.body_bytes, (
                 f"{label}: {request.method} {request.target!r} carried {request.body_bytes} "

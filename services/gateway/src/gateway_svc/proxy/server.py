@@ -43,6 +43,7 @@ class ClientConnection(asyncio.Protocol):
         self.starting: Exchange | None = None  # to start once this read is parsed
         self.held: Exchange | None = None  # an upgrade waiting for 101: it holds the bytes
         self.stopped = False  # a refused request: nothing after it is parsed
+        self.lingering = 0.0  # when close() sent our FIN (the client may still send)
         self.active: Exchange | None = None  # the request being answered
         self.waiting: deque[Exchange] | None = None  # pipelined requests behind it
         self.reading_paused = False
@@ -87,10 +88,11 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.stopped:
             return
+        upgrade_at = -1
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            self._upgrade_requested(data[upgrade.args[0] :])
+            upgrade_at = upgrade.args[0]  # handled below, outside this except clause
         except httptools.HttpParserCallbackError as error:
             context = error.__context__
             if isinstance(context, _Refused):
@@ -102,6 +104,8 @@ class ClientConnection(asyncio.Protocol):
                 self._reject(500, "The gateway could not handle the request.")
         except httptools.HttpParserError:
             self._reject(400, "The request is not valid HTTP/1.1.")
+        if upgrade_at >= 0:
+            self._upgrade_requested(data[upgrade_at:])
         # Requests start once the whole read is parsed: a request whose head and a
         # broken body arrived together is refused before anything is forwarded.
         starting = self.starting
@@ -253,12 +257,27 @@ class ClientConnection(asyncio.Protocol):
         self.resume_reading()
 
     def close(self) -> None:
-        if not self.closed:
-            self.transport.close()
+        """Close after what was written: our side first (FIN), then read and drop what
+        the client still sends for a moment (the sweep aborts after LINGER_SECONDS), so
+        an answer given before the request was read is not destroyed by a reset."""
+        if self.closed:
+            return
+        self.closed = True  # nothing more is written
+        self.stopped = True  # nor parsed
+        self.held = None
+        transport = self.transport
+        if self.tunnel is None and transport.can_write_eof():
+            self.lingering = self.gw.loop.time()
+            transport.write_eof()
+            if self.reading_paused:
+                self.reading_paused = False
+                transport.resume_reading()
+        else:
+            transport.close()
 
     def abort(self) -> None:
-        if not self.closed:
-            self.transport.abort()
+        self.closed = True
+        self.transport.abort()
 
     # -- errors and upgrades ----------------------------------------------------------------
 
