@@ -208,6 +208,20 @@ async def quiet(gateway: Gateway, upstream: RecordingUpstream, timeout: float = 
     await asyncio.sleep(0.002)
 
 
+async def read_available(reader: asyncio.StreamReader, wait: float) -> bytes:
+    """What a client receives until the gateway closes or stays quiet for ``wait`` s."""
+    data = b""
+    try:
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), wait)
+            if not chunk:
+                break
+            data += chunk
+    except (TimeoutError, ConnectionError):
+        pass
+    return data
+
+
 def check(accounted: list[Accounted], seen: list[Seen], label: str) -> None:
     """The oracle: the upstream saw exactly the requests the gateway forwarded — same
     count, method, canonical target and body length — and no identity header the

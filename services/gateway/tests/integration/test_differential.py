@@ -18,7 +18,7 @@ import pytest
 from gateway_svc.app import Gateway
 
 from .conftest import GatewayFactory, Keys, route_table
-from .recorder import Accounting, RecordingUpstream, check, quiet
+from .recorder import Accounting, RecordingUpstream, check, quiet, read_available
 from .request_corpus import CASES, NEXT, SMUGGLED
 
 MUTATIONS = 2000
@@ -87,19 +87,6 @@ async def rig(make_gateway: GatewayFactory, keys: Keys) -> AsyncIterator[Rig]:
     }
     yield Rig(gateway, upstream, Accounting(gateway), tokens)
     await upstream.stop()
-
-
-async def read_available(reader: asyncio.StreamReader, wait: float) -> bytes:
-    data = b""
-    try:
-        while True:
-            chunk = await asyncio.wait_for(reader.read(65536), wait)
-            if not chunk:
-                break
-            data += chunk
-    except (TimeoutError, ConnectionError):
-        pass
-    return data
 
 
 async def run_case(rig: Rig, label: str, data: bytes) -> None:

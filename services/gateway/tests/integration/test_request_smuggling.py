@@ -12,7 +12,7 @@ import pytest
 from gateway_svc.app import Gateway
 
 from .conftest import GatewayFactory, route_table
-from .recorder import Accounting, RecordingUpstream, check, quiet
+from .recorder import Accounting, RecordingUpstream, check, quiet, read_available
 
 WS_KEY = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
 
@@ -28,15 +28,7 @@ async def exchange_bytes(port: int, data: bytes, wait: float = 0.3) -> bytes:
     """Send raw bytes, collect what comes back until the gateway closes or goes quiet."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(data)
-    received = b""
-    try:
-        while True:
-            chunk = await asyncio.wait_for(reader.read(65536), wait)
-            if not chunk:
-                break
-            received += chunk
-    except TimeoutError:
-        pass
+    received = await read_available(reader, wait)
     writer.transport.abort()
     return received
 
