@@ -205,7 +205,6 @@ class Exchange:
     acr_method: bytes | None = None
     acr_headers: bytes | None = None
     head_size = 0
-    header_count = 0
     oversized = False
     upgrading = False  # llhttp ended the message at its head (Connection: upgrade)
     refused: tuple[int, str, str | None, bytes] | None = None  # answer instead of serving
@@ -318,8 +317,8 @@ class Exchange:
         # H_DROP: hop-by-hop or spoofable; not forwarded
 
     def check_head(self, version: str, upgrading: bool) -> bool:
-        """What is wrong in the head alone (called as it completes, before anything
-        is forwarded): True when the request is refused."""
+        """What is wrong in the head alone, before anything is forwarded (called as
+        it completes, only when something in it is unusual): True when refused."""
         self.upgrading = upgrading
         method = self.method
         if version != "1.1" and version != "1.0":

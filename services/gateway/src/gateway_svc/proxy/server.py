@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from gateway_svc.proxy.exchange import PENDING_LIMIT, Exchange
+from gateway_svc.proxy.exchange import METHODS, PENDING_LIMIT, Exchange
 
 if TYPE_CHECKING:
     from gateway_svc.app import Gateway
@@ -56,6 +56,7 @@ class ClientConnection(asyncio.Protocol):
         self.peer_trusted = False
         self.ip_key = b""
         self.forwarded_headers = b""
+        self.fwd_limit = 4 * gw.max_headers
 
     # -- asyncio callbacks ---------------------------------------------------------------
 
@@ -171,20 +172,29 @@ class ClientConnection(asyncio.Protocol):
         cur = self.cur
         assert cur is not None
         cur.head_size += len(name) + len(value) + 4
-        cur.header_count += 1
-        if cur.head_size > self.gw.max_header_bytes or cur.header_count > self.gw.max_headers:
+        if cur.head_size > self.gw.max_header_bytes:
             raise _HeadersTooLarge
         cur.on_header(name, value)
 
     def on_headers_complete(self) -> None:
         cur = self.cur
         assert cur is not None
+        if len(cur.fwd) >= self.fwd_limit:
+            # Host plus the header lines to forward (4 items each in ``fwd``): never
+            # more than an upstream accepts. Headers the gateway drops or merges are
+            # bounded by GATEWAY_MAX_HEADER_BYTES.
+            raise _HeadersTooLarge
         parser = self.parser
         cur.method = parser.get_method()
         cur.keep_alive = parser.should_keep_alive()
         version = parser.get_http_version()
-        cur.http11 = version == "1.1"
-        refused = cur.check_head(version, parser.should_upgrade())
+        cur.http11 = http11 = version == "1.1"
+        refused = (
+            (not http11 and version != "1.0")
+            or cur.method not in METHODS
+            or cur.transfer_coding is not None
+            or cur.upgrade is not None
+        ) and cur.check_head(version, parser.should_upgrade())
         self.head_started = 0.0
         self.last_head = cur
         if self.active is None:
