@@ -253,6 +253,9 @@ async def test_refused_before_anything_is_forwarded(
     make_gateway: GatewayFactory, recorder: RecordingUpstream, request_bytes: bytes, status: int
 ) -> None:
     gateway, _ = await setup(make_gateway, recorder)
+    # a pooled upstream connection is ready: nothing may be written to it
+    warm = await exchange_bytes(gateway.port, b"GET /public/warm HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert statuses(warm) == [200]
     answer = await exchange_bytes(gateway.port, request_bytes + b"GET /public/next HTTP/1.1\r\n")
     assert statuses(answer) == [status], answer
     head, _, body = answer.partition(b"\r\n\r\n")
@@ -262,7 +265,8 @@ async def test_refused_before_anything_is_forwarded(
     if status == 405:
         assert b"Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS" in head
     await quiet(gateway, recorder)
-    assert recorder.seen == []
+    assert [seen.target for seen in recorder.seen] == [b"/public/warm"]
+    assert sum(len(raw) for raw in recorder.raw.values()) == len(recorder.raw[1])
 
 
 async def test_the_header_count_is_limited_below_what_upstreams_accept(
