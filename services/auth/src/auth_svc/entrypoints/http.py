@@ -8,6 +8,7 @@ that holds the gateway's route table to the same answers all read it.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 from collections.abc import Awaitable, Callable
@@ -44,6 +45,7 @@ from auth_svc.entrypoints.bodies import (
     RegisterBody,
     ResendBody,
     ResetBody,
+    RevokedSessionsQuery,
     RolesBody,
     SignInCodeBody,
     SignInCodeVerifyBody,
@@ -53,10 +55,18 @@ from auth_svc.entrypoints.bodies import (
 from auth_svc.keys import DEPS, KEY_RING
 from auth_svc.settings import AuthSettings
 from switchyard import keys
-from switchyard.authn import current_identity, require_auth, require_roles, unauthorized
+from switchyard.authn import (
+    bearer_token,
+    current_identity,
+    require_auth,
+    require_roles,
+    unauthorized,
+)
+from switchyard.envelope import format_time
 from switchyard.idempotency import idempotent, idempotent_request
 from switchyard.pagination import invalid_cursor, page, read_cursor
 from switchyard.problems import Problem, validation_problem
+from switchyard.revocation import REVOKED_SESSIONS_PATH
 from switchyard.tokens import ALGORITHM, jwks_document
 from switchyard.web import json_response, read_json, read_query
 
@@ -307,6 +317,46 @@ async def end_user_sessions(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# -- for other services --------------------------------------------------------------------
+
+
+def _require_service(request: web.Request) -> None:
+    """Only a service holding ``INTERNAL_API_TOKEN`` may read ``/internal/`` endpoints (the
+    gateway does not route them; this is the second lock)."""
+    configured = request.app[keys.SETTINGS].internal_api_token
+    presented = bearer_token(request.headers.get("Authorization"))
+    if (
+        configured is None
+        or presented is None
+        or not hmac.compare_digest(presented.encode(), configured.get_secret_value().encode())
+    ):
+        raise Problem(
+            401,
+            "This endpoint is for the suite's services (INTERNAL_API_TOKEN).",
+            slug="unauthorized",
+            headers={"WWW-Authenticate": 'Bearer realm="switchyard-internal"'},
+        )
+
+
+async def revoked_sessions(request: web.Request) -> web.Response:
+    """The sessions revoked whose access tokens may still be alive (switchyard.revocation)."""
+    _require_service(request)
+    query = read_query(request, RevokedSessionsQuery)
+    position = read_cursor(query.cursor, after=str)
+    sessions, next_after = await handlers.revoked_sessions(
+        after=position["after"] if position else None, limit=query.limit, deps=request.app[DEPS]
+    )
+    items = [
+        {
+            "user_id": session.user_id,
+            "session_id": session.family_id,
+            "expires_at": format_time(session.access_until),
+        }
+        for session in sessions
+    ]
+    return json_response(page(items, {"after": next_after} if next_after else None))
+
+
 # -- discovery -----------------------------------------------------------------------------
 
 
@@ -352,6 +402,8 @@ class Route:
     # No access token needed: a token sent along that does not verify (typically an expired
     # one, attached by the client to every call) is ignored here, not a 401.
     public: bool = False
+    # For the suite's services only (INTERNAL_API_TOKEN); never routed by the gateway.
+    internal: bool = False
 
 
 ROUTES = (
@@ -373,6 +425,7 @@ ROUTES = (
     Route("GET", f"{PREFIX}/users", list_users),
     Route("PUT", f"{PREFIX}/users/{{user_id}}/roles", put_roles),
     Route("POST", f"{PREFIX}/users/{{user_id}}/logout-all", end_user_sessions),
+    Route("GET", REVOKED_SESSIONS_PATH, revoked_sessions, public=True, internal=True),
     Route("GET", "/.well-known/jwks.json", jwks, public=True),
     Route("GET", "/.well-known/openid-configuration", openid_configuration, public=True),
 )
