@@ -36,10 +36,28 @@ def test_public_paths_are_the_public_route_declarations() -> None:
     assert len({(route.method, route.path) for route in ROUTES}) == len(ROUTES)
 
 
-EXTERNAL = [route for route in ROUTES if not route.internal]
+# The gateway's route for the OAuth token endpoint (public, with the refresh limits) lands
+# with the gateway half of issue 12: the gateway is being rewritten meanwhile.
+GATEWAY_PENDING = {("POST", "/api/v1/auth/token")}
+EXTERNAL = [
+    pytest.param(
+        route,
+        marks=pytest.mark.xfail(
+            reason="the gateway's route lands with the gateway half of issue 12", strict=True
+        ),
+    )
+    if (route.method, route.path) in GATEWAY_PENDING
+    else route
+    for route in ROUTES
+    if not route.internal
+]
 
 
-@pytest.mark.parametrize("route", EXTERNAL, ids=lambda route: f"{route.method} {route.path}")
+@pytest.mark.parametrize(
+    "route",
+    EXTERNAL,
+    ids=lambda route: f"{route.method} {route.path}" if isinstance(route, Route) else None,
+)
 def test_the_gateway_routes_each_endpoint_to_auth_with_the_same_answer(
     gateway_table: RouteTable, route: Route
 ) -> None:

@@ -141,11 +141,12 @@ async def jwks_server() -> AsyncIterator[JwksServer]:
 
 @pytest.fixture
 async def start_app() -> AsyncIterator[Callable[[web.Application], Any]]:
-    """``server = await start_app(app)``: run an app on 127.0.0.1; stopped after the test."""
+    """``server = await start_app(app)``: run an app on 127.0.0.1 (on ``port=`` when given, say
+    one the app's settings name); stopped after the test."""
     servers: list[AppServer] = []
 
-    async def start(app: web.Application) -> AppServer:
-        server = await AppServer(app).start()
+    async def start(app: web.Application, port: int | None = None) -> AppServer:
+        server = await AppServer(app, port=port).start()
         servers.append(server)
         return server
 

@@ -35,6 +35,7 @@ from auth_svc.domain.errors import (
 )
 from auth_svc.domain.passwords import PasswordRejected
 from auth_svc.domain.users import is_user_id
+from auth_svc.entrypoints import oauth
 from auth_svc.entrypoints.bodies import (
     ChangePasswordBody,
     DeleteAccountBody,
@@ -67,7 +68,7 @@ from switchyard.idempotency import idempotent, idempotent_request
 from switchyard.pagination import invalid_cursor, page, read_cursor
 from switchyard.problems import Problem, validation_problem
 from switchyard.revocation import REVOKED_SESSIONS_PATH
-from switchyard.tokens import ALGORITHM, jwks_document
+from switchyard.tokens import jwks_document
 from switchyard.web import json_response, read_json, read_query
 
 PREFIX = "/api/v1/auth"
@@ -373,24 +374,11 @@ async def jwks(request: web.Request) -> web.Response:
     return _cached(request, jwks_document(request.app[KEY_RING].public_keys), JWKS_MAX_AGE)
 
 
-async def openid_configuration(request: web.Request) -> web.Response:
+async def authorization_server_metadata(request: web.Request) -> web.Response:
+    """RFC 8414 metadata; the OpenID path serves the same document (see ``oauth``)."""
     settings = request.app[keys.SETTINGS]
     assert isinstance(settings, AuthSettings)
-    base = settings.auth_issuer.rstrip("/") + PREFIX
-    document = {
-        "issuer": settings.auth_issuer,
-        "jwks_uri": settings.jwks_uri,
-        "token_endpoint": base + "/login",
-        "revocation_endpoint": base + "/logout",
-        "userinfo_endpoint": base + "/me",
-        "registration_endpoint": base + "/register",
-        "grant_types_supported": ["password", "refresh_token"],
-        "response_types_supported": ["token"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [ALGORITHM],
-        "token_endpoint_auth_methods_supported": ["none"],
-        "claims_supported": ["iss", "aud", "sub", "exp", "iat", "nbf", "jti", "roles", "sid"],
-    }
+    document = oauth.metadata(settings.auth_issuer, settings.jwks_uri)
     return _cached(request, document, DISCOVERY_MAX_AGE)
 
 
@@ -427,7 +415,9 @@ ROUTES = (
     Route("POST", f"{PREFIX}/users/{{user_id}}/logout-all", end_user_sessions),
     Route("GET", REVOKED_SESSIONS_PATH, revoked_sessions, public=True, internal=True),
     Route("GET", "/.well-known/jwks.json", jwks, public=True),
-    Route("GET", "/.well-known/openid-configuration", openid_configuration, public=True),
+    Route("POST", oauth.TOKEN_PATH, oauth.token, public=True),
+    Route("GET", oauth.METADATA_PATH, authorization_server_metadata, public=True),
+    Route("GET", "/.well-known/openid-configuration", authorization_server_metadata, public=True),
 )
 
 PUBLIC_PATHS = frozenset(route.path for route in ROUTES if route.public)
