@@ -17,7 +17,7 @@ from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 
 from auth_svc.app import create_app
 from auth_svc.domain.clock import ManualClock
-from switchyard.testing.servers import AppServer, free_port
+from switchyard.testing.servers import free_port
 from switchyard.tokens import TokenVerifier
 
 from .conftest import AUDIENCE, AuthClient, EventLog, auth_settings_for, token_claims
