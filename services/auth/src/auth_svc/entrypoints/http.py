@@ -423,10 +423,48 @@ ROUTES = (
 PUBLIC_PATHS = frozenset(route.path for route in ROUTES if route.public)
 
 
+# -- the outcome of a credential check, for the gateway's rate limits -----------------------
+
+OUTCOME_HEADER = "X-Auth-Outcome"
+# Endpoints whose answer says whether a secret (password, code, refresh token) was right.
+CREDENTIAL_CHECKS = frozenset(
+    {
+        f"{PREFIX}/login",
+        f"{PREFIX}/login/code/verify",
+        f"{PREFIX}/verify-email",
+        f"{PREFIX}/password/reset",
+        f"{PREFIX}/refresh",
+        oauth.TOKEN_PATH,
+    }
+)
+_FAILED = frozenset({400, 401, 403, 429})
+
+
+async def tell_outcome(request: web.Request, response: web.StreamResponse) -> None:
+    """``X-Auth-Outcome: success|failure`` on the answers of credential checks, so the gateway
+    can weigh failed attempts more than successful ones (it strips the header). A request
+    refused before any check (413, 415, 422) or failed by the server (5xx) gets none."""
+    if request.path not in CREDENTIAL_CHECKS or request.method != "POST":
+        return
+    if 200 <= response.status < 300:
+        response.headers[OUTCOME_HEADER] = "success"
+    elif response.status in _FAILED:
+        response.headers[OUTCOME_HEADER] = "failure"
+
+
 def add_routes(app: web.Application) -> None:
+    app.on_response_prepare.append(tell_outcome)
     for route in ROUTES:
         # add_route adds no HEAD beside a GET: the API answers HEAD with 405.
         app.router.add_route(route.method, route.path, route.handler)
 
 
-__all__ = ["PUBLIC_PATHS", "ROUTES", "Route", "add_routes", "auth_errors_middleware"]
+__all__ = [
+    "CREDENTIAL_CHECKS",
+    "OUTCOME_HEADER",
+    "PUBLIC_PATHS",
+    "ROUTES",
+    "Route",
+    "add_routes",
+    "auth_errors_middleware",
+]
