@@ -17,7 +17,7 @@ from switchyard.bus.headers import H_REASON
 from switchyard.envelope import new_envelope
 from switchyard.events.auth import SessionRevoked
 from switchyard.revocation import REVOKED_EVENT, DenyList, RevocationFeed, revoked_sessions_url
-from switchyard.testing import JwksServer, eventually, service_bus
+from switchyard.testing import JwksServer, TcpProxy, eventually, service_bus
 from switchyard.testing.jwks import TEST_INTERNAL_TOKEN
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("broker_cleanup")]
@@ -156,3 +156,39 @@ async def test_the_queue_is_the_processs_own_and_goes_with_it(
             await channel.declare_queue(name, passive=True)
     finally:
         await connection.close()
+
+
+async def test_after_a_broker_outage_the_list_is_read_again(
+    jwks_server: JwksServer, settings_overrides: dict[str, Any]
+) -> None:
+    """A revocation announced while this process's connection was down reached no queue of
+    its: the feed reads auth's list again once the connection is back."""
+    broker_port = int(settings_overrides["amqp_url"].rsplit(":", 1)[1].strip("/"))
+    proxy = await TcpProxy("127.0.0.1", broker_port).start()
+    bus = service_bus(
+        settings_overrides, "payments", url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
+    )
+    await bus.connect()
+    feed = await start_feed(bus, jwks_server)
+    try:
+        await until(feed.fetched.is_set)
+        reads = jwks_server.revoked_reads
+        await proxy.cut()
+        # Revoked while we were away (no queue of ours existed to hear it); auth lists it.
+        jwks_server.revoke("while-away", time.time() + 600)
+        assert "while-away" not in feed.deny_list
+        await proxy.restore()
+        await until(lambda: "while-away" in feed.deny_list)
+        assert jwks_server.revoked_reads > reads
+        # And the queue is back: new announcements arrive again.
+        publisher = service_bus(settings_overrides, "auth")
+        await publisher.connect()
+        try:
+            await publisher.publish(revoked("after-outage"))
+        finally:
+            await publisher.close()
+        await until(lambda: "after-outage" in feed.deny_list)
+    finally:
+        await feed.stop()
+        await bus.close()
+        await proxy.close()
