@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -97,9 +98,12 @@ async def fuzz_contract(
         pairs = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in extra.items())
         text += f"\n[[operations]]\ninclude-path-regex = {json.dumps(pattern)}\n"
         text += f"headers = {{ {pairs} }}\n"
-    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as written:
+    # Its own working directory: schemathesis keeps a cache (.schemathesis/) where it runs.
+    workdir = tempfile.mkdtemp(prefix="schemathesis-")
+    config_file = os.path.join(workdir, "schemathesis.toml")
+    with open(config_file, "w") as written:  # noqa: ASYNC230 - a small file, before the run
         written.write(text)
-    prefix = ["--config-file", written.name]
+    prefix = ["--config-file", config_file]
     command = Path(sys.executable).with_name("schemathesis")
     process = await asyncio.create_subprocess_exec(
         str(command),
@@ -107,6 +111,7 @@ async def fuzz_contract(
         *arguments,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        cwd=workdir,
         env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"},
     )
     try:
@@ -116,7 +121,7 @@ async def fuzz_contract(
         await process.wait()
         raise
     finally:
-        os.unlink(written.name)
+        shutil.rmtree(workdir, ignore_errors=True)
     return FuzzResult(process.returncode or 0, output.decode(errors="replace"))
 
 
