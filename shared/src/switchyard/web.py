@@ -20,10 +20,10 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from switchyard import keys
 from switchyard.logging import configure_logging, request_id_var
@@ -57,6 +57,17 @@ class RequestModel(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _integral_number(value: Any) -> Any:
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+# An integer field of a request body as JSON Schema has it: ``1601`` and ``1601.0`` are the one
+# number (JSON has no separate integer type), ``1601.5``, ``"1601"`` and ``true`` are refused.
+JsonInt = Annotated[int, BeforeValidator(_integral_number)]
 
 
 class QueryModel(BaseModel):

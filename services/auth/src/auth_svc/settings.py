@@ -107,4 +107,7 @@ class AuthSettings(ServiceSettings):
                 raise ValueError("argon2 cost below OWASP's minimum (m=19 MiB, t=2) in production")
             if self.password_min_score < 3:
                 raise ValueError("PASSWORD_MIN_SCORE below 3 is not allowed in production")
+        if self.environment not in ("development", "test") and self.internal_api_token is None:
+            # Other services read the revoked sessions with it (switchyard.revocation).
+            raise ValueError("INTERNAL_API_TOKEN must be set outside development")
         return self

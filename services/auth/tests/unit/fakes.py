@@ -252,6 +252,16 @@ class MemorySessions:
             if family.user_id == user_id and family.revoked is None and family.expires_at > now
         ]
 
+    async def revoked(self, now: datetime, *, after: str | None, limit: int) -> list[LiveSession]:
+        return [
+            LiveSession(family_id, family.user_id, family.access_until)
+            for family_id, family in sorted(self.families.items())
+            if family.revoked is not None
+            and family.revoked[0] <= now
+            and family.access_until > now
+            and (after is None or family_id > after)
+        ][:limit]
+
     async def revoke(
         self,
         family_id: str,

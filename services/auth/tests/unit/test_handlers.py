@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 
 import pytest
 
@@ -574,3 +575,62 @@ def test_the_fakes_implement_the_interfaces(fake: type, interface: type) -> None
         assert [(p.name, p.kind, p.default is p.empty) for p in wanted.values()] == [
             (p.name, p.kind, p.default is p.empty) for p in found.values()
         ], f"{fake.__name__}.{name}"
+
+
+# -- every ended session is announced (issue 12) --------------------------------------------
+
+
+async def test_every_way_a_session_ends_announces_it_with_its_reason(world: World) -> None:
+    """Logout, password change, a role change and an admin's logout-all each announce
+    ``auth.session.revoked`` for the family they end, with the latest access-token expiry (reset,
+    deletion, logout-all and reuse detection are asserted by their own tests above)."""
+    user = await world.signed_up("every@example.com")
+    admin = await admin_of(world)
+
+    async def session() -> TokenPair:
+        return await handlers.login(email="every@example.com", password=STRONG, deps=world.deps)
+
+    async def announced(pair: TokenPair, reason: str) -> None:
+        events = [e for e in await world.relay() if e.type == "auth.session.revoked"]
+        sid = world.identity(pair).claims["sid"]
+        mine = [e.data for e in events if e.data["session_id"] == sid]
+        assert len(mine) == 1, (reason, [e.data for e in events])
+        assert (mine[0]["user_id"], mine[0]["reason"]) == (user.id, reason)
+        # Denied at least as long as the token lives.
+        expires_at = datetime.fromisoformat(mine[0]["expires_at"].replace("Z", "+00:00"))
+        assert expires_at.timestamp() >= world.identity(pair).expires_at
+        assert {e.data["reason"] for e in events} == {reason}
+
+    pair = await session()
+    await world.relay()
+    await handlers.logout(refresh_token=pair.refresh_token, deps=world.deps)
+    await announced(pair, "logout")
+
+    pair = await session()
+    await world.relay()
+    await handlers.change_password(
+        identity=world.identity(pair),
+        current_password=STRONG,
+        new_password=OTHER_STRONG,
+        deps=world.deps,
+    )
+    await announced(pair, "password_changed")
+    await handlers.change_password(
+        identity=world.identity(
+            await handlers.login(email="every@example.com", password=OTHER_STRONG, deps=world.deps)
+        ),
+        current_password=OTHER_STRONG,
+        new_password=STRONG,
+        deps=world.deps,
+    )
+    await world.relay()
+
+    pair = await session()
+    await world.relay()
+    await handlers.set_roles(identity=admin, user_id=user.id, roles=["contractor"], deps=world.deps)
+    await announced(pair, "roles_changed")
+
+    pair = await session()
+    await world.relay()
+    await handlers.end_user_sessions(identity=admin, user_id=user.id, deps=world.deps)
+    await announced(pair, "admin_logout_all")

@@ -11,7 +11,11 @@ from pydantic import ValidationError
 from auth_svc.adapters.passwords import Passwords
 from auth_svc.settings import AuthSettings
 
-PRODUCTION = {"environment": "production", "idempotency_secret": "k" * 12 + "-idempotency-hmac-key"}
+PRODUCTION = {
+    "environment": "production",
+    "idempotency_secret": "k" * 12 + "-idempotency-hmac-key",
+    "internal_api_token": "i" * 12 + "-internal-api-token-xyz",
+}
 
 
 def test_defaults_are_the_production_parameters(tmp_path: Path) -> None:
@@ -55,6 +59,15 @@ def test_production_refuses_cheaper_hashing(tmp_path: Path) -> None:
         AuthSettings(keys_dir=tmp_path, environment="test", argon2_time_cost=1).argon2.time_cost
         == 1
     )
+
+
+def test_production_needs_the_internal_api_token(tmp_path: Path) -> None:
+    """Other services read the revoked sessions with it; a short one is a placeholder."""
+    without = {k: v for k, v in PRODUCTION.items() if k != "internal_api_token"}
+    with pytest.raises(ValidationError, match="INTERNAL_API_TOKEN"):
+        AuthSettings(keys_dir=tmp_path, **without)
+    with pytest.raises(ValidationError, match="internal_api_token"):
+        AuthSettings(keys_dir=tmp_path, **without, internal_api_token="short")
 
 
 def test_production_needs_the_idempotency_secret(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from switchyard.directory import UserDirectory
 from switchyard.mongo import mongo_context
 from switchyard.mongo.client import Index
 from switchyard.outbox import outbox_context, outbox_indexes
+from switchyard.revocation import revocation_context
 from switchyard.web import new_app
 
 USERS_COLLECTION = "file_users"  # the switchyard.directory read model
@@ -102,6 +103,7 @@ def create_app(settings: FileSettings) -> web.Application:
             bus_context,
             outbox_context(OUTBOX_COLLECTIONS, expiry=[tombstone_expiry(settings.tombstone_days)]),
             verifier_context(),
+            revocation_context(),  # revoked sessions refused within seconds
             deps_context(settings),
             sweeper_context(keys.SWEEPER, keys.DEPS),
             consumers_context(build_registry),

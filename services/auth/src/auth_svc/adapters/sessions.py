@@ -136,6 +136,17 @@ class SessionRepository:
         )
         return [_session(document) async for document in cursor]
 
+    async def revoked(self, now: datetime, *, after: str | None, limit: int) -> list[LiveSession]:
+        """Families revoked whose access tokens may still be alive, in id order after ``after``."""
+        query: Document = {
+            **time_range("revoked", at_or_before=now),
+            **time_range("access_until", after=now),
+        }
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        cursor = self.collection.find(query, _LIVE_FIELDS).sort("_id", 1).limit(limit)
+        return [_session(document) async for document in cursor]
+
     async def revoke(
         self,
         family_id: str,

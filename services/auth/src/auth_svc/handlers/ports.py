@@ -128,6 +128,10 @@ class Sessions(Protocol):
 
     async def live(self, user_id: str, now: datetime) -> list[LiveSession]: ...
 
+    async def revoked(self, now: datetime, *, after: str | None, limit: int) -> list[LiveSession]:
+        """Revoked families whose access tokens may still be alive, by id after ``after``."""
+        ...
+
     async def revoke(
         self,
         family_id: str,
