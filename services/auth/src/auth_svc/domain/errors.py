@@ -33,6 +33,11 @@ class InvalidRefreshToken(AuthError):
     pass
 
 
+class SignInInterrupted(AuthError):
+    """The account changed (password, roles, status, revoked sessions) while the sign-in was
+    being checked: a session opened now would carry what the change just ended."""
+
+
 class NotAuthenticated(AuthError):
     """The access token verified but its session or account no longer exists."""
 

@@ -29,6 +29,7 @@ from auth_svc.domain.errors import (
     NotAuthenticated,
     RoleChangeRefused,
     ServiceBusy,
+    SignInInterrupted,
     UserNotFound,
     WrongPassword,
 )
@@ -93,6 +94,13 @@ def _problem(error: AuthError) -> Problem:
     if isinstance(error, InvalidRefreshToken):
         return Problem(
             401, "The refresh token is invalid, expired or revoked.", slug="invalid-refresh-token"
+        )
+    if isinstance(error, SignInInterrupted):
+        return Problem(
+            401,
+            "The account changed while signing in (password, roles or sessions). "
+            "Sign in again.",
+            slug="sign-in-interrupted",
         )
     if isinstance(error, NotAuthenticated):
         return unauthorized("The session behind this token has ended.", error="invalid_token")
