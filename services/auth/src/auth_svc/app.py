@@ -145,6 +145,15 @@ def _commands(
                 window=3600,
                 min_interval=settings.otp_resend_cooldown,
             ),
+            signup_leases=AttemptBudget(
+                db, prefix="signup-lease", limit=1, window=handlers.SIGNUP_LEASE_SECONDS
+            ),
+            password_changes=AttemptBudget(
+                db,
+                prefix="password-changes",
+                limit=settings.password_changes_per_hour,
+                window=3600,
+            ),
             passwords=passwords,
             strength=strength,
             tokens=Signer(

@@ -127,7 +127,7 @@ async def test_sign_in_in_flight_during_a_role_change_is_refused(
 
 async def test_racing_sign_ups_leave_one_contested_account(edge: AuthClient) -> None:
     email = "race.signup@example.com"
-    passwords = [f"violet-harbour-{n}7-kettle-{n}" for n in range(8)]
+    passwords = [f"violet-harbour-{n}7-kettle-{n}" for n in range(5)]  # the hourly code cap
 
     async def sign_up(password: str) -> int:
         # One client each: separate connections, as separate attackers would have.
@@ -159,8 +159,8 @@ async def test_racing_sign_ups_leave_one_contested_account(edge: AuthClient) -> 
     verified = await edge.post("/verify-email", {"email": email, "code": code})
     assert verified.status == 200, verified.body
     # No racer's password was activated: the owner sets one with a reset code.
-    for password in passwords:
-        assert (await edge.login(email, password)).status == 401
+    for password in passwords:  # (the fifth wrong one locks the address: 429)
+        assert (await edge.login(email, password)).status in (401, 429)
 
 
 # -- 3. wrong codes cost the same with or without an account ---------------------------------

@@ -126,6 +126,8 @@ async def world() -> AsyncIterator[World]:
         login_attempts=MemoryBudget(outbox, limit=5, window=900),
         code_guesses=MemoryBudget(outbox, limit=10, window=3600),
         code_issues=MemoryBudget(outbox, limit=5, window=3600, min_interval=60),
+        signup_leases=MemoryBudget(outbox, limit=1, window=30),
+        password_changes=MemoryBudget(outbox, limit=10, window=3600),
         passwords=passwords,
         strength=InProcessStrength(PasswordPolicy(min_score=3)),
         tokens=signer,
