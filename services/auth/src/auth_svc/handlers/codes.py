@@ -136,7 +136,13 @@ async def prove_code(
     now = deps.clock.now()
     key = _budget_key(email, purpose)
     guess = await deps.code_guesses.reserve(key, now)
-    if not guess.granted or user is None:
+    if not guess.granted:
+        raise InvalidCode()
+    if user is None:
+        # The same work as a wrong code of an account (a counted try, a comparison), so
+        # the answer's timing does not tell whether the address has one.
+        nobody = await deps.codes.attempt_nobody(purpose, now=now, ttl=deps.otp_ttl)
+        nobody.matches(code)
         raise InvalidCode()
     code_key = otp.code_key(user.id, purpose)
     stored = await deps.codes.attempt(code_key, now=now, max_attempts=deps.otp_max_attempts)
