@@ -25,6 +25,14 @@ class AccountLocked(AuthError):
         self.retry_after = retry_after
 
 
+class TooManyPasswordChanges(AuthError):
+    """The account's password changes of the hour are used up."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"no change for {retry_after:.0f}s")
+        self.retry_after = retry_after
+
+
 class InvalidCode(AuthError):
     """Wrong, expired, used up or never issued: deliberately indistinguishable."""
 

@@ -30,6 +30,7 @@ from auth_svc.domain.errors import (
     RoleChangeRefused,
     ServiceBusy,
     SignInInterrupted,
+    TooManyPasswordChanges,
     UserNotFound,
     WrongPassword,
 )
@@ -79,6 +80,13 @@ def _problem(error: AuthError) -> Problem:
             "Too many failed sign-in attempts for this address. Try again later, or sign in "
             f"with a code sent by email: POST {PREFIX}/login/code.",
             slug="too-many-attempts",
+            headers={"Retry-After": str(max(1, math.ceil(error.retry_after)))},
+        )
+    if isinstance(error, TooManyPasswordChanges):
+        return Problem(
+            429,
+            "This account's password was changed too often in the last hour. Try again later.",
+            slug="too-many-password-changes",
             headers={"Retry-After": str(max(1, math.ceil(error.retry_after)))},
         )
     if isinstance(error, InvalidCredentials):
