@@ -55,8 +55,13 @@ async def issue_code(
     now = deps.clock.now()
     key = _budget_key(user.email, purpose)
     code_key = otp.code_key(user.id, purpose)
-    if purpose != "sign_in" and await deps.code_guesses.refusing(key, now) is not None:
-        return False  # guessing is blocked: a code could not be used (the owner was told)
+    if purpose != "sign_in":
+        refusal = await deps.code_guesses.refusing(key, now)
+        if refusal is not None:
+            # Guessing is blocked: a code could not be used. The guesses may have been made
+            # before the account existed (nobody to tell then): tell the owner now, once.
+            await _block(user, purpose, refusal, deps=deps)
+            return False
     reservation = await deps.code_issues.reserve(key, now, spaced=cooldown)
     if not reservation.granted:
         if reservation.used >= deps.code_issues.limit:
