@@ -224,6 +224,19 @@ async def bootstrap_admin(
         return None
     email = normalise_email(email)
     existing = await deps.users.by_email(email)
+    if existing is not None and existing.email != email:
+        # A look-alike of ADMIN_EMAIL (``ａdmin@…``, ``ADMİN@…``, ``straße``/``strasse``) is
+        # another mailbox: only the configured address becomes the admin.
+        if existing.status is not UserStatus.PENDING:
+            log.error(
+                "ADMIN_EMAIL has a verified look-alike account; no admin bootstrapped "
+                "(delete or rename that account, or configure another ADMIN_EMAIL)",
+                extra={"user_id": existing.id},
+            )
+            return None
+        if not await _discard_pending(existing, deps=deps):
+            return None  # changed under us: the next start decides again
+        existing = None
     if existing is not None:
         return await _promote(existing, password, display_name, deps=deps)
     await checked_strength(password, (email, display_name), deps=deps)
