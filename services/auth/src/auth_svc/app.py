@@ -40,7 +40,7 @@ CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 # Collections whose documents carry an outbox, and how their documents expire.
 OUTBOX_COLLECTIONS = [users.USERS, codes.CODES, sessions.SESSIONS, budgets.BUDGETS]
-OUTBOX_EXPIRY = [codes.EXPIRY, sessions.EXPIRY, budgets.EXPIRY]
+OUTBOX_EXPIRY = [codes.EXPIRY, sessions.EXPIRY, sessions.ROTATED_EXPIRY, budgets.EXPIRY]
 
 
 def create_app(settings: AuthSettings, *, clock: Clock | None = None) -> web.Application:
