@@ -122,6 +122,35 @@ async def test_sign_in_in_flight_during_a_role_change_is_refused(
     assert token_claims(fresh["access_token"])["roles"] == ["contractor"]
 
 
+async def test_account_deletion_in_flight_during_a_password_reset_is_refused(
+    edge: AuthClient, auth: AuthClient
+) -> None:
+    """Found in this round: ``DELETE me`` checked the old password, then erased the account
+    guarded only on its status — a thief with the old password and a token could still
+    destroy the account the owner was recovering at that moment."""
+    email = "inflight.delete@example.com"
+    pair = await edge.signed_up(email)
+    assert (await edge.post("/password/forgot", {"email": email})).status == 202
+    await settle(edge)
+    code = await edge.events.code_for(email, "reset_password")
+    await slow_stored_hash(edge, email, STRONG_PASSWORD)
+
+    before = metric(auth, "auth_password_verifications_total")
+    delete_task = asyncio.create_task(
+        edge.call("DELETE", "/me", {"password": STRONG_PASSWORD}, token=pair["access_token"])
+    )
+    await verifying(auth, before)
+    reset = await edge.post(
+        "/password/reset", {"email": email, "code": code, "new_password": NEW_PASSWORD}
+    )
+    assert reset.status == 204, reset.body
+    assert not delete_task.done(), "the reset did not land inside the deletion"
+    deleted = await delete_task
+    assert deleted.status == 401, deleted.body
+    assert (await edge.login(email, NEW_PASSWORD)).status == 200
+    assert not edge.events.of_type("auth.user.deleted")
+
+
 # -- 2. racing sign-ups of one address -----------------------------------------------------
 
 
