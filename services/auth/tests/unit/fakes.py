@@ -172,6 +172,9 @@ class MemoryCodes:
             now + timedelta(seconds=ttl),
         )
 
+    async def live_nobody(self, purpose: str, *, now: datetime, ttl: float) -> StoredCode:
+        return await self.attempt_nobody(purpose, now=now, ttl=ttl)
+
     async def untry(self, key: str, code_hash: str) -> None:
         code = self.codes.get(key)
         if code is not None and code.code_hash == code_hash and code.attempts > 0:

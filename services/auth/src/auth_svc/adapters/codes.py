@@ -130,23 +130,32 @@ class CodeRepository:
         """The work of :meth:`attempt` for an address without an account (a guarded
         increment returning a code), on a stand-in document no code can match: a wrong code
         costs the same whether or not an account would have had one."""
-        document = await self.collection.find_one_and_update(
-            {"_id": f"{NOBODY}:{purpose}", **time_range("code.expires", after=now)},
-            {"$inc": {"attempts": 1}},
-            projection={"outbox": 0},
-            return_document=ReturnDocument.AFTER,
-        )
+        return await self._nobody(purpose, now=now, ttl=ttl, count=True)
+
+    async def live_nobody(self, purpose: str, *, now: datetime, ttl: float) -> StoredCode:
+        """The work of :meth:`live` for an address without an account (a stand-in code)."""
+        return await self._nobody(purpose, now=now, ttl=ttl, count=False)
+
+    async def _nobody(self, purpose: str, *, now: datetime, ttl: float, count: bool) -> StoredCode:
+        key = f"{NOBODY}:{purpose}"
+        live = {"_id": key, **time_range("code.expires", after=now)}
+        if count:
+            document = await self.collection.find_one_and_update(
+                live,
+                {"$inc": {"attempts": 1}},
+                projection={"outbox": 0},
+                return_document=ReturnDocument.AFTER,
+            )
+        else:
+            document = await self.collection.find_one(live, {"outbox": 0})
         if document is None:  # first use, or swept after its expiry: a new stand-in
             salt = new_salt()
             fields = _code_fields(
                 hash_code(new_salt(), salt), salt, now, now + timedelta(seconds=ttl)
             )
             document = await self.collection.find_one_and_update(
-                {"_id": f"{NOBODY}:{purpose}"},
-                {
-                    "$set": {"user_id": NOBODY, "purpose": purpose, "code": fields},
-                    "$inc": {"attempts": 1},
-                },
+                {"_id": key},
+                {"$set": {"user_id": NOBODY, "purpose": purpose, "code": fields, "attempts": 0}},
                 projection={"outbox": 0},
                 upsert=True,
                 return_document=ReturnDocument.AFTER,

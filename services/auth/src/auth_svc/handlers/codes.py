@@ -163,9 +163,15 @@ async def prove_code(
 
 async def _prove_sign_in_code(user: User | None, code: str, *, deps: Deps) -> CodeProof:
     canonical = otp.normalise_sign_in_code(code)
-    if user is None or canonical is None:
+    if canonical is None:
         raise InvalidCode()
-    stored = await deps.codes.live(otp.code_key(user.id, "sign_in"), now=deps.clock.now())
+    now = deps.clock.now()
+    if user is None:
+        # The same work as a wrong code of an account (a read, a comparison).
+        nobody = await deps.codes.live_nobody("sign_in", now=now, ttl=deps.otp_ttl)
+        nobody.matches(canonical)
+        raise InvalidCode()
+    stored = await deps.codes.live(otp.code_key(user.id, "sign_in"), now=now)
     if stored is None or not stored.matches(canonical):
         raise InvalidCode()
     return CodeProof(user, "sign_in", stored.code_hash, None)
