@@ -106,8 +106,7 @@ def _problem(error: AuthError) -> Problem:
     if isinstance(error, SignInInterrupted):
         return Problem(
             401,
-            "The account changed while signing in (password, roles or sessions). "
-            "Sign in again.",
+            "The account changed while signing in (password, roles or sessions). Sign in again.",
             slug="sign-in-interrupted",
         )
     if isinstance(error, NotAuthenticated):

@@ -97,9 +97,7 @@ async def register(
                 if not await _discard_pending(existing, deps=deps):
                     continue  # verified (or replaced by a lease-less writer) meanwhile
             try:
-                user = await _insert(
-                    email, password_hash, display_name, role, contested, deps=deps
-                )
+                user = await _insert(email, password_hash, display_name, role, contested, deps=deps)
             except EmailTaken:
                 continue
             if progress is not None:
