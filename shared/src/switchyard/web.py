@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from switchyard import keys
@@ -213,7 +213,10 @@ def new_app(settings: ServiceSettings, *, metrics: Metrics | None = None) -> web
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[request_id_middleware, metrics_middleware(metrics), problem_middleware],
-        handler_args={"max_field_size": 16 * 1024},
+        # A compressed request body is not inflated by the HTTP parser: a 200 KB gzip bomb
+        # stalled the event loop for half a second before the size limit could refuse it.
+        # Bodies are read as sent, and read_json refuses an encoded one (415).
+        handler_args={"max_field_size": 16 * 1024, "auto_decompress": False},
     )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = metrics
@@ -228,10 +231,24 @@ def _is_json(content_type: str) -> bool:
     return content_type == "application/json" or content_type.endswith("+json")
 
 
+def refuse_content_encoding(request: web.Request) -> None:
+    """415 (RFC 9110 §15.5.16, with ``Accept-Encoding: identity``) for a compressed body:
+    ``new_app`` leaves request bodies as sent, so a gzip body is never inflated here."""
+    coding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+    if coding not in ("", "identity"):
+        raise Problem(
+            415,
+            "Send the body uncompressed (no Content-Encoding).",
+            slug="unsupported-media-type",
+            headers={"Accept-Encoding": "identity"},
+        )
+
+
 async def read_json(request: web.Request, model: type[ModelT]) -> ModelT:
     """Parse and validate a JSON body: 415 for non-JSON, 400 for malformed, 422 for invalid."""
     if not _is_json(request.content_type):
         raise Problem(415, "Send the body as application/json.", slug="unsupported-media-type")
+    refuse_content_encoding(request)
     body = await request.read()  # bounded by client_max_size → 413
     try:
         return model.model_validate_json(body)

@@ -6,6 +6,7 @@ real broker) before it was fixed.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import random
 import statistics
@@ -406,3 +407,35 @@ async def test_rotated_refresh_tokens_are_kept_apart_from_sessions(edge: AuthCli
     assert replay.status == 401
     await edge.events.wait_for("auth.session.reuse_detected", lambda d: d.family_id == sid)
     assert (await edge.post("/refresh", {"refresh_token": tokens[-1]})).status == 401
+
+
+# -- found in this round: compressed bodies ---------------------------------------------------
+
+
+async def test_a_gzip_bomb_through_the_gateway_neither_freezes_auth_nor_errs(
+    edge: AuthClient, auth: AuthClient
+) -> None:
+    """200 KB of gzip (200 MiB inflated) sent to /login stalled auth's event loop for
+    0.2-0.65 s before the body limit refused it (413); a body that was not gzip got a 500."""
+    bomb = gzip.compress(b'{"email": "a@example.com", "password": "' + b"a" * (200 << 20) + b'"}')
+    lags: list[float] = []
+
+    async def ping() -> None:  # auth's own port: how long a cheap request waits
+        for _ in range(30):
+            started = time.perf_counter()
+            async with auth.http.get("/.well-known/jwks.json") as reply:
+                await reply.read()
+            lags.append(time.perf_counter() - started)
+            await asyncio.sleep(0.01)
+
+    pinger = asyncio.create_task(ping())
+    for body in (bomb, bomb, b"not gzip at all"):
+        async with edge.http.post(
+            "/api/v1/auth/login",
+            data=body,
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        ) as reply:
+            assert reply.status == 415, await reply.text()
+            assert reply.content_type == "application/problem+json"
+    await pinger
+    assert max(lags) < 0.15, f"auth stalled {max(lags) * 1000:.0f} ms"
