@@ -49,6 +49,11 @@ class AuthSettings(ServiceSettings):
     lockout_window: int = Field(900, ge=1, validation_alias="LOCKOUT_WINDOW")
     lockout_duration: int = Field(900, ge=1, validation_alias="LOCKOUT_DURATION")
 
+    # Password changes per account and hour (each ends every session and mails the owner).
+    password_changes_per_hour: int = Field(
+        10, ge=1, le=100, validation_alias="PASSWORD_CHANGES_PER_HOUR"
+    )
+
     # argon2id cost; the defaults are OWASP's minimum and production refuses less.
     argon2_time_cost: int = Field(
         OWASP_MINIMUM.time_cost, ge=1, validation_alias="ARGON2_TIME_COST"

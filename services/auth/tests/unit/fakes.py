@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from auth_svc.domain import codes as otp
 from auth_svc.domain.attempts import Reservation
 from auth_svc.domain.codes import StoredCode
 from auth_svc.domain.errors import EmailTaken
@@ -157,6 +158,22 @@ class MemoryCodes:
             return None
         tried = self.codes[key] = dataclasses.replace(code, attempts=code.attempts + 1)
         return tried
+
+    async def attempt_nobody(self, purpose: str, *, now: datetime, ttl: float) -> StoredCode:
+        salt = otp.new_salt()
+        return StoredCode(
+            f"nobody:{purpose}",
+            "nobody",
+            purpose,
+            otp.hash_code(otp.new_salt(), salt),
+            salt,
+            1,
+            now,
+            now + timedelta(seconds=ttl),
+        )
+
+    async def live_nobody(self, purpose: str, *, now: datetime, ttl: float) -> StoredCode:
+        return await self.attempt_nobody(purpose, now=now, ttl=ttl)
 
     async def untry(self, key: str, code_hash: str) -> None:
         code = self.codes.get(key)

@@ -26,12 +26,14 @@ from auth_svc.domain.errors import (
     NotAllowed,
     NotAuthenticated,
     RoleChangeRefused,
+    SignInInterrupted,
     WrongPassword,
 )
 from auth_svc.domain.passwords import Argon2Parameters, PasswordPolicy, PasswordRejected
 from auth_svc.domain.sessions import family_of
-from auth_svc.domain.users import User, UserStatus
+from auth_svc.domain.users import User, UserChange, UserStatus
 from auth_svc.handlers import Deps, TokenPair, ports
+from auth_svc.handlers.revocation import update_and_end_sessions
 from auth_svc.metrics import AuthMetrics
 from switchyard.envelope import Envelope
 from switchyard.metrics import MetricsRegistry
@@ -125,6 +127,8 @@ async def world() -> AsyncIterator[World]:
         login_attempts=MemoryBudget(outbox, limit=5, window=900),
         code_guesses=MemoryBudget(outbox, limit=10, window=3600),
         code_issues=MemoryBudget(outbox, limit=5, window=3600, min_interval=60),
+        signup_leases=MemoryBudget(outbox, limit=1, window=30),
+        password_changes=MemoryBudget(outbox, limit=10, window=3600),
         passwords=passwords,
         strength=InProcessStrength(PasswordPolicy(min_score=3)),
         tokens=signer,
@@ -522,6 +526,46 @@ async def test_a_role_change_ends_the_users_sessions(world: World) -> None:
         await handlers.set_roles(
             identity=admin, user_id=admin.user_id, roles=["customer"], deps=world.deps
         )
+
+
+@pytest.mark.parametrize("change", ["roles", "password", "logout_all"])
+async def test_a_sign_in_straddling_an_account_change_is_refused(
+    world: World, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """The check-then-act window of a sign-in (the hash is current, so no rehash write guards
+    it): a change that lands while the password is compared ends the sign-in's session."""
+    admin = await admin_of(world)
+    user = await world.signed_up("straddle@example.com")
+    compare = world.deps.passwords.verify
+
+    async def compare_while_the_account_changes(stored_hash: str | None, password: str) -> bool:
+        right = await compare(stored_hash, password)
+        if change == "roles":
+            await handlers.set_roles(
+                identity=admin, user_id=user.id, roles=["contractor"], deps=world.deps
+            )
+        elif change == "password":
+            await update_and_end_sessions(
+                user.id,
+                UserChange(password_hash=await world.deps.passwords.hash(OTHER_STRONG)),
+                reason="password_reset",
+                deps=world.deps,
+            )
+        else:
+            await update_and_end_sessions(
+                user.id, UserChange(), reason="logout_all", deps=world.deps
+            )
+        return right
+
+    monkeypatch.setattr(world.deps.passwords, "verify", compare_while_the_account_changes)
+    await world.relay()
+    with pytest.raises(SignInInterrupted):
+        await handlers.login(email="straddle@example.com", password=STRONG, deps=world.deps)
+    # The session it opened is ended (and announced), none is left live.
+    assert await world.sessions.live(user.id, world.clock.now()) == []
+    revoked = [e.data for e in await world.relay() if e.type == "auth.session.revoked"]
+    assert "sign_in_interrupted" in {r["reason"] for r in revoked}
+    assert world.count("auth_logins_total", outcome="interrupted") == 1
 
 
 async def test_users_are_listed_a_page_at_a_time(world: World) -> None:

@@ -39,6 +39,7 @@ def test_defaults_are_the_production_parameters(tmp_path: Path) -> None:
         900,
     )
     assert settings.password_min_score == 3
+    assert settings.password_changes_per_hour == 10
     assert not settings.may_generate_key  # production never invents a signing key
     hasher = Passwords(settings.argon2, workers=1)
     try:
@@ -115,3 +116,13 @@ def test_short_admin_password_is_a_placeholder_in_production(tmp_path: Path) -> 
             admin_email="root@example.com",
             admin_password="short-password",
         )
+
+
+def test_password_changes_per_hour_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PASSWORD_CHANGES_PER_HOUR", "3")
+    assert AuthSettings(keys_dir=tmp_path).password_changes_per_hour == 3
+    monkeypatch.setenv("PASSWORD_CHANGES_PER_HOUR", "0")
+    with pytest.raises(ValidationError):
+        AuthSettings(keys_dir=tmp_path)

@@ -94,7 +94,7 @@ def deps_context(settings: FileSettings) -> Callable[[web.Application], AsyncIte
 def create_app(settings: FileSettings) -> web.Application:
     # Compressed request bodies are refused (415), never inflated: a 100 KiB gzip body
     # would otherwise become up to FILE_MAX_BYTES of work per request (a zip bomb).
-    app = new_app(settings, decompress_requests=False)
+    app = new_app(settings)
     app[keys.FILE_METRICS] = FileMetrics(app[shared_keys.METRICS])
     app.middlewares.append(authn_middleware())
     app.cleanup_ctx.extend(

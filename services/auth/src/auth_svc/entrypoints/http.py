@@ -30,6 +30,8 @@ from auth_svc.domain.errors import (
     NotAuthenticated,
     RoleChangeRefused,
     ServiceBusy,
+    SignInInterrupted,
+    TooManyPasswordChanges,
     UserNotFound,
     WrongPassword,
 )
@@ -91,6 +93,13 @@ def _problem(error: AuthError) -> Problem:
             slug="too-many-attempts",
             headers={"Retry-After": str(max(1, math.ceil(error.retry_after)))},
         )
+    if isinstance(error, TooManyPasswordChanges):
+        return Problem(
+            429,
+            "This account's password was changed too often in the last hour. Try again later.",
+            slug="too-many-password-changes",
+            headers={"Retry-After": str(max(1, math.ceil(error.retry_after)))},
+        )
     if isinstance(error, InvalidCredentials):
         return Problem(401, "The email or password is wrong.", slug="invalid-credentials")
     if isinstance(error, EmailNotVerified):
@@ -104,6 +113,12 @@ def _problem(error: AuthError) -> Problem:
     if isinstance(error, InvalidRefreshToken):
         return Problem(
             401, "The refresh token is invalid, expired or revoked.", slug="invalid-refresh-token"
+        )
+    if isinstance(error, SignInInterrupted):
+        return Problem(
+            401,
+            "The account changed while signing in (password, roles or sessions). Sign in again.",
+            slug="sign-in-interrupted",
         )
     if isinstance(error, NotAuthenticated):
         return unauthorized("The session behind this token has ended.", error="invalid_token")

@@ -83,6 +83,14 @@ class Codes(Protocol):
         """Count one try against the live code; None when there is none left to try."""
         ...
 
+    async def attempt_nobody(self, purpose: str, *, now: datetime, ttl: float) -> StoredCode:
+        """What :meth:`attempt` costs, for an address without an account (never matches)."""
+        ...
+
+    async def live_nobody(self, purpose: str, *, now: datetime, ttl: float) -> StoredCode:
+        """What :meth:`live` costs, for an address without an account (never matches)."""
+        ...
+
     async def untry(self, key: str, code_hash: str) -> None: ...
 
     async def consume(self, key: str, code_hash: str) -> bool:
