@@ -36,21 +36,7 @@ def test_public_paths_are_the_public_route_declarations() -> None:
     assert len({(route.method, route.path) for route in ROUTES}) == len(ROUTES)
 
 
-# The gateway's route for the OAuth token endpoint (public, with the refresh limits) lands
-# with the gateway half of issue 12: the gateway is being rewritten meanwhile.
-GATEWAY_PENDING = {("POST", "/api/v1/auth/token")}
-EXTERNAL = [
-    pytest.param(
-        route,
-        marks=pytest.mark.xfail(
-            reason="the gateway's route lands with the gateway half of issue 12", strict=True
-        ),
-    )
-    if (route.method, route.path) in GATEWAY_PENDING
-    else route
-    for route in ROUTES
-    if not route.internal
-]
+EXTERNAL = [route for route in ROUTES if not route.internal]
 
 
 @pytest.mark.parametrize(
