@@ -116,6 +116,12 @@ class _UpstreamSide(asyncio.Protocol):
         rid = (seen.request_id or b"-").decode("latin-1")
         status = b"400 Bad Request" if seen.upgrade else b"200 OK"
         body = f"rid={rid} seq={self.owner.served} conn={self.id}".encode()
+        if b"answer-101" in seen.target and not seen.upgrade:
+            self.transport.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                b"Upgrade: websocket\r\n\r\n"
+            )
+            return
         head = b"HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % (
             status,
             len(body),

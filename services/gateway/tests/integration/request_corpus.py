@@ -98,6 +98,11 @@ CASES += [
     ("CONNECT", head("CONNECT", "/public/a") + SMUGGLED),
     ("CONNECT authority", head("CONNECT", "127.0.0.1:80") + SMUGGLED),
     ("TRACE", head("TRACE", "/public/a")),
+    # -- the upstream's side of the conversation
+    (
+        "upstream answers 101 to a plain request",
+        head("GET", "/public/answer-101") + b"<PAUSE>" + SMUGGLED,
+    ),
     ("PROPFIND", head("PROPFIND", "/public/a")),
     ("gzip, chunked", chunked("POST", "/public/a", SMUGGLED, te="gzip, chunked")),
     (

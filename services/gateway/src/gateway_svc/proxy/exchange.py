@@ -870,6 +870,10 @@ class Exchange:
             self.resp_lines = []
             self.resp_security = 0
             return
+        if status == 101 and not self.websocket:
+            # A switch no one asked for: never a raw tunnel past the gateway's checks.
+            self.on_upstream_broken(up, "the upstream switched protocols unasked")
+            return
         gw = self.gw
         host = up.upstream
         if status in (502, 503, 504):
@@ -958,6 +962,8 @@ class Exchange:
 
     def on_upstream_upgraded(self, up: UpstreamConnection, rest: bytes) -> None:
         """The upstream accepted the WebSocket upgrade: from now on, bytes flow both ways."""
+        if self.up is not up:
+            return  # already refused (a 101 to a request that asked for no upgrade)
         if self.status != 101:
             self.on_upstream_broken(up, "the upstream switched protocols without 101")
             return

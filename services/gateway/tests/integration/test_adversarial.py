@@ -1,0 +1,82 @@
+"""The outside review of issue 8: attacks on the gateway from a client's raw socket and
+from a misbehaving upstream, each against a real gateway. Every test here failed before
+the fix named in its docstring."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import pytest
+
+from .conftest import GatewayFactory, route_table
+from .recorder import Accounting, RecordingUpstream, check, quiet, read_available
+from .test_request_smuggling import exchange_bytes, statuses
+
+SMUGGLED = b"GET /admin/x HTTP/1.1\r\nHost: x\r\nX-User-Id: evil\r\nX-User-Roles: admin\r\n\r\n"
+
+
+@pytest.fixture
+async def recorder() -> AsyncIterator[RecordingUpstream]:
+    upstream = await RecordingUpstream().start()
+    yield upstream
+    await upstream.stop()
+
+
+class ScriptedUpstream:
+    """A raw TCP upstream that answers each request head with scripted bytes (a float is
+    a pause) and records every byte it receives, per connection."""
+
+    def __init__(self, reply: Callable[[bytes], Sequence[bytes | float]]) -> None:
+        self.reply = reply
+        self.received: list[bytes] = []
+        self.url = ""
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> ScriptedUpstream:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        index = len(self.received)
+        self.received.append(b"")
+        while b"\r\n\r\n" not in self.received[index]:
+            data = await reader.read(65536)
+            if not data:
+                return
+            self.received[index] += data
+        for piece in self.reply(self.received[index]):
+            if isinstance(piece, float):
+                await asyncio.sleep(piece)
+            else:
+                writer.write(piece)
+        while data := await reader.read(65536):
+            self.received[index] += data
+        writer.close()
+
+
+async def test_an_upstream_101_to_a_plain_request_does_not_open_a_tunnel(
+    make_gateway: GatewayFactory, recorder: RecordingUpstream
+) -> None:
+    """On main an upstream's 101 to a request that asked for no upgrade turned the
+    client connection into a raw tunnel: the client's next bytes — a request with forged
+    identity headers — reached the upstream unchecked."""
+    gateway = await make_gateway(route_table(recorder.url))
+    accounting = Accounting(gateway)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(b"GET /public/answer-101 HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = await read_available(reader, 0.3)
+    writer.write(SMUGGLED)
+    rest = await read_available(reader, 0.3)
+    writer.transport.abort()
+    assert statuses(first) == [502], first
+    assert b" 101 " not in first + rest
+    assert statuses(rest) == [401]  # the next request went through the gateway's checks
+    await quiet(gateway, recorder)
+    assert [seen.target for seen in recorder.seen] == [b"/public/answer-101"]
+    check(accounting.done, recorder.seen, "101 to a plain request")
