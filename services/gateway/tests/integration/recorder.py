@@ -228,10 +228,15 @@ async def read_available(reader: asyncio.StreamReader, wait: float) -> bytes:
     return data
 
 
-def check(accounted: list[Accounted], seen: list[Seen], label: str) -> None:
+def check(
+    accounted: list[Accounted],
+    seen: list[Seen],
+    label: str,
+    hop_by_hop: frozenset[bytes] = frozenset(),
+) -> None:
     """The oracle: the upstream saw exactly the requests the gateway forwarded — same
-    count, method, canonical target and body length — and no identity header the
-    gateway did not set."""
+    count, method, canonical target and body length — no identity header the gateway
+    did not set, and none of ``hop_by_hop`` (names the client listed in ``Connection``)."""
     forwarded = [entry for entry in accounted if entry.forwarded]
     ours = Counter((e.request_id, e.method, e.url) for e in forwarded)
     theirs = Counter(((s.request_id or b""), s.method, s.target) for s in seen)
@@ -258,3 +263,5 @@ def check(accounted: list[Accounted], seen: list[Seen], label: str) -> None:
             if line
         ]
         assert sorted(identity) == sorted(expected), f"{label}: identity headers {identity}"
+        leaked = [name for name, _ in request.headers if name.lower() in hop_by_hop]
+        assert not leaked, f"{label}: hop-by-hop headers {leaked} reached the upstream"

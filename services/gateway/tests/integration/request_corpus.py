@@ -12,6 +12,8 @@ from __future__ import annotations
 # A request with forged identity, the payload every smuggling attempt tries to deliver.
 SMUGGLED = b"GET /admin/x HTTP/1.1\r\nHost: x\r\nX-User-Id: evil\r\nX-User-Roles: admin\r\n\r\n"
 NEXT = b"GET /public/next HTTP/1.1\r\nHost: x\r\n\r\n"
+# Sent only alongside a Connection header that lists it: it must never reach an upstream.
+HOP_BY_HOP = frozenset({b"x-hop"})
 WS = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
 
 
@@ -305,6 +307,14 @@ CASES += [
             "Connection: X-Request-ID, Authorization",
             "Authorization: Bearer {TOKEN}",
         ),
+    ),
+    (
+        "Connection lists a header, in the first of two",
+        head("GET", "/public/a", "Connection: X-Hop", "Connection: keep-alive", "X-Hop: 1") + NEXT,
+    ),
+    (
+        "Connection lists a header, mixed case and spaces",
+        head("GET", "/public/a", "connection: close ,  x-HOP ", "X-Hop: 1"),
     ),
     (
         "forged identity with token",

@@ -80,3 +80,22 @@ async def test_an_upstream_101_to_a_plain_request_does_not_open_a_tunnel(
     await quiet(gateway, recorder)
     assert [seen.target for seen in recorder.seen] == [b"/public/answer-101"]
     check(accounting.done, recorder.seen, "101 to a plain request")
+
+
+async def test_every_connection_header_names_hop_by_hop_headers(
+    make_gateway: GatewayFactory, recorder: RecordingUpstream
+) -> None:
+    """On main only the last ``Connection`` header counted: a header listed in an
+    earlier one was forwarded (RFC 9110 §7.6.1: the field is a list, in any number of
+    lines)."""
+    gateway = await make_gateway(route_table(recorder.url))
+    answer = await exchange_bytes(
+        gateway.port,
+        b"GET /public/a HTTP/1.1\r\nHost: x\r\nConnection: X-Hop\r\nConnection: close\r\n"
+        b"X-Hop: secret\r\nX-Kept: 1\r\n\r\n",
+    )
+    assert statuses(answer) == [200]
+    await quiet(gateway, recorder)
+    [seen] = recorder.seen
+    assert seen.header(b"x-hop") is None
+    assert seen.header(b"x-kept") == b"1"

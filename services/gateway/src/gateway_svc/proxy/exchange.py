@@ -305,7 +305,11 @@ class Exchange:
             # two Transfer-Encoding headers are one list: never plain "chunked"
             self.transfer_coding = value if self.transfer_coding is None else b"several"
         elif kind == H_CONNECTION:
-            self.connection_tokens = value.lower()
+            # a list field: every Connection line names hop-by-hop headers
+            tokens = value.lower()
+            self.connection_tokens = (
+                tokens if self.connection_tokens is None else self.connection_tokens + b"," + tokens
+            )
         elif kind == H_UPGRADE:
             self.upgrade = value.lower()
         elif kind == H_EXPECT:
