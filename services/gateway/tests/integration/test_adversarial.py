@@ -99,3 +99,26 @@ async def test_every_connection_header_names_hop_by_hop_headers(
     [seen] = recorder.seen
     assert seen.header(b"x-hop") is None
     assert seen.header(b"x-kept") == b"1"
+
+
+async def test_a_new_connection_gets_the_header_deadline_before_its_first_byte(
+    make_gateway: GatewayFactory, recorder: RecordingUpstream
+) -> None:
+    """On main a fresh connection that sent nothing, only ``GET`` or only empty lines
+    (no target yet) waited for the keep-alive timeout (75 s by default), not the header
+    timeout: many such idle sockets held the gateway's connections 7.5 times longer."""
+    gateway = await make_gateway(
+        route_table(recorder.url), header_timeout=0.5, keepalive_timeout=30
+    )
+
+    async def held_for(data: bytes) -> float:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        writer.write(data)
+        started = asyncio.get_running_loop().time()
+        await read_available(reader, 5.0)
+        writer.transport.abort()
+        return asyncio.get_running_loop().time() - started
+
+    held = await asyncio.gather(*(held_for(data) for data in (b"", b"GET", b"\r\n\r\n", b"G")))
+    assert max(held) < 3.0, held
+    assert not gateway.connections

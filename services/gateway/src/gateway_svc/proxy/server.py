@@ -72,7 +72,9 @@ class ClientConnection(asyncio.Protocol):
             b"X-Forwarded-For: " + self.peer_bytes + b"\r\nX-Forwarded-Proto: http\r\n"
         )
         gw.connections.add(self)
-        self.last_activity = gw.loop.time()
+        # The first request head is due within the header timeout from the connect,
+        # even before its target arrives (an idle new socket is not a kept-alive one).
+        self.last_activity = self.head_started = gw.loop.time()
 
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel
