@@ -246,6 +246,7 @@ CASES += [
         chunked("POST", "/public/a", b"hello") + head("DELETE", "/public/b"),
     ),
     ("pipelined rate-limited", head("GET", "/tight/1") * 5),
+    ("pipelining burst past the queue limit", head("GET", "/slow/a") + NEXT * 40 + SMUGGLED),
     ("pipelined slow upstream route", head("GET", "/slow/a") + head("GET", "/public/b")),
     # -- encoded paths
     ("encoded unreserved", head("GET", "/public/%41%62%7e")),

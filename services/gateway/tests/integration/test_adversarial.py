@@ -5,6 +5,7 @@ the fix named in its docstring."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
@@ -122,3 +123,30 @@ async def test_a_new_connection_gets_the_header_deadline_before_its_first_byte(
     held = await asyncio.gather(*(held_for(data) for data in (b"", b"GET", b"\r\n\r\n", b"G")))
     assert max(held) < 3.0, held
     assert not gateway.connections
+
+
+async def test_a_pipelining_burst_holds_a_bounded_queue(make_gateway: GatewayFactory) -> None:
+    """On main every request head in a read was parsed into a waiting exchange: one
+    256 KiB read of tiny pipelined requests behind a slow one held ~7,000 exchanges
+    (about 2.3 MB of gateway memory per connection, measured). Past
+    ``MAX_PIPELINED`` waiting requests the next one is refused (429) and the
+    connection closes once the requests before it are answered."""
+    from gateway_svc.proxy.server import MAX_PIPELINED
+
+    slow = ScriptedUpstream(
+        lambda _: [0.5, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]
+    )
+    await slow.start()
+    gateway = await make_gateway(route_table(slow.url))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    tiny = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    writer.write(b"GET /public/a HTTP/1.1\r\nHost: x\r\n\r\n" + tiny * 2000)
+    await asyncio.sleep(0.2)
+    [side] = gateway.connections
+    assert side.waiting is not None and len(side.waiting) <= MAX_PIPELINED + 1
+    answer = await read_available(reader, 2.0)
+    writer.transport.abort()
+    await slow.stop()
+    codes = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
+    assert codes == [200] * (MAX_PIPELINED + 1) + [429], codes
+    assert b"Connection: close" in answer.rpartition(b"HTTP/1.1 ")[2]

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.server")
 
+# Requests parsed ahead of the one being answered (pipelining): each holds an exchange,
+# so a burst of tiny requests in one read is cut off here (429, then close).
+MAX_PIPELINED = 32
+
 
 class _HeadersTooLarge(Exception):
     pass
@@ -204,6 +208,9 @@ class ClientConnection(asyncio.Protocol):
         else:
             if self.waiting is None:
                 self.waiting = deque()
+            elif len(self.waiting) >= MAX_PIPELINED and not refused:
+                cur.refuse(429, "Too many pipelined requests; send more after the answers.")
+                refused = True
             self.waiting.append(cur)
             self.pause_reading()  # one request at a time; the socket buffers the rest
         if refused:
