@@ -4,9 +4,13 @@
 the raw bytes each connection received and splits them into requests with llhttp (the
 parser family aiohttp upstreams use), exactly as a naive upstream would: a request that
 asks for an ``Upgrade`` is refused with a keep-alive ``400`` and the bytes after its head
-are parsed as the next request (the chat stand-in of issue 8). Every response carries the
-request id and the upstream's own sequence number, so a response handed to the wrong
-client is visible.
+are parsed as the next request (the chat stand-in of issue 8). Two targets make it a
+broken upstream: ``answer-101`` gets a ``101`` it never asked for, after which the
+connection goes on as HTTP/1.1; ``answer-twice`` gets a second, stray response in the
+same write, and every later answer on that connection comes 0.1 s late (an upstream off
+by one: whoever takes the connection next would read the answer meant for the request
+before). Every response carries the request id and the upstream's own sequence number,
+so a response handed to the wrong client is visible.
 
 :class:`Accounting` records what the gateway itself says it did with each request (the
 exchange as its access-log line is written): :func:`check` then compares the two sides.
@@ -57,6 +61,7 @@ class _UpstreamSide(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.cur: Seen | None = None
         self.broken = False
+        self.late_until = 0.0  # after a stray response: answers go out late, in order
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -126,7 +131,17 @@ class _UpstreamSide(asyncio.Protocol):
             status,
             len(body),
         )
-        self.transport.write(head if seen.method == "HEAD" else head + body)
+        answer = head if seen.method == "HEAD" else head + body
+        if b"answer-twice" in seen.target:
+            answer += b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray"
+            self.transport.write(answer)
+            self.late_until = -1.0
+        elif self.late_until:
+            loop = asyncio.get_running_loop()
+            self.late_until = max(loop.time() + 0.1, self.late_until + 0.001)
+            loop.call_at(self.late_until, self.transport.write, answer)
+        else:
+            self.transport.write(answer)
 
 
 class RecordingUpstream:

@@ -105,6 +105,10 @@ CASES += [
         "upstream answers 101 to a plain request",
         head("GET", "/public/answer-101") + b"<PAUSE>" + SMUGGLED,
     ),
+    (
+        "upstream answers twice, then late",
+        head("GET", "/public/answer-twice") + head("GET", "/public/second"),
+    ),
     ("PROPFIND", head("PROPFIND", "/public/a")),
     ("gzip, chunked", chunked("POST", "/public/a", SMUGGLED, te="gzip, chunked")),
     (

@@ -150,3 +150,56 @@ async def test_a_pipelining_burst_holds_a_bounded_queue(make_gateway: GatewayFac
     codes = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
     assert codes == [200] * (MAX_PIPELINED + 1) + [429], codes
     assert b"Connection: close" in answer.rpartition(b"HTTP/1.1 ")[2]
+
+
+async def test_a_connection_with_unparsed_response_bytes_is_never_reused(
+    make_gateway: GatewayFactory,
+) -> None:
+    """On main an upstream connection went back to the pool as soon as a response
+    ended, while the rest of the same read was still to be parsed: the client's next
+    pipelined request took it at once, got the stray second response, and the pooled
+    connection was then off by one — the upstream's answer to that request went to the
+    next client that took it (here B gets the answer meant for A's second request)."""
+    served = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        buffer = b""
+        count = 0
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                data = await reader.read(65536)
+                if not data:
+                    writer.close()
+                    return
+                buffer += data
+            head, _, buffer = buffer.partition(b"\r\n\r\n")
+            target = head.split(b" ")[1]
+            count += 1
+            served += 1
+            body = b"answer-to-" + target
+            answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            if count == 1:  # one response too many, in the same write
+                writer.write(answer + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
+            else:
+                await asyncio.sleep(0.3)
+                writer.write(answer)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    gateway = await make_gateway(route_table(url))
+    a_reader, a_writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    a_writer.write(
+        b"GET /public/a HTTP/1.1\r\nHost: x\r\n\r\nGET /public/a-secret HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    await asyncio.sleep(0.1)
+    b_answer = await exchange_bytes(
+        gateway.port, b"GET /public/b HTTP/1.1\r\nHost: x\r\n\r\n", wait=1.0
+    )
+    a_answer = await read_available(a_reader, 0.5)
+    a_writer.transport.abort()
+    server.close()
+    assert b"a-secret" not in b_answer, b_answer
+    assert b_answer.endswith(b"answer-to-/public/b"), b_answer
+    assert b"stray" not in a_answer, a_answer
+    assert a_answer.endswith(b"answer-to-/public/a-secret"), a_answer

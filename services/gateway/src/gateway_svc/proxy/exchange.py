@@ -1052,7 +1052,7 @@ class Exchange:
             if up.reading_paused:
                 up.resume()
             up.served += 1
-            up.upstream.put_idle(up, self.gw.loop.time())
+            up.release(self.gw.loop.time())
         else:
             up.abort()
 
