@@ -251,7 +251,8 @@ def check(
 ) -> None:
     """The oracle: the upstream saw exactly the requests the gateway forwarded — same
     count, method, canonical target and body length — no identity header the gateway
-    did not set, and none of ``hop_by_hop`` (names the client listed in ``Connection``)."""
+    did not set, one Authorization header at most (the one the gateway verified), and
+    none of ``hop_by_hop`` (names the client listed in ``Connection``)."""
     forwarded = [entry for entry in accounted if entry.forwarded]
     ours = Counter((e.request_id, e.method, e.url) for e in forwarded)
     theirs = Counter(((s.request_id or b""), s.method, s.target) for s in seen)
@@ -278,5 +279,7 @@ def check(
             if line
         ]
         assert sorted(identity) == sorted(expected), f"{label}: identity headers {identity}"
+        tokens = [name for name, _ in request.headers if name.lower() == b"authorization"]
+        assert len(tokens) <= 1, f"{label}: {len(tokens)} Authorization headers forwarded"
         leaked = [name for name, _ in request.headers if name.lower() in hop_by_hop]
         assert not leaked, f"{label}: hop-by-hop headers {leaked} reached the upstream"

@@ -322,6 +322,11 @@ CASES += [
         head("GET", "/public/a", "connection: close ,  x-HOP ", "X-Hop: 1"),
     ),
     (
+        "two Authorization headers",
+        head("GET", "/admin/users", "Authorization: Bearer {TOKEN}", "Authorization: Bearer {ADMIN}")
+        + NEXT,
+    ),
+    (
         "forged identity with token",
         head("GET", "/api/v1/chat/a", "Authorization: Bearer {TOKEN}", "X-User-Roles: admin"),
     ),

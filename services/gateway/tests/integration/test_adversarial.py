@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 
-from .conftest import GatewayFactory, route_table
+from .conftest import GatewayFactory, Keys, route_table
 from .recorder import Accounting, RecordingUpstream, check, quiet, read_available
 from .test_request_smuggling import exchange_bytes, statuses
 
@@ -203,3 +203,23 @@ async def test_a_connection_with_unparsed_response_bytes_is_never_reused(
     assert b_answer.endswith(b"answer-to-/public/b"), b_answer
     assert b"stray" not in a_answer, a_answer
     assert a_answer.endswith(b"answer-to-/public/a-secret"), a_answer
+
+
+async def test_two_authorization_headers_are_refused(
+    make_gateway: GatewayFactory, recorder: RecordingUpstream, keys: Keys
+) -> None:
+    """On main the gateway verified the last Authorization header (rate limit, admin
+    check, access log, X-User-Id) and forwarded both, while the services' authn reads
+    the first: the request was served as one user and accounted to another."""
+    gateway = await make_gateway(route_table(recorder.url))
+    mine = keys.token("user-1", ("customer",))
+    other = keys.token("user-2", ("customer",))
+    answer = await exchange_bytes(
+        gateway.port,
+        f"GET /api/v1/chat/c HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {mine}\r\n"
+        f"Authorization: Bearer {other}\r\n\r\n{SMUGGLED.decode()}".encode(),
+    )
+    assert statuses(answer) == [400], answer
+    assert b"Connection: close" in answer
+    await quiet(gateway, recorder)
+    assert recorder.seen == []

@@ -276,6 +276,9 @@ class Exchange:
         if kind == H_PASS:
             self.fwd += (name, b": ", value, b"\r\n")
         elif kind == H_AUTH:
+            if self.authorization is not None:
+                # the gateway would verify one, the service (multidict .get) the other
+                self.refuse(400, "The request has more than one Authorization header.")
             self.authorization = value
             self.fwd += (name, b": ", value, b"\r\n")
         elif kind == H_HOST:

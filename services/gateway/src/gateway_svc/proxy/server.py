@@ -200,6 +200,7 @@ class ClientConnection(asyncio.Protocol):
             or cur.method not in METHODS
             or cur.transfer_coding is not None
             or cur.upgrade is not None
+            or cur.refused is not None
         ) and cur.check_head(version, parser.should_upgrade())
         self.head_started = 0.0
         self.last_head = cur
