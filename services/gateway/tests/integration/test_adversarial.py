@@ -5,6 +5,10 @@ the fix named in its docstring."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
+import json
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -221,5 +225,44 @@ async def test_two_authorization_headers_are_refused(
     )
     assert statuses(answer) == [400], answer
     assert b"Connection: close" in answer
+    await quiet(gateway, recorder)
+    assert recorder.seen == []
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+async def test_unsigned_and_confused_tokens_never_reach_a_protected_route(
+    make_gateway: GatewayFactory, recorder: RecordingUpstream, keys: Keys
+) -> None:
+    """Held (kept as a regression case): ``alg: none``, HS256 keyed with the public
+    JWKS, a path-traversal ``kid``, an oversized token and a token glued to a second
+    one all get a 401 and nothing is forwarded."""
+    gateway = await make_gateway(route_table(recorder.url))
+    valid = keys.token("user-42", ("admin",))
+    header, payload, _ = valid.split(".")
+    decoded = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims = _b64(json.dumps(decoded | {"roles": ["admin"], "x": 1}).encode())
+    jwks = json.dumps({"keys": []}).encode()
+    signature = valid.split(".")[2]
+    none = _b64(b'{"alg":"none","typ":"at+jwt"}')
+    hs256 = _b64(b'{"alg":"HS256","typ":"at+jwt"}')
+    traversal = _b64(b'{"alg":"EdDSA","typ":"at+jwt","kid":"../../x"}')
+    mac = hmac.new(jwks, f"{hs256}.{payload}".encode(), hashlib.sha256).digest()
+    forged = {
+        "alg none": f"{none}.{payload}.",
+        "HS256 with the JWKS": f"{hs256}.{payload}.{_b64(mac)}",
+        "kid traversal": f"{traversal}.{payload}.{signature}",
+        "claims changed": f"{header}.{claims}.{signature}",
+        "huge": valid + "A" * 9000,
+        "two tokens": valid + " " + valid,
+    }
+    for name, token in forged.items():
+        answer = await exchange_bytes(
+            gateway.port,
+            f"GET /admin/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode(),
+        )
+        assert statuses(answer) == [401], (name, answer[:200])
     await quiet(gateway, recorder)
     assert recorder.seen == []
