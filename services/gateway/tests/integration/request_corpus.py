@@ -323,7 +323,9 @@ CASES += [
     ),
     (
         "two Authorization headers",
-        head("GET", "/admin/users", "Authorization: Bearer {TOKEN}", "Authorization: Bearer {ADMIN}")
+        head(
+            "GET", "/admin/users", "Authorization: Bearer {TOKEN}", "Authorization: Bearer {ADMIN}"
+        )
         + NEXT,
     ),
     (

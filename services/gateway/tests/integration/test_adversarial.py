@@ -137,9 +137,7 @@ async def test_a_pipelining_burst_holds_a_bounded_queue(make_gateway: GatewayFac
     connection closes once the requests before it are answered."""
     from gateway_svc.proxy.server import MAX_PIPELINED
 
-    slow = ScriptedUpstream(
-        lambda _: [0.5, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]
-    )
+    slow = ScriptedUpstream(lambda _: [0.5, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
     await slow.start()
     gateway = await make_gateway(route_table(slow.url))
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
