@@ -264,3 +264,26 @@ async def test_unsigned_and_confused_tokens_never_reach_a_protected_route(
         assert statuses(answer) == [401], (name, answer[:200])
     await quiet(gateway, recorder)
     assert recorder.seen == []
+
+
+async def test_a_websocket_handshake_answered_by_the_gateway_closes_the_connection(
+    make_gateway: GatewayFactory, recorder: RecordingUpstream
+) -> None:
+    """On main a handshake the gateway answered itself (404 here; 401/429 alike) left
+    the connection open in the upgrade's holding state: every later byte was swallowed
+    unanswered until the keep-alive timeout, though a refused handshake must close."""
+    gateway = await make_gateway(route_table(recorder.url), keepalive_timeout=30)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(
+        b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"\r\n" + SMUGGLED
+    )
+    started = asyncio.get_running_loop().time()
+    answer = await read_available(reader, 3.0)
+    waited = asyncio.get_running_loop().time() - started
+    writer.transport.abort()
+    assert statuses(answer) == [404], answer
+    assert b"Connection: close" in answer
+    assert waited < 2.0, "the gateway kept the connection open"
+    await quiet(gateway, recorder)
+    assert recorder.seen == []

@@ -1090,6 +1090,9 @@ class Exchange:
         if self.resp_started or self.finished:
             return
         self._detach_upstream(reuse=False)
+        if self.conn.held is self:
+            # a handshake answered here: what the client sent after it is not HTTP
+            self.close_after = True
         if not self.body_done:
             self.discard_body = True
             self.discard_until = self.gw.loop.time() + self.gw.settings.header_timeout
