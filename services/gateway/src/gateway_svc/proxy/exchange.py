@@ -276,6 +276,9 @@ class Exchange:
         if kind == H_PASS:
             self.fwd += (name, b": ", value, b"\r\n")
         elif kind == H_AUTH:
+            if self.authorization is not None:
+                # the gateway would verify one, the service (multidict .get) the other
+                self.refuse(400, "The request has more than one Authorization header.")
             self.authorization = value
             self.fwd += (name, b": ", value, b"\r\n")
         elif kind == H_HOST:
@@ -305,7 +308,11 @@ class Exchange:
             # two Transfer-Encoding headers are one list: never plain "chunked"
             self.transfer_coding = value if self.transfer_coding is None else b"several"
         elif kind == H_CONNECTION:
-            self.connection_tokens = value.lower()
+            # a list field: every Connection line names hop-by-hop headers
+            tokens = value.lower()
+            self.connection_tokens = (
+                tokens if self.connection_tokens is None else self.connection_tokens + b"," + tokens
+            )
         elif kind == H_UPGRADE:
             self.upgrade = value.lower()
         elif kind == H_EXPECT:
@@ -870,6 +877,10 @@ class Exchange:
             self.resp_lines = []
             self.resp_security = 0
             return
+        if status == 101 and not self.websocket:
+            # A switch no one asked for: never a raw tunnel past the gateway's checks.
+            self.on_upstream_broken(up, "the upstream switched protocols unasked")
+            return
         gw = self.gw
         host = up.upstream
         if status in (502, 503, 504):
@@ -958,6 +969,8 @@ class Exchange:
 
     def on_upstream_upgraded(self, up: UpstreamConnection, rest: bytes) -> None:
         """The upstream accepted the WebSocket upgrade: from now on, bytes flow both ways."""
+        if self.up is not up:
+            return  # already refused (a 101 to a request that asked for no upgrade)
         if self.status != 101:
             self.on_upstream_broken(up, "the upstream switched protocols without 101")
             return
@@ -1042,7 +1055,7 @@ class Exchange:
             if up.reading_paused:
                 up.resume()
             up.served += 1
-            up.upstream.put_idle(up, self.gw.loop.time())
+            up.release(self.gw.loop.time())
         else:
             up.abort()
 
@@ -1077,6 +1090,9 @@ class Exchange:
         if self.resp_started or self.finished:
             return
         self._detach_upstream(reuse=False)
+        if self.conn.held is self:
+            # a handshake answered here: what the client sent after it is not HTTP
+            self.close_after = True
         if not self.body_done:
             self.discard_body = True
             self.discard_until = self.gw.loop.time() + self.gw.settings.header_timeout

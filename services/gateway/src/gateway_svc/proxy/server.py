@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.server")
 
+# Requests parsed ahead of the one being answered (pipelining): each holds an exchange,
+# so a burst of tiny requests in one read is cut off here (429, then close).
+MAX_PIPELINED = 32
+
 
 class _HeadersTooLarge(Exception):
     pass
@@ -72,7 +76,9 @@ class ClientConnection(asyncio.Protocol):
             b"X-Forwarded-For: " + self.peer_bytes + b"\r\nX-Forwarded-Proto: http\r\n"
         )
         gw.connections.add(self)
-        self.last_activity = gw.loop.time()
+        # The first request head is due within the header timeout from the connect,
+        # even before its target arrives (an idle new socket is not a kept-alive one).
+        self.last_activity = self.head_started = gw.loop.time()
 
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel
@@ -194,6 +200,7 @@ class ClientConnection(asyncio.Protocol):
             or cur.method not in METHODS
             or cur.transfer_coding is not None
             or cur.upgrade is not None
+            or cur.refused is not None
         ) and cur.check_head(version, parser.should_upgrade())
         self.head_started = 0.0
         self.last_head = cur
@@ -202,6 +209,9 @@ class ClientConnection(asyncio.Protocol):
         else:
             if self.waiting is None:
                 self.waiting = deque()
+            elif len(self.waiting) >= MAX_PIPELINED and not refused:
+                cur.refuse(429, "Too many pipelined requests; send more after the answers.")
+                refused = True
             self.waiting.append(cur)
             self.pause_reading()  # one request at a time; the socket buffers the rest
         if refused:
