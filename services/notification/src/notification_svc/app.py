@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 
 from aiohttp import web
 
 from notification_svc import keys
-from notification_svc.adapters import deliveries, preferences
+from notification_svc.adapters import chat_state, deliveries, devices, inbox, preferences
+from notification_svc.adapters.chat_state import ChatStateStore, chat_state_indexes
 from notification_svc.adapters.deliveries import DeliveryStore, delivery_indexes
+from notification_svc.adapters.devices import DeviceStore, device_indexes
+from notification_svc.adapters.fcm import FcmPusher
+from notification_svc.adapters.inbox import InboxStore
+from notification_svc.adapters.inbox import inbox_indexes as notification_inbox_indexes
 from notification_svc.adapters.preferences import PreferenceStore
 from notification_svc.adapters.smtp import SmtpMailer
 from notification_svc.adapters.templates import EmailRenderer
 from notification_svc.entrypoints.consumers import build_registry
 from notification_svc.entrypoints.http import add_routes
-from notification_svc.handlers import EmailChannel
+from notification_svc.handlers import Channels, EmailChannel, flush_digests
 from notification_svc.metrics import NotificationMetrics
+from notification_svc.sending.inbox import InAppChannel
+from notification_svc.sending.push import PushChannel
 from notification_svc.settings import NotificationSettings
 from switchyard import keys as shared_keys
 from switchyard.authn import authn_middleware, verifier_context
@@ -26,11 +37,18 @@ from switchyard.mongo import mongo_context
 from switchyard.mongo.client import Index
 from switchyard.web import new_app
 
+log = logging.getLogger("notification.app")
 USERS_COLLECTION = "notification_users"  # the switchyard.directory read model
 
 
 def indexes() -> list[Index]:
-    return [*delivery_indexes(), *inbox_indexes()]
+    return [
+        *delivery_indexes(),
+        *inbox_indexes(),
+        *device_indexes(),
+        *notification_inbox_indexes(),
+        *chat_state_indexes(),
+    ]
 
 
 def channels_context(
@@ -43,20 +61,84 @@ def channels_context(
         app[keys.DELIVERIES] = DeliveryStore(db[deliveries.COLLECTION])
         app[keys.DIRECTORY] = UserDirectory(db[USERS_COLLECTION])
         app[keys.PREFERENCES] = PreferenceStore(db[preferences.COLLECTION])
+        app[keys.DEVICES] = DeviceStore(db[devices.COLLECTION])
+        app[keys.INBOX] = InboxStore(db[inbox.COLLECTION])
+        app[keys.CHAT_STATE] = ChatStateStore(db[chat_state.COLLECTION])
         app[keys.MAILER] = mailer = SmtpMailer.from_settings(settings)
-        app[keys.EMAIL_CHANNEL] = EmailChannel(
+        renderer = EmailRenderer(product_name=settings.product_name)
+        metrics = app[keys.NOTIFICATION_METRICS]
+        owner = uuid.uuid4().hex
+        app[keys.EMAIL_CHANNEL] = email = EmailChannel(
             deliveries=app[keys.DELIVERIES],
             directory=app[keys.DIRECTORY],
             preferences=app[keys.PREFERENCES],
             mailer=mailer,
-            renderer=EmailRenderer(product_name=settings.product_name),
-            metrics=app[keys.NOTIFICATION_METRICS],
-            owner=uuid.uuid4().hex,
+            renderer=renderer,
+            metrics=metrics,
+            owner=owner,
+        )
+        pusher = None
+        if settings.fcm_credentials_file is not None:
+            pusher = FcmPusher(
+                settings.fcm_credentials_file,
+                endpoint=settings.fcm_endpoint,
+                timeout=settings.fcm_timeout,
+            )
+        else:
+            log.warning("FCM_CREDENTIALS_FILE is not set: pushes are recorded as suppressed")
+        app[keys.CHANNELS] = Channels(
+            email=email,
+            push=PushChannel(
+                deliveries=app[keys.DELIVERIES],
+                devices=app[keys.DEVICES],
+                directory=app[keys.DIRECTORY],
+                preferences=app[keys.PREFERENCES],
+                pusher=pusher,
+                metrics=metrics,
+                owner=owner,
+            ),
+            in_app=InAppChannel(
+                inbox=app[keys.INBOX],
+                deliveries=app[keys.DELIVERIES],
+                directory=app[keys.DIRECTORY],
+                preferences=app[keys.PREFERENCES],
+                metrics=metrics,
+            ),
+            chat_state=app[keys.CHAT_STATE],
+            renderer=renderer,
+            push_window=timedelta(seconds=settings.chat_push_window_seconds),
         )
         try:
             yield
         finally:
             await mailer.close()
+            if pusher is not None:
+                await pusher.close()
+
+    return context
+
+
+def digests_context(
+    settings: NotificationSettings,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The chat digest sender: every ``DIGEST_POLL_SECONDS``, send the closed windows' digests."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(settings.digest_poll_seconds)
+                try:
+                    await flush_digests(channels=app[keys.CHANNELS])
+                except Exception:  # noqa: BLE001 - the next round tries again; logged
+                    log.exception("sending chat digests failed; retrying next round")
+
+        task = asyncio.create_task(loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     return context
 
@@ -72,6 +154,7 @@ def create_app(settings: NotificationSettings) -> web.Application:
             verifier_context(),
             channels_context(settings),
             consumers_context(build_registry),
+            digests_context(settings),
         ]
     )
     add_routes(app)

@@ -12,9 +12,10 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from notification_svc.adapters.chat_state import ChatStateStore, Window
 from notification_svc.adapters.deliveries import DeliveryStore
 from notification_svc.adapters.preferences import PreferenceStore
-from notification_svc.adapters.templates import EmailRenderer
+from notification_svc.adapters.templates import EmailRenderer, ShortText
 from notification_svc.domain.deliveries import (
     ERASED_RECIPIENT,
     Delivery,
@@ -23,13 +24,18 @@ from notification_svc.domain.deliveries import (
     DeliveryRejected,
     NewDelivery,
 )
-from notification_svc.domain.emails import EmailRequest, OutgoingEmail, email_for
+from notification_svc.domain.emails import EmailKind, EmailRequest, OutgoingEmail, email_for
+from notification_svc.domain.notices import Notice, notices_for
 from notification_svc.domain.preferences import ALWAYS_SENT
+from notification_svc.domain.push import PushRequest
 from notification_svc.metrics import NotificationMetrics
-from switchyard.bus import PermanentError
+from notification_svc.sending.inbox import InAppChannel, post_in_app
+from notification_svc.sending.push import PushChannel, push_to
+from switchyard.bus import PermanentError, RetryLater
 from switchyard.directory import UserDirectory, apply_user_event
 from switchyard.envelope import Event, utcnow
 from switchyard.events.auth import UserDeleted, UserRegistered, UserUpdated, UserVerified
+from switchyard.events.chat import MessageSent
 from switchyard.leases import kept_alive
 
 log = logging.getLogger("notification.handlers")
@@ -270,3 +276,216 @@ async def handle_user_event(event: Event[Any], *, users: UserStores) -> None:
     if handler is None:
         raise PermanentError(f"the user read model does not handle {event.type}")
     await handler(event.data, users=users)
+
+
+# -- push, in-app: chat messages, payments, files ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Channels:
+    """Every channel a chat, payment or file event may go out on."""
+
+    email: EmailChannel
+    push: PushChannel
+    in_app: InAppChannel
+    chat_state: ChatStateStore
+    renderer: EmailRenderer
+    # At most one chat push per conversation per user in this window; the rest fold.
+    push_window: timedelta = timedelta(seconds=30)
+    digest_lease: timedelta = timedelta(seconds=60)
+
+
+def _chat_request(
+    template: str, text: ShortText, *, user_id: str, conversation_id: str, data: Mapping[str, str]
+) -> PushRequest:
+    return PushRequest(
+        user_id=user_id,
+        category="chat",
+        template=template,
+        title=text.title,
+        body=text.body,
+        data=data,
+        collapse_key=f"chat-{conversation_id}"[:64],
+        thread_id=f"chat-{conversation_id}",
+    )
+
+
+async def handle_chat_message(event: Event[Any], *, channels: Channels) -> None:
+    """``chat.message.sent``: in-app + push to each offline recipient who has not muted the
+    conversation; one push per conversation per window, later messages fold into a digest."""
+    data = event.data
+    if not isinstance(data, MessageSent):
+        raise PermanentError(f"the chat subscription does not handle {event.type}")
+    state = channels.chat_state
+    # The sender has seen everything up to their own message.
+    await state.mark_read(data.sender_id, data.conversation_id, data.seq)
+    sender = await channels.email.directory.get(data.sender_id)
+    sender_name = (sender.display_name if sender else None) or "Someone"
+    text = channels.renderer.short(
+        "chat_message", {"sender_name": sender_name, "preview": data.preview}
+    )
+    link = {
+        "kind": "chat",
+        "conversation_id": data.conversation_id,
+        "message_id": data.message_id,
+        "seq": str(data.seq),
+    }
+    now = utcnow()
+    pushes: list[PushRequest] = []
+    for user_id in dict.fromkeys(data.offline_recipient_ids):
+        if user_id == data.sender_id:
+            continue  # never a push to the sender
+        request = _chat_request(
+            "chat_message",
+            text,
+            user_id=user_id,
+            conversation_id=data.conversation_id,
+            data=link,
+        )
+        current = await state.get(user_id, data.conversation_id)
+        why_not = (
+            "muted" if current.muted else "already-read" if current.read_seq >= data.seq else None
+        )
+        if why_not is not None:
+            for name in ("push", "in_app"):
+                await _record_suppressed(channels, event, request, name, why_not)
+            continue
+        await post_in_app(
+            request, event_id=event.id, event_type=event.type, channel=channels.in_app
+        )
+        earlier = await channels.push.deliveries.find(event.id, "push", user_id)
+        if earlier is not None and earlier.final:
+            continue  # this event's push was decided already (a redelivery)
+        window = await state.open_window(
+            user_id,
+            data.conversation_id,
+            message_id=data.message_id,
+            seq=data.seq,
+            sender_id=data.sender_id,
+            now=now,
+            window=channels.push_window,
+        )
+        if window is Window.FOLDED:
+            channels.push.metrics.digest_folded()
+            await _record_suppressed(channels, event, request, "push", "folded-into-digest")
+            continue
+        pushes.append(request)
+    await push_to(pushes, event_id=event.id, event_type=event.type, channel=channels.push)
+
+
+async def _record_suppressed(
+    channels: Channels, event: Event[Any], request: PushRequest, channel: str, reason: str
+) -> None:
+    new = NewDelivery(
+        event_id=event.id,
+        event_type=event.type,
+        channel=channel,  # type: ignore[arg-type]
+        recipient=request.user_id,
+        user_id=request.user_id,
+        template=request.template,
+        category=request.category,  # type: ignore[arg-type]
+    )
+    await channels.push.deliveries.open(new, status="suppressed", reason=reason)
+    channels.push.metrics.outcome(channel, request.template, "suppressed")
+
+
+async def flush_digests(*, channels: Channels) -> int:
+    """Send the digest of every window that closed with folded messages; returns how many.
+
+    Run every second or so by the app (any replica: a digest is taken with a guarded update,
+    and its push record is keyed by the digest's id, so it is sent once)."""
+    now = utcnow()
+    sent = 0
+    for due in await channels.chat_state.due_digests(now):
+        taken = await channels.chat_state.take_digest(
+            due, now=now, window=channels.push_window, lease=channels.digest_lease
+        )
+        if taken is None or taken.flush_id is None:
+            continue
+        unread = [f for f in taken.flushing if f.seq > taken.read_seq]
+        if unread and not taken.muted:
+            senders = await channels.email.directory.get_many(f.sender_id for f in unread)
+            names = list(
+                dict.fromkeys(
+                    (senders[f.sender_id].display_name if f.sender_id in senders else None)
+                    or "Someone"
+                    for f in unread
+                )
+            )
+            text = channels.renderer.short(
+                "chat_digest", {"count": len(unread), "sender_names": " and ".join(names[:3])}
+            )
+            last = unread[-1]
+            request = _chat_request(
+                "chat_digest",
+                text,
+                user_id=taken.user_id,
+                conversation_id=taken.conversation_id,
+                data={
+                    "kind": "chat",
+                    "conversation_id": taken.conversation_id,
+                    "message_id": last.message_id,
+                    "seq": str(last.seq),
+                    "count": str(len(unread)),
+                },
+            )
+            try:
+                await push_to(
+                    [request],
+                    event_id=taken.flush_id,
+                    event_type="chat.message.sent",
+                    channel=channels.push,
+                )
+            except (RetryLater, DeliveryInProgress) as error:
+                # The lease runs out and a later round sends it again (the record is pending).
+                log.warning("digest push deferred", extra={"error": str(error)[:200]})
+                continue
+            sent += 1
+        await channels.chat_state.digest_sent(taken)
+    return sent
+
+
+async def handle_activity_event(event: Event[Any], *, channels: Channels) -> None:
+    """Payment and file events: email + push + in-app to the people each concerns."""
+    notices = notices_for(event.data)
+    if notices is None:
+        raise PermanentError(f"no notice is sent for {event.type}")
+    pushes: list[PushRequest] = []
+    for notice in notices:
+        text = channels.renderer.short(notice.template, notice.context)
+        request = PushRequest(
+            user_id=notice.user_id,
+            category=notice.category,
+            template=notice.template,
+            title=text.title,
+            body=text.body,
+            data=notice.data,
+            collapse_key=f"{notice.category}-{next(iter(notice.data.values()), '')}"[:64],
+            thread_id=notice.category,
+        )
+        if "in_app" in notice.channels:
+            await post_in_app(
+                request, event_id=event.id, event_type=event.type, channel=channels.in_app
+            )
+        if "email" in notice.channels:
+            await _email_notice(event, notice, text, channels)
+        if "push" in notice.channels:
+            pushes.append(request)
+    await push_to(pushes, event_id=event.id, event_type=event.type, channel=channels.push)
+
+
+async def _email_notice(
+    event: Event[Any], notice: Notice, text: ShortText, channels: Channels
+) -> None:
+    contact = await channels.email.directory.get(notice.user_id)
+    if contact is None or (not contact.deleted and not contact.email):
+        # Not yet in the read model (events race): retried until auth's event arrived.
+        raise LookupError(f"no email address known for user {notice.user_id} yet")
+    request = EmailRequest(
+        kind=EmailKind.PAYMENT,
+        user_id=notice.user_id,
+        recipient=contact.email or ERASED_RECIPIENT,
+        display_name=contact.display_name or "",
+        context={"title": text.title, "body": text.body, "facts": list(notice.facts)},
+    )
+    await send_email(request, event=event, channel=channels.email)

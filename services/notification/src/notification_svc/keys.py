@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from notification_svc.adapters.chat_state import ChatStateStore
 from notification_svc.adapters.deliveries import DeliveryStore
+from notification_svc.adapters.devices import DeviceStore
+from notification_svc.adapters.inbox import InboxStore
 from notification_svc.adapters.preferences import PreferenceStore
 from notification_svc.adapters.smtp import SmtpMailer
-from notification_svc.handlers import EmailChannel
+from notification_svc.handlers import Channels, EmailChannel
 from notification_svc.metrics import NotificationMetrics
 from switchyard.directory import UserDirectory
 
@@ -17,3 +20,7 @@ PREFERENCES = web.AppKey("notification.preferences", PreferenceStore)
 MAILER = web.AppKey("notification.mailer", SmtpMailer)
 EMAIL_CHANNEL = web.AppKey("notification.email_channel", EmailChannel)
 NOTIFICATION_METRICS = web.AppKey("notification.metrics", NotificationMetrics)
+DEVICES = web.AppKey("notification.devices", DeviceStore)
+INBOX = web.AppKey("notification.inbox", InboxStore)
+CHAT_STATE = web.AppKey("notification.chat_state", ChatStateStore)
+CHANNELS = web.AppKey("notification.channels", Channels)

@@ -37,6 +37,17 @@ class NotificationSettings(ServiceSettings):
     )
     product_name: str = Field("Switchyard", validation_alias="MAIL_PRODUCT_NAME")
 
+    # Push (FCM through firebase-admin). Unset credentials: push deliveries are recorded
+    # ``suppressed`` (reason push-not-configured) and everything else works.
+    fcm_credentials_file: FilePath | None = Field(None, validation_alias="FCM_CREDENTIALS_FILE")
+    fcm_endpoint: str = Field(
+        "https://fcm.googleapis.com", pattern=r"^https?://", validation_alias="FCM_ENDPOINT"
+    )
+    fcm_timeout: float = Field(10.0, gt=0, validation_alias="FCM_TIMEOUT")
+    # One chat push per conversation per user in this window; later messages fold into a digest.
+    chat_push_window_seconds: float = Field(30.0, gt=0, validation_alias="CHAT_PUSH_WINDOW_SECONDS")
+    digest_poll_seconds: float = Field(1.0, gt=0, validation_alias="DIGEST_POLL_SECONDS")
+
     @field_validator("mail_from")
     @classmethod
     def _mail_from_is_an_address(cls, value: str) -> str:

@@ -14,6 +14,7 @@ from notification_svc.adapters.smtp import compose_message
 from notification_svc.adapters.templates import EmailRenderer
 from notification_svc.domain.emails import (
     EmailKind,
+    EmailRequest,
     OutgoingEmail,
     codes_blocked_email,
     otp_email,
@@ -70,6 +71,17 @@ def requests_for_every_kind(display_name: str):  # type: ignore[no-untyped-def]
                 update={"display_name": display_name, "blocked_until": NOW + dt.timedelta(hours=1)}
             ),
             sent_at=NOW,
+        ),
+        EmailKind.PAYMENT: EmailRequest(
+            kind=EmailKind.PAYMENT,
+            user_id=uid,
+            recipient=f"{uid}@example.com",
+            display_name=display_name,
+            context={
+                "title": "Deposit received: $200.00",
+                "body": "$200.00 was added to your wallet.",
+                "facts": [("Amount", "$200.00")],
+            },
         ),
     }
 

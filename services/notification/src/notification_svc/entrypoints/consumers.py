@@ -10,9 +10,12 @@ from aiohttp import web
 
 from notification_svc import keys
 from notification_svc.domain.emails import EMAIL_FOR_EVENT
+from notification_svc.domain.notices import NOTICES_FOR_EVENT
 from notification_svc.handlers import (
     USER_EVENT_HANDLERS,
     UserStores,
+    handle_activity_event,
+    handle_chat_message,
     handle_email_event,
     handle_user_event,
 )
@@ -22,6 +25,8 @@ from switchyard.envelope import CATALOG
 # Each queue's routing keys are the catalog's names of the events its table handles.
 EMAIL_EVENT_TYPES = CATALOG.types_of(EMAIL_FOR_EVENT)
 USER_EVENT_TYPES = CATALOG.types_of(USER_EVENT_HANDLERS)
+ACTIVITY_EVENT_TYPES = CATALOG.types_of(NOTICES_FOR_EVENT)
+CHAT_EVENT_TYPES = ["chat.message.sent"]
 
 
 def build_registry(app: web.Application) -> HandlerRegistry:
@@ -38,4 +43,11 @@ def build_registry(app: web.Application) -> HandlerRegistry:
         "emails", EMAIL_EVENT_TYPES, partial(handle_email_event, email=email), deduplicate=False
     )
     registry.add("user_directory", USER_EVENT_TYPES, partial(handle_user_event, users=users))
+    channels = app[keys.CHANNELS]
+    # Chat pushes and payment/file notices on queues of their own: a slow FCM or SMTP server
+    # holds up neither the read model nor the auth emails.
+    registry.add("chat_pushes", CHAT_EVENT_TYPES, partial(handle_chat_message, channels=channels))
+    registry.add(
+        "activity", ACTIVITY_EVENT_TYPES, partial(handle_activity_event, channels=channels)
+    )
     return registry

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from notification_svc import keys
 from notification_svc.adapters.deliveries import is_delivery_id
+from notification_svc.adapters.inbox import InboxItem, is_item_id
 from notification_svc.adapters.preferences import PreferencesConflict
 from notification_svc.domain.deliveries import Delivery, DeliveryStatus
 from notification_svc.domain.preferences import (
@@ -18,6 +19,7 @@ from notification_svc.domain.preferences import (
     Channel,
     Preferences,
 )
+from notification_svc.domain.push import Device, Platform
 from switchyard.authn import current_identity, require_auth, require_roles
 from switchyard.envelope import format_time
 from switchyard.pagination import PageQuery, invalid_cursor, page, read_cursor
@@ -112,7 +114,152 @@ async def put_preferences(request: web.Request) -> web.Response:
     raise Problem(409, "The preferences changed while saving; try again.", slug="conflict")
 
 
+# -- devices ---------------------------------------------------------------------------------
+
+
+class DeviceRegistration(RequestModel):
+    # FCM registration tokens are ~160 characters of URL-safe text; allow room, refuse junk.
+    token: str = Field(min_length=16, max_length=4096, pattern=r"^[A-Za-z0-9_:\-\.]+$")
+    platform: Platform
+
+
+def device_view(device: Device) -> dict[str, Any]:
+    return {
+        "token": device.token,
+        "platform": device.platform,
+        "created_at": format_time(device.created_at),
+        "last_seen": format_time(device.last_seen),
+    }
+
+
+@require_auth
+async def register_device(request: web.Request) -> web.Response:
+    """Register (or refresh) a push token; at most 10 per user, the least recently seen dropped."""
+    identity = current_identity(request)
+    body = await read_json(request, DeviceRegistration)
+    device = await request.app[keys.DEVICES].register(identity.user_id, body.token, body.platform)
+    return json_response(device_view(device), status=201)
+
+
+@require_auth
+async def list_devices(request: web.Request) -> web.Response:
+    identity = current_identity(request)
+    devices = await request.app[keys.DEVICES].of_user(identity.user_id)
+    return json_response({"items": [device_view(d) for d in devices], "next_cursor": None})
+
+
+@require_auth
+async def delete_device(request: web.Request) -> web.Response:
+    identity = current_identity(request)
+    token = request.match_info["token"]
+    if not await request.app[keys.DEVICES].remove(token, user_id=identity.user_id):
+        raise Problem(404, "No such device.", slug="not-found")
+    return web.Response(status=204)
+
+
+# -- in-app inbox ------------------------------------------------------------------------------
+
+
+class InboxQuery(PageQuery):
+    unread: bool | None = None
+
+
+def item_view(item: InboxItem) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "category": item.category,
+        "title": item.title,
+        "body": item.body,
+        "data": dict(item.data),
+        "created_at": format_time(item.created_at),
+        "read_at": format_time(item.read_at) if item.read_at else None,
+    }
+
+
+@require_auth
+async def list_inbox(request: web.Request) -> web.Response:
+    """The user's in-app notifications, newest first, with the unread count."""
+    identity = current_identity(request)
+    query = read_query(request, InboxQuery)
+    position = read_cursor(query.cursor, after=str)
+    if position is not None and not is_item_id(position["after"]):
+        raise invalid_cursor()
+    store = request.app[keys.INBOX]
+    items, last = await store.page(
+        identity.user_id,
+        limit=query.limit,
+        after=position["after"] if position else None,
+        unread=query.unread,
+    )
+    body = page([item_view(i) for i in items], {"after": last} if last else None)
+    body["unread_count"] = await store.unread_count(identity.user_id)
+    return json_response(body)
+
+
+@require_auth
+async def read_item(request: web.Request) -> web.Response:
+    identity = current_identity(request)
+    item = await request.app[keys.INBOX].mark_read(identity.user_id, request.match_info["id"])
+    if item is None:
+        raise Problem(404, "No such notification.", slug="not-found")
+    if item.data.get("kind") == "chat" and item.data.get("seq", "").isdigit():
+        # Reading a chat notification counts as reading the conversation up to it.
+        await request.app[keys.CHAT_STATE].mark_read(
+            identity.user_id, item.data["conversation_id"], int(item.data["seq"])
+        )
+    return json_response(item_view(item))
+
+
+@require_auth
+async def read_all(request: web.Request) -> web.Response:
+    identity = current_identity(request)
+    changed = await request.app[keys.INBOX].mark_all_read(identity.user_id)
+    return json_response({"read": changed, "unread_count": 0})
+
+
+# -- conversation mutes ------------------------------------------------------------------------
+
+
+@require_auth
+async def list_mutes(request: web.Request) -> web.Response:
+    identity = current_identity(request)
+    muted = await request.app[keys.CHAT_STATE].muted_conversations(identity.user_id)
+    return json_response({"items": [{"conversation_id": c} for c in muted], "next_cursor": None})
+
+
+@require_auth
+async def mute(request: web.Request) -> web.Response:
+    identity = current_identity(request)
+    conversation_id = _conversation_id(request)
+    await request.app[keys.CHAT_STATE].set_muted(identity.user_id, conversation_id, True)
+    return json_response({"conversation_id": conversation_id, "muted": True})
+
+
+@require_auth
+async def unmute(request: web.Request) -> web.Response:
+    identity = current_identity(request)
+    conversation_id = _conversation_id(request)
+    await request.app[keys.CHAT_STATE].set_muted(identity.user_id, conversation_id, False)
+    return web.Response(status=204)
+
+
+def _conversation_id(request: web.Request) -> str:
+    value = request.match_info["conversation_id"]
+    if not 1 <= len(value) <= 128 or "|" in value:
+        raise Problem(404, "No such conversation.", slug="not-found")
+    return value
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/deliveries", list_deliveries)
     app.router.add_get(f"{PREFIX}/preferences", get_preferences)
     app.router.add_put(f"{PREFIX}/preferences", put_preferences)
+    app.router.add_post(f"{PREFIX}/devices", register_device)
+    app.router.add_get(f"{PREFIX}/devices", list_devices)
+    app.router.add_delete(f"{PREFIX}/devices/{{token}}", delete_device)
+    app.router.add_get(PREFIX, list_inbox)
+    app.router.add_post(f"{PREFIX}/read-all", read_all)
+    app.router.add_post(f"{PREFIX}/{{id:ntf_[0-9a-f]{{28}}}}/read", read_item)
+    app.router.add_get(f"{PREFIX}/mutes", list_mutes)
+    app.router.add_put(f"{PREFIX}/mutes/{{conversation_id}}", mute)
+    app.router.add_delete(f"{PREFIX}/mutes/{{conversation_id}}", unmute)
