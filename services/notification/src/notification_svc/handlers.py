@@ -234,11 +234,17 @@ async def handle_email_event(event: Event[Any], *, email: EmailChannel) -> None:
 
 @dataclass(frozen=True)
 class UserStores:
-    """Everything the service keeps about a user: the read model, deliveries, preferences."""
+    """Everything the service keeps about a user: the read model, deliveries, preferences,
+    and (when given) devices, inbox and chat state."""
 
     directory: UserDirectory
     deliveries: DeliveryStore
     preferences: PreferenceStore
+    personal: tuple[ErasableStore, ...] = ()
+
+
+class ErasableStore(Protocol):
+    async def erase_user(self, user_id: str) -> None: ...
 
 
 async def follow_user(
@@ -253,6 +259,8 @@ async def user_deleted(data: UserDeleted, *, users: UserStores) -> None:
     await apply_user_event(users.directory, data)
     erased = await users.deliveries.erase_recipient(data.user_id, erased_at=data.deleted_at)
     await users.preferences.erase(data.user_id)
+    for store in users.personal:  # devices, inbox, chat state
+        await store.erase_user(data.user_id)
     log.info("erased a deleted user's data", extra={"user_id": data.user_id, "deliveries": erased})
 
 

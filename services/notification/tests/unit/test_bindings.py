@@ -13,8 +13,8 @@ from pydantic import BaseModel
 
 from notification_svc import keys
 from notification_svc.domain.emails import CATEGORY_OF, EMAIL_FOR_EVENT, EmailKind, email_for
-from notification_svc.entrypoints.consumers import build_registry
 from notification_svc.domain.notices import NOTICES_FOR_EVENT, notices_for
+from notification_svc.entrypoints.consumers import build_registry
 from notification_svc.handlers import USER_EVENT_HANDLERS, UserStores, handle_user_event
 from switchyard.bus import PermanentError
 from switchyard.contracts import envelope_examples

@@ -35,6 +35,7 @@ def build_registry(app: web.Application) -> HandlerRegistry:
         directory=app[keys.DIRECTORY],
         deliveries=app[keys.DELIVERIES],
         preferences=app[keys.PREFERENCES],
+        personal=(app[keys.DEVICES], app[keys.INBOX], app[keys.CHAT_STATE]),
     )
     registry = HandlerRegistry()
     # No bus inbox here: the delivery record (unique per event, channel and recipient) already
