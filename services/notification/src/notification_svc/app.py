@@ -13,6 +13,7 @@ from aiohttp import web
 
 from notification_svc import keys
 from notification_svc.adapters import chat_state, deliveries, devices, inbox, preferences
+from notification_svc.adapters import webhooks as webhook_store
 from notification_svc.adapters.chat_state import ChatStateStore, chat_state_indexes
 from notification_svc.adapters.deliveries import DeliveryStore, delivery_indexes
 from notification_svc.adapters.devices import DeviceStore, device_indexes
@@ -22,12 +23,15 @@ from notification_svc.adapters.inbox import inbox_indexes as notification_inbox_
 from notification_svc.adapters.preferences import PreferenceStore
 from notification_svc.adapters.smtp import SmtpMailer
 from notification_svc.adapters.templates import EmailRenderer
+from notification_svc.adapters.webhook_http import WebhookSender
+from notification_svc.adapters.webhooks import SUBSCRIPTIONS, WebhookStore, webhook_indexes
 from notification_svc.entrypoints.consumers import build_registry
 from notification_svc.entrypoints.http import add_routes
 from notification_svc.handlers import Channels, EmailChannel, flush_digests
 from notification_svc.metrics import NotificationMetrics
 from notification_svc.sending.inbox import InAppChannel
 from notification_svc.sending.push import PushChannel
+from notification_svc.sending.webhooks import WebhookChannel
 from notification_svc.settings import NotificationSettings
 from switchyard import keys as shared_keys
 from switchyard.authn import authn_middleware, verifier_context
@@ -35,9 +39,11 @@ from switchyard.bus import bus_context, consumers_context, inbox_indexes
 from switchyard.directory import UserDirectory
 from switchyard.mongo import mongo_context
 from switchyard.mongo.client import Index
+from switchyard.outbox import outbox_context, outbox_indexes
 from switchyard.web import new_app
 
 log = logging.getLogger("notification.app")
+OUTBOX_COLLECTIONS = [SUBSCRIPTIONS]  # disabling a webhook stages its event
 USERS_COLLECTION = "notification_users"  # the switchyard.directory read model
 
 
@@ -48,6 +54,8 @@ def indexes() -> list[Index]:
         *device_indexes(),
         *notification_inbox_indexes(),
         *chat_state_indexes(),
+        *webhook_indexes(),
+        *outbox_indexes(OUTBOX_COLLECTIONS),
     ]
 
 
@@ -76,6 +84,25 @@ def channels_context(
             renderer=renderer,
             metrics=metrics,
             owner=owner,
+        )
+        app[keys.WEBHOOK_STORE] = webhooks = WebhookStore(
+            db[webhook_store.SUBSCRIPTIONS], db[webhook_store.DELIVERIES]
+        )
+        sender = WebhookSender(
+            allow_private=settings.webhook_allow_private_targets,
+            timeout=settings.webhook_timeout,
+            connections=settings.webhook_concurrency,
+        )
+        relay = app[shared_keys.OUTBOX_RELAY]
+        app[keys.WEBHOOKS] = WebhookChannel(
+            store=webhooks,
+            sender=sender,
+            preferences=app[keys.PREFERENCES],
+            metrics=metrics,
+            owner=owner,
+            notify_relay=relay.notify,
+            disable_after=timedelta(seconds=settings.webhook_disable_after_seconds),
+            concurrency=settings.webhook_concurrency,
         )
         pusher = None
         if settings.fcm_credentials_file is not None:
@@ -112,6 +139,7 @@ def channels_context(
             yield
         finally:
             await mailer.close()
+            await sender.close()
             if pusher is not None:
                 await pusher.close()
 
@@ -146,11 +174,13 @@ def digests_context(
 def create_app(settings: NotificationSettings) -> web.Application:
     app = new_app(settings)
     app[keys.NOTIFICATION_METRICS] = NotificationMetrics(app[shared_keys.METRICS])
+    app[keys.NOTIFICATION_SETTINGS] = settings
     app.middlewares.append(authn_middleware())
     app.cleanup_ctx.extend(
         [
             mongo_context(indexes()),
             bus_context,
+            outbox_context(OUTBOX_COLLECTIONS),
             verifier_context(),
             channels_context(settings),
             consumers_context(build_registry),

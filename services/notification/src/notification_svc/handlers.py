@@ -31,11 +31,13 @@ from notification_svc.domain.push import PushRequest
 from notification_svc.metrics import NotificationMetrics
 from notification_svc.sending.inbox import InAppChannel, post_in_app
 from notification_svc.sending.push import PushChannel, push_to
+from notification_svc.sending.webhooks import WebhookChannel, deliver_event
 from switchyard.bus import PermanentError, RetryLater
 from switchyard.directory import UserDirectory, apply_user_event
 from switchyard.envelope import Event, utcnow
 from switchyard.events.auth import UserDeleted, UserRegistered, UserUpdated, UserVerified
 from switchyard.events.chat import MessageSent
+from switchyard.events.notification import WebhookDisabled
 from switchyard.leases import kept_alive
 
 log = logging.getLogger("notification.handlers")
@@ -497,3 +499,37 @@ async def _email_notice(
         context={"title": text.title, "body": text.body, "facts": list(notice.facts)},
     )
     await send_email(request, event=event, channel=channels.email)
+
+
+# -- webhooks --------------------------------------------------------------------------------
+
+
+async def handle_webhook_event(event: Event[Any], *, webhooks: WebhookChannel) -> None:
+    """Every catalog event (but those carrying codes) to the subscriptions that want it."""
+    await deliver_event(event, channel=webhooks)
+
+
+async def handle_webhook_disabled(
+    event: Event[Any], *, email: EmailChannel, failing_hours: float
+) -> None:
+    """``notification.webhook.disabled``: tell the subscription's owner by email."""
+    data = event.data
+    if not isinstance(data, WebhookDisabled):
+        raise PermanentError(f"the webhook notices subscription does not handle {event.type}")
+    contact = await email.directory.get(data.owner_id)
+    if contact is None or (not contact.deleted and not contact.email):
+        raise LookupError(f"no email address known for user {data.owner_id} yet")
+    request = EmailRequest(
+        kind=EmailKind.WEBHOOK_DISABLED,
+        user_id=data.owner_id,
+        recipient=contact.email or ERASED_RECIPIENT,
+        display_name=contact.display_name or "",
+        context={
+            "url": data.url,
+            "reason": data.reason,
+            "subscription_id": data.subscription_id,
+            "disabled_at": data.disabled_at,
+            "failing_hours": f"{failing_hours:g}",
+        },
+    )
+    await send_email(request, event=event, channel=email)

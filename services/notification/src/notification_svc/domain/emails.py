@@ -32,6 +32,7 @@ class EmailKind(enum.StrEnum):
     SESSION_REUSE_DETECTED = "session_reuse_detected"
     SIGN_IN_CODE = "sign_in_code"
     CODES_BLOCKED = "codes_blocked"
+    WEBHOOK_DISABLED = "webhook_disabled"  # to the owner of a subscription that was disabled
     PAYMENT = "payment"  # every payments.* notice: its short text and amounts (domain/notices.py)
 
 
@@ -44,6 +45,7 @@ CATEGORY_OF: Mapping[EmailKind, Category] = {
     EmailKind.SIGN_IN_CODE: "security",
     EmailKind.CODES_BLOCKED: "security",
     EmailKind.PAYMENT: "payments",
+    EmailKind.WEBHOOK_DISABLED: "security",
 }
 
 

@@ -11,6 +11,7 @@ from aiohttp import web
 from notification_svc import keys
 from notification_svc.domain.emails import EMAIL_FOR_EVENT
 from notification_svc.domain.notices import NOTICES_FOR_EVENT
+from notification_svc.domain.webhooks import NEVER_SENT
 from notification_svc.handlers import (
     USER_EVENT_HANDLERS,
     UserStores,
@@ -18,6 +19,8 @@ from notification_svc.handlers import (
     handle_chat_message,
     handle_email_event,
     handle_user_event,
+    handle_webhook_disabled,
+    handle_webhook_event,
 )
 from switchyard.bus import HandlerRegistry
 from switchyard.envelope import CATALOG
@@ -27,6 +30,9 @@ EMAIL_EVENT_TYPES = CATALOG.types_of(EMAIL_FOR_EVENT)
 USER_EVENT_TYPES = CATALOG.types_of(USER_EVENT_HANDLERS)
 ACTIVITY_EVENT_TYPES = CATALOG.types_of(NOTICES_FOR_EVENT)
 CHAT_EVENT_TYPES = ["chat.message.sent"]
+# Webhooks may carry any catalog event except those holding one-time codes.
+WEBHOOK_EVENT_TYPES = sorted({spec.type for spec in CATALOG} - NEVER_SENT)
+WEBHOOK_NOTICE_TYPES = ["notification.webhook.disabled"]
 
 
 def build_registry(app: web.Application) -> HandlerRegistry:
@@ -50,5 +56,24 @@ def build_registry(app: web.Application) -> HandlerRegistry:
     registry.add("chat_pushes", CHAT_EVENT_TYPES, partial(handle_chat_message, channels=channels))
     registry.add(
         "activity", ACTIVITY_EVENT_TYPES, partial(handle_activity_event, channels=channels)
+    )
+    settings = app[keys.NOTIFICATION_SETTINGS]
+    # Webhooks: a queue of their own with retry tiers stretched to hours, and room for the
+    # per-attempt timeout (attempts of one event run concurrently).
+    registry.add(
+        "webhooks",
+        WEBHOOK_EVENT_TYPES,
+        partial(handle_webhook_event, webhooks=app[keys.WEBHOOKS]),
+        retry_delays=settings.webhook_retry_delays,
+        timeout=settings.webhook_timeout * 3 + 30,
+    )
+    registry.add(
+        "webhook_notices",
+        WEBHOOK_NOTICE_TYPES,
+        partial(
+            handle_webhook_disabled,
+            email=email,
+            failing_hours=settings.webhook_disable_after_seconds / 3600,
+        ),
     )
     return registry

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from typing import Any
 
 from aiohttp import web
 from pydantic import Field
+from yarl import URL
 
 from notification_svc import keys
 from notification_svc.adapters.deliveries import is_delivery_id
 from notification_svc.adapters.inbox import InboxItem, is_item_id
 from notification_svc.adapters.preferences import PreferencesConflict
+from notification_svc.adapters.webhooks import (
+    WebhookDelivery,
+    is_subscription_id,
+    is_webhook_delivery_id,
+)
 from notification_svc.domain.deliveries import Delivery, DeliveryStatus
 from notification_svc.domain.preferences import (
     ALWAYS_SENT,
@@ -20,6 +28,14 @@ from notification_svc.domain.preferences import (
     Preferences,
 )
 from notification_svc.domain.push import Device, Platform
+from notification_svc.domain.webhooks import (
+    MAX_EVENT_TYPES,
+    Subscription,
+    all_allowed,
+    new_secret,
+    valid_pattern,
+)
+from notification_svc.sending.webhooks import attempt
 from switchyard.authn import current_identity, require_auth, require_roles
 from switchyard.envelope import format_time
 from switchyard.pagination import PageQuery, invalid_cursor, page, read_cursor
@@ -250,6 +266,163 @@ def _conversation_id(request: web.Request) -> str:
     return value
 
 
+# -- outgoing webhooks -------------------------------------------------------------------------
+
+
+class WebhookCreate(RequestModel):
+    url: str = Field(min_length=8, max_length=2048)
+    event_types: list[str] = Field(min_length=1, max_length=MAX_EVENT_TYPES)
+
+
+def subscription_view(subscription: Subscription) -> dict[str, Any]:
+    return {
+        "id": subscription.id,
+        "url": subscription.url,
+        "event_types": list(subscription.event_types),
+        "status": subscription.status,
+        "disabled_reason": subscription.disabled_reason,
+        "scope": "all" if subscription.sees_all else "own",
+        "created_at": format_time(subscription.created_at),
+    }
+
+
+def webhook_delivery_view(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "event_id": delivery.event_id,
+        "event_type": delivery.event_type,
+        "status": delivery.status,
+        "reason": delivery.reason,
+        "attempts": delivery.attempts,
+        "response_code": delivery.response_code,
+        "response_body": delivery.response_body,
+        "latency_ms": delivery.latency_ms,
+        "error": delivery.error,
+        "created_at": format_time(delivery.created_at),
+        "updated_at": format_time(delivery.updated_at),
+        "delivered_at": format_time(delivery.delivered_at) if delivery.delivered_at else None,
+    }
+
+
+def _invalid(location: str, message: str, code: str) -> Problem:
+    return validation_problem(
+        [{"location": location, "message": message, "code": code}], "The webhook is not valid."
+    )
+
+
+async def _check_target(url: str, *, allow_private: bool) -> str:
+    """Scheme, host and (unless allowed) a public address; the connect-time guard re-checks."""
+    try:
+        parsed = URL(url)
+    except ValueError:
+        raise _invalid("/url", "not a URL", "invalid-url") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host or parsed.fragment:
+        raise _invalid("/url", "an http or https URL with a host, no fragment", "invalid-url")
+    if parsed.user or parsed.password:
+        raise _invalid("/url", "credentials in the URL are not accepted", "invalid-url")
+    if allow_private:
+        return str(parsed)
+    host = parsed.host
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, parsed.port, type=socket.SOCK_STREAM
+        )
+    except OSError:
+        raise _invalid("/url", f"{host} does not resolve", "target-not-allowed") from None
+    if not all_allowed(str(info[4][0]) for info in infos):
+        raise _invalid(
+            "/url", "the target resolves to a private or local address", "target-not-allowed"
+        )
+    return str(parsed)
+
+
+@require_auth
+async def create_webhook(request: web.Request) -> web.Response:
+    """Subscribe a URL to event types; the signing secret is in this answer only."""
+    identity = current_identity(request)
+    body = await read_json(request, WebhookCreate)
+    for n, pattern in enumerate(body.event_types):
+        if not valid_pattern(pattern):
+            raise _invalid(f"/event_types/{n}", "an event type or a * pattern", "invalid-pattern")
+    settings = request.app[keys.NOTIFICATION_SETTINGS]
+    url = await _check_target(body.url, allow_private=settings.webhook_allow_private_targets)
+    secret = new_secret()
+    subscription = await request.app[keys.WEBHOOK_STORE].create(
+        owner_id=identity.user_id,
+        url=url,
+        event_types=list(dict.fromkeys(body.event_types)),
+        secret=secret,
+        sees_all=identity.has_role("admin"),
+    )
+    return json_response({**subscription_view(subscription), "secret": secret}, status=201)
+
+
+@require_auth
+async def list_webhooks(request: web.Request) -> web.Response:
+    identity = current_identity(request)
+    subscriptions = await request.app[keys.WEBHOOK_STORE].of_owner(identity.user_id)
+    return json_response(
+        {"items": [subscription_view(s) for s in subscriptions], "next_cursor": None}
+    )
+
+
+async def _own_subscription(request: web.Request) -> Subscription:
+    identity = current_identity(request)
+    subscription_id = request.match_info["id"]
+    found = (
+        await request.app[keys.WEBHOOK_STORE].get(subscription_id)
+        if is_subscription_id(subscription_id)
+        else None
+    )
+    if found is None or found.owner_id != identity.user_id:
+        raise Problem(404, "No such webhook.", slug="not-found")
+    return found
+
+
+@require_auth
+async def get_webhook(request: web.Request) -> web.Response:
+    return json_response(subscription_view(await _own_subscription(request)))
+
+
+@require_auth
+async def delete_webhook(request: web.Request) -> web.Response:
+    subscription = await _own_subscription(request)
+    await request.app[keys.WEBHOOK_STORE].delete(subscription.id, subscription.owner_id)
+    return web.Response(status=204)
+
+
+@require_auth
+async def list_webhook_deliveries(request: web.Request) -> web.Response:
+    """The delivery log of one subscription, newest first."""
+    subscription = await _own_subscription(request)
+    query = read_query(request, PageQuery)
+    position = read_cursor(query.cursor, after=str)
+    if position is not None and not is_webhook_delivery_id(position["after"]):
+        raise invalid_cursor()
+    items, last = await request.app[keys.WEBHOOK_STORE].page(
+        subscription.id, limit=query.limit, after=position["after"] if position else None
+    )
+    return json_response(
+        page([webhook_delivery_view(i) for i in items], {"after": last} if last else None)
+    )
+
+
+@require_auth
+async def redeliver(request: web.Request) -> web.Response:
+    """Send one logged delivery again now (the same webhook-id: receivers de-duplicate)."""
+    subscription = await _own_subscription(request)
+    if subscription.status != "active":
+        raise Problem(409, "The webhook is disabled.", slug="webhook-disabled")
+    store = request.app[keys.WEBHOOK_STORE]
+    delivery = await store.get_delivery(subscription.id, request.match_info["delivery_id"])
+    if delivery is None:
+        raise Problem(404, "No such delivery.", slug="not-found")
+    await attempt(subscription, delivery, channel=request.app[keys.WEBHOOKS], force=True)
+    after = await store.get_delivery(subscription.id, delivery.id)
+    assert after is not None
+    return json_response(webhook_delivery_view(after))
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/deliveries", list_deliveries)
     app.router.add_get(f"{PREFIX}/preferences", get_preferences)
@@ -263,3 +436,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/mutes", list_mutes)
     app.router.add_put(f"{PREFIX}/mutes/{{conversation_id}}", mute)
     app.router.add_delete(f"{PREFIX}/mutes/{{conversation_id}}", unmute)
+    app.router.add_post(f"{PREFIX}/webhooks", create_webhook)
+    app.router.add_get(f"{PREFIX}/webhooks", list_webhooks)
+    app.router.add_get(f"{PREFIX}/webhooks/{{id}}", get_webhook)
+    app.router.add_delete(f"{PREFIX}/webhooks/{{id}}", delete_webhook)
+    app.router.add_get(f"{PREFIX}/webhooks/{{id}}/deliveries", list_webhook_deliveries)
+    app.router.add_post(f"{PREFIX}/webhooks/{{id}}/deliveries/{{delivery_id}}/redeliver", redeliver)
