@@ -14,13 +14,16 @@ from pydantic import BaseModel
 from notification_svc import keys
 from notification_svc.domain.emails import CATEGORY_OF, EMAIL_FOR_EVENT, EmailKind, email_for
 from notification_svc.domain.notices import NOTICES_FOR_EVENT, notices_for
+from notification_svc.domain.webhooks import NEVER_SENT
 from notification_svc.entrypoints.consumers import build_registry
 from notification_svc.handlers import USER_EVENT_HANDLERS, UserStores, handle_user_event
+from notification_svc.settings import NotificationSettings
 from switchyard.bus import PermanentError
 from switchyard.contracts import envelope_examples
 from switchyard.envelope import CATALOG, Event
 from switchyard.events.auth import UserDeleted, UserRegistered, UserUpdated, UserVerified
 from switchyard.events.chat import MessageSent
+from switchyard.events.notification import WebhookDisabled
 
 NOW = datetime(2026, 3, 1, 12, 5, tzinfo=UTC)
 TABLES: dict[str, Any] = {
@@ -28,6 +31,8 @@ TABLES: dict[str, Any] = {
     "user_directory": USER_EVENT_HANDLERS,
     "chat_pushes": [MessageSent],
     "activity": NOTICES_FOR_EVENT,
+    "webhooks": [spec.model for spec in CATALOG if spec.type not in NEVER_SENT],
+    "webhook_notices": [WebhookDisabled],
 }
 
 
@@ -53,8 +58,10 @@ def test_each_queue_is_bound_to_exactly_the_catalog_types_of_its_table() -> None
         keys.DEVICES,
         keys.INBOX,
         keys.CHAT_STATE,
+        keys.WEBHOOKS,
     ):
         app[key] = object()  # type: ignore[assignment]
+    app[keys.NOTIFICATION_SETTINGS] = NotificationSettings()
     bound = {sub.name: sub.event_types for sub in build_registry(app)}
     assert set(bound) == set(TABLES)
     for name, table in TABLES.items():
@@ -83,7 +90,8 @@ def test_every_email_kind_is_reachable_from_the_table() -> None:
                 request = email_for(data, now=NOW)
                 assert request is not None
                 kinds.add(request.kind)
-    assert kinds == set(EmailKind) - {EmailKind.PAYMENT}  # payments: from NOTICES_FOR_EVENT
+    # Payments come from NOTICES_FOR_EVENT, webhook notices from their own subscription.
+    assert kinds == set(EmailKind) - {EmailKind.PAYMENT, EmailKind.WEBHOOK_DISABLED}
 
 
 def test_an_event_outside_the_email_table_builds_no_email() -> None:

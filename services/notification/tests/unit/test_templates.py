@@ -72,6 +72,19 @@ def requests_for_every_kind(display_name: str):  # type: ignore[no-untyped-def]
             ),
             sent_at=NOW,
         ),
+        EmailKind.WEBHOOK_DISABLED: EmailRequest(
+            kind=EmailKind.WEBHOOK_DISABLED,
+            user_id=uid,
+            recipient=f"{uid}@example.com",
+            display_name=display_name,
+            context={
+                "url": "https://hooks.example.com/x",
+                "reason": "gone",
+                "subscription_id": "wh_1",
+                "disabled_at": NOW,
+                "failing_hours": "24",
+            },
+        ),
         EmailKind.PAYMENT: EmailRequest(
             kind=EmailKind.PAYMENT,
             user_id=uid,
