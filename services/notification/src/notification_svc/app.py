@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -12,8 +13,16 @@ from datetime import timedelta
 from aiohttp import web
 
 from notification_svc import keys
-from notification_svc.adapters import chat_state, deliveries, devices, inbox, preferences
+from notification_svc.adapters import (
+    broadcasts,
+    chat_state,
+    deliveries,
+    devices,
+    inbox,
+    preferences,
+)
 from notification_svc.adapters import webhooks as webhook_store
+from notification_svc.adapters.broadcasts import BroadcastStore
 from notification_svc.adapters.chat_state import ChatStateStore, chat_state_indexes
 from notification_svc.adapters.deliveries import DeliveryStore, delivery_indexes
 from notification_svc.adapters.devices import DeviceStore, device_indexes
@@ -25,6 +34,7 @@ from notification_svc.adapters.smtp import SmtpMailer
 from notification_svc.adapters.templates import EmailRenderer
 from notification_svc.adapters.webhook_http import WebhookSender
 from notification_svc.adapters.webhooks import SUBSCRIPTIONS, WebhookStore, webhook_indexes
+from notification_svc.domain.unsubscribe import UnsubscribeLinks
 from notification_svc.entrypoints.consumers import build_registry
 from notification_svc.entrypoints.http import add_routes
 from notification_svc.handlers import Channels, EmailChannel, flush_digests
@@ -43,7 +53,8 @@ from switchyard.outbox import outbox_context, outbox_indexes
 from switchyard.web import new_app
 
 log = logging.getLogger("notification.app")
-OUTBOX_COLLECTIONS = [SUBSCRIPTIONS]  # disabling a webhook stages its event
+# Disabling a webhook stages its event; each broadcast batch stages the next.
+OUTBOX_COLLECTIONS = [SUBSCRIPTIONS, broadcasts.COLLECTION]
 USERS_COLLECTION = "notification_users"  # the switchyard.directory read model
 
 
@@ -59,6 +70,15 @@ def indexes() -> list[Index]:
     ]
 
 
+def unsubscribe_links(settings: NotificationSettings) -> UnsubscribeLinks:
+    secret = (
+        settings.unsubscribe_secret.get_secret_value().encode()
+        if settings.unsubscribe_secret is not None
+        else secrets.token_bytes(32)  # development only (the settings refuse it elsewhere)
+    )
+    return UnsubscribeLinks(secret=secret, base_url=settings.public_base_url)
+
+
 def channels_context(
     settings: NotificationSettings,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -72,6 +92,7 @@ def channels_context(
         app[keys.DEVICES] = DeviceStore(db[devices.COLLECTION])
         app[keys.INBOX] = InboxStore(db[inbox.COLLECTION])
         app[keys.CHAT_STATE] = ChatStateStore(db[chat_state.COLLECTION])
+        app[keys.BROADCASTS] = BroadcastStore(db[broadcasts.COLLECTION])
         app[keys.MAILER] = mailer = SmtpMailer.from_settings(settings)
         renderer = EmailRenderer(product_name=settings.product_name)
         metrics = app[keys.NOTIFICATION_METRICS]
@@ -84,6 +105,7 @@ def channels_context(
             renderer=renderer,
             metrics=metrics,
             owner=owner,
+            unsubscribe=unsubscribe_links(settings),
         )
         app[keys.WEBHOOK_STORE] = webhooks = WebhookStore(
             db[webhook_store.SUBSCRIPTIONS], db[webhook_store.DELIVERIES]
@@ -134,6 +156,7 @@ def channels_context(
             chat_state=app[keys.CHAT_STATE],
             renderer=renderer,
             push_window=timedelta(seconds=settings.chat_push_window_seconds),
+            notify_relay=relay.notify,
         )
         try:
             yield

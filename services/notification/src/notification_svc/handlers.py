@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from notification_svc.adapters.broadcasts import BroadcastStore
 from notification_svc.adapters.chat_state import ChatStateStore, Window
 from notification_svc.adapters.deliveries import DeliveryStore
 from notification_svc.adapters.preferences import PreferenceStore
@@ -28,6 +29,7 @@ from notification_svc.domain.emails import EmailKind, EmailRequest, OutgoingEmai
 from notification_svc.domain.notices import Notice, notices_for
 from notification_svc.domain.preferences import ALWAYS_SENT
 from notification_svc.domain.push import PushRequest
+from notification_svc.domain.unsubscribe import UnsubscribeLinks
 from notification_svc.metrics import NotificationMetrics
 from notification_svc.sending.inbox import InAppChannel, post_in_app
 from notification_svc.sending.push import PushChannel, push_to
@@ -37,7 +39,7 @@ from switchyard.directory import UserDirectory, apply_user_event
 from switchyard.envelope import Event, utcnow
 from switchyard.events.auth import UserDeleted, UserRegistered, UserUpdated, UserVerified
 from switchyard.events.chat import MessageSent
-from switchyard.events.notification import WebhookDisabled
+from switchyard.events.notification import BroadcastBatchQueued, WebhookDisabled
 from switchyard.leases import kept_alive
 
 log = logging.getLogger("notification.handlers")
@@ -62,6 +64,8 @@ class EmailChannel:
     # Who holds a claim (one value per process) and for how long before others may take it over.
     owner: str
     claim_lease: timedelta = timedelta(seconds=60)
+    # List-Unsubscribe links for non-transactional categories (None: no such headers).
+    unsubscribe: UnsubscribeLinks | None = None
     # Sends the provider accepted whose record could not be updated (the store failed at that
     # moment), by delivery id: the event is retried, and its retry records them, not resends.
     unrecorded: dict[str, str] = field(default_factory=dict)
@@ -133,6 +137,11 @@ async def send_email(
         display_name=request.display_name,
         content=content,
         reference=delivery.id,
+        headers=(
+            channel.unsubscribe.headers(request.user_id, request.category)
+            if channel.unsubscribe is not None
+            else {}
+        ),
     )
     fields = {**fields, "delivery_id": delivery.id, "attempt": claimed.attempts}
     started = time.perf_counter()
@@ -303,6 +312,8 @@ class Channels:
     # At most one chat push per conversation per user in this window; the rest fold.
     push_window: timedelta = timedelta(seconds=30)
     digest_lease: timedelta = timedelta(seconds=60)
+    # Wakes the outbox relay after a write staged an event (the next broadcast batch).
+    notify_relay: Callable[[], None] = lambda: None
 
 
 def _chat_request(
@@ -533,3 +544,44 @@ async def handle_webhook_disabled(
         },
     )
     await send_email(request, event=event, channel=email)
+
+
+# -- role broadcasts -------------------------------------------------------------------------
+
+
+async def handle_broadcast_batch(
+    event: Event[Any], *, channels: Channels, broadcasts: BroadcastStore, batch_size: int
+) -> None:
+    """One batch of a role broadcast: in-app + push to the next ``batch_size`` users holding the
+    role (preferences honoured), then the next batch is queued in the same write as this
+    batch's progress."""
+    data = event.data
+    if not isinstance(data, BroadcastBatchQueued):
+        raise PermanentError(f"the broadcasts subscription does not handle {event.type}")
+    users = await channels.email.directory.with_role(data.role, after=data.after, limit=batch_size)
+    text = channels.renderer.short("broadcast", {"title": data.title, "body": data.body})
+    requests = [
+        PushRequest(
+            user_id=user.user_id,
+            category=data.category,
+            template="broadcast",
+            title=text.title,
+            body=text.body,
+            data={"kind": "broadcast", "broadcast_id": data.broadcast_id},
+            collapse_key=f"broadcast-{data.broadcast_id}"[:64],
+            thread_id="broadcast",
+        )
+        for user in users
+    ]
+    for request in requests:
+        await post_in_app(
+            request, event_id=event.id, event_type=event.type, channel=channels.in_app
+        )
+    await push_to(requests, event_id=event.id, event_type=event.type, channel=channels.push)
+    last = users[-1].user_id if len(users) == batch_size else None
+    if await broadcasts.batch_done(data, sent_to=len(users), last=last):
+        channels.notify_relay()
+    log.info(
+        "broadcast batch sent",
+        extra={"broadcast_id": data.broadcast_id, "batch": data.batch, "users": len(users)},
+    )

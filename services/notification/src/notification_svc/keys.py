@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from notification_svc.adapters.broadcasts import BroadcastStore
 from notification_svc.adapters.chat_state import ChatStateStore
 from notification_svc.adapters.deliveries import DeliveryStore
 from notification_svc.adapters.devices import DeviceStore
@@ -30,3 +31,4 @@ CHANNELS = web.AppKey("notification.channels", Channels)
 WEBHOOK_STORE = web.AppKey("notification.webhook_store", WebhookStore)
 WEBHOOKS = web.AppKey("notification.webhooks", WebhookChannel)
 NOTIFICATION_SETTINGS = web.AppKey("notification.settings", NotificationSettings)
+BROADCASTS = web.AppKey("notification.broadcasts", BroadcastStore)

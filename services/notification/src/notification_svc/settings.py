@@ -65,6 +65,8 @@ class NotificationSettings(ServiceSettings):
         86400.0, gt=0, validation_alias="WEBHOOK_DISABLE_AFTER_SECONDS"
     )
     webhook_concurrency: int = Field(64, ge=1, le=1000, validation_alias="WEBHOOK_CONCURRENCY")
+    # Users per batch of a role broadcast (each batch one bus message, pushes in FCM batches).
+    broadcast_batch_size: int = Field(500, ge=1, le=5000, validation_alias="BROADCAST_BATCH_SIZE")
     # Base URL the gateway is reached at (links in emails: List-Unsubscribe).
     public_base_url: str = Field(
         "http://localhost:8080", pattern=r"^https?://", validation_alias="PUBLIC_BASE_URL"

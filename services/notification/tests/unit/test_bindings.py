@@ -23,7 +23,7 @@ from switchyard.contracts import envelope_examples
 from switchyard.envelope import CATALOG, Event
 from switchyard.events.auth import UserDeleted, UserRegistered, UserUpdated, UserVerified
 from switchyard.events.chat import MessageSent
-from switchyard.events.notification import WebhookDisabled
+from switchyard.events.notification import BroadcastBatchQueued, WebhookDisabled
 
 NOW = datetime(2026, 3, 1, 12, 5, tzinfo=UTC)
 TABLES: dict[str, Any] = {
@@ -33,6 +33,7 @@ TABLES: dict[str, Any] = {
     "activity": NOTICES_FOR_EVENT,
     "webhooks": [spec.model for spec in CATALOG if spec.type not in NEVER_SENT],
     "webhook_notices": [WebhookDisabled],
+    "broadcasts": [BroadcastBatchQueued],
 }
 
 
@@ -59,6 +60,7 @@ def test_each_queue_is_bound_to_exactly_the_catalog_types_of_its_table() -> None
         keys.INBOX,
         keys.CHAT_STATE,
         keys.WEBHOOKS,
+        keys.BROADCASTS,
     ):
         app[key] = object()  # type: ignore[assignment]
     app[keys.NOTIFICATION_SETTINGS] = NotificationSettings()

@@ -30,8 +30,10 @@ FINAL_WEBHOOK_STATUSES = frozenset({"delivered", "failed", "suppressed"})
 MAX_EVENT_TYPES = 50
 RESPONSE_KEPT = 1024  # bytes of a response body kept in the delivery log
 
-# One-time codes travel by email only.
-NEVER_SENT = frozenset({"auth.otp.requested", "auth.login_code.requested"})
+# One-time codes travel by email only; broadcast batches are the service's own plumbing.
+NEVER_SENT = frozenset(
+    {"auth.otp.requested", "auth.login_code.requested", "notification.broadcast.batch_queued"}
+)
 _PEOPLE_FIELDS = ("user_id", "owner_id", "customer_id", "contractor_id", "sender_id")
 _PEOPLE_LISTS = ("recipient_ids", "member_ids")
 _CATEGORY_OF_PRODUCER: dict[str, Category] = {

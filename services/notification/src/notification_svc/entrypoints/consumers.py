@@ -16,6 +16,7 @@ from notification_svc.handlers import (
     USER_EVENT_HANDLERS,
     UserStores,
     handle_activity_event,
+    handle_broadcast_batch,
     handle_chat_message,
     handle_email_event,
     handle_user_event,
@@ -30,9 +31,10 @@ EMAIL_EVENT_TYPES = CATALOG.types_of(EMAIL_FOR_EVENT)
 USER_EVENT_TYPES = CATALOG.types_of(USER_EVENT_HANDLERS)
 ACTIVITY_EVENT_TYPES = CATALOG.types_of(NOTICES_FOR_EVENT)
 CHAT_EVENT_TYPES = ["chat.message.sent"]
-# Webhooks may carry any catalog event except those holding one-time codes.
+# Webhooks may carry any catalog event except those holding one-time codes (and internal ones).
 WEBHOOK_EVENT_TYPES = sorted({spec.type for spec in CATALOG} - NEVER_SENT)
 WEBHOOK_NOTICE_TYPES = ["notification.webhook.disabled"]
+BROADCAST_TYPES = ["notification.broadcast.batch_queued"]
 
 
 def build_registry(app: web.Application) -> HandlerRegistry:
@@ -66,6 +68,16 @@ def build_registry(app: web.Application) -> HandlerRegistry:
         partial(handle_webhook_event, webhooks=app[keys.WEBHOOKS]),
         retry_delays=settings.webhook_retry_delays,
         timeout=settings.webhook_timeout * 3 + 30,
+    )
+    registry.add(
+        "broadcasts",
+        BROADCAST_TYPES,
+        partial(
+            handle_broadcast_batch,
+            channels=channels,
+            broadcasts=app[keys.BROADCASTS],
+            batch_size=settings.broadcast_batch_size,
+        ),
     )
     registry.add(
         "webhook_notices",

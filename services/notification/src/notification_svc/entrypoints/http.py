@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import socket
 from typing import Any
 
@@ -11,6 +12,7 @@ from pydantic import Field
 from yarl import URL
 
 from notification_svc import keys
+from notification_svc.adapters.broadcasts import Broadcast
 from notification_svc.adapters.deliveries import is_delivery_id
 from notification_svc.adapters.inbox import InboxItem, is_item_id
 from notification_svc.adapters.preferences import PreferencesConflict
@@ -36,6 +38,7 @@ from notification_svc.domain.webhooks import (
     valid_pattern,
 )
 from notification_svc.sending.webhooks import attempt
+from switchyard import keys as shared_keys
 from switchyard.authn import current_identity, require_auth, require_roles
 from switchyard.envelope import format_time
 from switchyard.pagination import PageQuery, invalid_cursor, page, read_cursor
@@ -423,6 +426,97 @@ async def redeliver(request: web.Request) -> web.Response:
     return json_response(webhook_delivery_view(after))
 
 
+# -- one-click unsubscribe (RFC 8058) -----------------------------------------------------------
+
+
+def _unsubscribe_claims(request: web.Request) -> tuple[str, Category]:
+    links = request.app[keys.EMAIL_CHANNEL].unsubscribe
+    token = request.query.get("token", "")
+    claims = links.verify(token) if links is not None and len(token) <= 1024 else None
+    if claims is None:
+        raise Problem(400, "This unsubscribe link is not valid.", slug="invalid-token")
+    return claims
+
+
+async def unsubscribe_page(request: web.Request) -> web.Response:
+    """What a person clicking the link sees: a button (a GET never changes anything, since
+    mail scanners follow links)."""
+    _, category = _unsubscribe_claims(request)
+    token = html.escape(request.query["token"], quote=True)
+    page_html = (
+        "<!DOCTYPE html><html lang=en><meta charset=utf-8><title>Unsubscribe</title>"
+        f"<p>Stop emails about <b>{html.escape(category)}</b>?</p>"
+        f'<form method=post action="?token={token}">'
+        "<input type=hidden name=List-Unsubscribe value=One-Click>"
+        "<button type=submit>Unsubscribe</button></form></html>"
+    )
+    return web.Response(text=page_html, content_type="text/html")
+
+
+async def unsubscribe(request: web.Request) -> web.Response:
+    """One-click unsubscribe: turn this category's email off for the link's user."""
+    user_id, category = _unsubscribe_claims(request)
+    store = request.app[keys.PREFERENCES]
+    for _ in range(_SAVE_ATTEMPTS):
+        current = await store.get(user_id)
+        try:
+            await store.save(current.changed({category: {"email": False}}))
+        except PreferencesConflict:
+            continue
+        return json_response({"unsubscribed": {"category": category, "channel": "email"}})
+    raise Problem(409, "The preferences changed while saving; try again.", slug="conflict")
+
+
+# -- role broadcasts (admin) -------------------------------------------------------------------
+
+
+class BroadcastRequest(RequestModel):
+    role: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")
+    category: Category
+    title: str = Field(min_length=1, max_length=120)
+    body: str = Field(min_length=1, max_length=1000)
+
+
+def broadcast_view(broadcast: Broadcast) -> dict[str, Any]:
+    return {
+        "id": broadcast.id,
+        "role": broadcast.role,
+        "category": broadcast.category,
+        "title": broadcast.title,
+        "body": broadcast.body,
+        "status": broadcast.status,
+        "batches_done": broadcast.batches_done,
+        "recipients": broadcast.recipients,
+        "created_at": format_time(broadcast.created_at),
+    }
+
+
+@require_roles("admin")
+async def create_broadcast(request: web.Request) -> web.Response:
+    """In-app + push to every user with ``role``, fanned out in batches through the bus."""
+    identity = current_identity(request)
+    body = await read_json(request, BroadcastRequest)
+    broadcast = await request.app[keys.BROADCASTS].create(
+        role=body.role,
+        category=body.category,
+        title=body.title,
+        body=body.body,
+        requested_by=identity.user_id,
+    )
+    request.app[shared_keys.OUTBOX_RELAY].notify()
+    return json_response(broadcast_view(broadcast), status=202)
+
+
+@require_roles("admin")
+async def get_broadcast(request: web.Request) -> web.Response:
+    """A broadcast's progress (batches done, recipients so far; per-user records in
+    ``/deliveries``)."""
+    found = await request.app[keys.BROADCASTS].get(request.match_info["id"])
+    if found is None:
+        raise Problem(404, "No such broadcast.", slug="not-found")
+    return json_response(broadcast_view(found))
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/deliveries", list_deliveries)
     app.router.add_get(f"{PREFIX}/preferences", get_preferences)
@@ -436,6 +530,10 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/mutes", list_mutes)
     app.router.add_put(f"{PREFIX}/mutes/{{conversation_id}}", mute)
     app.router.add_delete(f"{PREFIX}/mutes/{{conversation_id}}", unmute)
+    app.router.add_post(f"{PREFIX}/broadcast", create_broadcast)
+    app.router.add_get(f"{PREFIX}/broadcasts/{{id}}", get_broadcast)
+    app.router.add_get(f"{PREFIX}/unsubscribe", unsubscribe_page)
+    app.router.add_post(f"{PREFIX}/unsubscribe", unsubscribe)
     app.router.add_post(f"{PREFIX}/webhooks", create_webhook)
     app.router.add_get(f"{PREFIX}/webhooks", list_webhooks)
     app.router.add_get(f"{PREFIX}/webhooks/{{id}}", get_webhook)
