@@ -32,7 +32,7 @@ from notification_svc.domain.push import PushRequest
 from notification_svc.domain.unsubscribe import UnsubscribeLinks
 from notification_svc.metrics import NotificationMetrics
 from notification_svc.sending.inbox import InAppChannel, post_in_app
-from notification_svc.sending.push import PushChannel, push_to
+from notification_svc.sending.push import Audience, PushChannel, push_to
 from notification_svc.sending.webhooks import WebhookChannel, deliver_event
 from switchyard.bus import PermanentError, RetryLater
 from switchyard.directory import UserDirectory, apply_user_event
@@ -353,6 +353,7 @@ async def handle_chat_message(event: Event[Any], *, channels: Channels) -> None:
     }
     now = utcnow()
     pushes: list[PushRequest] = []
+    audience = Audience(channels.push.directory, channels.push.preferences)
     for user_id in dict.fromkeys(data.offline_recipient_ids):
         if user_id == data.sender_id:
             continue  # never a push to the sender
@@ -372,7 +373,11 @@ async def handle_chat_message(event: Event[Any], *, channels: Channels) -> None:
                 await _record_suppressed(channels, event, request, name, why_not)
             continue
         await post_in_app(
-            request, event_id=event.id, event_type=event.type, channel=channels.in_app
+            request,
+            event_id=event.id,
+            event_type=event.type,
+            channel=channels.in_app,
+            audience=audience,
         )
         earlier = await channels.push.deliveries.find(event.id, "push", user_id)
         if earlier is not None and earlier.final:
@@ -391,7 +396,9 @@ async def handle_chat_message(event: Event[Any], *, channels: Channels) -> None:
             await _record_suppressed(channels, event, request, "push", "folded-into-digest")
             continue
         pushes.append(request)
-    await push_to(pushes, event_id=event.id, event_type=event.type, channel=channels.push)
+    await push_to(
+        pushes, event_id=event.id, event_type=event.type, channel=channels.push, audience=audience
+    )
 
 
 async def _record_suppressed(
@@ -472,6 +479,7 @@ async def handle_activity_event(event: Event[Any], *, channels: Channels) -> Non
     if notices is None:
         raise PermanentError(f"no notice is sent for {event.type}")
     pushes: list[PushRequest] = []
+    audience = Audience(channels.push.directory, channels.push.preferences)
     for notice in notices:
         text = channels.renderer.short(notice.template, notice.context)
         request = PushRequest(
@@ -486,13 +494,19 @@ async def handle_activity_event(event: Event[Any], *, channels: Channels) -> Non
         )
         if "in_app" in notice.channels:
             await post_in_app(
-                request, event_id=event.id, event_type=event.type, channel=channels.in_app
+                request,
+                event_id=event.id,
+                event_type=event.type,
+                channel=channels.in_app,
+                audience=audience,
             )
         if "email" in notice.channels:
             await _email_notice(event, notice, text, channels)
         if "push" in notice.channels:
             pushes.append(request)
-    await push_to(pushes, event_id=event.id, event_type=event.type, channel=channels.push)
+    await push_to(
+        pushes, event_id=event.id, event_type=event.type, channel=channels.push, audience=audience
+    )
 
 
 async def _email_notice(

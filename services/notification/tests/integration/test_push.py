@@ -164,9 +164,13 @@ async def test_five_quick_messages_fold_into_at_most_two_pushes(
     await asyncio.sleep(2.0)  # another window: nothing more arrives
     pushes = fake_fcm.to(token)
     assert len(pushes) == 2
-    assert pushes[0].notification["body"] == "m1"
+    # Messages are handled concurrently: whichever opened the window was pushed, the other
+    # four folded into the digest.
+    first = pushes[0].notification["body"]
+    assert first in {f"m{seq}" for seq in range(1, 6)}
     assert pushes[1].notification["body"] == "4 new messages from Ada"
-    assert pushes[1].data["seq"] == "5" and pushes[1].data["count"] == "4"
+    assert pushes[1].data["count"] == "4"
+    assert pushes[1].data["seq"] == str(max(s for s in range(1, 6) if f"m{s}" != first))
     metrics = service.app[keys.NOTIFICATION_METRICS]
     assert metrics.value("notification_digest_folds_total") == 4
 

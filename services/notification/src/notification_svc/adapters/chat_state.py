@@ -114,6 +114,19 @@ class ChatStateStore:
         except DuplicateKeyError:
             pass  # it exists: what _ensure is for
 
+    async def _update_existing(
+        self, user_id: str, conversation_id: str, query: Document, update: Document
+    ) -> int:
+        """Apply ``update`` (matched count); the document is created first only when missing
+        (one round trip on the common path)."""
+        result = await self.collection.update_one(query, update)
+        if result.matched_count:
+            return 1
+        if await self.collection.count_documents({"_id": _key(user_id, conversation_id)}):
+            return 0  # it exists; the guard said no
+        await self._ensure(user_id, conversation_id)
+        return (await self.collection.update_one(query, update)).matched_count
+
     async def set_muted(self, user_id: str, conversation_id: str, muted: bool) -> None:
         await self._ensure(user_id, conversation_id)
         await self.collection.update_one(
@@ -126,8 +139,9 @@ class ChatStateStore:
 
     async def mark_read(self, user_id: str, conversation_id: str, seq: int) -> None:
         """Raise the user's read mark to ``seq`` (a lower one changes nothing)."""
-        await self._ensure(user_id, conversation_id)
-        await self.collection.update_one(
+        await self._update_existing(
+            user_id,
+            conversation_id,
             {
                 "$and": [
                     {"_id": _key(user_id, conversation_id)},
@@ -150,8 +164,9 @@ class ChatStateStore:
     ) -> Window:
         """Open a push window for this message, or fold the message into the open one."""
         key = _key(user_id, conversation_id)
-        await self._ensure(user_id, conversation_id)
-        opened = await self.collection.update_one(
+        opened = await self._update_existing(
+            user_id,
+            conversation_id,
             {
                 "$and": [
                     {"_id": key},
@@ -169,7 +184,7 @@ class ChatStateStore:
                 "$inc": {"version": 1},
             },
         )
-        if opened.matched_count == 1:
+        if opened == 1:
             return Window.OPENED
         await self.collection.update_one(
             {"_id": key},

@@ -55,7 +55,14 @@ def build_registry(app: web.Application) -> HandlerRegistry:
     channels = app[keys.CHANNELS]
     # Chat pushes and payment/file notices on queues of their own: a slow FCM or SMTP server
     # holds up neither the read model nor the auth emails.
-    registry.add("chat_pushes", CHAT_EVENT_TYPES, partial(handle_chat_message, channels=channels))
+    # No bus inbox on the channel queues: the delivery records (unique per event, channel and
+    # recipient) and the inbox items (unique per event and user) make redeliveries send nothing.
+    registry.add(
+        "chat_pushes",
+        CHAT_EVENT_TYPES,
+        partial(handle_chat_message, channels=channels),
+        deduplicate=False,
+    )
     registry.add(
         "activity", ACTIVITY_EVENT_TYPES, partial(handle_activity_event, channels=channels)
     )

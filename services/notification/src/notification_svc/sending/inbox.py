@@ -10,7 +10,7 @@ from notification_svc.adapters.preferences import PreferenceStore
 from notification_svc.domain.deliveries import ERASED_RECIPIENT, Delivery, NewDelivery
 from notification_svc.domain.push import PushRequest
 from notification_svc.metrics import NotificationMetrics
-from notification_svc.sending.push import allowed
+from notification_svc.sending.push import Audience
 from switchyard.directory import UserDirectory
 
 
@@ -24,7 +24,12 @@ class InAppChannel:
 
 
 async def post_in_app(
-    request: PushRequest, *, event_id: str, event_type: str, channel: InAppChannel
+    request: PushRequest,
+    *,
+    event_id: str,
+    event_type: str,
+    channel: InAppChannel,
+    audience: Audience | None = None,
 ) -> Delivery:
     """Add ``request`` to its user's inbox unless preferences say no (then ``suppressed``)."""
     new = NewDelivery(
@@ -36,9 +41,8 @@ async def post_in_app(
         template=request.template,
         category=request.category,  # type: ignore[arg-type]
     )
-    why_not = await allowed(
-        channel.directory, channel.preferences, request.user_id, new.category, "in_app"
-    )
+    audience = audience or Audience(channel.directory, channel.preferences)
+    why_not = await audience.why_not(request.user_id, new.category, "in_app")
     if why_not is not None:
         if why_not == "user-deleted":
             new = replace(new, recipient=ERASED_RECIPIENT)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Protocol
 
@@ -25,7 +25,7 @@ from notification_svc.domain.deliveries import (
     DeliveryInProgress,
     NewDelivery,
 )
-from notification_svc.domain.preferences import Category
+from notification_svc.domain.preferences import Category, Channel, Preferences
 from notification_svc.domain.push import (
     Push,
     PushAuthFailed,
@@ -58,20 +58,27 @@ class PushChannel:
     claim_lease: timedelta = timedelta(seconds=60)
 
 
-async def allowed(
-    directory: UserDirectory,
-    preferences: PreferenceStore,
-    user_id: str,
-    category: Category,
-    channel: str,
-) -> str | None:
-    """Why a message may not go to ``user_id`` on ``channel`` (None: it may)."""
-    contact = await directory.get(user_id)
-    if contact is not None and contact.deleted:
-        return "user-deleted"
-    if not (await preferences.get(user_id)).allows(category, channel):  # type: ignore[arg-type]
-        return "opted-out"
-    return None
+@dataclass
+class Audience:
+    """Who may get what, looked up once per user for all the channels of one event."""
+
+    directory: UserDirectory
+    preferences: PreferenceStore
+    _deleted: dict[str, bool] = field(default_factory=dict)
+    _choices: dict[str, Preferences] = field(default_factory=dict)
+
+    async def why_not(self, user_id: str, category: Category, channel: Channel) -> str | None:
+        """Why a message may not go to ``user_id`` on ``channel`` (None: it may)."""
+        if user_id not in self._deleted:
+            contact = await self.directory.get(user_id)
+            self._deleted[user_id] = contact is not None and contact.deleted
+        if self._deleted[user_id]:
+            return "user-deleted"
+        if user_id not in self._choices:
+            self._choices[user_id] = await self.preferences.get(user_id)
+        if not self._choices[user_id].allows(category, channel):
+            return "opted-out"
+        return None
 
 
 async def push_to(
@@ -80,8 +87,10 @@ async def push_to(
     event_id: str,
     event_type: str,
     channel: PushChannel,
+    audience: Audience | None = None,
 ) -> list[Delivery]:
     """Push each request to its user's devices, once per (event, user); returns the records."""
+    audience = audience or Audience(channel.directory, channel.preferences)
     records: list[Delivery] = []
     claimed: dict[str, tuple[Delivery, PushRequest]] = {}
     busy = False
@@ -95,9 +104,7 @@ async def push_to(
             template=request.template,
             category=request.category,  # type: ignore[arg-type]
         )
-        why_not = await allowed(
-            channel.directory, channel.preferences, request.user_id, new.category, "push"
-        )
+        why_not = await audience.why_not(request.user_id, new.category, "push")
         if why_not is None and channel.pusher is None:
             why_not = "push-not-configured"
         if why_not is not None:
