@@ -23,7 +23,7 @@ Part 2, in the same run (the email rows are their baseline):
   of deposit events, from the first publish to the last signed POST received by a local
   receiver; against the 200/s target.
 
-Bounded: about 45 s in all, with a hard stop at 90 s.
+Bounded: about a minute on an idle machine, with a hard stop at 180 s.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ TARGET_P99_SECONDS = 1.0
 OFFERED_RATE = 50.0  # emails per second
 LATENCY_SECONDS = 8.0
 BURST = 300
-HARD_LIMIT_SECONDS = 90.0
+HARD_LIMIT_SECONDS = 180.0
 PUSH_RATE = 100.0  # chat messages per second
 PUSH_SECONDS = 5.0
 TARGET_PUSH_P99_SECONDS = 1.0
@@ -266,7 +266,7 @@ async def _measure(amqp_url: str, scratch: Path) -> list[dict[str, Any]]:
             pushed_at[uid] = time.monotonic()
             publishes.append(asyncio.create_task(chat.publish(message(uid))))
         await asyncio.gather(*publishes)
-        await fcm.wait_for(10 + push_count, 20)
+        await fcm.wait_for(10 + push_count, 90)
         received = {p.token.split("-")[1]: p.received_at for p in fcm.received}
         push_latencies = [received[uid] - pushed_at[uid] for uid in pushed_at]
         push_achieved = push_count / (max(pushed_at.values()) - min(pushed_at.values()))
@@ -303,6 +303,9 @@ async def _measure(amqp_url: str, scratch: Path) -> list[dict[str, Any]]:
                 service="payments",
             )
 
+        await server.app[keys.DIRECTORY].record_profile(
+            "usr_payer", email="payer@example.com", display_name="Payer", as_of=utcnow()
+        )
         await pay.publish(deposit())  # warm-up: connections to the receiver
         await hooks.wait_for(WEBHOOK_SUBSCRIPTIONS, 20)
         hooks_started = time.time()

@@ -379,9 +379,6 @@ async def handle_chat_message(event: Event[Any], *, channels: Channels) -> None:
             channel=channels.in_app,
             audience=audience,
         )
-        earlier = await channels.push.deliveries.find(event.id, "push", user_id)
-        if earlier is not None and earlier.final:
-            continue  # this event's push was decided already (a redelivery)
         window = await state.open_window(
             user_id,
             data.conversation_id,

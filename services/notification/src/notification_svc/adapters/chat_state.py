@@ -114,18 +114,35 @@ class ChatStateStore:
         except DuplicateKeyError:
             pass  # it exists: what _ensure is for
 
-    async def _update_existing(
-        self, user_id: str, conversation_id: str, query: Document, update: Document
+    async def _open_or_create(
+        self,
+        user_id: str,
+        conversation_id: str,
+        until: datetime,
+        message_id: str,
+        query: Document,
+        update: Document,
     ) -> int:
-        """Apply ``update`` (matched count); the document is created first only when missing
-        (one round trip on the common path)."""
+        """The guarded window update (1 if it opened the window); a missing document is created
+        with the window open — one round trip on either common path."""
         result = await self.collection.update_one(query, update)
         if result.matched_count:
             return 1
-        if await self.collection.count_documents({"_id": _key(user_id, conversation_id)}):
-            return 0  # it exists; the guard said no
-        await self._ensure(user_id, conversation_id)
-        return (await self.collection.update_one(query, update)).matched_count
+        try:
+            await self.collection.insert_one(
+                {
+                    "_id": _key(user_id, conversation_id),
+                    "user_id": user_id,
+                    "conversation_id": conversation_id,
+                    "version": 1,
+                    "has_folded": False,
+                    "window_until": stored_time(until),
+                    "opened_by": message_id,
+                }
+            )
+            return 1
+        except DuplicateKeyError:  # it exists: the guard decides (again, it may have changed)
+            return (await self.collection.update_one(query, update)).matched_count
 
     async def set_muted(self, user_id: str, conversation_id: str, muted: bool) -> None:
         await self._ensure(user_id, conversation_id)
@@ -138,10 +155,11 @@ class ChatStateStore:
         return sorted([doc["conversation_id"] async for doc in cursor])
 
     async def mark_read(self, user_id: str, conversation_id: str, seq: int) -> None:
-        """Raise the user's read mark to ``seq`` (a lower one changes nothing)."""
-        await self._update_existing(
-            user_id,
-            conversation_id,
+        """Raise the user's read mark to ``seq`` (a lower one changes nothing).
+
+        Only an existing document is updated: without one, no window or digest is pending
+        for the user, and every later message has a higher seq than this mark anyway."""
+        await self.collection.update_one(
             {
                 "$and": [
                     {"_id": _key(user_id, conversation_id)},
@@ -164,9 +182,11 @@ class ChatStateStore:
     ) -> Window:
         """Open a push window for this message, or fold the message into the open one."""
         key = _key(user_id, conversation_id)
-        opened = await self._update_existing(
+        opened = await self._open_or_create(
             user_id,
             conversation_id,
+            now + window,
+            message_id,
             {
                 "$and": [
                     {"_id": key},
