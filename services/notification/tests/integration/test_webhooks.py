@@ -355,3 +355,39 @@ async def test_redirects_are_not_followed(
     ) as r:
         [logged] = (await r.json())["items"]
     assert logged["response_code"] == 302 and logged["status"] != "delivered"
+
+
+async def test_copies_of_one_event_racing_and_a_crashed_claim_still_deliver_once(
+    start_service, smtp_sink, receivers, http, jwks_server, payments
+) -> None:
+    """Five copies of one event at once (redeliveries after a dropped channel) post once;
+    a claim left by a consumer that died mid-attempt is taken over after its lease."""
+    service = await start_service(smtp_port=smtp_sink.port, **WEBHOOK_SETTINGS)
+    ada = await known_user(service)
+    receiver = await receivers(delay=0.5)
+    sub = await subscribe(service, http, jwks_server.token(ada, ["customer"]), receiver)
+    envelope = deposit(ada)
+    await asyncio.gather(*(payments.publish(envelope) for _ in range(5)))
+    await until(lambda: len(receiver.verified) == 1, 10)
+    await asyncio.sleep(2.0)
+    assert len(receiver.requests) == 1
+
+    # A consumer crashed while holding a claim: the record says `delivering`, lease expired.
+    store = service.app[keys.WEBHOOK_STORE]
+    subscription = await store.get(sub["id"])
+    crashed = deposit(ada)
+    record, _ = await store.open(
+        subscription,
+        event_id=crashed.id,
+        event_type=crashed.type,
+        payload=crashed.to_json().decode(),
+    )
+    from datetime import timedelta
+
+    taken = await store.claim(record.id, owner="dead-consumer", lease=timedelta(milliseconds=1))
+    assert taken is not None and taken.status == "delivering"
+    await asyncio.sleep(0.05)
+    await payments.publish(crashed)  # the broker redelivers the event to a live consumer
+    await until(lambda: len(receiver.verified) == 2, 10)
+    await asyncio.sleep(1.0)
+    assert [v["id"] for v in receiver.verified] == [envelope.id, crashed.id]

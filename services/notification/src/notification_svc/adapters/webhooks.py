@@ -200,7 +200,11 @@ class WebhookStore:
         payload: str,
         status: WebhookDeliveryStatus = "pending",
         reason: str | None = None,
-    ) -> WebhookDelivery:
+        claim_for: tuple[str, timedelta] | None = None,
+    ) -> tuple[WebhookDelivery, bool]:
+        """The record of (subscription, event): created now (True) — already claimed for
+        ``claim_for = (owner, lease)`` when given, one write on the common path — or the one
+        there (False)."""
         now = stored_time(utcnow())
         doc: Document = {
             "_id": self._next_id(),
@@ -216,16 +220,24 @@ class WebhookStore:
         }
         if reason is not None:
             doc["reason"] = reason
+        if claim_for is not None:
+            owner, lease = claim_for
+            doc |= {
+                "status": "delivering",
+                "attempts": 1,
+                "owner": owner,
+                "lease_expires": stored_time(utcnow() + lease),
+            }
         try:
             await self.deliveries.insert_one(doc)
-            return _delivery(doc)
+            return _delivery(doc), True
         except DuplicateKeyError:
             existing = await self.deliveries.find_one(
                 {"subscription_id": subscription.id, "event_id": event_id}
             )
         if existing is None:
             raise LookupError(f"webhook delivery of {event_id} vanished")
-        return _delivery(existing)
+        return _delivery(existing), False
 
     async def claim(
         self, delivery_id: str, *, owner: str, lease: timedelta, force: bool = False

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from notification_svc.adapters.preferences import PreferenceStore
 from notification_svc.adapters.webhook_http import WebhookSender
 from notification_svc.adapters.webhooks import WebhookDelivery, WebhookStore
+from notification_svc.domain.preferences import Preferences
 from notification_svc.domain.webhooks import (
     FINAL_WEBHOOK_STATUSES,
     NEVER_SENT,
@@ -70,12 +71,15 @@ async def deliver_event(event: Event[Any], *, channel: WebhookChannel) -> int:
     payload = event.envelope.to_json().decode()
     category = category_of(event.type)
     gate = asyncio.Semaphore(channel.concurrency)
-    work: list[tuple[Subscription, WebhookDelivery]] = []
+    work: list[tuple[Subscription, WebhookDelivery, bool]] = []
+    choices: dict[str, Preferences] = {}
     for subscription in subscriptions:
         if not subscription.may_see(event.data):
             continue
-        preferences = await channel.preferences.get(subscription.owner_id)
-        if not preferences.allows(category, "webhook"):
+        owner = subscription.owner_id
+        if owner not in choices:
+            choices[owner] = await channel.preferences.get(owner)
+        if not choices[owner].allows(category, "webhook"):
             await channel.store.open(
                 subscription,
                 event_id=event.id,
@@ -85,17 +89,21 @@ async def deliver_event(event: Event[Any], *, channel: WebhookChannel) -> int:
                 reason="opted-out",
             )
             continue
-        delivery = await channel.store.open(
-            subscription, event_id=event.id, event_type=event.type, payload=payload
+        delivery, created = await channel.store.open(
+            subscription,
+            event_id=event.id,
+            event_type=event.type,
+            payload=payload,
+            claim_for=(channel.owner, channel.lease),
         )
-        if delivery.status not in FINAL_WEBHOOK_STATUSES:
-            work.append((subscription, delivery))
+        if created or delivery.status not in FINAL_WEBHOOK_STATUSES:
+            work.append((subscription, delivery, created))
 
-    async def one(subscription: Subscription, delivery: WebhookDelivery) -> Outcome:
+    async def one(subscription: Subscription, delivery: WebhookDelivery, held: bool) -> Outcome:
         async with gate:
-            return await attempt(subscription, delivery, channel=channel)
+            return await attempt(subscription, delivery, channel=channel, claimed=held)
 
-    outcomes = await asyncio.gather(*(one(s, d) for s, d in work))
+    outcomes = await asyncio.gather(*(one(s, d, held) for s, d, held in work))
     if "retry" in outcomes:
         failing = outcomes.count("retry")
         raise WebhookRetry(f"{failing} of {len(outcomes)} webhook endpoints failed")
@@ -108,12 +116,16 @@ async def attempt(
     *,
     channel: WebhookChannel,
     force: bool = False,
+    claimed: bool = False,
 ) -> Outcome:
-    """One attempt of one delivery (``force``: a manual redelivery of a finished one)."""
-    claimed = await channel.store.claim(
-        delivery.id, owner=channel.owner, lease=channel.lease, force=force
-    )
-    if claimed is None:
+    """One attempt of one delivery (``force``: a manual redelivery of a finished one;
+    ``claimed``: the record was created already claimed by this consumer)."""
+    if not claimed and (
+        await channel.store.claim(
+            delivery.id, owner=channel.owner, lease=channel.lease, force=force
+        )
+        is None
+    ):
         current = await channel.store.get_delivery(subscription.id, delivery.id)
         return "done" if current and current.status in FINAL_WEBHOOK_STATUSES else "retry"
     result = await channel.sender.post(
@@ -128,7 +140,8 @@ async def attempt(
         await channel.store.record_attempt(
             delivery.id, owner=channel.owner, status="delivered", attempt=result
         )
-        await channel.store.succeeded(subscription.id)
+        if subscription.failing_since is not None:
+            await channel.store.succeeded(subscription.id)
         channel.metrics.webhook_attempt(endpoint, "delivered", result.latency_ms / 1000)
         return "done"
     if result.status_code == 410:
