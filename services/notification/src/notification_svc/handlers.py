@@ -38,7 +38,7 @@ from switchyard.bus import PermanentError, RetryLater
 from switchyard.directory import UserDirectory, apply_user_event
 from switchyard.envelope import Event, utcnow
 from switchyard.events.auth import UserDeleted, UserRegistered, UserUpdated, UserVerified
-from switchyard.events.chat import MessageSent
+from switchyard.events.chat import ConversationCreated, MessageSent
 from switchyard.events.notification import BroadcastBatchQueued, WebhookDisabled
 from switchyard.leases import kept_alive
 
@@ -333,8 +333,12 @@ def _chat_request(
 
 async def handle_chat_message(event: Event[Any], *, channels: Channels) -> None:
     """``chat.message.sent``: in-app + push to each offline recipient who has not muted the
-    conversation; one push per conversation per window, later messages fold into a digest."""
+    conversation; one push per conversation per window, later messages fold into a digest.
+    ``chat.conversation.created`` (groups): the added members hear about it."""
     data = event.data
+    if isinstance(data, ConversationCreated):
+        await _group_created(event, data, channels)
+        return
     if not isinstance(data, MessageSent):
         raise PermanentError(f"the chat subscription does not handle {event.type}")
     state = channels.chat_state
@@ -395,6 +399,44 @@ async def handle_chat_message(event: Event[Any], *, channels: Channels) -> None:
         pushes.append(request)
     await push_to(
         pushes, event_id=event.id, event_type=event.type, channel=channels.push, audience=audience
+    )
+
+
+async def _group_created(event: Event[Any], data: ConversationCreated, channels: Channels) -> None:
+    """A group conversation: its members (not the creator) hear they were added, in-app and
+    by push. Direct conversations say nothing until their first message."""
+    if data.kind != "group":
+        return
+    creator = await channels.email.directory.get(data.created_by)
+    text = channels.renderer.short(
+        "chat_group_added",
+        {
+            "creator_name": (creator.display_name if creator else None) or "Someone",
+            "title": data.title or "a group",
+        },
+    )
+    audience = Audience(channels.push.directory, channels.push.preferences)
+    requests = [
+        _chat_request(
+            "chat_group_added",
+            text,
+            user_id=member,
+            conversation_id=data.conversation_id,
+            data={"kind": "chat", "conversation_id": data.conversation_id},
+        )
+        for member in dict.fromkeys(data.member_ids)
+        if member != data.created_by
+    ]
+    for request in requests:
+        await post_in_app(
+            request,
+            event_id=event.id,
+            event_type=event.type,
+            channel=channels.in_app,
+            audience=audience,
+        )
+    await push_to(
+        requests, event_id=event.id, event_type=event.type, channel=channels.push, audience=audience
     )
 
 

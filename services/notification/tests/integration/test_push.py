@@ -266,3 +266,39 @@ def test_the_send_url_follows_fcm_endpoint() -> None:
         fcm_send_url("http://127.0.0.1:9999/", "proj")
         == "http://127.0.0.1:9999/v1/projects/proj/messages:send"
     )
+
+
+async def test_members_added_to_a_group_hear_about_it_but_not_its_creator(
+    start_service, smtp_sink, fcm_settings, fake_fcm, http, jwks_server, chat
+) -> None:
+    from switchyard.envelope import utcnow
+    from switchyard.events.chat import ConversationCreated
+
+    service = await start_service(smtp_port=smtp_sink.port, **fcm_settings)
+    ada, grace = await people(service, "Ada", "Grace")
+    tokens = {}
+    for uid in (ada, grace):
+        tokens[uid] = fcm_token()
+        fake_fcm.register(tokens[uid])
+        await device(service, http, jwks_server, uid, tokens[uid])
+    conversation = f"c_{uuid.uuid4().hex}"
+    envelope = new_envelope(
+        ConversationCreated(
+            conversation_id=conversation,
+            kind="group",
+            member_ids=[ada, grace],
+            created_by=ada,
+            title="Kitchen remodel",
+            created_at=utcnow(),
+        ),
+        service="chat",
+    )
+    await chat.publish(envelope)
+    [push] = await fake_fcm.wait_for(1)
+    assert push.token == tokens[grace]
+    assert push.notification == {
+        "title": "Kitchen remodel",
+        "body": "Ada added you to Kitchen remodel",
+    }
+    await asyncio.sleep(0.5)
+    assert fake_fcm.to(tokens[ada]) == []

@@ -22,14 +22,14 @@ from switchyard.bus import PermanentError
 from switchyard.contracts import envelope_examples
 from switchyard.envelope import CATALOG, Event
 from switchyard.events.auth import UserDeleted, UserRegistered, UserUpdated, UserVerified
-from switchyard.events.chat import MessageSent
+from switchyard.events.chat import ConversationCreated, MessageSent
 from switchyard.events.notification import BroadcastBatchQueued, WebhookDisabled
 
 NOW = datetime(2026, 3, 1, 12, 5, tzinfo=UTC)
 TABLES: dict[str, Any] = {
     "emails": EMAIL_FOR_EVENT,
     "user_directory": USER_EVENT_HANDLERS,
-    "chat_pushes": [MessageSent],
+    "chat_pushes": [MessageSent, ConversationCreated],
     "activity": NOTICES_FOR_EVENT,
     "webhooks": [spec.model for spec in CATALOG if spec.type not in NEVER_SENT],
     "webhook_notices": [WebhookDisabled],

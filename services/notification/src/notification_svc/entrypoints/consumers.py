@@ -30,7 +30,7 @@ from switchyard.envelope import CATALOG
 EMAIL_EVENT_TYPES = CATALOG.types_of(EMAIL_FOR_EVENT)
 USER_EVENT_TYPES = CATALOG.types_of(USER_EVENT_HANDLERS)
 ACTIVITY_EVENT_TYPES = CATALOG.types_of(NOTICES_FOR_EVENT)
-CHAT_EVENT_TYPES = ["chat.message.sent"]
+CHAT_EVENT_TYPES = ["chat.message.sent", "chat.conversation.created"]
 # Webhooks may carry any catalog event except those holding one-time codes (and internal ones).
 WEBHOOK_EVENT_TYPES = sorted({spec.type for spec in CATALOG} - NEVER_SENT)
 WEBHOOK_NOTICE_TYPES = ["notification.webhook.disabled"]
