@@ -25,7 +25,14 @@ DOMAIN = {
         "auth_token_refreshes_total",
         "auth_refresh_reuse_detected_total",
     ],
-    "notification": ["notification_deliveries_total"],
+    "notification": [
+        "notification_deliveries_total",
+        "notification_push_tokens_removed_total",
+        "notification_push_auth_failures_total",
+        "notification_digest_folds_total",
+        "notification_webhook_attempts_total",
+        "notification_webhooks_disabled_total",
+    ],
     "payments": [
         "payments_transfers_total",
         "payments_money_moved_minor_units_total",

@@ -9,7 +9,7 @@ import pytest
 
 from notification_svc.app import create_app
 from notification_svc.settings import NotificationSettings
-from switchyard.testing import JwksServer
+from switchyard.testing import FakeFcm, JwksServer
 
 from .support import RunningService, publisher_bus
 
@@ -58,3 +58,18 @@ async def start_service(
     yield start
     for publisher in publishers:
         await publisher.close()
+
+
+@pytest.fixture
+async def fake_fcm() -> AsyncIterator[FakeFcm]:
+    """A local FCM (v1 send + OAuth token endpoint), driven through firebase-admin itself."""
+    fcm = await FakeFcm().start()
+    yield fcm
+    await fcm.stop()
+
+
+@pytest.fixture
+def fcm_settings(fake_fcm: FakeFcm, tmp_path: Any) -> dict[str, Any]:
+    """Settings pointing the service at the fake FCM with a generated service-account key."""
+    credentials = fake_fcm.write_credentials(tmp_path / "service-account.json")
+    return {"fcm_credentials_file": credentials, "fcm_endpoint": fake_fcm.url}

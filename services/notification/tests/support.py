@@ -35,6 +35,7 @@ from switchyard.events.auth import (
     UserUpdated,
     UserVerified,
 )
+from switchyard.events.chat import MessageSent
 from switchyard.testing import AppServer, eventually, service_bus
 
 
@@ -177,6 +178,10 @@ class RunningService:
         doc = await self.deliveries.collection.find_one({"event_id": event_id})
         return await self.deliveries.get(doc["_id"]) if doc else None
 
+    async def deliveries_of(self, event_id: str) -> list[Delivery]:
+        found = self.deliveries.collection.find({"event_id": event_id})
+        return [d for doc in await found.to_list() if (d := await self.deliveries.get(doc["_id"]))]
+
     async def wait_delivery(
         self,
         event_id: str,
@@ -186,10 +191,10 @@ class RunningService:
         found: list[Delivery] = []
 
         async def check() -> bool:
-            delivery = await self.delivery_of(event_id)
-            if delivery is not None and predicate(delivery):
-                found.append(delivery)
-                return True
+            for delivery in await self.deliveries_of(event_id):
+                if predicate(delivery):
+                    found.append(delivery)
+                    return True
             return False
 
         await eventually(check, timeout)
@@ -246,3 +251,29 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+def chat_bus(overrides: dict[str, Any]) -> Bus:
+    return service_bus(overrides, "chat")
+
+
+def message_sent(
+    conversation_id: str,
+    seq: int,
+    sender: str,
+    recipients: list[str],
+    *,
+    offline: list[str] | None = None,
+    preview: str = "Are we still on for Thursday?",
+) -> MessageSent:
+    return MessageSent(
+        message_id=f"m_{uuid.uuid4().hex}",
+        conversation_id=conversation_id,
+        seq=seq,
+        sender_id=sender,
+        recipient_ids=recipients,
+        offline_recipient_ids=recipients if offline is None else offline,
+        preview=preview,
+        attachment_ids=[],
+        sent_at=utcnow(),
+    )

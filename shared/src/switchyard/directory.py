@@ -71,6 +71,17 @@ class UserDirectory:
             return {}
         return {doc["_id"]: _user(doc) async for doc in self.collection.find({"_id": {"$in": ids}})}
 
+    async def with_role(
+        self, role: str, *, after: str | None = None, limit: int = 500
+    ) -> list[DirectoryUser]:
+        """A page of the users holding ``role``, in id order after ``after`` (tombstones hold
+        no roles). A full scan: fine for fan-outs, not for a request's hot path."""
+        query: Document = {"roles": {"$all": [role]}}
+        if after is not None:
+            query = {"$and": [query, {"_id": {"$gt": after}}]}
+        cursor = self.collection.find(query).sort("_id", 1).limit(limit)
+        return [_user(doc) async for doc in cursor]
+
     async def record_profile(
         self,
         user_id: str,

@@ -14,18 +14,20 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import aio_pika
 import pytest
 
-from switchyard.bus import Bus
+from switchyard.bus import Bus, Consumer, Subscription
 from switchyard.dlq import DeadLetters
 from switchyard.metrics import Metrics
 from switchyard.testing import eventually
 
 from ..support import (
+    TEST_CATALOG,
     Recorder,
     make_bus,
     start_consumer,
@@ -219,5 +221,37 @@ async def test_a_queue_declared_by_an_earlier_version_is_used_as_it_is(settings_
     await bus.publish(envelope)
     await recorder.wait_for(1)
     assert recorder.events[0].id == envelope.id
+    await consumer.stop()
+    await bus.close()
+
+
+async def test_a_queue_with_its_own_tiers_and_retry_later_skips_shorter_tiers(settings_overrides):
+    """A subscription's own retry tiers replace the bus's; ``RetryLater(after=…)`` (a
+    provider's Retry-After) takes the first tier waiting at least that long."""
+    from switchyard.bus import RetryLater
+
+    bus = make_bus(settings_overrides, retry_delays=[30.0])  # the bus's tiers: never used here
+    await bus.connect()
+    attempts: list[tuple[int, float]] = []
+    done = asyncio.Event()
+
+    async def handler(event):  # type: ignore[no-untyped-def]
+        attempts.append((event.attempt, time.monotonic()))
+        if len(attempts) == 1:
+            raise RetryLater("provider said 429", after=0.9)
+        done.set()
+
+    consumer = Consumer(
+        bus,
+        Subscription("own_tiers", ("test.thing.happened",), handler, retry_delays=(0.1, 1.0, 2.0)),
+        catalog=TEST_CATALOG,
+    )
+    await consumer.start()
+    await bus.publish(thing("later"))
+    await asyncio.wait_for(done.wait(), 10)
+    (first, t1), (second, t2) = attempts
+    assert first == 1
+    assert second == 3  # tier 1 (0.1 s) skipped: tier 2 is the first waiting >= 0.9 s
+    assert t2 - t1 >= 0.9
     await consumer.stop()
     await bus.close()

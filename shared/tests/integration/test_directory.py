@@ -135,3 +135,26 @@ async def test_one_users_event_never_changes_another_users_record(mongo_db) -> N
     assert one is not None and two is not None
     assert (one.email, one.roles) == ("first@example.com", ("customer",))
     assert (two.email, two.roles) == ("second@example.com", ("contractor",))
+
+
+async def test_users_with_a_role_page_in_id_order_and_tombstones_drop_out(mongo_db) -> None:
+    directory = UserDirectory(mongo_db["users"])
+    ids = sorted(user_id() for _ in range(5))
+    for n, uid in enumerate(ids):
+        roles = ["contractor"] if n % 2 == 0 else ["customer"]
+        await directory.record_profile(
+            uid, email=f"{uid}@example.com", display_name="U", roles=roles, as_of=T0
+        )
+    await directory.record_profile(
+        ids[1],
+        email="x@example.com",
+        display_name="U",
+        roles=["customer", "contractor"],
+        as_of=T0 + dt.timedelta(minutes=1),
+    )
+    await directory.erase(ids[4], deleted_at=T0 + dt.timedelta(minutes=2))
+    first = await directory.with_role("contractor", limit=2)
+    assert [u.user_id for u in first] == [ids[0], ids[1]]
+    rest = await directory.with_role("contractor", after=first[-1].user_id, limit=2)
+    assert [u.user_id for u in rest] == [ids[2]]  # ids[4] was erased: a tombstone, no roles
+    assert await directory.with_role("admin") == []

@@ -35,6 +35,35 @@ class NotificationMetrics(ServiceMetrics):
             buckets=LAG_BUCKETS,
         )
 
+        self.tokens_removed = metrics.counter(
+            "notification_push_tokens_removed_total",
+            "Push tokens removed because FCM called them unregistered or invalid",
+        )
+        self.push_auth_failures = metrics.counter(
+            "notification_push_auth_failures_total",
+            "FCM refused our credentials (token exchange or 401/403 on send)",
+        )
+        self.digest_folds = metrics.counter(
+            "notification_digest_folds_total",
+            "Chat messages folded into a digest push instead of a push of their own",
+        )
+        self.webhook_attempts = metrics.counter(
+            "notification_webhook_attempts_total",
+            "Webhook delivery attempts by subscription and outcome "
+            "(delivered, failed, refused = SSRF guard, gone = 410)",
+            ["endpoint", "outcome"],
+        )
+        self.webhook_latency = metrics.histogram(
+            "notification_webhook_duration_seconds",
+            "Time for a webhook endpoint to answer, by subscription",
+            ["endpoint"],
+        )
+        self.webhooks_disabled = metrics.counter(
+            "notification_webhooks_disabled_total",
+            "Webhook subscriptions disabled (410 or 24 h of failures)",
+            ["reason"],
+        )
+
     def outcome(self, channel: str, template: str, outcome: Outcome) -> None:
         self.deliveries.labels(self.service, channel, template, outcome).inc()
 
@@ -44,3 +73,20 @@ class NotificationMetrics(ServiceMetrics):
 
     def attempt_took(self, channel: str, seconds: float) -> None:
         self.send_duration.labels(self.service, channel).observe(seconds)
+
+    def token_removed(self) -> None:
+        self.tokens_removed.labels(self.service).inc()
+
+    def push_auth_failed(self) -> None:
+        self.push_auth_failures.labels(self.service).inc()
+
+    def digest_folded(self) -> None:
+        self.digest_folds.labels(self.service).inc()
+
+    def webhook_attempt(self, endpoint: str, outcome: str, seconds: float | None) -> None:
+        self.webhook_attempts.labels(self.service, endpoint, outcome).inc()
+        if seconds is not None:
+            self.webhook_latency.labels(self.service, endpoint).observe(seconds)
+
+    def webhook_disabled(self, reason: str) -> None:
+        self.webhooks_disabled.labels(self.service, reason).inc()

@@ -13,15 +13,28 @@ from pydantic import BaseModel
 
 from notification_svc import keys
 from notification_svc.domain.emails import CATEGORY_OF, EMAIL_FOR_EVENT, EmailKind, email_for
+from notification_svc.domain.notices import NOTICES_FOR_EVENT, notices_for
+from notification_svc.domain.webhooks import NEVER_SENT
 from notification_svc.entrypoints.consumers import build_registry
 from notification_svc.handlers import USER_EVENT_HANDLERS, UserStores, handle_user_event
+from notification_svc.settings import NotificationSettings
 from switchyard.bus import PermanentError
 from switchyard.contracts import envelope_examples
 from switchyard.envelope import CATALOG, Event
 from switchyard.events.auth import UserDeleted, UserRegistered, UserUpdated, UserVerified
+from switchyard.events.chat import ConversationCreated, MessageSent
+from switchyard.events.notification import BroadcastBatchQueued, WebhookDisabled
 
 NOW = datetime(2026, 3, 1, 12, 5, tzinfo=UTC)
-TABLES: dict[str, Any] = {"emails": EMAIL_FOR_EVENT, "user_directory": USER_EVENT_HANDLERS}
+TABLES: dict[str, Any] = {
+    "emails": EMAIL_FOR_EVENT,
+    "user_directory": USER_EVENT_HANDLERS,
+    "chat_pushes": [MessageSent, ConversationCreated],
+    "activity": NOTICES_FOR_EVENT,
+    "webhooks": [spec.model for spec in CATALOG if spec.type not in NEVER_SENT],
+    "webhook_notices": [WebhookDisabled],
+    "broadcasts": [BroadcastBatchQueued],
+}
 
 
 def examples_of(model: type[BaseModel]) -> list[Event[Any]]:
@@ -37,8 +50,20 @@ def examples_of(model: type[BaseModel]) -> list[Event[Any]]:
 def test_each_queue_is_bound_to_exactly_the_catalog_types_of_its_table() -> None:
     app = web.Application()
     # build_registry only binds these; no store or mailer is touched.
-    for key in (keys.EMAIL_CHANNEL, keys.DIRECTORY, keys.DELIVERIES, keys.PREFERENCES):
+    for key in (
+        keys.EMAIL_CHANNEL,
+        keys.DIRECTORY,
+        keys.DELIVERIES,
+        keys.PREFERENCES,
+        keys.CHANNELS,
+        keys.DEVICES,
+        keys.INBOX,
+        keys.CHAT_STATE,
+        keys.WEBHOOKS,
+        keys.BROADCASTS,
+    ):
         app[key] = object()  # type: ignore[assignment]
+    app[keys.NOTIFICATION_SETTINGS] = NotificationSettings()
     bound = {sub.name: sub.event_types for sub in build_registry(app)}
     assert set(bound) == set(TABLES)
     for name, table in TABLES.items():
@@ -67,7 +92,8 @@ def test_every_email_kind_is_reachable_from_the_table() -> None:
                 request = email_for(data, now=NOW)
                 assert request is not None
                 kinds.add(request.kind)
-    assert kinds == set(EmailKind)
+    # Payments come from NOTICES_FOR_EVENT, webhook notices from their own subscription.
+    assert kinds == set(EmailKind) - {EmailKind.PAYMENT, EmailKind.WEBHOOK_DISABLED}
 
 
 def test_an_event_outside_the_email_table_builds_no_email() -> None:
@@ -118,3 +144,17 @@ async def test_a_user_event_outside_the_table_is_permanent_not_retried() -> None
     stores = UserStores(directory=None, deliveries=None, preferences=None)  # type: ignore[arg-type]
     with pytest.raises(PermanentError):
         await handle_user_event(event, users=stores)
+
+
+@pytest.mark.parametrize("model", list(NOTICES_FOR_EVENT), ids=lambda m: m.__name__)
+def test_every_payment_and_file_event_example_renders_its_notices(model: type[BaseModel]) -> None:
+    from notification_svc.adapters.templates import EmailRenderer
+
+    renderer = EmailRenderer(product_name="Switchyard")
+    for event in examples_of(model):
+        notices = notices_for(event.data)
+        assert notices
+        for notice in notices:
+            text = renderer.short(notice.template, notice.context)
+            assert text.title and text.body and "None" not in text.body
+            assert all(isinstance(v, str) for v in notice.data.values())

@@ -14,6 +14,7 @@ from notification_svc.adapters.smtp import compose_message
 from notification_svc.adapters.templates import EmailRenderer
 from notification_svc.domain.emails import (
     EmailKind,
+    EmailRequest,
     OutgoingEmail,
     codes_blocked_email,
     otp_email,
@@ -70,6 +71,30 @@ def requests_for_every_kind(display_name: str):  # type: ignore[no-untyped-def]
                 update={"display_name": display_name, "blocked_until": NOW + dt.timedelta(hours=1)}
             ),
             sent_at=NOW,
+        ),
+        EmailKind.WEBHOOK_DISABLED: EmailRequest(
+            kind=EmailKind.WEBHOOK_DISABLED,
+            user_id=uid,
+            recipient=f"{uid}@example.com",
+            display_name=display_name,
+            context={
+                "url": "https://hooks.example.com/x",
+                "reason": "gone",
+                "subscription_id": "wh_1",
+                "disabled_at": NOW,
+                "failing_hours": "24",
+            },
+        ),
+        EmailKind.PAYMENT: EmailRequest(
+            kind=EmailKind.PAYMENT,
+            user_id=uid,
+            recipient=f"{uid}@example.com",
+            display_name=display_name,
+            context={
+                "title": "Deposit received: $200.00",
+                "body": "$200.00 was added to your wallet.",
+                "facts": [("Amount", "$200.00")],
+            },
         ),
     }
 

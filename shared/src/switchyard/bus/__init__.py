@@ -3,7 +3,13 @@
 from switchyard.bus.app import bus_context, consumers_context
 from switchyard.bus.connection import Bus, PublishFailed, UnroutableEvent
 from switchyard.bus.consumer import Consumer, HandlerRegistry, Subscription, decode_event
-from switchyard.bus.errors import ClaimLost, HandlerTimeout, PermanentError, PoisonMessage
+from switchyard.bus.errors import (
+    ClaimLost,
+    HandlerTimeout,
+    PermanentError,
+    PoisonMessage,
+    RetryLater,
+)
 from switchyard.bus.inbox import Inbox, inbox_indexes
 
 __all__ = [
@@ -16,6 +22,7 @@ __all__ = [
     "PermanentError",
     "PoisonMessage",
     "PublishFailed",
+    "RetryLater",
     "Subscription",
     "UnroutableEvent",
     "bus_context",

@@ -32,7 +32,13 @@ from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 
 from switchyard.bus.connection import Bus
-from switchyard.bus.errors import ClaimLost, HandlerTimeout, PermanentError, PoisonMessage
+from switchyard.bus.errors import (
+    ClaimLost,
+    HandlerTimeout,
+    PermanentError,
+    PoisonMessage,
+    RetryLater,
+)
 from switchyard.bus.headers import (
     H_ATTEMPTS,
     H_EXC_MESSAGE,
@@ -165,6 +171,9 @@ class Consumer:
         self.inbox = inbox if subscription.deduplicate else None
         self.catalog = catalog
         self.timeout = subscription.timeout or bus.handler_timeout
+        self.retry_delays = list(
+            subscription.retry_delays if subscription.retry_delays is not None else bus.retry_delays
+        )
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
@@ -192,7 +201,7 @@ class Consumer:
             exchange,
             self.queue_name,
             self.subscription.event_types,
-            self.bus.retry_delays,
+            self.retry_delays,
             self.bus.queue_expires_ms,
             self.bus.delivery_limit,
         )
@@ -420,11 +429,12 @@ class Consumer:
     async def _retry_or_dead_letter(
         self, message: AbstractIncomingMessage, error: BaseException, attempts: int
     ) -> None:
-        if attempts >= len(self.bus.retry_delays):
+        if attempts >= len(self.retry_delays):
             await self._dead_letter(
                 message, error, attempts=attempts + 1, reason="retries-exhausted"
             )
             return
+        tier = self._next_tier(attempts, error)
         headers = _republished_headers(message)
         now = _now_text()
         headers.setdefault(H_FIRST_FAILURE, now)
@@ -432,15 +442,24 @@ class Consumer:
         headers[H_LAST_FAILURE] = now
         headers[H_EXC_TYPE] = type(error).__name__
         headers[H_EXC_MESSAGE] = str(error)[:_MAX_MESSAGE_CHARS]
-        headers[H_ATTEMPT] = attempts + 1
+        headers[H_ATTEMPT] = tier
         await self.bus.send_to_queue(
-            retry_queue_name(self.queue_name, attempts + 1),
+            retry_queue_name(self.queue_name, tier),
             message.body,
             headers=headers,
             properties=_properties(message),
         )
         await message.ack()
         self._outcomes["retry"].inc()
+
+    def _next_tier(self, attempts: int, error: BaseException) -> int:
+        """The next tier; for :class:`RetryLater`, the first one waiting at least as long as
+        asked (the last tier when none does). Skipped tiers count as attempts."""
+        tier = attempts + 1
+        if isinstance(error, RetryLater):
+            while tier < len(self.retry_delays) and self.retry_delays[tier - 1] < error.after:
+                tier += 1
+        return tier
 
     async def _dead_letter(
         self, message: AbstractIncomingMessage, error: BaseException, *, attempts: int, reason: str

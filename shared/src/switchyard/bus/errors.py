@@ -20,3 +20,13 @@ class HandlerTimeout(Exception):
 class ClaimLost(Exception):
     """Another delivery took over this event's inbox claim while the handler ran (this
     one's lease could not be renewed); the handler was cancelled."""
+
+
+class RetryLater(Exception):
+    """Try again no sooner than ``after`` seconds (a provider's ``Retry-After``): the message
+    takes the first retry tier at least that long, skipping shorter ones; the DLQ once the
+    tiers are used up, as for any failure."""
+
+    def __init__(self, message: str, *, after: float) -> None:
+        super().__init__(message)
+        self.after = max(0.0, after)

@@ -20,6 +20,8 @@ class Subscription:
     handler: Handler
     deduplicate: bool = True
     timeout: float | None = None  # seconds; None: the bus's BUS_HANDLER_TIMEOUT
+    # This queue's own retry tiers (seconds); None: the bus's BUS_RETRY_DELAYS.
+    retry_delays: tuple[float, ...] | None = None
 
 
 class HandlerRegistry:
@@ -36,11 +38,17 @@ class HandlerRegistry:
         *,
         deduplicate: bool = True,
         timeout: float | None = None,
+        retry_delays: Sequence[float] | None = None,
     ) -> None:
         if name in self._subscriptions:
             raise ValueError(f"a subscription named {name!r} already exists")
         self._subscriptions[name] = Subscription(
-            name, tuple(event_types), handler, deduplicate, timeout
+            name,
+            tuple(event_types),
+            handler,
+            deduplicate,
+            timeout,
+            tuple(retry_delays) if retry_delays is not None else None,
         )
 
     def __iter__(self) -> Iterator[Subscription]:

@@ -33,3 +33,32 @@ class WebhookDisabled(_Data):
     url: str
     reason: str
     disabled_at: datetime
+
+
+@event_type("notification.broadcast.batch_queued")
+class BroadcastBatchQueued(_Data):
+    """One batch of an admin's role broadcast is due: the next users holding ``role`` (in id
+    order after ``after``) get it in-app and by push. Internal to the notification service:
+    a broadcast is fanned out batch by batch through the bus, each batch queueing the next."""
+
+    model_config = examples(
+        {
+            "broadcast_id": "bc_019c3a87a1b24c3d8e4f5a6b7c8d9e0f",
+            "role": "contractor",
+            "category": "marketing",
+            "title": "New: instant payouts",
+            "body": "Withdrawals now arrive within minutes.",
+            "batch": 0,
+            "after": None,
+            "requested_by": "019c3a86f5a64b7c9d8e9f0a1b2c3d4e",
+        }
+    )
+
+    broadcast_id: str
+    role: str
+    category: str
+    title: str
+    body: str
+    batch: int
+    after: str | None = None
+    requested_by: str

@@ -4,6 +4,7 @@ server issuing access tokens, plus an in-memory bus for unit tests.
 Enable with ``pytest_plugins = ["switchyard.testing.plugin"]``.
 """
 
+from switchyard.testing.fcm import FakeFcm, ReceivedPush
 from switchyard.testing.jwks import JwksServer
 from switchyard.testing.memory import InMemoryBus, InMemoryOutbox
 from switchyard.testing.servers import AppServer, TcpProxy, delete_exchange, docker_available
@@ -12,9 +13,11 @@ from switchyard.testing.waiting import eventually, service_bus
 
 __all__ = [
     "AppServer",
+    "FakeFcm",
     "InMemoryBus",
     "InMemoryOutbox",
     "JwksServer",
+    "ReceivedPush",
     "SmtpSink",
     "TcpProxy",
     "delete_exchange",

@@ -126,6 +126,12 @@ class DeliveryStore:
             raise LookupError(f"delivery of event {new.event_id} vanished")
         return _delivery(existing), False
 
+    async def find(self, event_id: str, channel: str, recipient: str) -> Delivery | None:
+        doc = await self.collection.find_one(
+            {"event_id": event_id, "channel": channel, "recipient": recipient}
+        )
+        return _delivery(doc) if doc else None
+
     async def get(self, delivery_id: str) -> Delivery | None:
         doc = await self.collection.find_one({"_id": delivery_id})
         return _delivery(doc) if doc else None
@@ -190,17 +196,34 @@ class DeliveryStore:
         """Give the claim back after a temporary failure; the retried event claims it again."""
         await self._end_claim(delivery_id, owner, status="pending", response=response)
 
-    async def _end_claim(
-        self, delivery_id: str, owner: str, *, status: DeliveryStatus, response: str
+    async def finish(
+        self, delivery_id: str, *, owner: str, status: DeliveryStatus, response: str, reason: str
     ) -> bool:
+        """End ``owner``'s claim with ``status`` and a reason (e.g. suppressed: no devices)."""
+        return await self._end_claim(
+            delivery_id, owner, status=status, response=response, reason=reason
+        )
+
+    async def _end_claim(
+        self,
+        delivery_id: str,
+        owner: str,
+        *,
+        status: DeliveryStatus,
+        response: str,
+        reason: str | None = None,
+    ) -> bool:
+        fields: Document = {
+            "status": status,
+            "provider_response": response,
+            "updated": stored_time(utcnow()),
+        }
+        if reason is not None:
+            fields["reason"] = reason
         result = await self.collection.update_one(
             {"_id": delivery_id, "status": "sending", "owner": owner},
             {
-                "$set": {
-                    "status": status,
-                    "provider_response": response,
-                    "updated": stored_time(utcnow()),
-                },
+                "$set": fields,
                 "$unset": {"owner": "", "lease_expires": ""},
             },
         )

@@ -82,6 +82,8 @@ def compose_message(
     message["Date"] = format_datetime(now or datetime.now(UTC))
     message["Message-ID"] = f"<{email.reference}@{domain}>"
     message["Auto-Submitted"] = "auto-generated"
+    for name, value in email.headers.items():
+        message[name] = value
     message.set_content(email.content.text)
     message.add_alternative(email.content.html, subtype="html")
     return message

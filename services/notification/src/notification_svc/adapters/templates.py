@@ -8,6 +8,7 @@ template's ``subject`` block, in its text file, gives the subject line.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,14 @@ def _utc(value: datetime) -> str:
 def _one_line(value: str) -> str:
     """Subjects are a single header line whatever a template produced."""
     return " ".join(value.split())
+
+
+@dataclass(frozen=True)
+class ShortText:
+    """A push's or in-app item's title and body."""
+
+    title: str
+    body: str
 
 
 class EmailRenderer:
@@ -50,3 +59,13 @@ class EmailRenderer:
             text=text_template.render(values),
             html=html_template.render(values),
         )
+
+    def short(self, template: str, context: Mapping[str, Any]) -> ShortText:
+        """``templates/short/<template>.j2``: its ``title`` and ``body`` blocks, one line each
+        (not autoescaped: push and in-app text is plain; clients must not render it as HTML)."""
+        values = {**context, "product_name": self.product_name}
+        compiled = self.env.get_template(f"short/{template}.j2")
+        ctx = compiled.new_context(values)
+        title = _one_line("".join(compiled.blocks["title"](ctx)))
+        body = _one_line("".join(compiled.blocks["body"](ctx)))
+        return ShortText(title=title[:120], body=body[:400])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -32,6 +32,8 @@ class EmailKind(enum.StrEnum):
     SESSION_REUSE_DETECTED = "session_reuse_detected"
     SIGN_IN_CODE = "sign_in_code"
     CODES_BLOCKED = "codes_blocked"
+    WEBHOOK_DISABLED = "webhook_disabled"  # to the owner of a subscription that was disabled
+    PAYMENT = "payment"  # every payments.* notice: its short text and amounts (domain/notices.py)
 
 
 CATEGORY_OF: Mapping[EmailKind, Category] = {
@@ -42,6 +44,8 @@ CATEGORY_OF: Mapping[EmailKind, Category] = {
     EmailKind.SESSION_REUSE_DETECTED: "security",
     EmailKind.SIGN_IN_CODE: "security",
     EmailKind.CODES_BLOCKED: "security",
+    EmailKind.PAYMENT: "payments",
+    EmailKind.WEBHOOK_DISABLED: "security",
 }
 
 
@@ -82,6 +86,8 @@ class OutgoingEmail:
     content: RenderedEmail
     # Stable per delivery, so a resend after an ambiguous failure carries the same Message-ID.
     reference: str
+    # Extra headers, e.g. List-Unsubscribe for non-transactional categories (RFC 8058).
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"OutgoingEmail(reference={self.reference!r})"
