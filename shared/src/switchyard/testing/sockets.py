@@ -34,7 +34,11 @@ class SocketClient:
         self.url = url
         self.token = token
         self.headers = dict(headers or {})
-        self.ack_events = ack_events  # False: receive events without acknowledging them
+        # False: receive events without acknowledging them. python-socketio acks an event
+        # once its handler returns, so such a client's handler never returns (until the
+        # client disconnects), as a JS app whose listener never calls its ack function.
+        self.ack_events = ack_events
+        self._released = asyncio.Event()
         self.client = socketio.AsyncClient(reconnection=reconnection)
         self.received: list[tuple[str, Any]] = []
         self.refusal: Any = None
@@ -47,7 +51,9 @@ class SocketClient:
     async def _record(self, event: str, *args: Any) -> Any:
         self.received.append((event, args[0] if len(args) == 1 else list(args)))
         self._arrived.set()
-        return {} if self.ack_events else None
+        if not self.ack_events:
+            await self._released.wait()
+        return {}
 
     async def _refused(self, data: Any = None) -> None:
         self.refusal = data
@@ -114,5 +120,6 @@ class SocketClient:
             await asyncio.sleep(0.05)
 
     async def disconnect(self) -> None:
+        self._released.set()
         if self.client.connected:
             await self.client.disconnect()
