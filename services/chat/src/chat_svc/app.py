@@ -89,6 +89,8 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     manager = server.manager
     assert isinstance(manager, FanoutManager)
     manager.ack_factory = endpoint.delivery_ack
+    manager.acked_events = frozenset({"message"})
+    manager.on_publish_failure = chat.metrics.fanout_failed
     server.manager_initialized = True
     manager.initialize()  # listen to the fan-out exchange now, not at the first connect
     upkeep = asyncio.create_task(_presence_upkeep(chat))

@@ -25,11 +25,18 @@ class ChatMetrics(ServiceMetrics):
         self.messages = metrics.counter(
             "chat_messages_sent_total", "Messages stored (a resend of a known one not counted)"
         )
+        self.fanout_failures = metrics.counter(
+            "chat_fanout_publish_failures_total",
+            "Emits the fan-out exchange refused (remote sockets missed them; sync recovers)",
+        )
         self.delivery = metrics.histogram(
             "chat_message_delivery_seconds",
             "Time from a message being stored to a recipient's client acknowledging it",
             buckets=DELIVERY_BUCKETS,
         )
+
+    def fanout_failed(self) -> None:
+        self.fanout_failures.labels(self.service).inc()
 
     def socket_connected(self) -> None:
         self.connects.labels(self.service, "accepted").inc()

@@ -36,6 +36,12 @@ class ChatSettings(ServiceSettings):
     typing_throttle: float = Field(2.0, ge=0, validation_alias="CHAT_TYPING_THROTTLE")
     typing_expiry: float = Field(5.0, gt=0, validation_alias="CHAT_TYPING_EXPIRY")
 
+    # Delivery acks of one recipient in one conversation within this window are recorded
+    # (and announced) once, with the highest seq.
+    delivery_ack_window: float = Field(
+        0.05, ge=0, le=5, validation_alias="CHAT_DELIVERY_ACK_WINDOW"
+    )
+
     # Presence: each replica refreshes its connections every heartbeat; a connection not
     # refreshed within the TTL (its replica died) is swept and its user may go offline.
     presence_heartbeat: float = Field(5.0, gt=0, validation_alias="CHAT_PRESENCE_HEARTBEAT")

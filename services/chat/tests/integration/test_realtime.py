@@ -232,9 +232,9 @@ async def test_group_admins_manage_members(world: ChatWorld) -> None:
         "POST", f"/conversations/{cid}/members", uid=ada, body={"user_id": lin}
     )
     assert added.status == 200 and lin in added.body["member_ids"]
-    l = await world.socket(lin)
-    assert (await l.call("join_conversation", {"conversation_id": cid}))["last_seq"] == 0
+    linus = await world.socket(lin)
+    assert (await linus.call("join_conversation", {"conversation_id": cid}))["last_seq"] == 0
     removed = await world.call("DELETE", f"/conversations/{cid}/members/{lin}", uid=ada)
     assert removed.status == 204
-    ack = await l.call("send_message", send(cid, "x", "c1"))
+    ack = await linus.call("send_message", send(cid, "x", "c1"))
     assert ack["error"]["code"] == "not-found"

@@ -23,8 +23,9 @@ class SocketRealtime:
         *,
         skip_sid: str | None = None,
     ) -> None:
-        for user_id in dict.fromkeys(user_ids):
-            await self.server.emit(event, data, room=user_room(user_id), skip_sid=skip_sid)
+        rooms = [user_room(user_id) for user_id in dict.fromkeys(user_ids)]
+        if rooms:  # one publish, whatever the number of members
+            await self.server.emit(event, data, to=rooms, skip_sid=skip_sid)
 
     async def to_conversation(
         self,

@@ -22,6 +22,7 @@ from chat_svc.domain.errors import ChatError
 from chat_svc.domain.flood import TokenBucket
 from chat_svc.handlers import messages, presence
 from chat_svc.handlers.common import Chat, conversation_room, user_room
+from chat_svc.handlers.receipts import DeliveryBatcher
 from chat_svc.handlers.typing import TypingRelay
 from switchyard.authn import socketio_identity
 from switchyard.tokens import TokenVerifier
@@ -91,6 +92,7 @@ class SocketEndpoint:
         self.typing = TypingRelay(
             chat.realtime, throttle=settings.typing_throttle, expiry=settings.typing_expiry
         )
+        self.deliveries = DeliveryBatcher(chat, window=settings.delivery_ack_window)
         self._buckets: dict[str, TokenBucket] = {}
         self._users: dict[str, str] = {}
         self._expiry: dict[str, asyncio.TimerHandle] = {}
@@ -253,34 +255,30 @@ class SocketEndpoint:
     # delivery receipts ----------------------------------------------------------------
 
     def delivery_ack(
-        self, event: str, room: str, data: Any
+        self, event: str, sid: str, data: Any
     ) -> Callable[..., Awaitable[None]] | None:
-        """The ack callback of a ``message`` emitted to a recipient's room (see the fan-out
-        manager): the recipient's client acknowledging it is the ``delivered`` receipt."""
-        if event != "message" or not room.startswith("user:") or not isinstance(data, dict):
+        """The ack callback of a ``message`` sent to the socket ``sid`` of this replica (see
+        the fan-out manager): its client acknowledging it is the ``delivered`` receipt."""
+        recipient = self._users.get(sid)
+        if event != "message" or recipient is None or not isinstance(data, dict):
             return None
         message = data.get("message")
-        if not isinstance(message, dict):
+        if not isinstance(message, dict) or message.get("deleted"):
             return None
-        recipient = room.removeprefix("user:")
-        if message.get("sender_id") == recipient or message.get("deleted"):
-            return None
+        sender = message.get("sender_id")
         conversation_id, seq = message.get("conversation_id"), message.get("seq")
-        if not isinstance(conversation_id, str) or not isinstance(seq, int):
+        if (
+            sender == recipient
+            or not isinstance(sender, str)
+            or not isinstance(conversation_id, str)
+            or not isinstance(seq, int)
+        ):
             return None
-        sent_at = message.get("created_at")
+        created = message.get("created_at")
+        sent_at = datetime.fromisoformat(created) if isinstance(created, str) else None
 
         async def acked(*_: Any) -> None:
-            try:
-                await messages.delivered(
-                    chat=self.chat,
-                    user_id=recipient,
-                    conversation_id=conversation_id,
-                    seq=seq,
-                    sent_at=datetime.fromisoformat(sent_at) if isinstance(sent_at, str) else None,
-                )
-            except Exception:
-                log.exception("recording a delivery failed", extra={"seq": seq})
+            self.deliveries.acked(conversation_id, recipient, seq, sender, sent_at)
 
         return acked
 
@@ -289,5 +287,6 @@ class SocketEndpoint:
             timer.cancel()
         self._expiry.clear()
         await self.typing.close()
+        await self.deliveries.close()
         for task in list(self._tasks):
             task.cancel()

@@ -192,10 +192,14 @@ async def sync(
         await chat.store.fill_void(conversation_id, expected, utcnow())
     last = found[-1].seq if found else after_seq
     has_more = last < conversation.last_seq
-    received = [m for m in found if m.sender_id != user_id]
+    received = [m for m in found if m.sender_id != user_id and m.sender_id]
     if received:
         await delivered(
-            chat=chat, user_id=user_id, conversation_id=conversation_id, seq=received[-1].seq
+            chat=chat,
+            user_id=user_id,
+            conversation_id=conversation_id,
+            seq=received[-1].seq,
+            senders=[m.sender_id for m in received],
         )
     return {"messages": await views(chat, found), "has_more": has_more}
 
@@ -209,21 +213,23 @@ async def _stale_hole(chat: Chat, conversation_id: str, next_message: Message | 
 
 
 async def delivered(
-    *, chat: Chat, user_id: str, conversation_id: str, seq: int, sent_at: Any = None
+    *,
+    chat: Chat,
+    user_id: str,
+    conversation_id: str,
+    seq: int,
+    senders: list[str],
 ) -> None:
     """A recipient's client has the messages up to ``seq``: advance their delivered mark and
-    tell the other members (a ``receipt`` of kind ``delivered``)."""
-    if sent_at is not None:
-        chat.metrics.delivered_after((utcnow() - sent_at).total_seconds())
+    tell the senders of those messages (a ``receipt`` of kind ``delivered``). Only the
+    senders: in a group, telling every member of every member's delivery would be
+    members² events per message."""
     if not await chat.store.advance(conversation_id, user_id, "last_delivered_seq", seq):
-        return
-    conversation = await chat.store.get(conversation_id)
-    if conversation is None:
         return
     await chat.realtime.to_users(
         "receipt",
         {"conversation_id": conversation_id, "user_id": user_id, "kind": "delivered", "seq": seq},
-        [uid for uid in conversation.member_ids if uid != user_id],
+        [uid for uid in senders if uid != user_id],
     )
 
 
