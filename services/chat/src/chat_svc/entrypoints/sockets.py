@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import socketio
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from chat_svc.domain.errors import ChatError
 from chat_svc.domain.flood import TokenBucket
@@ -25,46 +25,12 @@ from chat_svc.handlers.common import Chat, conversation_room, user_room
 from chat_svc.handlers.receipts import DeliveryBatcher
 from chat_svc.handlers.typing import TypingRelay
 from switchyard.authn import socketio_identity
+from switchyard.sockets.chat import JoinConversation, MarkRead, SendMessage, Sync, Typing
 from switchyard.tokens import TokenVerifier
 
 log = logging.getLogger("chat.sockets")
 
-ConversationId = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")
 ModelT = TypeVar("ModelT", bound=BaseModel)
-EventHandler = Callable[[str, str, Any], Awaitable[dict[str, Any]]]
-
-
-class _Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class JoinConversation(_Payload):
-    conversation_id: str = ConversationId
-
-
-class SendMessage(_Payload):
-    conversation_id: str = ConversationId
-    # Bounded here only against abuse; the 1–4,000 characters rule (after trimming) is the
-    # domain's, with its own error codes.
-    body: str = Field(max_length=40_000)
-    client_msg_id: str = Field(min_length=1, max_length=128)
-    attachments: list[str] = Field(default_factory=list, max_length=50)
-
-
-class Typing(_Payload):
-    conversation_id: str = ConversationId
-    is_typing: bool
-
-
-class MarkRead(_Payload):
-    conversation_id: str = ConversationId
-    seq: int = Field(ge=1, le=2**62)
-
-
-class Sync(_Payload):
-    conversation_id: str = ConversationId
-    after_seq: int = Field(ge=0, le=2**62)
-    limit: int = Field(50, ge=1, le=messages.MAX_PAGE)
 
 
 def error_ack(code: str, message: str) -> dict[str, Any]:
