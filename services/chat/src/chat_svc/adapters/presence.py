@@ -50,12 +50,15 @@ class Presence:
         self.users = db[PRESENCE]
         self.replica = replica
         self.ttl = timedelta(seconds=ttl)
+        # Sockets per user on this replica: such a user is online without asking the store.
+        self._local: dict[str, int] = {}
 
     def _key(self, sid: str) -> str:
         return f"{self.replica}:{sid}"
 
     async def connected(self, user_id: str, sid: str, now: datetime) -> PresenceChange | None:
         """Record the socket; a change when the user was offline until now."""
+        self._local[user_id] = self._local.get(user_id, 0) + 1
         await self.connections.replace_one(
             {"_id": self._key(sid)},
             {
@@ -79,6 +82,11 @@ class Presence:
         return None
 
     async def disconnected(self, user_id: str, sid: str, now: datetime) -> PresenceChange | None:
+        left = self._local.get(user_id, 0) - 1
+        if left > 0:
+            self._local[user_id] = left
+        else:
+            self._local.pop(user_id, None)
         result = await self.connections.delete_one({"_id": self._key(sid)})
         if result.deleted_count != 1:
             return None  # swept already: the sweep owned the consequence
@@ -133,10 +141,12 @@ class Presence:
 
     async def online_among(self, user_ids: Iterable[str]) -> set[str]:
         ids = list(dict.fromkeys(user_ids))
-        if not ids:
-            return set()
-        cursor = self.users.find({"_id": {"$in": ids}, "online": True}, {"_id": 1})
-        return {doc["_id"] async for doc in cursor}
+        online = {uid for uid in ids if uid in self._local}
+        elsewhere = [uid for uid in ids if uid not in online]
+        if elsewhere:
+            cursor = self.users.find({"_id": {"$in": elsewhere}, "online": True}, {"_id": 1})
+            online |= {doc["_id"] async for doc in cursor}
+        return online
 
     async def state(self, user_id: str) -> tuple[bool, datetime | None]:
         doc = await self.users.find_one({"_id": user_id})
