@@ -242,7 +242,7 @@ async def _relay_runs(scratch: Path) -> dict[str, Any]:
     port = free_port()
     relay = _Process(["-m", "benchmarks.chat_relay", str(port)], {}, scratch / "relay.log")
     url = f"http://127.0.0.1:{port}"
-    results: dict[str, Any] = {}
+    results: dict[Any, Any] = {}
     try:
         await relay.ready(url + "/healthz")
         for sockets, seconds in ((SMALL_SOCKETS, SMALL_SECONDS), (SOCKETS, SECONDS)):
@@ -337,7 +337,7 @@ async def _chat_runs(amqp_url: str, scratch: Path) -> dict[str, Any]:
         scratch / "gateway.log",
     )
     url = f"http://127.0.0.1:{gateway_port}"
-    results: dict[str, Any] = {}
+    results: dict[Any, Any] = {}
     try:
         await chat.ready(f"http://127.0.0.1:{chat_port}/readyz")
         await gateway.ready(url + "/healthz")
