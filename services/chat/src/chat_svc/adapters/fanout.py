@@ -64,7 +64,7 @@ class FanoutManager(AsyncAioPikaManager):  # type: ignore[misc]
                     connection = self.publisher_connection = await self._connection()
                 channel = await connection.channel(publisher_confirms=False)
                 await self._exchange(channel)
-                self._publisher = channel
+                self._publisher = await channel.get_underlay_channel()
             return self._publisher
 
     async def _publish(self, data: Any) -> None:
@@ -73,7 +73,7 @@ class FanoutManager(AsyncAioPikaManager):  # type: ignore[misc]
         for attempt in range(_PUBLISH_TRIES):
             try:
                 channel = await self._publisher_exchange(fresh=fresh)
-                await channel.channel.basic_publish(body, exchange=self.channel, routing_key="*")
+                await channel.basic_publish(body, exchange=self.channel, routing_key="*")
                 return
             except asyncio.CancelledError:
                 raise
