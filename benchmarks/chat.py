@@ -470,7 +470,21 @@ async def _measure(amqp_url: str, scratch: Path) -> list[dict[str, Any]]:
             big["rate"],
             rbig["rate"],
             "msg/s",
-            f"offered {big['offered']} / relay {rbig['offered']}",
+            f"offered {big['offered']} / relay {rbig['offered']}"
+            + (
+                f"; chat stopped offering after {big['stopped_at']:.0f} s"
+                f" ({BACKLOG_SECONDS:.0f} s of sends unacknowledged)"
+                if big["stopped_at"] is not None
+                else ""
+            ),
+        ),
+        _row(
+            f"p50 at {GENTLE_RATE:.0f} msg/s",
+            _ms(chat["gentle"]["p50"]),
+            _ms(relay["gentle"]["p50"]),
+            "ms",
+            f"p99 chat {_fmt_ms(chat['gentle']['p99'])}, relay {_fmt_ms(relay['gentle']['p99'])};"
+            f" {SOCKETS} sockets; lost chat {chat['gentle']['lost']}, relay {relay['gentle']['lost']}",
         ),
         _row(
             "messages lost",
