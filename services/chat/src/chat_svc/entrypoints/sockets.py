@@ -63,6 +63,7 @@ class SocketEndpoint:
         self._users: dict[str, str] = {}
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._connecting: dict[str, asyncio.Task[None]] = {}
         server.on("connect", self.on_connect)
         server.on("disconnect", self.on_disconnect)
         self._event("join_conversation", JoinConversation, self.join_conversation)
@@ -98,7 +99,21 @@ class SocketEndpoint:
             remaining, self._disconnect_soon, sid
         )
         self.chat.metrics.socket_connected()
-        await presence.socket_connected(chat=self.chat, user_id=identity.user_id, sid=sid)
+        # Presence (store writes, the peers' events) happens beside the connect, so the
+        # client's connect completes after the token check and the room; the disconnect
+        # handler waits for it before undoing it.
+        task = asyncio.create_task(self._record_connect(identity.user_id, sid))
+        self._connecting[sid] = task
+        task.add_done_callback(lambda _: self._connecting.pop(sid, None))
+
+    async def _record_connect(self, user_id: str, sid: str) -> None:
+        try:
+            await presence.socket_connected(chat=self.chat, user_id=user_id, sid=sid)
+        except Exception:
+            # The next heartbeat cannot repair a missing connection record: close the
+            # socket, the client reconnects and presence is recorded then.
+            log.exception("recording a connection failed; closing the socket", extra={"sid": sid})
+            self._disconnect_soon(sid)
 
     async def on_disconnect(self, sid: str, *reason: Any) -> None:
         user_id = self._users.pop(sid, None)
@@ -110,6 +125,9 @@ class SocketEndpoint:
             return
         self.chat.metrics.socket_disconnected()
         self.typing.forget_socket(sid)
+        connecting = self._connecting.pop(sid, None)
+        if connecting is not None:
+            await asyncio.wait([connecting])
         await presence.socket_disconnected(chat=self.chat, user_id=user_id, sid=sid)
 
     def _disconnect_soon(self, sid: str) -> None:
@@ -254,5 +272,7 @@ class SocketEndpoint:
         self._expiry.clear()
         await self.typing.close()
         await self.deliveries.close()
+        for task in list(self._connecting.values()):
+            task.cancel()
         for task in list(self._tasks):
             task.cancel()
