@@ -19,7 +19,7 @@ import time
 import traceback
 from typing import Any
 
-MODULES = ["bus", "auth", "notification", "gateway", "file", "payments"]
+MODULES = ["bus", "auth", "notification", "gateway", "file", "payments", "chat"]
 
 
 def _fmt(value: Any) -> str:

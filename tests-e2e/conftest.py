@@ -37,7 +37,7 @@ from switchyard.testing import SmtpSink
 from switchyard.testing.servers import delete_exchange, free_port
 from switchyard.testing.smtp import ReceivedMail
 
-NEEDED = ("gateway", "auth", "notification", "file", "payments")
+NEEDED = ("gateway", "auth", "chat", "notification", "file", "payments")
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 15.0
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -186,6 +186,7 @@ def _environ(inbox: SmtpSink, run_id: str, ports: dict[str, int], root: Path) ->
         "BUS_EXCHANGE": f"switchyard.events.{run_id}",
         "BUS_QUEUE_PREFIX": f"{run_id}.",
         "BUS_QUEUE_EXPIRES_MS": "120000",
+        "SOCKETIO_EXCHANGE": f"switchyard.socketio.{run_id}",
         "LOG_FORMAT": "console",
     }
     # The gateway's route file names the default ports; point it at this run's.
@@ -227,6 +228,7 @@ async def suite(inbox: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> As
     finally:
         await asyncio.to_thread(_stop, suite.processes)
         await delete_exchange(environ["AMQP_URL"], environ["BUS_EXCHANGE"])
+        await delete_exchange(environ["AMQP_URL"], environ["SOCKETIO_EXCHANGE"])
 
 
 @dataclass

@@ -339,8 +339,71 @@ def file_panels(y: int) -> list[dict]:
     ]
 
 
+def chat_panels(y: int) -> list[dict]:
+    """The chat service's own: sockets, connects, socket events, messages, delivery latency."""
+    sel = 'service="chat"'
+    return [
+        panel(
+            "Sockets connected (per replica and total)",
+            [
+                (f"sum by (instance) (chat_sockets_connected{{{sel}}})", "{{instance}}"),
+                (f"sum(chat_sockets_connected{{{sel}}})", "total"),
+            ],
+            0,
+            y,
+        ),
+        panel(
+            "Connects/s by outcome",
+            [
+                (
+                    f"sum by (outcome) (rate(chat_socket_connects_total{{{sel}}}[5m]))",
+                    "{{outcome}}",
+                )
+            ],
+            12,
+            y,
+            "ops",
+        ),
+        panel(
+            "Socket events/s by event and outcome",
+            [
+                (
+                    f"sum by (event, outcome) (rate(chat_socket_events_total{{{sel}}}[1m]))",
+                    "{{event}} {{outcome}}",
+                )
+            ],
+            0,
+            y + 8,
+            "ops",
+        ),
+        panel(
+            "Messages sent/s and fan-out failures/s",
+            [
+                (f"sum(rate(chat_messages_sent_total{{{sel}}}[1m]))", "messages"),
+                (f"sum(rate(chat_fanout_publish_failures_total{{{sel}}}[5m]))", "fan-out failures"),
+            ],
+            12,
+            y + 8,
+            "ops",
+        ),
+        panel(
+            "Send → delivered p50 / p95 / p99",
+            [
+                (
+                    f"histogram_quantile({q}, sum by (le) (rate(chat_message_delivery_seconds_bucket{{{sel}}}[5m])))",
+                    f"p{int(q * 100)}",
+                )
+                for q in (0.5, 0.95, 0.99)
+            ],
+            0,
+            y + 16,
+            "s",
+        ),
+    ]
+
+
 # Services whose dashboard gets panels beyond the generic rate of their counters.
-EXTRA_PANELS = {"file": file_panels}
+EXTRA_PANELS = {"file": file_panels, "chat": chat_panels}
 
 
 def main() -> None:

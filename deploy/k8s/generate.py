@@ -28,6 +28,13 @@ RESOURCES = {
     # Image work decodes up to IMAGE_MAX_PIXELS (40 MP, 160 MB) per IMAGE_WORKERS thread.
     "file": ({"cpu": "250m", "memory": "256Mi"}, {"cpu": "2", "memory": "768Mi"}),
 }
+# Chat runs as a StatefulSet so each replica has a stable address (chat-0.chat-pods, …):
+# Socket.IO's long-polling needs every request of a session on the same replica, and the
+# gateway's sticky choice (a hash of the client address over its upstream list) is the
+# same on every gateway pod only when that list names the replicas themselves. WebSocket
+# sessions, fan-out (the socketio exchange) and presence work with any replica count; to
+# scale, raise CHAT_REPLICAS and regenerate (the upstream list follows).
+CHAT_REPLICAS = 3
 DEFAULT_RESOURCES = ({"cpu": "100m", "memory": "128Mi"}, {"cpu": "500m", "memory": "256Mi"})
 
 
@@ -95,6 +102,9 @@ def service_objects(name: str) -> list[dict]:
             {"name": "spool", "mountPath": "/var/lib/switchyard/spool"}
         )
         volumes.append({"name": "spool", "emptyDir": {"sizeLimit": "2Gi"}})
+    if name == "chat":
+        # Long-polling requests wait up to the ping interval; the gateway's route allows 60 s.
+        env.append({"name": "SOCKETIO_PING_INTERVAL", "value": "25"})
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -162,7 +172,41 @@ def service_objects(name: str) -> list[dict]:
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}},
     }
+    if name == "chat":
+        return [*chat_statefulset(deployment, labels, port), service, pdb]
     return [deployment, service, hpa, pdb]
+
+
+def chat_statefulset(deployment: dict, labels: dict, port: int) -> list[dict]:
+    """The chat Deployment as a StatefulSet with a headless Service for per-pod addresses."""
+    spec = dict(deployment["spec"])
+    spec.pop("strategy")
+    spec.update(
+        {
+            "replicas": CHAT_REPLICAS,
+            "serviceName": "chat-pods",
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "RollingUpdate"},
+        }
+    )
+    statefulset = {**deployment, "kind": "StatefulSet", "spec": spec}
+    headless = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "chat-pods", "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": False,
+            "selector": labels,
+            "ports": [{"name": "http", "port": port, "targetPort": "http"}],
+        },
+    }
+    return [statefulset, headless]
+
+
+def chat_upstreams() -> str:
+    port = SERVICE_PORTS["chat"]
+    return ",".join(f"http://chat-{n}.chat-pods:{port}" for n in range(CHAT_REPLICAS))
 
 
 def config() -> list[dict]:
@@ -171,6 +215,8 @@ def config() -> list[dict]:
         for s in SERVICE_PORTS
         if s != "gateway"
     }
+    if "chat" in SERVICES:
+        upstreams["GATEWAY_CHAT_UPSTREAMS"] = chat_upstreams()
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
         {

@@ -10,9 +10,9 @@ import pytest
 
 from payments_svc.app import create_app
 from payments_svc.settings import PaymentsSettings
-from switchyard.testing import JwksServer
+from switchyard.testing import EventTap, JwksServer
 
-from .support import EventTap, RunningService, publisher_bus
+from .support import RunningService, publisher_bus
 
 WEBHOOK_SECRET = "whsec_test_" + "s" * 24
 
@@ -52,7 +52,7 @@ async def start_service(
     async def start(observer: Any = None, **overrides: Any) -> RunningService:
         app = create_app(service_settings(**overrides), observer=observer)
         tap = await EventTap(
-            settings_overrides["amqp_url"], settings_overrides["bus_exchange"]
+            settings_overrides["amqp_url"], settings_overrides["bus_exchange"], "payments.#"
         ).start()
         server = await start_app(app)
         publisher = publisher_bus(settings_overrides)

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
 import aiohttp
 from aiohttp import web
 
@@ -19,7 +18,7 @@ from payments_svc.handlers.common import Books
 from switchyard.bus import Bus
 from switchyard.envelope import new_envelope, utcnow
 from switchyard.events.auth import UserDeleted, UserRegistered, UserUpdated
-from switchyard.testing import AppServer, JwksServer, eventually, service_bus
+from switchyard.testing import AppServer, EventTap, JwksServer, eventually, service_bus
 
 PREFIX = "/api/v1/payments"
 
@@ -31,50 +30,6 @@ def user_id() -> str:
 def publisher_bus(overrides: dict[str, Any]) -> Bus:
     """A bus playing the auth service."""
     return service_bus(overrides, "auth")
-
-
-@dataclass
-class EventTap:
-    """Every ``payments.*`` event the service publishes, from a queue of the test's own."""
-
-    url: str
-    exchange: str
-    events: list[dict[str, Any]] = field(default_factory=list)
-    connection: Any = None
-    queue: Any = None
-
-    async def start(self) -> EventTap:
-        self.connection = await aio_pika.connect(self.url)
-        channel = await self.connection.channel()
-        exchange = await channel.declare_exchange(
-            self.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        self.queue = await channel.declare_queue(exclusive=True)
-        await self.queue.bind(exchange, "payments.#")
-        await self.queue.consume(self._on_message)
-        return self
-
-    async def _on_message(self, message: Any) -> None:
-        async with message.process():
-            self.events.append(json.loads(message.body))
-
-    def of(self, event_type: str, **data: Any) -> list[dict[str, Any]]:
-        return [
-            e
-            for e in self.events
-            if e["type"] == event_type and all(e["data"].get(k) == v for k, v in data.items())
-        ]
-
-    async def wait_for(self, event_type: str, count: int = 1, **data: Any) -> list[dict[str, Any]]:
-        async def enough() -> bool:
-            return len(self.of(event_type, **data)) >= count
-
-        await eventually(enough)
-        return self.of(event_type, **data)
-
-    async def close(self) -> None:
-        if self.connection is not None:
-            await self.connection.close()
 
 
 @dataclass

@@ -29,6 +29,7 @@ from switchyard.envelope import (
     EventCatalog,
     EventSpec,
 )
+from switchyard.sockets.api import SocketApi
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 EXCHANGE = "switchyard.events"
@@ -100,7 +101,83 @@ def _message_examples(spec: EventSpec) -> list[dict[str, Any]]:
     ]
 
 
-def asyncapi(specs: Iterable[EventSpec]) -> dict[str, Any]:
+def _socket_schema(model: type[Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    """``model``'s JSON Schema among the components (nested models too); a $ref to it."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, nested in schema.pop("$defs", {}).items():
+        schemas.setdefault(name, nested)
+    schemas.setdefault(model.__name__, schema)
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def socket_channels(
+    apis: Iterable[SocketApi], schemas: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Servers, channels, operations and messages of the Socket.IO APIs: each client event
+    is an operation the service receives, replying with its ack (or the error ack)."""
+    servers: dict[str, Any] = {}
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    for api in apis:
+        server = f"{api.service}-socketio"
+        servers[server] = {
+            "host": "localhost:8080",
+            "pathname": api.path,
+            "protocol": "ws",
+            "description": f"Socket.IO through the gateway. {api.description}",
+        }
+        channel_name = f"{api.service}.socketio"
+        channel: dict[str, Any] = {
+            "address": api.path,
+            "description": f"The {api.service} service's Socket.IO namespace `/`.",
+            "servers": [{"$ref": f"#/servers/{server}"}],
+            "messages": {},
+        }
+        error = f"{api.service}.socketio.error"
+        messages[error] = {
+            "name": "ack",
+            "title": "Error ack",
+            "summary": "A refused event: the socket stays open.",
+            "payload": _socket_schema(api.error_ack, schemas),
+        }
+        channel["messages"][error] = {"$ref": f"#/components/messages/{error}"}
+        for event in api.events:
+            key = f"{api.service}.socketio.{event.direction}.{event.name}"
+            messages[key] = {
+                "name": event.name,
+                "title": f"{event.name} ({'client → server' if event.direction == 'client' else 'server → client'})",
+                "summary": event.summary,
+                "payload": _socket_schema(event.payload, schemas),
+            }
+            channel["messages"][key] = {"$ref": f"#/components/messages/{key}"}
+            operation: dict[str, Any] = {
+                "action": "receive" if event.direction == "client" else "send",
+                "title": f"{api.service} {'receives' if event.direction == 'client' else 'emits'} {event.name}",
+                "channel": {"$ref": f"#/channels/{channel_name}"},
+                "messages": [{"$ref": f"#/channels/{channel_name}/messages/{key}"}],
+            }
+            if event.ack is not None:
+                ack = f"{key}.ack"
+                messages[ack] = {
+                    "name": "ack",
+                    "title": f"{event.name} ack",
+                    "payload": _socket_schema(event.ack, schemas),
+                }
+                channel["messages"][ack] = {"$ref": f"#/components/messages/{ack}"}
+                operation["reply"] = {
+                    "channel": {"$ref": f"#/channels/{channel_name}"},
+                    "messages": [
+                        {"$ref": f"#/channels/{channel_name}/messages/{ack}"},
+                        {"$ref": f"#/channels/{channel_name}/messages/{error}"},
+                    ],
+                }
+            operations[f"{key}"] = operation
+        channels[channel_name] = channel
+    return servers, channels, operations, messages
+
+
+def asyncapi(specs: Iterable[EventSpec], socket_apis: Iterable[SocketApi] = ()) -> dict[str, Any]:
     specs = list(specs)
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
@@ -172,6 +249,12 @@ def asyncapi(specs: Iterable[EventSpec]) -> dict[str, Any]:
             },
         )
         operation["messages"].append({"$ref": f"#/channels/{spec.type}/messages/{name}"})
+    socket_servers, socket_channels_, socket_operations, socket_messages = socket_channels(
+        socket_apis, schemas
+    )
+    channels.update(socket_channels_)
+    operations.update(socket_operations)
+    messages.update(socket_messages)
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -182,12 +265,15 @@ def asyncapi(specs: Iterable[EventSpec]) -> dict[str, Any]:
                 "(structured JSON) whose `data` follows the schema named by `dataschema`; the "
                 "attributes also travel as `cloudEvents_<name>` AMQP headers. Persistent, "
                 "published with confirms and `mandatory`; consumers own quorum queues "
-                "`<service>.<handler>` with retry tiers and a DLQ."
+                "`<service>.<handler>` with retry tiers and a DLQ. The Socket.IO APIs clients "
+                "use (channels on the `ws` servers) are described here too: each client event "
+                "is an operation the service receives and answers with an ack."
             ),
         },
         "defaultContentType": "application/cloudevents+json",
         "servers": {
             "rabbitmq": {"host": "localhost:5672", "protocol": "amqp", "protocolVersion": "0.9.1"},
+            **socket_servers,
         },
         "channels": channels,
         "operations": operations,
@@ -205,8 +291,10 @@ def render(catalog: EventCatalog = CATALOG) -> dict[str, str]:
             json.dumps(data_schema(spec), indent=2, sort_keys=True) + "\n"
         )
     files["envelope.json"] = json.dumps(envelope_schema(), indent=2, sort_keys=True) + "\n"
+    from switchyard.sockets.chat import SOCKET_APIS
+
     files["asyncapi.yaml"] = yaml.safe_dump(
-        asyncapi(specs), sort_keys=False, width=100, allow_unicode=True
+        asyncapi(specs, SOCKET_APIS), sort_keys=False, width=100, allow_unicode=True
     )
     return files
 

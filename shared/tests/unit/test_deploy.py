@@ -141,10 +141,21 @@ def test_grafana_dashboards_are_generated_and_cover_every_service():
 def test_k8s_manifests_are_generated_and_cover_every_service():
     _generated_unchanged("deploy/k8s/generate.py", "deploy/k8s")
     for name in SERVICES:
-        kinds = {
-            doc["kind"]
-            for doc in yaml.safe_load_all((ROOT / "deploy/k8s" / f"30-{name}.yaml").read_text())
-        }
+        docs = list(yaml.safe_load_all((ROOT / "deploy/k8s" / f"30-{name}.yaml").read_text()))
+        kinds = {doc["kind"] for doc in docs}
+        if name == "chat":
+            # A StatefulSet: stable per-replica addresses for the gateway's sticky polling.
+            assert {"StatefulSet", "Service", "PodDisruptionBudget"} <= kinds
+            [statefulset] = [d for d in docs if d["kind"] == "StatefulSet"]
+            replicas = statefulset["spec"]["replicas"]
+            config = [
+                d
+                for d in yaml.safe_load_all((ROOT / "deploy/k8s/00-config.yaml").read_text())
+                if d["kind"] == "ConfigMap"
+            ][0]
+            upstreams = config["data"]["GATEWAY_CHAT_UPSTREAMS"].split(",")
+            assert upstreams == [f"http://chat-{n}.chat-pods:8082" for n in range(replicas)]
+            continue
         assert {"Deployment", "Service", "HorizontalPodAutoscaler"} <= kinds
 
 

@@ -1,9 +1,12 @@
 """Test support: fixtures for the real broker, the embedded store, an SMTP sink and a JWKS
-server issuing access tokens, plus an in-memory bus for unit tests.
+server issuing access tokens, an in-memory bus for unit tests, an event tap on the broker,
+and (``switchyard.testing.sockets``, imported on use: it needs python-socketio) a Socket.IO
+test client.
 
 Enable with ``pytest_plugins = ["switchyard.testing.plugin"]``.
 """
 
+from switchyard.testing.events import EventTap
 from switchyard.testing.fcm import FakeFcm, ReceivedPush
 from switchyard.testing.jwks import JwksServer
 from switchyard.testing.memory import InMemoryBus, InMemoryOutbox
@@ -13,6 +16,7 @@ from switchyard.testing.waiting import eventually, service_bus
 
 __all__ = [
     "AppServer",
+    "EventTap",
     "FakeFcm",
     "InMemoryBus",
     "InMemoryOutbox",

@@ -1,0 +1,1 @@
+"""Switchyard chat service: conversations, messages, receipts and presence over Socket.IO and REST."""

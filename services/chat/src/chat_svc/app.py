@@ -1,0 +1,138 @@
+"""The one wiring place: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import socketio
+from aiohttp import web
+
+from chat_svc import keys
+from chat_svc.adapters.attachments import ATTACHMENTS, Attachments
+from chat_svc.adapters.fanout import FanoutManager
+from chat_svc.adapters.presence import Presence, presence_indexes
+from chat_svc.adapters.realtime import SocketRealtime
+from chat_svc.adapters.store import OUTBOX_COLLECTIONS, ChatStore, store_indexes
+from chat_svc.entrypoints.consumers import build_registry
+from chat_svc.entrypoints.http import add_routes
+from chat_svc.entrypoints.sockets import SocketEndpoint
+from chat_svc.handlers.common import Chat
+from chat_svc.handlers.presence import heartbeat_and_sweep
+from chat_svc.metrics import ChatMetrics
+from chat_svc.settings import ChatSettings
+from switchyard import keys as shared_keys
+from switchyard.authn import VERIFIER, authn_middleware, verifier_context
+from switchyard.bus import bus_context, consumers_context, inbox_indexes
+from switchyard.directory import UserDirectory
+from switchyard.envelope import utcnow
+from switchyard.mongo import mongo_context
+from switchyard.mongo.client import Index
+from switchyard.outbox import outbox_context, outbox_indexes
+from switchyard.web import new_app
+
+log = logging.getLogger("chat.app")
+
+USERS_COLLECTION = "chat_users"  # the switchyard.directory read model
+# A Socket.IO packet bigger than this is refused by Engine.IO (a 4,000-character body is
+# far below it, even escaped).
+MAX_PACKET_BYTES = 256 * 1024
+
+
+def indexes() -> list[Index]:
+    return [
+        *store_indexes(),
+        *presence_indexes(),
+        *outbox_indexes(OUTBOX_COLLECTIONS),
+        *inbox_indexes(),
+    ]
+
+
+def socket_server(settings: ChatSettings) -> socketio.AsyncServer:
+    manager = FanoutManager(settings.amqp_url, settings.socketio_exchange)
+    return socketio.AsyncServer(
+        async_mode="aiohttp",
+        client_manager=manager,
+        ping_interval=settings.socketio_ping_interval,
+        ping_timeout=settings.socketio_ping_timeout,
+        cors_allowed_origins=settings.cors_origins or None,
+        max_http_buffer_size=MAX_PACKET_BYTES,
+        logger=False,
+        engineio_logger=False,
+    )
+
+
+async def _chat(app: web.Application) -> AsyncIterator[None]:
+    """The repositories and the socket endpoint; then the fan-out listener and the presence
+    upkeep, stopped first."""
+    settings = app[shared_keys.SETTINGS]
+    assert isinstance(settings, ChatSettings)
+    db = app[shared_keys.MONGO_DB]
+    server = app[keys.SOCKETS]
+    relay = app[shared_keys.OUTBOX_RELAY]
+    chat = Chat(
+        store=ChatStore(db),
+        attachments=Attachments(db[ATTACHMENTS]),
+        presence=Presence(db, replica=uuid.uuid4().hex, ttl=settings.presence_ttl),
+        directory=UserDirectory(db[USERS_COLLECTION]),
+        realtime=SocketRealtime(server),
+        metrics=app[keys.CHAT_METRICS],
+        settings=settings,
+        published=relay.notify,
+    )
+    app[keys.CHAT] = chat
+    endpoint = SocketEndpoint(server, chat, lambda: app[VERIFIER])
+    app[keys.SOCKET_ENDPOINT] = endpoint
+    manager = server.manager
+    assert isinstance(manager, FanoutManager)
+    manager.ack_factory = endpoint.delivery_ack
+    manager.acked_events = frozenset({"message"})
+    manager.on_publish_failure = chat.metrics.fanout_failed
+    server.manager_initialized = True
+    manager.initialize()  # listen to the fan-out exchange now, not at the first connect
+    upkeep = asyncio.create_task(_presence_upkeep(chat))
+    try:
+        yield
+    finally:
+        upkeep.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await upkeep
+        await endpoint.close()
+        await chat.presence.forget_replica(utcnow())
+        await manager.close()
+
+
+async def _presence_upkeep(chat: Chat) -> None:
+    interval = chat.settings.presence_heartbeat
+    while True:
+        try:
+            await heartbeat_and_sweep(chat=chat)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("presence upkeep failed; trying again next heartbeat")
+        await asyncio.sleep(interval)
+
+
+def create_app(settings: ChatSettings) -> web.Application:
+    app = new_app(settings)
+    app[keys.CHAT_METRICS] = ChatMetrics(app[shared_keys.METRICS])
+    app.middlewares.append(authn_middleware())
+    server = socket_server(settings)
+    server.attach(app, socketio_path="socket.io")
+    app[keys.SOCKETS] = server
+    app.cleanup_ctx.extend(
+        [
+            mongo_context(indexes()),
+            bus_context,
+            outbox_context(OUTBOX_COLLECTIONS),
+            verifier_context(),
+            _chat,
+            consumers_context(build_registry),
+        ]
+    )
+    add_routes(app)
+    return app

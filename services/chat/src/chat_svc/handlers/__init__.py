@@ -1,0 +1,1 @@
+"""Commands and event handlers: plain async functions with keyword-only dependencies."""
