@@ -27,6 +27,8 @@ async def test_the_notification_contract_holds_under_fuzzing(
     assert result.passed, result.report
     # Every documented operation ran (none dropped by a filter or a schema it could not read).
     paths = yaml.safe_load(contract_path("notification").read_text())["paths"]
-    operations = sum(m in {"get", "put", "post", "patch", "delete"} for i in paths.values() for m in i)
+    operations = sum(
+        m in {"get", "put", "post", "patch", "delete"} for i in paths.values() for m in i
+    )
     assert f"{operations} selected / {operations} total" in result.report, result.report
     assert "Authentication failed" not in result.report, result.report
