@@ -49,8 +49,8 @@ from switchyard.bus import bus_context, consumers_context, inbox_indexes
 from switchyard.directory import UserDirectory
 from switchyard.mongo import mongo_context
 from switchyard.mongo.client import Index
-from switchyard.revocation import revocation_context
 from switchyard.outbox import outbox_context, outbox_indexes
+from switchyard.revocation import revocation_context
 from switchyard.web import new_app
 
 log = logging.getLogger("notification.app")
