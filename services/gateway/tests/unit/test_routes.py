@@ -41,6 +41,31 @@ def table() -> RouteTable:
         (b"POST", b"/api/v1/payments/webhooks/stripe", b"", "payments-webhooks", "public"),
         (b"GET", b"/api/v1/payments/wallet", b"", "payments", "required"),
         (b"GET", b"/api/v1/notifications", b"unread=1", "notifications", "required"),
+        # The unsubscribe link is signed itself: no access token (RFC 8058 one-click POST).
+        (
+            b"GET",
+            b"/api/v1/notifications/unsubscribe",
+            b"token=a.b",
+            "notifications-unsubscribe",
+            "public",
+        ),
+        (
+            b"HEAD",
+            b"/api/v1/notifications/unsubscribe",
+            b"token=a.b",
+            "notifications-unsubscribe",
+            "public",
+        ),
+        (
+            b"POST",
+            b"/api/v1/notifications/unsubscribe",
+            b"token=a.b",
+            "notifications-unsubscribe",
+            "public",
+        ),
+        (b"PUT", b"/api/v1/notifications/unsubscribe", b"", "notifications", "required"),
+        (b"GET", b"/api/v1/notifications/unsubscribe/x", b"", "notifications", "required"),
+        (b"GET", b"/api/v1/notifications/preferences", b"", "notifications", "required"),
         (b"GET", b"/api/v1/files/f1/content", b"expires=1&signature=x", "files-signed", "public"),
         (b"GET", b"/api/v1/files/f1/content", b"", "files", "required"),
         (b"POST", b"/api/v1/files", b"", "files", "required"),
@@ -90,3 +115,14 @@ def test_invalid_tables_are_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ValidationError, match="http://host:port"):
         load_route_file(path)
+
+
+def test_the_unsubscribe_link_has_its_own_small_limit_and_body_cap(table: RouteTable) -> None:
+    """Per client IP (no token), below the anonymous `public` rate; a form body only."""
+    matched = table.match(b"POST", b"/api/v1/notifications/unsubscribe", b"token=a.b")
+    assert matched is not None
+    assert matched.upstream == "notification"
+    assert matched.policy.name == "unsubscribe"
+    public = load_route_file(DEFAULT_ROUTES_FILE).rate_limits["public"]
+    assert matched.policy.limit / matched.policy.window < public.limit / public.window
+    assert matched.max_body_bytes <= 4096
