@@ -97,28 +97,29 @@ class Admission:
 
     def admit(self, exchange: ExchangeState, route: Route) -> Verdict:
         """Authenticate, authorize, then the rate limit (sets ``caller`` and ``decision``)."""
+        refused = None  # the 401 to give once the refusal has counted against the limit
         authorization = exchange.authorization
         token = bearer_token(authorization) if authorization is not None else None
-        if token is None:
-            if not route.public:
-                return self._unauthorized(exchange, route, NO_TOKEN)
-        else:
+        if token is not None:
             try:
                 caller = exchange.caller = self.tokens.verify(token)
             except InvalidToken as error:
                 if error.reason == "unknown-kid":
                     return VERIFY_FIRST
                 if not route.public:
-                    return self._unauthorized(exchange, route, error.detail)
-                # a public route does not need the token; it goes on as anonymous
+                    refused = error.detail
+                # else: a public route does not need the token; it goes on as anonymous
             else:
                 if route.auth == "admin" and not caller.is_admin:
                     return FOR_ADMINS
+        elif not route.public:
+            refused = NO_TOKEN
         if self.limiter_async is not None:
-            return LIMIT_FIRST
-        return self._limit(
-            exchange, route, self.limiter.check(_limit_key(exchange, route), route.policy)
-        )
+            return LIMIT_FIRST if refused is None else Pending(verify=False, unauthorized=refused)
+        decision = exchange.decision = self.limiter.check(_limit_key(exchange, route), route.policy)
+        if not decision.allowed:
+            return self._too_many(route, decision)
+        return ADMITTED if refused is None else unauthorized(refused)
 
     async def admit_slowly(
         self, exchange: ExchangeState, route: Route, pending: Pending
@@ -148,25 +149,13 @@ class Admission:
             decision = self.limiter.check(key, route.policy)
             if refused is None and exchange.finished:
                 return None
-        verdict = self._limit(exchange, route, decision)
-        if refused is not None and verdict is ADMITTED:
-            return unauthorized(refused)
-        return verdict
-
-    def _unauthorized(self, exchange: ExchangeState, route: Route, detail: str) -> Verdict:
-        """401, once the refusal has counted against the caller's limit (429 if over it)."""
-        if self.limiter_async is not None:
-            return Pending(verify=False, unauthorized=detail)
-        verdict = self._limit(
-            exchange, route, self.limiter.check(_limit_key(exchange, route), route.policy)
-        )
-        return unauthorized(detail) if verdict is ADMITTED else verdict
-
-    def _limit(self, exchange: ExchangeState, route: Route, decision: Decision) -> Verdict:
-        """The rate-limit verdict: admitted, or 429 with Retry-After."""
         exchange.decision = decision
-        if decision.allowed:
-            return ADMITTED
+        if not decision.allowed:
+            return self._too_many(route, decision)
+        return ADMITTED if refused is None else unauthorized(refused)
+
+    def _too_many(self, route: Route, decision: Decision) -> Refusal:
+        """429 with Retry-After."""
         self.metrics.rate_limited(route.name, route.policy.name)
         wait = retry_after_seconds(decision)
         return Refusal(
