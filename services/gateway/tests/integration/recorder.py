@@ -4,9 +4,13 @@
 the raw bytes each connection received and splits them into requests with llhttp (the
 parser family aiohttp upstreams use), exactly as a naive upstream would: a request that
 asks for an ``Upgrade`` is refused with a keep-alive ``400`` and the bytes after its head
-are parsed as the next request (the chat stand-in of issue 8). Every response carries the
-request id and the upstream's own sequence number, so a response handed to the wrong
-client is visible.
+are parsed as the next request (the chat stand-in of issue 8). Two targets make it a
+broken upstream: ``answer-101`` gets a ``101`` it never asked for, after which the
+connection goes on as HTTP/1.1; ``answer-twice`` gets a second, stray response in the
+same write, and every later answer on that connection comes 0.1 s late (an upstream off
+by one: whoever takes the connection next would read the answer meant for the request
+before). Every response carries the request id and the upstream's own sequence number,
+so a response handed to the wrong client is visible.
 
 :class:`Accounting` records what the gateway itself says it did with each request (the
 exchange as its access-log line is written): :func:`check` then compares the two sides.
@@ -57,6 +61,7 @@ class _UpstreamSide(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.cur: Seen | None = None
         self.broken = False
+        self.late_until = 0.0  # after a stray response: answers go out late, in order
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -116,11 +121,27 @@ class _UpstreamSide(asyncio.Protocol):
         rid = (seen.request_id or b"-").decode("latin-1")
         status = b"400 Bad Request" if seen.upgrade else b"200 OK"
         body = f"rid={rid} seq={self.owner.served} conn={self.id}".encode()
+        if b"answer-101" in seen.target and not seen.upgrade:
+            self.transport.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                b"Upgrade: websocket\r\n\r\n"
+            )
+            return
         head = b"HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % (
             status,
             len(body),
         )
-        self.transport.write(head if seen.method == "HEAD" else head + body)
+        answer = head if seen.method == "HEAD" else head + body
+        if b"answer-twice" in seen.target:
+            answer += b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray"
+            self.transport.write(answer)
+            self.late_until = -1.0
+        elif self.late_until:
+            loop = asyncio.get_running_loop()
+            self.late_until = max(loop.time() + 0.1, self.late_until + 0.001)
+            loop.call_at(self.late_until, self.transport.write, answer)
+        else:
+            self.transport.write(answer)
 
 
 class RecordingUpstream:
@@ -224,10 +245,16 @@ async def read_available(reader: asyncio.StreamReader, wait: float) -> bytes:
     return data
 
 
-def check(accounted: list[Accounted], seen: list[Seen], label: str) -> None:
+def check(
+    accounted: list[Accounted],
+    seen: list[Seen],
+    label: str,
+    hop_by_hop: frozenset[bytes] = frozenset(),
+) -> None:
     """The oracle: the upstream saw exactly the requests the gateway forwarded — same
-    count, method, canonical target and body length — and no identity header the
-    gateway did not set."""
+    count, method, canonical target and body length — no identity header the gateway
+    did not set, one Authorization header at most (the one the gateway verified), and
+    none of ``hop_by_hop`` (names the client listed in ``Connection``)."""
     forwarded = [entry for entry in accounted if entry.forwarded]
     ours = Counter((e.request_id, e.method, e.url) for e in forwarded)
     theirs = Counter(((s.request_id or b""), s.method, s.target) for s in seen)
@@ -254,3 +281,7 @@ def check(accounted: list[Accounted], seen: list[Seen], label: str) -> None:
             if line
         ]
         assert sorted(identity) == sorted(expected), f"{label}: identity headers {identity}"
+        tokens = [name for name, _ in request.headers if name.lower() == b"authorization"]
+        assert len(tokens) <= 1, f"{label}: {len(tokens)} Authorization headers forwarded"
+        leaked = [name for name, _ in request.headers if name.lower() in hop_by_hop]
+        assert not leaked, f"{label}: hop-by-hop headers {leaked} reached the upstream"

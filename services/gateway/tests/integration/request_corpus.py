@@ -12,6 +12,8 @@ from __future__ import annotations
 # A request with forged identity, the payload every smuggling attempt tries to deliver.
 SMUGGLED = b"GET /admin/x HTTP/1.1\r\nHost: x\r\nX-User-Id: evil\r\nX-User-Roles: admin\r\n\r\n"
 NEXT = b"GET /public/next HTTP/1.1\r\nHost: x\r\n\r\n"
+# Sent only alongside a Connection header that lists it: it must never reach an upstream.
+HOP_BY_HOP = frozenset({b"x-hop"})
 WS = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
 
 
@@ -98,6 +100,15 @@ CASES += [
     ("CONNECT", head("CONNECT", "/public/a") + SMUGGLED),
     ("CONNECT authority", head("CONNECT", "127.0.0.1:80") + SMUGGLED),
     ("TRACE", head("TRACE", "/public/a")),
+    # -- the upstream's side of the conversation
+    (
+        "upstream answers 101 to a plain request",
+        head("GET", "/public/answer-101") + b"<PAUSE>" + SMUGGLED,
+    ),
+    (
+        "upstream answers twice, then late",
+        head("GET", "/public/answer-twice") + head("GET", "/public/second"),
+    ),
     ("PROPFIND", head("PROPFIND", "/public/a")),
     ("gzip, chunked", chunked("POST", "/public/a", SMUGGLED, te="gzip, chunked")),
     (
@@ -239,6 +250,7 @@ CASES += [
         chunked("POST", "/public/a", b"hello") + head("DELETE", "/public/b"),
     ),
     ("pipelined rate-limited", head("GET", "/tight/1") * 5),
+    ("pipelining burst past the queue limit", head("GET", "/slow/a") + NEXT * 40 + SMUGGLED),
     ("pipelined slow upstream route", head("GET", "/slow/a") + head("GET", "/public/b")),
     # -- encoded paths
     ("encoded unreserved", head("GET", "/public/%41%62%7e")),
@@ -300,6 +312,21 @@ CASES += [
             "Connection: X-Request-ID, Authorization",
             "Authorization: Bearer {TOKEN}",
         ),
+    ),
+    (
+        "Connection lists a header, in the first of two",
+        head("GET", "/public/a", "Connection: X-Hop", "Connection: keep-alive", "X-Hop: 1") + NEXT,
+    ),
+    (
+        "Connection lists a header, mixed case and spaces",
+        head("GET", "/public/a", "connection: close ,  x-HOP ", "X-Hop: 1"),
+    ),
+    (
+        "two Authorization headers",
+        head(
+            "GET", "/admin/users", "Authorization: Bearer {TOKEN}", "Authorization: Bearer {ADMIN}"
+        )
+        + NEXT,
     ),
     (
         "forged identity with token",

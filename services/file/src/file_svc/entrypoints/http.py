@@ -27,7 +27,14 @@ from switchyard.authn import current_identity, require_auth
 from switchyard.envelope import format_time
 from switchyard.pagination import PageQuery, invalid_cursor, page, read_cursor
 from switchyard.problems import Problem
-from switchyard.web import QueryModel, RequestModel, json_response, read_json, read_query
+from switchyard.web import (
+    JsonInt,
+    QueryModel,
+    RequestModel,
+    json_response,
+    read_json,
+    read_query,
+)
 
 PREFIX = "/api/v1/files"
 # Images are shown inline: nothing in them may run or load anything else. Anything else is
@@ -50,7 +57,7 @@ class ThumbnailQuery(LinkQuery):
 
 
 class ShareRequest(RequestModel):
-    expires_in: int = Field(ge=1, le=MAX_LINK_SECONDS)
+    expires_in: JsonInt = Field(ge=1, le=MAX_LINK_SECONDS)
 
 
 async def _file_for_reading(request: web.Request, query: LinkQuery) -> StoredFile:

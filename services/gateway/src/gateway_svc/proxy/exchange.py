@@ -64,6 +64,9 @@ class Exchange(UpstreamLeg):
         if kind == FORWARDED_UNCHANGED:
             self.forward_headers += (name, b": ", value, b"\r\n")
         elif kind == AUTHORIZATION:
+            if self.authorization is not None:
+                # the gateway would verify one, the service (multidict .get) the other
+                self.refuse(400, "The request has more than one Authorization header.")
             self.authorization = value
             self.forward_headers += (name, b": ", value, b"\r\n")
         elif kind == HOST:
@@ -93,7 +96,11 @@ class Exchange(UpstreamLeg):
             # two Transfer-Encoding headers are one list: never plain "chunked"
             self.transfer_coding = value if self.transfer_coding is None else b"several"
         elif kind == CONNECTION:
-            self.connection_tokens = value.lower()
+            # a list field: every Connection line names hop-by-hop headers
+            tokens = value.lower()
+            self.connection_tokens = (
+                tokens if self.connection_tokens is None else self.connection_tokens + b"," + tokens
+            )
         elif kind == UPGRADE:
             self.upgrade = value.lower()
         elif kind == EXPECT:

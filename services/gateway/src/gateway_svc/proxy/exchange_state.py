@@ -157,7 +157,7 @@ class ExchangeState:
             if connection.reading_paused:
                 connection.resume()
             connection.served += 1
-            connection.upstream.put_idle(connection, self.context.loop.time())
+            connection.release(self.context.loop.time())
         else:
             connection.abort()
 

@@ -84,6 +84,9 @@ class Responses(ExchangeState):
         if self.response_started or self.finished:
             return
         self._detach_upstream(reuse=False)
+        if self.conn.held is self:
+            # a handshake answered here: what the client sent after it is not HTTP
+            self.close_after = True
         if not self.body_done:
             self.discard_body = True
             self.discard_until = self.context.loop.time() + self.context.header_timeout

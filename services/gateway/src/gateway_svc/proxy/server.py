@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.server")
 
+# Requests parsed ahead of the one being answered (pipelining): each holds an exchange,
+# so a burst of tiny requests in one read is cut off here (429, then close).
+MAX_PIPELINED = 32
+
 
 class _HeadersTooLarge(Exception):
     pass
@@ -76,7 +80,9 @@ class ClientConnection(asyncio.Protocol):
             b"X-Forwarded-For: " + self.peer_bytes + b"\r\nX-Forwarded-Proto: http\r\n"
         )
         context.connections.add(self)
-        self.last_activity = context.loop.time()
+        # The first request head is due within the header timeout from the connect,
+        # even before its target arrives (an idle new socket is not a kept-alive one).
+        self.last_activity = self.head_started = context.loop.time()
 
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel
@@ -198,6 +204,7 @@ class ClientConnection(asyncio.Protocol):
             or parsing.method not in METHODS
             or parsing.transfer_coding is not None
             or parsing.upgrade is not None
+            or parsing.refused is not None
         ) and parsing.check_head(version, parser.should_upgrade())
         self.head_started = 0.0
         self.last_head = parsing
@@ -206,6 +213,9 @@ class ClientConnection(asyncio.Protocol):
         else:
             if self.waiting is None:
                 self.waiting = deque()
+            elif len(self.waiting) >= MAX_PIPELINED and not refused:
+                parsing.refuse(429, "Too many pipelined requests; send more after the answers.")
+                refused = True
             self.waiting.append(parsing)
             self.pause_reading()  # one request at a time; the socket buffers the rest
         if refused:

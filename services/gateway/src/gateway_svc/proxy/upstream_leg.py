@@ -262,6 +262,10 @@ class UpstreamLeg(Responses):
             self.response_headers = []
             self.security_seen = 0
             return
+        if status == 101 and not self.websocket:
+            # A switch no one asked for: never a raw tunnel past the gateway's checks.
+            self.on_upstream_broken(connection, "the upstream switched protocols unasked")
+            return
         context = self.context
         host = connection.upstream
         if status in (502, 503, 504):
@@ -355,6 +359,8 @@ class UpstreamLeg(Responses):
 
     def on_upstream_upgraded(self, connection: UpstreamConnection, rest: bytes) -> None:
         """The upstream accepted the WebSocket upgrade: from now on, bytes flow both ways."""
+        if self.upstream_connection is not connection:
+            return  # already refused (a 101 to a request that asked for no upgrade)
         if self.status != 101:
             self.on_upstream_broken(connection, "the upstream switched protocols without 101")
             return
