@@ -34,11 +34,11 @@ from gateway_svc.proxy.headers import (
     PREFLIGHT_HEADERS,
     PREFLIGHT_METHOD,
     REQUEST_HEADERS,
-    REQUEST_HEADERS_AS_SPELLED,
     REQUEST_ID,
     TRACEPARENT,
     TRANSFER_ENCODING,
     UPGRADE,
+    request_header_kind,
     without_connection_listed,
 )
 from gateway_svc.proxy.responses import DISCARD_LIMIT, Refusal
@@ -51,7 +51,7 @@ class Exchange(UpstreamLeg):
     # -- request parsing (called by ClientConnection) ----------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        kind = REQUEST_HEADERS_AS_SPELLED.get(name)
+        kind = request_header_kind(name)
         if kind is None:
             lowered = name.lower()
             kind = REQUEST_HEADERS.get(lowered)

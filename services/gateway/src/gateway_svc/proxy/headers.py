@@ -136,6 +136,12 @@ RESPONSE_HEADERS_AS_SPELLED = {
     },
 }
 
+# The hot path's lookups, bound once: under CPython 3.11 a method of an imported object
+# is looked up and bound again on every call (LOAD_ATTR, not LOAD_METHOD).
+request_header_kind = REQUEST_HEADERS_AS_SPELLED.get
+response_header_kind = RESPONSE_HEADERS_AS_SPELLED.get
+known_status_line = STATUS_LINES.get
+
 # -- request lines and fixed lines
 
 LOCAL_PATHS = frozenset({b"/healthz", b"/readyz", b"/metrics", b"/gateway/routes"})

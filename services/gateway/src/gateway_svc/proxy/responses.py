@@ -9,7 +9,7 @@ from typing import Any
 from gateway_svc.domain.ratelimit import state_header
 from gateway_svc.proxy.edges import ALL_SECURITY_HEADERS, HSTS_HEADER, SECURITY_HEADERS
 from gateway_svc.proxy.exchange_state import ExchangeState
-from gateway_svc.proxy.headers import STATUS_LINES
+from gateway_svc.proxy.headers import known_status_line
 from switchyard.problems import PROBLEM_CONTENT_TYPE, Problem
 
 DISCARD_LIMIT = 64 * 1024  # request bytes read and dropped after a local answer
@@ -93,7 +93,7 @@ class Responses(ExchangeState):
             if self.chunked or (self.content_length or 0) - self.body_bytes > DISCARD_LIMIT:
                 self.close_after = True
         self.status = status
-        parts = [STATUS_LINES.get(status) or b"HTTP/1.1 %d Error\r\n" % status, headers]
+        parts = [known_status_line(status) or b"HTTP/1.1 %d Error\r\n" % status, headers]
         origin = self.origin
         if not with_cors:
             self.origin = None

@@ -23,10 +23,10 @@ from gateway_svc.proxy.headers import (
     CONTINUE,
     RELAYED_UNCHANGED,
     RESPONSE_HEADERS,
-    RESPONSE_HEADERS_AS_SPELLED,
-    STATUS_LINES,
     UPSTREAM_LENGTH,
     UPSTREAM_TRANSFER_ENCODING,
+    known_status_line,
+    response_header_kind,
 )
 from gateway_svc.proxy.responses import DISCARD_LIMIT, Responses
 from gateway_svc.proxy.upstream import UpstreamConnection, UpstreamHost
@@ -235,7 +235,7 @@ class UpstreamLeg(Responses):
     # -- the response (called by UpstreamConnection) ------------------------------------------
 
     def on_upstream_header(self, name: bytes, value: bytes) -> None:
-        kind = RESPONSE_HEADERS_AS_SPELLED.get(name)
+        kind = response_header_kind(name)
         if kind is None:
             lowered = name.lower()
             kind = RESPONSE_HEADERS.get(lowered)
@@ -279,7 +279,7 @@ class UpstreamLeg(Responses):
         self.upstream_keep_alive = keep_alive
         self.progress = context.loop.time()
         parts = [
-            STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status,
+            known_status_line(status) or b"HTTP/1.1 %d Unknown\r\n" % status,
             *self.response_headers,
         ]
         self._edge_headers(parts, self.security_seen)
