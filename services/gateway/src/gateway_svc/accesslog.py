@@ -13,7 +13,7 @@ from json.encoder import encode_basestring_ascii as _json_string
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gateway_svc.proxy.exchange import Exchange
+    from gateway_svc.proxy.exchange_state import ExchangeState
 
 _FLUSH_BYTES = 64 * 1024
 # Printable ASCII without '"' and '\\' needs no JSON escaping (most paths).
@@ -53,27 +53,27 @@ class AccessLog:
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         return f"{self._stamp}.{int((now - second) * 1000):03d}Z"
 
-    def write(self, ex: Exchange, status: int, seconds: float) -> None:
+    def write(self, exchange: ExchangeState, status: int, seconds: float) -> None:
         if not self.enabled:
             return
-        upstream = ex.upstream
-        caller = ex.caller
-        traceparent = ex.traceparent
-        route = self._names.get(ex.route_name)
+        upstream = exchange.upstream
+        caller = exchange.caller
+        traceparent = exchange.traceparent
+        route = self._names.get(exchange.route_name)
         if route is None:
-            route = self._names[ex.route_name] = _json_string(ex.route_name)
-        client_ip = ex.conn.peer if not ex.conn.peer_trusted else ex.client_ip()
+            route = self._names[exchange.route_name] = _json_string(exchange.route_name)
+        client_ip = exchange.conn.peer if not exchange.conn.peer_trusted else exchange.client_ip()
         # request ids, methods and IP addresses are validated tokens: no escaping needed.
         line = (
-            f',"time":"{self._time()}","request_id":"{ex.request_id.decode("latin-1")}"'
-            f',"method":"{ex.method.decode("latin-1")}","path":{_json_bytes(ex.path)}'
+            f',"time":"{self._time()}","request_id":"{exchange.request_id.decode("latin-1")}"'
+            f',"method":"{exchange.method.decode("latin-1")}","path":{_json_bytes(exchange.path)}'
             f',"route":{route},"status":{status},"duration_ms":{seconds * 1000:.3f}'
-            f',"client_ip":"{client_ip}","bytes_out":{ex.bytes_out}'
+            f',"client_ip":"{client_ip}","bytes_out":{exchange.bytes_out}'
         )
         if upstream is not None:
             line += f',"upstream":{_json_string(upstream.url)}'
-            if ex.upstream_seconds is not None:
-                line += f',"upstream_ms":{ex.upstream_seconds * 1000:.3f}'
+            if exchange.upstream_seconds is not None:
+                line += f',"upstream_ms":{exchange.upstream_seconds * 1000:.3f}'
         if caller is not None:
             line += f',"user_id":{_json_string(caller.identity.user_id)}'
         if traceparent is not None:

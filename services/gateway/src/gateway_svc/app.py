@@ -24,8 +24,10 @@ from gateway_svc.adapters.token_cache import CachedVerifier
 from gateway_svc.domain.routes import RouteTable, load_route_file
 from gateway_svc.entrypoints.admin import AdminEndpoints
 from gateway_svc.metrics import GatewayMetrics
+from gateway_svc.proxy.admission import Admission
+from gateway_svc.proxy.context import ProxyContext
 from gateway_svc.proxy.edges import Cors, RequestIds, TrustedProxies
-from gateway_svc.proxy.exchange import Exchange
+from gateway_svc.proxy.exchange_state import ExchangeState
 from gateway_svc.proxy.server import ClientConnection
 from gateway_svc.proxy.upstream import UpstreamGroup, UpstreamHost
 from gateway_svc.settings import GatewaySettings
@@ -86,12 +88,21 @@ class Gateway:
         self.cors = Cors(settings.cors_origins)
         self.trusted_proxies = TrustedProxies(settings.trusted_proxies)
         self.request_ids = RequestIds()
-        self.admin = AdminEndpoints(self)
-        self.max_header_bytes = settings.max_header_bytes
-        self.max_headers = settings.max_headers
+        self.admission = Admission(
+            self.tokens, self.limiter, self.limiter_async, self.cors, self.metrics
+        )
+        self.admin = AdminEndpoints(
+            routes=self.table,
+            upstreams=self.groups,
+            verifier=self.verifier,
+            tokens=self.tokens,
+            redis=self.limiter_async,
+            metrics=self.metrics,
+        )
         self.connections: set[ClientConnection] = set()
-        self.in_flight: set[Exchange] = set()  # requests waiting on an upstream (timeouts)
-        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.in_flight: set[ExchangeState] = set()  # requests waiting on an upstream (timeouts)
+        self.context: ProxyContext | None = None  # built by start(), once the loop runs
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.AbstractServer | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -105,16 +116,45 @@ class Gateway:
             yield from group.hosts
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("the gateway is not started")
+        return self._loop
+
+    def _proxy_context(self, loop: asyncio.AbstractEventLoop) -> ProxyContext:
+        """What the proxy's connections and exchanges get (instead of the gateway)."""
+        settings = self.settings
+        return ProxyContext(
+            loop=loop,
+            routes=self.table,
+            upstreams=self.groups,
+            admission=self.admission,
+            admin=self.admin,
+            cors=self.cors,
+            trusted_proxies=self.trusted_proxies,
+            request_ids=self.request_ids,
+            metrics=self.metrics,
+            access_log=self.access_log,
+            spawn=self.spawn,
+            connections=self.connections,
+            in_flight=self.in_flight,
+            max_header_bytes=settings.max_header_bytes,
+            max_headers=settings.max_headers,
+            header_timeout=settings.header_timeout,
+        )
+
+    @property
     def url(self) -> str:
         return f"http://{self.settings.host}:{self.port}"
 
     async def start(self, sock: socket.socket | None = None) -> Gateway:
-        self.loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
+        context = self.context = self._proxy_context(loop)
         await self.verifier.start()
         if sock is None:
             sock = listen_socket(self.settings.host, self.settings.port)
         self.port = sock.getsockname()[1]
-        self._server = await self.loop.create_server(lambda: ClientConnection(self), sock=sock)
+        self._server = await loop.create_server(lambda: ClientConnection(context), sock=sock)
         self._ticker = asyncio.create_task(self._tick(), name="gateway-tick")
         log.info("gateway listening", extra={"url": self.url, "routes": len(self.table.routes)})
         return self
@@ -178,7 +218,9 @@ class Gateway:
                     # not per body piece on the hot path).
                     exchange.bytes_seen = exchange.bytes_out
                     exchange.progress = now
-                elif now - exchange.progress >= exchange.route.timeout:  # type: ignore[union-attr]
+                elif (route := exchange.route) is not None and now - exchange.progress >= (
+                    route.timeout
+                ):
                     expired.append(exchange)
             for exchange in expired:
                 if exchange.watched:
@@ -200,7 +242,7 @@ class Gateway:
                     continue
                 if conn.head_started and now - conn.head_started > settings.header_timeout:
                     conn.abort()  # a request head trickling in (slowloris)
-                elif conn.cur is None and now - conn.last_activity > settings.keepalive_timeout:
+                elif conn.parsing is None and now - conn.last_activity > settings.keepalive_timeout:
                     conn.close()
             cutoff = now - settings.upstream_idle_timeout
             for host in self._hosts():

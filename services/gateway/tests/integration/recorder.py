@@ -222,7 +222,9 @@ async def quiet(gateway: Gateway, upstream: RecordingUpstream, timeout: float = 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        busy = any(conn.active is not None or conn.cur is not None for conn in gateway.connections)
+        busy = any(
+            conn.active is not None or conn.parsing is not None for conn in gateway.connections
+        )
         if not busy and not gateway.in_flight:
             break
         await asyncio.sleep(0.002)

@@ -11,11 +11,16 @@ from typing import TYPE_CHECKING
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway_svc.proxy.edges import bearer_token
-from switchyard.tokens import InvalidToken
+from gateway_svc.proxy.responses import unauthorized
+from switchyard.tokens import InvalidToken, TokenVerifier
 
 if TYPE_CHECKING:
-    from gateway_svc.app import Gateway
+    from gateway_svc.adapters.limiter_store import RedisStore
+    from gateway_svc.adapters.token_cache import CachedVerifier
+    from gateway_svc.domain.routes import RouteTable
+    from gateway_svc.metrics import GatewayMetrics
     from gateway_svc.proxy.exchange import Exchange
+    from gateway_svc.proxy.upstream import UpstreamGroup
 
 log = logging.getLogger("gateway.admin")
 
@@ -23,36 +28,50 @@ READINESS_TIMEOUT = 2.0
 
 
 class AdminEndpoints:
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
+    def __init__(
+        self,
+        *,
+        routes: RouteTable,
+        upstreams: dict[str, UpstreamGroup],
+        verifier: TokenVerifier,
+        tokens: CachedVerifier,
+        redis: RedisStore | None,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.routes = routes
+        self.upstreams = upstreams
+        self.verifier = verifier
+        self.tokens = tokens
+        self.redis = redis
+        self.metrics = metrics
 
-    def handle(self, ex: Exchange) -> None:
-        path = ex.path
-        ex.route_name = "gateway:" + path.decode()
-        if ex.method not in (b"GET", b"HEAD"):
-            ex.problem(
+    def handle(self, exchange: Exchange) -> None:
+        path = exchange.path
+        exchange.route_name = "gateway:" + path.decode()
+        if exchange.method not in (b"GET", b"HEAD"):
+            exchange.problem(
                 405,
-                f"{ex.method.decode('latin-1')} is not allowed here.",
+                f"{exchange.method.decode('latin-1')} is not allowed here.",
                 headers=b"Allow: GET, HEAD\r\n",
             )
         elif path == b"/healthz":
-            ex.respond_json(200, {"status": "ok"})
+            exchange.respond_json(200, {"status": "ok"})
         elif path == b"/metrics":
-            ex.respond(200, b"", self.gw.metrics.render(), CONTENT_TYPE_LATEST.encode())
+            exchange.respond(200, b"", self.metrics.render(), CONTENT_TYPE_LATEST.encode())
         elif path == b"/readyz":
-            self.gw.spawn(self._readyz(ex))
+            exchange.context.spawn(self._readyz(exchange))
         else:
-            self.gw.spawn(self._routes(ex))
+            exchange.context.spawn(self._routes(exchange))
 
-    async def _readyz(self, ex: Exchange) -> None:
+    async def _readyz(self, exchange: Exchange) -> None:
         checks: dict[str, str] = {}
-        keys = self.gw.verifier.keys
+        keys = self.verifier.keys
         has_keys = getattr(keys, "has_keys", None)
         # Check names and ok/failing only (DESIGN §4: no internal names); why goes to the log.
         checks["jwks"] = "ok" if has_keys is None or has_keys else "failing"
         if checks["jwks"] != "ok":
             log.warning("readiness check failing", extra={"check": "jwks", "error": "no keys yet"})
-        redis = self.gw.limiter_async
+        redis = self.redis
         if redis is not None:
             try:
                 await asyncio.wait_for(redis.ping(), READINESS_TIMEOUT)
@@ -65,9 +84,9 @@ class AdminEndpoints:
                     "readiness check failing", extra={"check": "redis", "error": repr(error)}
                 )
         if all(value == "ok" for value in checks.values()):
-            ex.respond_json(200, {"status": "ready", "checks": checks})
+            exchange.respond_json(200, {"status": "ready", "checks": checks})
         else:
-            ex.problem(
+            exchange.problem(
                 503,
                 "A dependency of the gateway is unreachable.",
                 slug="not-ready",
@@ -75,40 +94,29 @@ class AdminEndpoints:
                 headers=b"Retry-After: 5\r\n",
             )
 
-    async def _routes(self, ex: Exchange) -> None:
-        token = bearer_token(ex.authorization) if ex.authorization is not None else None
+    async def _routes(self, exchange: Exchange) -> None:
+        token = bearer_token(exchange.authorization) if exchange.authorization is not None else None
         if token is None:
-            ex.problem(
-                401,
-                "This endpoint needs an administrator's bearer token.",
-                slug="invalid-token",
-                headers=b'WWW-Authenticate: Bearer error="invalid_token"\r\n',
-            )
+            exchange.answer(unauthorized("This endpoint needs an administrator's bearer token."))
             return
         try:
-            caller = await self.gw.tokens.verify_async(token)
+            caller = await self.tokens.verify_async(token)
         except InvalidToken as error:
-            ex.problem(
-                401,
-                error.detail,
-                slug="invalid-token",
-                headers=b'WWW-Authenticate: Bearer error="invalid_token"\r\n',
-            )
+            exchange.answer(unauthorized(error.detail))
             return
-        ex.caller = caller
+        exchange.caller = caller
         if not caller.is_admin:
-            ex.problem(403, "This endpoint is for administrators.")
+            exchange.problem(403, "This endpoint is for administrators.")
             return
-        gw = self.gw
-        now = gw.loop.time()
-        ex.respond_json(
+        now = asyncio.get_running_loop().time()
+        exchange.respond_json(
             200,
             {
                 "worker_pid": os.getpid(),
-                "routes": gw.table.describe(),
+                "routes": self.routes.describe(),
                 "upstreams": {
                     name: [host.describe(now) for host in group.hosts]
-                    for name, group in gw.groups.items()
+                    for name, group in self.upstreams.items()
                 },
             },
         )

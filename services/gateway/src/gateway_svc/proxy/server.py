@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from gateway_svc.proxy.exchange import METHODS, PENDING_LIMIT, Exchange
+from gateway_svc.proxy.exchange import PENDING_LIMIT, Exchange
+from gateway_svc.proxy.headers import METHODS
 
 if TYPE_CHECKING:
-    from gateway_svc.app import Gateway
+    from gateway_svc.proxy.context import ProxyContext
+    from gateway_svc.proxy.exchange_state import ExchangeState
     from gateway_svc.proxy.upstream import UpstreamConnection
 
 log = logging.getLogger("gateway.server")
@@ -37,12 +39,12 @@ class _Refused(Exception):
 
 
 class ClientConnection(asyncio.Protocol):
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
+    def __init__(self, context: ProxyContext) -> None:
+        self.context = context
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = httptools.HttpRequestParser(self)
         self.peer = "unknown"
-        self.cur: Exchange | None = None  # the request being parsed
+        self.parsing: Exchange | None = None  # the request being parsed
         self.last_head: Exchange | None = None  # the request whose head was parsed last
         self.starting: Exchange | None = None  # to start once this read is parsed
         self.held: Exchange | None = None  # an upgrade waiting for 101: it holds the bytes
@@ -60,7 +62,7 @@ class ClientConnection(asyncio.Protocol):
         self.peer_trusted = False
         self.ip_key = b""
         self.forwarded_headers = b""
-        self.fwd_limit = 4 * gw.max_headers
+        self.forward_headers_limit = 4 * context.max_headers
 
     # -- asyncio callbacks ---------------------------------------------------------------
 
@@ -68,17 +70,19 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else "unknown"
-        gw = self.gw
+        context = self.context
         self.peer_bytes = self.peer.encode()
-        self.peer_trusted = bool(gw.trusted_proxies) and gw.trusted_proxies.trusts(self.peer)
+        self.peer_trusted = bool(context.trusted_proxies) and context.trusted_proxies.trusts(
+            self.peer
+        )
         self.ip_key = b"ip:" + self.peer_bytes
         self.forwarded_headers = (
             b"X-Forwarded-For: " + self.peer_bytes + b"\r\nX-Forwarded-Proto: http\r\n"
         )
-        gw.connections.add(self)
+        context.connections.add(self)
         # The first request head is due within the header timeout from the connect,
         # even before its target arrives (an idle new socket is not a kept-alive one).
-        self.last_activity = self.head_started = gw.loop.time()
+        self.last_activity = self.head_started = context.loop.time()
 
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel
@@ -101,13 +105,13 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as upgrade:
             upgrade_at = upgrade.args[0]  # handled below, outside this except clause
         except httptools.HttpParserCallbackError as error:
-            context = error.__context__
-            if isinstance(context, _Refused):
+            cause = error.__context__
+            if isinstance(cause, _Refused):
                 self._stop_parsing()
-            elif isinstance(context, _HeadersTooLarge) and self.cur is not None:
+            elif isinstance(cause, _HeadersTooLarge) and self.parsing is not None:
                 self._reject(431, "The request has too many headers, or too large ones.")
             else:
-                log.error("request handling failed", exc_info=context or error)
+                log.error("request handling failed", exc_info=cause or error)
                 self._reject(500, "The gateway could not handle the request.")
         except httptools.HttpParserError:
             self._reject(400, "The request is not valid HTTP/1.1.")
@@ -122,7 +126,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.gw.connections.discard(self)
+        self.context.connections.discard(self)
         tunnel = self.tunnel
         if tunnel is not None:
             self.tunnel = None
@@ -131,8 +135,8 @@ class ClientConnection(asyncio.Protocol):
         if active is not None:
             self.active = None
             active.client_gone()
-        if self.cur is not None and self.cur is not active:
-            self.cur = None
+        if self.parsing is not None and self.parsing is not active:
+            self.parsing = None
         self.waiting = None
 
     def pause_writing(self) -> None:
@@ -144,8 +148,8 @@ class ClientConnection(asyncio.Protocol):
             tunnel.pause_reading()
             return
         active = self.active
-        if active is not None and active.up is not None:
-            active.up.pause()
+        if active is not None and active.upstream_connection is not None:
+            active.upstream_connection.pause()
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -155,9 +159,9 @@ class ClientConnection(asyncio.Protocol):
             return
         active = self.active
         if active is not None:
-            active.progress = self.gw.loop.time()  # the client took bytes: progress
-            if active.up is not None:
-                active.up.resume()
+            active.progress = self.context.loop.time()  # the client took bytes: progress
+            if active.upstream_connection is not None:
+                active.upstream_connection.resume()
 
     # -- httptools callbacks -------------------------------------------------------------------
 
@@ -165,68 +169,68 @@ class ClientConnection(asyncio.Protocol):
     # the first on_url of a message starts the exchange just as well.
 
     def on_url(self, url: bytes) -> None:
-        cur = self.cur
-        if cur is None or cur.method:
-            cur = self.cur = Exchange(self)
-            self.head_started = self.gw.loop.time()
-        cur.url += url
-        cur.head_size += len(url)
-        if cur.head_size > self.gw.max_header_bytes:
+        parsing = self.parsing
+        if parsing is None or parsing.method:
+            parsing = self.parsing = Exchange(self)
+            self.head_started = self.context.loop.time()
+        parsing.url += url
+        parsing.head_size += len(url)
+        if parsing.head_size > self.context.max_header_bytes:
             raise _HeadersTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        cur = self.cur
-        assert cur is not None
-        cur.head_size += len(name) + len(value) + 4
-        if cur.head_size > self.gw.max_header_bytes:
+        parsing = self.parsing
+        assert parsing is not None
+        parsing.head_size += len(name) + len(value) + 4
+        if parsing.head_size > self.context.max_header_bytes:
             raise _HeadersTooLarge
-        cur.on_header(name, value)
+        parsing.on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        cur = self.cur
-        assert cur is not None
-        if len(cur.fwd) >= self.fwd_limit:
-            # Host plus the header lines to forward (4 items each in ``fwd``): never
+        parsing = self.parsing
+        assert parsing is not None
+        if len(parsing.forward_headers) >= self.forward_headers_limit:
+            # Host plus the header lines to forward (4 items each in ``forward_headers``): never
             # more than an upstream accepts. Headers the gateway drops or merges are
             # bounded by GATEWAY_MAX_HEADER_BYTES.
             raise _HeadersTooLarge
         parser = self.parser
-        cur.method = parser.get_method()
-        cur.keep_alive = parser.should_keep_alive()
+        parsing.method = parser.get_method()
+        parsing.keep_alive = parser.should_keep_alive()
         version = parser.get_http_version()
-        cur.http11 = http11 = version == "1.1"
+        parsing.http11 = http11 = version == "1.1"
         refused = (
             (not http11 and version != "1.0")
-            or cur.method not in METHODS
-            or cur.transfer_coding is not None
-            or cur.upgrade is not None
-            or cur.refused is not None
-        ) and cur.check_head(version, parser.should_upgrade())
+            or parsing.method not in METHODS
+            or parsing.transfer_coding is not None
+            or parsing.upgrade is not None
+            or parsing.refused is not None
+        ) and parsing.check_head(version, parser.should_upgrade())
         self.head_started = 0.0
-        self.last_head = cur
+        self.last_head = parsing
         if self.active is None:
-            self.active = self.starting = cur
+            self.active = self.starting = parsing
         else:
             if self.waiting is None:
                 self.waiting = deque()
             elif len(self.waiting) >= MAX_PIPELINED and not refused:
-                cur.refuse(429, "Too many pipelined requests; send more after the answers.")
+                parsing.refuse(429, "Too many pipelined requests; send more after the answers.")
                 refused = True
-            self.waiting.append(cur)
+            self.waiting.append(parsing)
             self.pause_reading()  # one request at a time; the socket buffers the rest
         if refused:
             raise _Refused
 
     def on_body(self, body: bytes) -> None:
-        cur = self.cur
-        if cur is not None:
-            cur.on_body(body)
+        parsing = self.parsing
+        if parsing is not None:
+            parsing.on_body(body)
 
     def on_message_complete(self) -> None:
-        cur = self.cur
-        if cur is not None:
-            self.cur = None
-            cur.on_message_complete()
+        parsing = self.parsing
+        if parsing is not None:
+            self.parsing = None
+            parsing.on_message_complete()
 
     # -- used by exchanges -------------------------------------------------------------------------
 
@@ -248,31 +252,31 @@ class ClientConnection(asyncio.Protocol):
             self.reading_paused = False
             self.transport.resume_reading()
 
-    def exchange_finished(self, exchange: Exchange) -> None:
+    def exchange_finished(self, exchange: ExchangeState) -> None:
         if self.active is not exchange:
             return
         self.active = None
-        self.last_activity = self.gw.loop.time()
+        self.last_activity = self.context.loop.time()
         if exchange.close_after or not exchange.keep_alive:
             self.close()
             return
         waiting = self.waiting
         if waiting:
-            nxt = waiting.popleft()
-            self.active = nxt
+            next_exchange = waiting.popleft()
+            self.active = next_exchange
             if not waiting:
                 self.resume_reading()
-            nxt.start()
+            next_exchange.start()
         elif self.reading_paused and exchange.pending_size == 0:
             self.resume_reading()
 
-    def start_tunnel(self, up: UpstreamConnection) -> None:
+    def start_tunnel(self, connection: UpstreamConnection) -> None:
         """After ``101 Switching Protocols``: relay raw bytes both ways until either side closes."""
-        up_transport = up.transport
-        assert up_transport is not None
+        upstream_transport = connection.transport
+        assert upstream_transport is not None
         self.held = None
-        self.tunnel = up_transport
-        up.tunnel = self.transport
+        self.tunnel = upstream_transport
+        connection.tunnel = self.transport
         self.active = None
         self.resume_reading()
 
@@ -287,7 +291,7 @@ class ClientConnection(asyncio.Protocol):
         self.held = None
         transport = self.transport
         if self.tunnel is None and transport.can_write_eof():
-            self.lingering = self.gw.loop.time()
+            self.lingering = self.context.loop.time()
             transport.write_eof()
             if self.reading_paused:
                 self.reading_paused = False
@@ -305,7 +309,7 @@ class ClientConnection(asyncio.Protocol):
         """Nothing after a refused or broken request is read: the connection closes
         once the requests before it are answered."""
         self.stopped = True
-        self.cur = None
+        self.parsing = None
         self.pause_reading()
 
     def _reject(self, status: int, detail: str) -> None:
@@ -313,9 +317,9 @@ class ClientConnection(asyncio.Protocol):
         yet) and close."""
         # No current request: the bytes were to start a new one (garbage before its
         # request line still gets a 400, not a silent close).
-        exchange = self.cur or Exchange(self)
+        exchange = self.parsing or Exchange(self)
         self._stop_parsing()
-        if exchange.resp_started:
+        if exchange.response_started:
             self.abort()
             return
         exchange.refuse(status, detail)
@@ -337,7 +341,7 @@ class ClientConnection(asyncio.Protocol):
         """llhttp ended the request at its head (``Connection: upgrade``; a body was
         refused by :meth:`Exchange.check_head`)."""
         exchange = self.last_head
-        self.cur = None
+        self.parsing = None
         if exchange is None or exchange.finished:
             self.close()
             return

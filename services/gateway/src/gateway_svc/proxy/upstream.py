@@ -16,7 +16,7 @@ from gateway_svc.domain.breaker import CircuitBreaker, CircuitState
 from gateway_svc.domain.routes import UpstreamConfig
 
 if TYPE_CHECKING:
-    from gateway_svc.proxy.exchange import Exchange
+    from gateway_svc.proxy.upstream_leg import UpstreamLeg
 
 
 class UpstreamHost:
@@ -155,7 +155,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.upstream = upstream
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.exchange: Exchange | None = None
+        self.exchange: UpstreamLeg | None = None
         self.closed = False
         self.idle_since = 0.0
         self.served = 0
