@@ -28,6 +28,7 @@ async def test_the_chat_contract_holds_under_fuzzing(start_world: Callable[..., 
         body={"body": "hello", "client_msg_id": "c1"},
     )
     assert sent.status == 201, sent.body
+    await _body_refusals_are_as_documented(world, caller, group)
     result = await fuzz_contract(
         "chat",
         world.replicas[0].url,
@@ -42,3 +43,24 @@ async def test_the_chat_contract_holds_under_fuzzing(start_world: Callable[..., 
     )
     assert result.passed, result.report
     assert "Authentication failed" not in result.report, result.report
+
+
+async def _body_refusals_are_as_documented(world: Any, caller: str, group: str) -> None:
+    """The contract's 400/413/415 on a JSON-body operation are what the service answers
+    (the fuzzer stays under MAX_BODY_BYTES, so 413 is checked here)."""
+    url = f"{world.replicas[0].url}/api/v1/chat/conversations/{group}/messages"
+    auth = {"Authorization": f"Bearer {world.token(caller)}"}
+    cases = [
+        ("application/json", b'{"body": "x", "client_msg_id": ', 400, "malformed-json"),
+        ("text/plain", b'{"body": "x", "client_msg_id": "c2"}', 415, "unsupported-media-type"),
+        ("application/json", b'{"body": "' + b"x" * (1024 * 1024) + b'"}', 413, None),
+    ]
+    for content_type, data, status, slug in cases:
+        headers = {**auth, "Content-Type": content_type}
+        async with world.http.post(url, data=data, headers=headers) as response:
+            problem = await response.json(content_type=None)
+            assert response.status == status, problem
+            assert response.content_type == "application/problem+json"
+            assert problem["status"] == status
+            if slug:
+                assert problem["type"].endswith("/" + slug), problem
