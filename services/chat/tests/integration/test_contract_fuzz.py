@@ -8,8 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yaml
 
-from switchyard.testing.contracts import fuzz_contract
+from switchyard.testing.contracts import contract_path, fuzz_contract
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -42,6 +43,12 @@ async def test_the_chat_contract_holds_under_fuzzing(start_world: Callable[..., 
         },
     )
     assert result.passed, result.report
+    # Every documented operation ran (none dropped by a filter or a schema it could not read).
+    paths = yaml.safe_load(contract_path("chat").read_text())["paths"]
+    operations = sum(
+        m in {"get", "put", "post", "patch", "delete"} for i in paths.values() for m in i
+    )
+    assert f"{operations} selected / {operations} total" in result.report, result.report
     assert "Authentication failed" not in result.report, result.report
 
 
