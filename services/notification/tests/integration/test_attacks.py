@@ -306,3 +306,24 @@ async def test_mandatory_categories_forged_unsubscribes_and_broadcasts(
             http, "POST", f"{url}{BASE}/broadcast", json={**broadcast, **changed}, headers=as_admin
         )
         assert status == 422, problem
+
+
+async def test_a_user_cannot_stack_up_webhooks_without_limit(
+    start_service, smtp_sink, http, jwks_server
+) -> None:
+    """Every subscription multiplies its owner's events into outgoing requests (and adds a
+    metrics label): one user may hold a bounded number."""
+    service = await start_service(smtp_port=smtp_sink.port)
+    as_ada = bearer(jwks_server.token(user_id(), ["customer"]))
+    hook = {"url": "https://93.184.216.34/hook", "event_types": ["*"]}
+    created = []
+    for _ in range(20):
+        status, body = await call(http, "POST", service.url + WEBHOOKS, json=hook, headers=as_ada)
+        assert status == 201, body
+        created.append(body["id"])
+    status, problem = await call(http, "POST", service.url + WEBHOOKS, json=hook, headers=as_ada)
+    assert status == 409 and problem["type"].endswith("too-many-webhooks"), problem
+    status, _ = await call(http, "DELETE", f"{service.url}{WEBHOOKS}/{created[0]}", headers=as_ada)
+    assert status == 204
+    status, _ = await call(http, "POST", service.url + WEBHOOKS, json=hook, headers=as_ada)
+    assert status == 201

@@ -28,6 +28,8 @@ SubscriptionStatus = Literal["active", "disabled"]
 WebhookDeliveryStatus = Literal["pending", "delivering", "delivered", "failed", "suppressed"]
 FINAL_WEBHOOK_STATUSES = frozenset({"delivered", "failed", "suppressed"})
 MAX_EVENT_TYPES = 50
+# Per owner: every subscription multiplies the owner's events (and a metrics label each).
+MAX_SUBSCRIPTIONS = 20
 RESPONSE_KEPT = 1024  # bytes of a response body kept in the delivery log
 
 # One-time codes travel by email only; broadcast batches are the service's own plumbing.
@@ -99,8 +101,7 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 # deprecated), IPv4-translated (SIIT, ::ffff:0:0:0/96), local-use NAT64 (RFC 8215),
 # site-local (fec0::/10, deprecated) — each reaches an internal network where deployed.
 _NEVER_V6 = tuple(
-    ipaddress.ip_network(n)
-    for n in ("::/96", "::ffff:0:0:0/96", "64:ff9b:1::/48", "fec0::/10")
+    ipaddress.ip_network(n) for n in ("::/96", "::ffff:0:0:0/96", "64:ff9b:1::/48", "fec0::/10")
 )
 
 

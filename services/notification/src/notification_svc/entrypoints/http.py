@@ -32,6 +32,7 @@ from notification_svc.domain.preferences import (
 from notification_svc.domain.push import Device, Platform
 from notification_svc.domain.webhooks import (
     MAX_EVENT_TYPES,
+    MAX_SUBSCRIPTIONS,
     Subscription,
     all_allowed,
     new_secret,
@@ -349,8 +350,15 @@ async def create_webhook(request: web.Request) -> web.Response:
             raise _invalid(f"/event_types/{n}", "an event type or a * pattern", "invalid-pattern")
     settings = request.app[keys.NOTIFICATION_SETTINGS]
     url = await _check_target(body.url, allow_private=settings.webhook_allow_private_targets)
+    store = request.app[keys.WEBHOOK_STORE]
+    if len(await store.of_owner(identity.user_id)) >= MAX_SUBSCRIPTIONS:
+        raise Problem(
+            409,
+            f"At most {MAX_SUBSCRIPTIONS} webhooks per user; delete one first.",
+            slug="too-many-webhooks",
+        )
     secret = new_secret()
-    subscription = await request.app[keys.WEBHOOK_STORE].create(
+    subscription = await store.create(
         owner_id=identity.user_id,
         url=url,
         event_types=list(dict.fromkeys(body.event_types)),
