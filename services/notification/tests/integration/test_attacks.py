@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 import time
 from collections.abc import AsyncIterator
@@ -17,8 +18,18 @@ import pytest
 from notification_svc import keys
 from notification_svc.adapters.webhook_http import WebhookSender
 from switchyard.envelope import utcnow
+from switchyard.events.auth import UserRegistered
+from switchyard.testing import eventually, service_bus
 
-from ..support import user_id
+from ..support import event, updated, user_id
+from .test_webhooks import (
+    WEBHOOK_SETTINGS,
+    Receiver,
+    deposit,
+    known_user,
+    subscribe,
+    until,
+)
 
 pytestmark = pytest.mark.integration
 BASE = "/api/v1/notifications"
@@ -327,3 +338,56 @@ async def test_a_user_cannot_stack_up_webhooks_without_limit(
     assert status == 204
     status, _ = await call(http, "POST", service.url + WEBHOOKS, json=hook, headers=as_ada)
     assert status == 201
+
+
+async def test_an_admin_demoted_after_subscribing_no_longer_sees_everyones_events(
+    start_service, smtp_sink, http, jwks_server, settings_overrides
+) -> None:
+    """A subscription an admin made sees all events only while its owner is an admin: the
+    roles auth publishes later count, not the token presented at creation."""
+    service = await start_service(smtp_port=smtp_sink.port, **WEBHOOK_SETTINGS)
+    boss, grace = user_id(), await known_user(service, "Grace")
+    await service.publish(
+        event(
+            UserRegistered(
+                user_id=boss,
+                email=f"{boss}@example.com",
+                display_name="Boss",
+                roles=["admin"],
+                registered_at=utcnow() - dt.timedelta(minutes=5),
+            )
+        )
+    )
+    directory = service.app[keys.DIRECTORY]
+
+    async def admin_known() -> bool:
+        found = await directory.get(boss)
+        return found is not None and found.has_role("admin")
+
+    await eventually(admin_known, 10)
+    receiver = await Receiver().start()
+    payments = service_bus(settings_overrides, "payments")
+    await payments.connect()
+    try:
+        created = await subscribe(
+            service, http, jwks_server.token(boss, ["admin"]), receiver, ["payments.*"]
+        )
+        assert created["scope"] == "all"
+        await service.publish(
+            event(updated(boss, email=f"{boss}@example.com", display_name="Boss", at=utcnow()))
+        )
+
+        async def demoted() -> bool:
+            found = await directory.get(boss)
+            return found is not None and not found.has_role("admin")
+
+        await eventually(demoted, 10)
+        theirs, mine = deposit(grace), deposit(boss)
+        await payments.publish(theirs)
+        await payments.publish(mine)
+        await until(lambda: len(receiver.verified) >= 1, 10)
+        await asyncio.sleep(1.0)
+        assert [v["id"] for v in receiver.verified] == [mine.id]
+    finally:
+        await payments.close()
+        await receiver.stop()
