@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aio_pika
 import aiohttp
 import pytest
 
@@ -21,7 +22,7 @@ from switchyard.envelope import utcnow
 from switchyard.events.auth import UserRegistered
 from switchyard.testing import eventually, service_bus
 
-from ..support import event, updated, user_id
+from ..support import event, parked, updated, user_id
 from .test_webhooks import (
     WEBHOOK_SETTINGS,
     Receiver,
@@ -391,3 +392,28 @@ async def test_an_admin_demoted_after_subscribing_no_longer_sees_everyones_event
     finally:
         await payments.close()
         await receiver.stop()
+
+
+async def test_a_poison_payment_event_is_parked_with_its_reason_and_the_next_one_flows(
+    start_service, smtp_sink, settings_overrides
+) -> None:
+    service = await start_service(smtp_port=smtp_sink.port)
+    ada = await known_user(service)
+    broken = json.loads(deposit(ada).to_json())
+    del broken["data"]["amount"]
+    await service.publisher.exchange.publish(
+        aio_pika.Message(json.dumps(broken).encode(), message_id=broken["id"]),
+        routing_key="payments.deposit.succeeded",
+    )
+    for handler in ("activity", "webhooks"):
+        [message] = await parked(settings_overrides["amqp_url"], service.queue(handler))
+        assert message.reason == "poison" and "amount" in (message.exception_message or "")
+    good = deposit(ada)
+    await service.publish(good)
+    inbox = service.app[keys.INBOX]
+
+    async def arrived() -> bool:
+        items, _ = await inbox.page(ada, limit=10, after=None, unread=None)
+        return any(i.category == "payments" for i in items)
+
+    await eventually(arrived, 10)
