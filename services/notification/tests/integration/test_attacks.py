@@ -9,6 +9,7 @@ import base64
 import datetime as dt
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,11 +19,12 @@ import pytest
 
 from notification_svc import keys
 from notification_svc.adapters.webhook_http import WebhookSender
-from switchyard.envelope import utcnow
+from switchyard.envelope import new_envelope, utcnow
 from switchyard.events.auth import UserRegistered
 from switchyard.testing import eventually, service_bus
 
-from ..support import event, parked, updated, user_id
+from ..support import chat_bus, event, message_sent, parked, registered, updated, user_id
+from .test_push import device, fcm_token, people
 from .test_webhooks import (
     WEBHOOK_SETTINGS,
     Receiver,
@@ -417,3 +419,35 @@ async def test_a_poison_payment_event_is_parked_with_its_reason_and_the_next_one
         return any(i.category == "payments" for i in items)
 
     await eventually(arrived, 10)
+
+
+async def test_a_long_chat_message_from_a_long_name_fits_fcms_4_kib(
+    start_service, smtp_sink, fcm_settings, fake_fcm, http, jwks_server, settings_overrides
+) -> None:
+    """FCM refuses a message over 4096 bytes: a 140-character preview of 4-byte characters from
+    a sender with an absurdly long name must still go out, shortened."""
+    service = await start_service(smtp_port=smtp_sink.port, **fcm_settings)
+    [grace] = await people(service, "Grace")
+    ada = user_id()
+    await service.publish(event(registered(ada, display_name="🦄" * 3000)))
+    await people(service)  # (directory settled)
+
+    async def ada_known() -> bool:
+        return await service.app[keys.DIRECTORY].get(ada) is not None
+
+    await eventually(ada_known, 10)
+    token = fcm_token()
+    fake_fcm.register(token)
+    await device(service, http, jwks_server, grace, token)
+    chat = chat_bus(settings_overrides)
+    await chat.connect()
+    try:
+        data = message_sent(f"c_{uuid.uuid4().hex}", 1, ada, [grace], preview="🦄" * 140)
+        await chat.publish(new_envelope(data, service="chat"))
+        [push] = await fake_fcm.wait_for(1)
+    finally:
+        await chat.close()
+    payload = {"notification": push.notification, "data": push.data}
+    size = len(json.dumps(payload, ensure_ascii=False).encode())
+    assert size <= 4096, size
+    assert push.notification["body"].startswith("🦄" * 100)
