@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from email.utils import getaddresses
 from typing import Any
 
 import aio_pika
@@ -451,3 +452,29 @@ async def test_a_long_chat_message_from_a_long_name_fits_fcms_4_kib(
     size = len(json.dumps(payload, ensure_ascii=False).encode())
     assert size <= 4096, size
     assert push.notification["body"].startswith("🦄" * 100)
+
+
+async def test_a_display_name_cannot_add_headers_or_recipients_to_a_payment_email(
+    start_service, smtp_sink, settings_overrides
+) -> None:
+    service = await start_service(smtp_port=smtp_sink.port)
+    eve = user_id()
+    name = 'Eve\r\nBcc: spy@evil.test\r\nSubject: pwned\n"x" <boss@evil.test>, spy2@evil.test'
+    await service.publish(event(registered(eve, display_name=name)))
+
+    async def known() -> bool:
+        return await service.app[keys.DIRECTORY].get(eve) is not None
+
+    await eventually(known, 10)
+    payments = service_bus(settings_overrides, "payments")
+    await payments.connect()
+    try:
+        await payments.publish(deposit(eve))
+        mail = await smtp_sink.wait_for(lambda m: f"{eve}@example.com" in m.recipients, 15)
+    finally:
+        await payments.close()
+    assert mail.recipients == [f"{eve}@example.com"]
+    assert mail.message["Bcc"] is None and mail.message.get_all("Subject") == [mail.subject]
+    assert "pwned" not in mail.subject
+    [(_, address)] = getaddresses([str(mail.message["To"])])
+    assert address == f"{eve}@example.com"
