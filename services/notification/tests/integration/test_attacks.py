@@ -478,3 +478,27 @@ async def test_a_display_name_cannot_add_headers_or_recipients_to_a_payment_emai
     assert "pwned" not in mail.subject
     [(_, address)] = getaddresses([str(mail.message["To"])])
     assert address == f"{eve}@example.com"
+
+
+async def test_malformed_hosts_and_ports_are_a_422_not_a_500(
+    start_service, smtp_sink, http, jwks_server
+) -> None:
+    service = await start_service(smtp_port=smtp_sink.port)
+    auth = bearer(jwks_server.token(user_id(), ["customer"]))
+    answers = {}
+    for url in (
+        "http://" + "a" * 64 + ".example.com/hook",  # a DNS label over 63 characters
+        "http://a..example.com/hook",  # an empty label
+        "http://93.184.216.34:0/hook",
+        "http://93.184.216.34:99999/hook",
+        "http://exa mple.com/hook",
+    ):
+        status, body = await call(
+            http,
+            "POST",
+            service.url + WEBHOOKS,
+            json={"url": url, "event_types": ["*"]},
+            headers=auth,
+        )
+        answers[url[:40]] = (status, (body or {}).get("errors", [{}])[0].get("code"))
+    assert all(status == 422 for status, _ in answers.values()), answers

@@ -324,6 +324,12 @@ async def _check_target(url: str, *, allow_private: bool) -> str:
         raise _invalid("/url", "an http or https URL with a host, no fragment", "invalid-url")
     if parsed.user or parsed.password:
         raise _invalid("/url", "credentials in the URL are not accepted", "invalid-url")
+    if not parsed.port:
+        raise _invalid("/url", "port 0 cannot be connected to", "invalid-url")
+    try:
+        parsed.host.encode("idna")  # labels of 1-63 characters, as a resolver takes them
+    except UnicodeError:
+        raise _invalid("/url", "the host name is not valid", "invalid-url") from None
     if allow_private:
         return str(parsed)
     host = parsed.host
