@@ -502,3 +502,57 @@ async def test_malformed_hosts_and_ports_are_a_422_not_a_500(
         )
         answers[url[:40]] = (status, (body or {}).get("errors", [{}])[0].get("code"))
     assert all(status == 422 for status, _ in answers.values()), answers
+
+
+async def test_a_broadcast_skips_users_whose_role_was_taken_away(
+    start_service, smtp_sink, http, jwks_server
+) -> None:
+    """Roles come from auth's events (newest wins), not from a token or an older event."""
+    service = await start_service(smtp_port=smtp_sink.port)
+    kept, demoted = user_id(), user_id()
+    for uid in (kept, demoted):
+        await service.publish(
+            event(
+                UserRegistered(
+                    user_id=uid,
+                    email=f"{uid}@example.com",
+                    display_name="C",
+                    roles=["contractor"],
+                    registered_at=utcnow() - dt.timedelta(minutes=5),
+                )
+            )
+        )
+    await service.publish(
+        event(updated(demoted, email=f"{demoted}@example.com", display_name="C", at=utcnow()))
+    )
+    directory = service.app[keys.DIRECTORY]
+
+    async def settled() -> bool:
+        a, b = await directory.get(kept), await directory.get(demoted)
+        return bool(a and b and a.has_role("contractor") and not b.has_role("contractor"))
+
+    await eventually(settled, 10)
+    as_admin = bearer(jwks_server.token(user_id(), ["admin"]))
+    status, created = await call(
+        http,
+        "POST",
+        f"{service.url}{BASE}/broadcast",
+        json={"role": "contractor", "category": "files", "title": "Hi", "body": "News"},
+        headers=as_admin,
+    )
+    assert status == 202, created
+
+    async def done() -> bool:
+        _, found = await call(
+            http, "GET", f"{service.url}{BASE}/broadcasts/{created['id']}", headers=as_admin
+        )
+        return bool(found["status"] == "done")
+
+    await eventually(done, 15)
+    inbox = service.app[keys.INBOX]
+    got = {
+        uid: (await inbox.page(uid, limit=10, after=None, unread=None))[0]
+        for uid in (kept, demoted)
+    }
+    assert [i.title for i in got[kept]] == ["Hi"]
+    assert got[demoted] == []
