@@ -24,7 +24,16 @@ from switchyard.envelope import new_envelope, utcnow
 from switchyard.events.auth import UserRegistered
 from switchyard.testing import eventually, service_bus
 
-from ..support import chat_bus, event, message_sent, parked, registered, updated, user_id
+from ..support import (
+    chat_bus,
+    deleted,
+    event,
+    message_sent,
+    parked,
+    registered,
+    updated,
+    user_id,
+)
 from .test_push import device, fcm_token, people
 from .test_webhooks import (
     WEBHOOK_SETTINGS,
@@ -556,3 +565,28 @@ async def test_a_broadcast_skips_users_whose_role_was_taken_away(
     }
     assert [i.title for i in got[kept]] == ["Hi"]
     assert got[demoted] == []
+
+
+async def test_an_old_unsubscribe_link_of_an_erased_user_stores_nothing_again(
+    start_service, smtp_sink, http
+) -> None:
+    """Erasure removed the user's preferences; a link in an old mail must not bring a record
+    of them back."""
+    service = await start_service(smtp_port=smtp_sink.port)
+    gone = await known_user(service, "Gone")
+    token = service.app[keys.EMAIL_CHANNEL].unsubscribe.token(gone, "payments")
+    await service.publish(event(deleted(gone)))
+    directory = service.app[keys.DIRECTORY]
+
+    async def erased() -> bool:
+        found = await directory.get(gone)
+        return found is not None and found.deleted
+
+    await eventually(erased, 10)
+    await asyncio.sleep(0.5)  # the erasure handlers of the other stores
+    status, _ = await call(
+        http, "POST", f"{service.url}{BASE}/unsubscribe", params={"token": token}
+    )
+    assert status == 200  # the link "works": there is nothing left to send
+    stored = await service.app[keys.PREFERENCES].collection.find_one({"_id": gone})
+    assert stored is None

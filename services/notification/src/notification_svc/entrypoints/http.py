@@ -470,6 +470,10 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
 async def unsubscribe(request: web.Request) -> web.Response:
     """One-click unsubscribe: turn this category's email off for the link's user."""
     user_id, category = _unsubscribe_claims(request)
+    done = {"unsubscribed": {"category": category, "channel": "email"}}
+    known = await request.app[keys.DIRECTORY].get(user_id)
+    if known is not None and known.deleted:
+        return json_response(done)  # erased: nothing is sent, and nothing is stored again
     store = request.app[keys.PREFERENCES]
     for _ in range(_SAVE_ATTEMPTS):
         current = await store.get(user_id)
@@ -477,7 +481,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
             await store.save(current.changed({category: {"email": False}}))
         except PreferencesConflict:
             continue
-        return json_response({"unsubscribed": {"category": category, "channel": "email"}})
+        return json_response(done)
     raise Problem(409, "The preferences changed while saving; try again.", slug="conflict")
 
 
