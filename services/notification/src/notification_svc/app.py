@@ -126,6 +126,7 @@ def channels_context(
             notify_relay=relay.notify,
             disable_after=timedelta(seconds=settings.webhook_disable_after_seconds),
             concurrency=settings.webhook_concurrency,
+            directory=app[keys.DIRECTORY],
         )
         pusher = None
         if settings.fcm_credentials_file is not None:

@@ -52,6 +52,10 @@ def test_amounts_are_formatted_with_their_currency(amount: int, currency: str, t
         "::ffff:10.0.0.1",
         "2002:7f00:1::",  # 6to4 of 127.0.0.1
         "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "::7f00:1",  # IPv4-compatible of 127.0.0.1
+        "::ffff:0:7f00:1",  # IPv4-translated (SIIT) of 127.0.0.1
+        "64:ff9b:1::808:808",  # local-use NAT64: internal whatever it embeds
+        "fec0::1",  # site-local
         "not-an-ip",
     ],
 )
@@ -59,7 +63,9 @@ def test_private_local_and_embedded_addresses_are_refused(address: str) -> None:
     assert not address_allowed(address)
 
 
-@pytest.mark.parametrize("address", ["93.184.216.34", "2606:4700:4700::1111", "8.8.8.8"])
+@pytest.mark.parametrize(
+    "address", ["93.184.216.34", "2606:4700:4700::1111", "8.8.8.8", "64:ff9b::808:808"]
+)
 def test_public_addresses_are_allowed(address: str) -> None:
     assert address_allowed(address)
 

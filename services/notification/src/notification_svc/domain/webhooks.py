@@ -28,6 +28,8 @@ SubscriptionStatus = Literal["active", "disabled"]
 WebhookDeliveryStatus = Literal["pending", "delivering", "delivered", "failed", "suppressed"]
 FINAL_WEBHOOK_STATUSES = frozenset({"delivered", "failed", "suppressed"})
 MAX_EVENT_TYPES = 50
+# Per owner: every subscription multiplies the owner's events (and a metrics label each).
+MAX_SUBSCRIPTIONS = 20
 RESPONSE_KEPT = 1024  # bytes of a response body kept in the delivery log
 
 # One-time codes travel by email only; broadcast batches are the service's own plumbing.
@@ -94,12 +96,21 @@ def valid_pattern(pattern: str) -> bool:
     return set(pattern) <= allowed and ".." not in pattern
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Never globally routable, whatever the Python version says: IPv4-compatible (::/96,
+# deprecated), IPv4-translated (SIIT, ::ffff:0:0:0/96), local-use NAT64 (RFC 8215),
+# site-local (fec0::/10, deprecated) — each reaches an internal network where deployed.
+_NEVER_V6 = tuple(
+    ipaddress.ip_network(n) for n in ("::/96", "::ffff:0:0:0/96", "64:ff9b:1::/48", "fec0::/10")
+)
+
+
 def _embedded_v4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
     if address.sixtofour is not None:
         return address.sixtofour
-    if address in ipaddress.ip_network("64:ff9b::/96"):  # NAT64
+    if address in _NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
@@ -111,6 +122,8 @@ def address_allowed(address: str) -> bool:
     except ValueError:
         return False
     if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in network for network in _NEVER_V6):
+            return False
         inner = _embedded_v4(ip)
         if inner is not None and not address_allowed(str(inner)):
             return False

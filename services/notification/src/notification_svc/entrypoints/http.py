@@ -32,6 +32,7 @@ from notification_svc.domain.preferences import (
 from notification_svc.domain.push import Device, Platform
 from notification_svc.domain.webhooks import (
     MAX_EVENT_TYPES,
+    MAX_SUBSCRIPTIONS,
     Subscription,
     all_allowed,
     new_secret,
@@ -323,6 +324,12 @@ async def _check_target(url: str, *, allow_private: bool) -> str:
         raise _invalid("/url", "an http or https URL with a host, no fragment", "invalid-url")
     if parsed.user or parsed.password:
         raise _invalid("/url", "credentials in the URL are not accepted", "invalid-url")
+    if not parsed.port:
+        raise _invalid("/url", "port 0 cannot be connected to", "invalid-url")
+    try:
+        parsed.host.encode("idna")  # labels of 1-63 characters, as a resolver takes them
+    except UnicodeError:
+        raise _invalid("/url", "the host name is not valid", "invalid-url") from None
     if allow_private:
         return str(parsed)
     host = parsed.host
@@ -349,8 +356,15 @@ async def create_webhook(request: web.Request) -> web.Response:
             raise _invalid(f"/event_types/{n}", "an event type or a * pattern", "invalid-pattern")
     settings = request.app[keys.NOTIFICATION_SETTINGS]
     url = await _check_target(body.url, allow_private=settings.webhook_allow_private_targets)
+    store = request.app[keys.WEBHOOK_STORE]
+    if len(await store.of_owner(identity.user_id)) >= MAX_SUBSCRIPTIONS:
+        raise Problem(
+            409,
+            f"At most {MAX_SUBSCRIPTIONS} webhooks per user; delete one first.",
+            slug="too-many-webhooks",
+        )
     secret = new_secret()
-    subscription = await request.app[keys.WEBHOOK_STORE].create(
+    subscription = await store.create(
         owner_id=identity.user_id,
         url=url,
         event_types=list(dict.fromkeys(body.event_types)),
@@ -456,6 +470,10 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
 async def unsubscribe(request: web.Request) -> web.Response:
     """One-click unsubscribe: turn this category's email off for the link's user."""
     user_id, category = _unsubscribe_claims(request)
+    done = {"unsubscribed": {"category": category, "channel": "email"}}
+    known = await request.app[keys.DIRECTORY].get(user_id)
+    if known is not None and known.deleted:
+        return json_response(done)  # erased: nothing is sent, and nothing is stored again
     store = request.app[keys.PREFERENCES]
     for _ in range(_SAVE_ATTEMPTS):
         current = await store.get(user_id)
@@ -463,7 +481,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
             await store.save(current.changed({category: {"email": False}}))
         except PreferencesConflict:
             continue
-        return json_response({"unsubscribed": {"category": category, "channel": "email"}})
+        return json_response(done)
     raise Problem(409, "The preferences changed while saving; try again.", slug="conflict")
 
 

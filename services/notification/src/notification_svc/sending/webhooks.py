@@ -34,9 +34,11 @@ from notification_svc.domain.webhooks import (
     NEVER_SENT,
     Subscription,
     category_of,
+    concerned_users,
     matching,
 )
 from notification_svc.metrics import NotificationMetrics
+from switchyard.directory import UserDirectory
 from switchyard.envelope import Event, new_envelope, utcnow
 from switchyard.events.notification import WebhookDisabled
 
@@ -59,6 +61,27 @@ class WebhookChannel:
     disable_after: timedelta = timedelta(hours=24)
     lease: timedelta = timedelta(seconds=60)
     concurrency: int = 64
+    # Where an admin subscription's owner is checked to still be an admin (None: not checked).
+    directory: UserDirectory | None = None
+
+
+async def _may_see(
+    subscription: Subscription, data: Any, *, channel: WebhookChannel, admins: dict[str, bool]
+) -> bool:
+    """The owner's own events; all events only while the owner is still an admin as far as
+    auth's events tell (a demoted admin's subscription falls back to their own events; an
+    owner the directory does not know keeps the scope the token had at creation)."""
+    if subscription.owner_id in concerned_users(data):
+        return True
+    if not subscription.may_see(data):
+        return False
+    owner = subscription.owner_id
+    if channel.directory is None:
+        return True
+    if owner not in admins:
+        known = await channel.directory.get(owner)
+        admins[owner] = known is None or known.has_role("admin")
+    return admins[owner]
 
 
 async def deliver_event(event: Event[Any], *, channel: WebhookChannel) -> int:
@@ -73,8 +96,9 @@ async def deliver_event(event: Event[Any], *, channel: WebhookChannel) -> int:
     gate = asyncio.Semaphore(channel.concurrency)
     work: list[tuple[Subscription, WebhookDelivery, bool]] = []
     choices: dict[str, Preferences] = {}
+    admins: dict[str, bool] = {}
     for subscription in subscriptions:
-        if not subscription.may_see(event.data):
+        if not await _may_see(subscription, event.data, channel=channel, admins=admins):
             continue
         owner = subscription.owner_id
         if owner not in choices:
