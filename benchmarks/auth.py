@@ -5,6 +5,9 @@
 - token verifications/s: ``switchyard.tokens.TokenVerifier.verify`` with cached keys, one core
   (this event loop's thread); baseline = the 10,000/s target. PyJWT's decode of the same token
   is reported beside it for reference.
+- token verifications/s with the revoked-session deny-list (``switchyard.revocation``, 100,000
+  sessions denied, the token's own not among them) beside the same verifier without one,
+  measured alternately in one run (median of five each): the hot-path cost of revocation.
 - argon2id verifications/s at the production cost, through the service's hasher pool.
 - logins/s end to end: HTTP against the running auth app (embedded store, real broker at
   AMQP_URL) at the production argon2 cost; argon2id bounds it.
@@ -78,6 +81,46 @@ def bench_verification(seconds: float = 2.0) -> list[dict[str, Any]]:
             "ops/s",
             f"target ≥ {TARGET_VERIFICATIONS:,}/s; PyJWT decode of the same token: "
             f"{pyjwt:,.0f}/s; bare Ed25519 verify: {raw:,.0f}/s",
+        ),
+    ]
+
+
+def bench_deny_list(seconds: float = 1.0, denied: int = 100_000) -> list[dict[str, Any]]:
+    import secrets
+
+    from switchyard.revocation import DenyList
+    from switchyard.tokens import StaticKeys, TokenSigner, TokenVerifier, generate_signing_key
+
+    kid, private = generate_signing_key()
+    keys = StaticKeys({kid: private.public_key()})
+    plain = TokenVerifier(keys=keys, issuer="https://bench", audience="bench")
+    deny_list = DenyList(capacity=denied + 1)
+    for _ in range(denied):
+        deny_list.add(secrets.token_hex(16), time.time() + 900)
+    guarded = TokenVerifier(
+        keys=keys, issuer="https://bench", audience="bench", denied=deny_list.entries
+    )
+    token = (
+        TokenSigner(private, kid, issuer="https://bench", audience="bench")
+        .issue(
+            "0190f5c2a1b2c3d4e5f60718293a4b5c", ["customer"], extra={"sid": secrets.token_hex(16)}
+        )
+        .token
+    )
+    without, with_list = [], []
+    for _ in range(5):  # alternately, so both see the same load on a shared machine
+        without.append(_rate(lambda: plain.verify(token), seconds))
+        with_list.append(_rate(lambda: guarded.verify(token), seconds))
+    best_without, best_with = sorted(without)[2], sorted(with_list)[2]
+    return [
+        _row(
+            "auth",
+            f"token verifications/s with a {denied:,}-session deny-list (1 core)",
+            round(best_with),
+            round(best_without),
+            "ops/s",
+            f"baseline = the same verifier without a deny-list, same run; ratio "
+            f"{best_with / best_without:.3f} (one dict lookup of sid per verification)",
         ),
     ]
 
@@ -189,6 +232,7 @@ async def bench_logins(seconds: float = 5.0, concurrency: int = 4) -> list[dict[
 
 async def run() -> list[dict[str, Any]]:
     rows = bench_verification()
+    rows += bench_deny_list()
     rows += await bench_argon2()
     rows += await bench_logins()
     return rows

@@ -89,6 +89,15 @@ class ServiceSettings(BaseSettings):
         f"http://127.0.0.1:{SERVICE_PORTS['auth']}/.well-known/jwks.json",
         validation_alias="JWKS_URL",
     )
+    # Revoked sessions (switchyard.revocation): auth's list of them (default: beside the JWKS,
+    # same origin) and how many a process keeps at most.
+    revoked_sessions_url: str | None = Field(None, validation_alias="REVOKED_SESSIONS_URL")
+    revocation_deny_list_capacity: int = Field(
+        200_000, ge=1, validation_alias="REVOCATION_DENY_LIST_CAPACITY"
+    )
+    # The bearer token services present to each other's /internal/ endpoints (auth's revoked
+    # sessions). Never routed by the gateway; required outside development where used.
+    internal_api_token: SecretStr | None = Field(None, validation_alias="INTERNAL_API_TOKEN")
 
     # Keys the HMAC of stored Idempotency-Key fingerprints (switchyard.idempotency), so a
     # stored fingerprint of a body with a password in it is no offline guessing oracle.

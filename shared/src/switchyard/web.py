@@ -20,10 +20,10 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from switchyard import keys
 from switchyard.logging import configure_logging, request_id_var
@@ -57,6 +57,17 @@ class RequestModel(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _integral_number(value: Any) -> Any:
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+# An integer field of a request body as JSON Schema has it: ``1601`` and ``1601.0`` are the one
+# number (JSON has no separate integer type), ``1601.5``, ``"1601"`` and ``true`` are refused.
+JsonInt = Annotated[int, BeforeValidator(_integral_number)]
 
 
 class QueryModel(BaseModel):
@@ -203,17 +214,50 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return response
 
 
-def new_app(settings: ServiceSettings, *, metrics: Metrics | None = None) -> web.Application:
+_IDENTITY_CODINGS = frozenset({"", "identity"})
+
+
+@web.middleware
+async def identity_body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """415 for a request body with a ``Content-Encoding`` (RFC 9110 §8.4.1, §15.5.16)."""
+    codings = request.headers.getall("Content-Encoding", [])
+    if any(coding.strip().lower() not in _IDENTITY_CODINGS for coding in codings):
+        raise Problem(
+            415,
+            "Send the request body without a Content-Encoding (compressed bodies are not accepted).",
+            slug="unsupported-content-encoding",
+            headers={"Accept-Encoding": "identity"},
+        )
+    return await handler(request)
+
+
+def new_app(
+    settings: ServiceSettings,
+    *,
+    metrics: Metrics | None = None,
+) -> web.Application:
     """An application with every Switchyard default installed.
 
     Services add their routes, readiness checks and cleanup contexts to it.
+
+    Request bodies with a ``Content-Encoding`` (gzip, deflate, br, zstd …) are refused
+    with 415 and never inflated: aiohttp would otherwise inflate them in its HTTP parser, on
+    the event loop, so a body limit counted compressed bytes while handlers read up to a
+    thousand times more (a 200 KB gzip bomb stalled auth's loop for half a second).
     """
     configure_tracing(settings.service_name)
     metrics = metrics or Metrics(settings.service_name)
+    middlewares: list[Any] = [
+        request_id_middleware,
+        metrics_middleware(metrics),
+        problem_middleware,
+        identity_body_middleware,
+    ]
+    handler_args: dict[str, Any] = {"max_field_size": 16 * 1024, "auto_decompress": False}
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[request_id_middleware, metrics_middleware(metrics), problem_middleware],
-        handler_args={"max_field_size": 16 * 1024},
+        middlewares=middlewares,
+        handler_args=handler_args,
     )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = metrics

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 from pydantic import Field
 
 from switchyard.bus import bus_context
@@ -80,6 +82,27 @@ async def test_valid_body_is_accepted(client):
     async with client.post("/api/v1/widgets", json={"name": "w", "size": 3}) as r:
         assert r.status == 201
         assert await r.json() == {"name": "w", "size": 3}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [gzip.compress(b'{"name": "' + b"a" * (64 * 1024 * 1024) + b'", "size": 1}'), b"not gzip"],
+    ids=["gzip-bomb", "broken-gzip"],
+)
+async def test_compressed_bodies_are_refused_not_inflated(client, body):
+    """A 64 MiB gzip bomb (65 KB sent) was inflated by the HTTP parser on the event loop
+    before the 4 KiB limit refused it; a body that is not gzip at all was a 500."""
+    async with client.post(
+        "/api/v1/widgets",
+        data=body,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    ) as r:
+        assert r.status == 415
+        assert r.headers["Accept-Encoding"] == "identity"
+        assert (await problem(r))["type"].endswith("/unsupported-content-encoding")
+    # The event loop was not held: the server answers a plain request at once.
+    async with client.post("/api/v1/widgets", json={"name": "w", "size": 3}) as r:
+        assert r.status == 201
 
 
 async def test_malformed_json_is_400(client):
@@ -240,3 +263,36 @@ async def test_readyz_reports_503_while_the_store_is_down(start_app, settings_ov
             assert "Error" not in json.dumps(body) and "Timeout" not in json.dumps(body)
         await proxy.restore()
     await proxy.close()
+
+
+async def test_compressed_request_bodies_are_refused_whatever_the_coding(
+    start_app, settings_overrides
+):
+    """``new_app``: a body with a Content-Encoding is 415 with ``Accept-Encoding:
+    identity``, never inflated, whichever coding and however many fields; identity bodies
+    are as before."""
+    import gzip
+
+    body = gzip.compress(json.dumps({"name": "w", "size": 3}).encode())
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    strict = widget_app(**settings_overrides)
+    server = await start_app(strict)
+    async with aiohttp.ClientSession(server.url) as session:
+        for coding in ("gzip", "deflate", "br", "x-gzip, identity"):
+            async with session.post(
+                "/api/v1/widgets", data=body, headers={**headers, "Content-Encoding": coding}
+            ) as r:
+                assert r.status == 415, coding
+                assert (await problem(r))["type"].endswith("/unsupported-content-encoding")
+                assert r.headers["Accept-Encoding"] == "identity"
+        twice = [("Content-Type", "application/json")]
+        twice += [("Content-Encoding", "identity"), ("Content-Encoding", "gzip")]
+        async with session.post("/api/v1/widgets", data=body, headers=CIMultiDict(twice)) as r:
+            assert r.status == 415  # the second field counts too
+        for coding in ("identity", ""):
+            async with session.post(
+                "/api/v1/widgets",
+                json={"name": "w", "size": 3},
+                headers={"Content-Encoding": coding},
+            ) as r:
+                assert r.status == 201, coding

@@ -40,7 +40,7 @@ CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 # Collections whose documents carry an outbox, and how their documents expire.
 OUTBOX_COLLECTIONS = [users.USERS, codes.CODES, sessions.SESSIONS, budgets.BUDGETS]
-OUTBOX_EXPIRY = [codes.EXPIRY, sessions.EXPIRY, budgets.EXPIRY]
+OUTBOX_EXPIRY = [codes.EXPIRY, sessions.EXPIRY, sessions.ROTATED_EXPIRY, budgets.EXPIRY]
 
 
 def create_app(settings: AuthSettings, *, clock: Clock | None = None) -> web.Application:
@@ -144,6 +144,15 @@ def _commands(
                 limit=settings.otp_codes_per_hour,
                 window=3600,
                 min_interval=settings.otp_resend_cooldown,
+            ),
+            signup_leases=AttemptBudget(
+                db, prefix="signup-lease", limit=1, window=handlers.SIGNUP_LEASE_SECONDS
+            ),
+            password_changes=AttemptBudget(
+                db,
+                prefix="password-changes",
+                limit=settings.password_changes_per_hour,
+                window=3600,
             ),
             passwords=passwords,
             strength=strength,

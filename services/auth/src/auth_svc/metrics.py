@@ -7,7 +7,7 @@ from typing import Literal
 
 from switchyard.metrics import MetricsRegistry, ServiceMetrics
 
-LoginOutcome = Literal["success", "invalid_credentials", "locked", "unverified"]
+LoginOutcome = Literal["success", "invalid_credentials", "locked", "unverified", "interrupted"]
 RefreshOutcome = Literal["rotated", "invalid", "reuse_detected"]
 
 
@@ -16,7 +16,7 @@ class AuthMetrics(ServiceMetrics):
         super().__init__(metrics)
         self.logins = metrics.counter(
             "auth_logins_total",
-            "Login attempts by outcome (success, invalid_credentials, locked, unverified)",
+            "Login attempts by outcome (success, invalid_credentials, locked, unverified, interrupted)",
             ["outcome"],
         )
         self.codes_issued = metrics.counter(

@@ -49,6 +49,11 @@ class AuthSettings(ServiceSettings):
     lockout_window: int = Field(900, ge=1, validation_alias="LOCKOUT_WINDOW")
     lockout_duration: int = Field(900, ge=1, validation_alias="LOCKOUT_DURATION")
 
+    # Password changes per account and hour (each ends every session and mails the owner).
+    password_changes_per_hour: int = Field(
+        10, ge=1, le=100, validation_alias="PASSWORD_CHANGES_PER_HOUR"
+    )
+
     # argon2id cost; the defaults are OWASP's minimum and production refuses less.
     argon2_time_cost: int = Field(
         OWASP_MINIMUM.time_cost, ge=1, validation_alias="ARGON2_TIME_COST"
@@ -107,4 +112,7 @@ class AuthSettings(ServiceSettings):
                 raise ValueError("argon2 cost below OWASP's minimum (m=19 MiB, t=2) in production")
             if self.password_min_score < 3:
                 raise ValueError("PASSWORD_MIN_SCORE below 3 is not allowed in production")
+        if self.environment not in ("development", "test") and self.internal_api_token is None:
+            # Other services read the revoked sessions with it (switchyard.revocation).
+            raise ValueError("INTERNAL_API_TOKEN must be set outside development")
         return self

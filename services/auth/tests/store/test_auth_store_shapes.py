@@ -165,29 +165,32 @@ async def test_sparse_unique_index_and_backfill_of_a_missing_field(mongo_db):
     assert await col.count_documents({"email_key": "a@x"}) == 1
 
 
-async def test_map_key_exists_for_rotated_tokens(mongo_db):
+async def test_rotation_and_the_rotated_token_record(mongo_db):
     """A family: rotation guarded on the current hash, not revoked (null) and not expired
-    (a stored time), recording the rotated token under a map key."""
-    col = mongo_db["sessions"]
+    (a stored time); the rotated token recorded once in its own collection, found by its
+    hash *and* family, and swept by the expiry rule's range on its stored time."""
+    col, records = mongo_db["sessions"], mongo_db["rotated_refresh_tokens"]
     now = datetime.now(UTC)
     expires = stored_time(now + timedelta(days=30))
-    await col.insert_one(
-        {
-            "_id": "f",
-            "current_hash": "h2",
-            "rotated": {"abc": 1},
-            "revoked": None,
-            "expires": expires,
-        }
-    )
+    await col.insert_one({"_id": "f", "current_hash": "h2", "revoked": None, "expires": expires})
     live = {"_id": "f", "current_hash": "h2", "revoked": None, **time_range("expires", after=now)}
-    rotated = await col.update_one(live, {"$set": {"rotated.def": 1, "current_hash": "h3"}})
-    assert rotated.modified_count == 1
+    rotated = await col.find_one_and_update(
+        live, {"$set": {"current_hash": "h3"}}, return_document=ReturnDocument.AFTER
+    )
+    assert rotated is not None and rotated["current_hash"] == "h3"
     assert (await col.update_one(live, {"$set": {"current_hash": "h4"}})).matched_count == 0
-    assert await col.find_one({"_id": "f", "rotated.def": {"$exists": True}}) is not None
-    assert await col.find_one({"_id": "f", "rotated.xyz": {"$exists": True}}) is None
-    lean = await col.find_one({"_id": "f"}, {"rotated": 0})
-    assert "rotated" not in lean and lean["current_hash"] == "h3"
+    for _ in range(2):  # a repeated record is one record, its first write kept
+        await records.update_one(
+            {"_id": "h2"},
+            {"$setOnInsert": {"family_id": "f", "expires": rotated["expires"]}},
+            upsert=True,
+        )
+    assert await records.count_documents({}) == 1
+    assert await records.find_one({"_id": "h2", "family_id": "f"}) is not None
+    assert await records.find_one({"_id": "h2", "family_id": "other"}) is None
+    assert await records.find_one({"_id": "h3", "family_id": "f"}) is None
+    later = now + timedelta(days=31)
+    assert await records.count_documents(time_range("expires", before=later)) == 1
     await col.update_one(
         {"_id": "f", "revoked": None},
         {"$set": {"revoked": stored_time(now), "revoked_reason": "x"}},

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from auth_svc.domain import codes as otp
 from auth_svc.domain.attempts import Reservation
 from auth_svc.domain.codes import StoredCode
 from auth_svc.domain.errors import EmailTaken
@@ -158,6 +159,22 @@ class MemoryCodes:
         tried = self.codes[key] = dataclasses.replace(code, attempts=code.attempts + 1)
         return tried
 
+    async def attempt_nobody(self, purpose: str, *, now: datetime, ttl: float) -> StoredCode:
+        salt = otp.new_salt()
+        return StoredCode(
+            f"nobody:{purpose}",
+            "nobody",
+            purpose,
+            otp.hash_code(otp.new_salt(), salt),
+            salt,
+            1,
+            now,
+            now + timedelta(seconds=ttl),
+        )
+
+    async def live_nobody(self, purpose: str, *, now: datetime, ttl: float) -> StoredCode:
+        return await self.attempt_nobody(purpose, now=now, ttl=ttl)
+
     async def untry(self, key: str, code_hash: str) -> None:
         code = self.codes.get(key)
         if code is not None and code.code_hash == code_hash and code.attempts > 0:
@@ -251,6 +268,16 @@ class MemorySessions:
             for family_id, family in self.families.items()
             if family.user_id == user_id and family.revoked is None and family.expires_at > now
         ]
+
+    async def revoked(self, now: datetime, *, after: str | None, limit: int) -> list[LiveSession]:
+        return [
+            LiveSession(family_id, family.user_id, family.access_until)
+            for family_id, family in sorted(self.families.items())
+            if family.revoked is not None
+            and family.revoked[0] <= now
+            and family.access_until > now
+            and (after is None or family_id > after)
+        ][:limit]
 
     async def revoke(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 
 import pytest
 
@@ -25,12 +26,14 @@ from auth_svc.domain.errors import (
     NotAllowed,
     NotAuthenticated,
     RoleChangeRefused,
+    SignInInterrupted,
     WrongPassword,
 )
 from auth_svc.domain.passwords import Argon2Parameters, PasswordPolicy, PasswordRejected
 from auth_svc.domain.sessions import family_of
-from auth_svc.domain.users import User, UserStatus
+from auth_svc.domain.users import User, UserChange, UserStatus
 from auth_svc.handlers import Deps, TokenPair, ports
+from auth_svc.handlers.revocation import update_and_end_sessions
 from auth_svc.metrics import AuthMetrics
 from switchyard.envelope import Envelope
 from switchyard.metrics import MetricsRegistry
@@ -124,6 +127,8 @@ async def world() -> AsyncIterator[World]:
         login_attempts=MemoryBudget(outbox, limit=5, window=900),
         code_guesses=MemoryBudget(outbox, limit=10, window=3600),
         code_issues=MemoryBudget(outbox, limit=5, window=3600, min_interval=60),
+        signup_leases=MemoryBudget(outbox, limit=1, window=30),
+        password_changes=MemoryBudget(outbox, limit=10, window=3600),
         passwords=passwords,
         strength=InProcessStrength(PasswordPolicy(min_score=3)),
         tokens=signer,
@@ -523,6 +528,46 @@ async def test_a_role_change_ends_the_users_sessions(world: World) -> None:
         )
 
 
+@pytest.mark.parametrize("change", ["roles", "password", "logout_all"])
+async def test_a_sign_in_straddling_an_account_change_is_refused(
+    world: World, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """The check-then-act window of a sign-in (the hash is current, so no rehash write guards
+    it): a change that lands while the password is compared ends the sign-in's session."""
+    admin = await admin_of(world)
+    user = await world.signed_up("straddle@example.com")
+    compare = world.deps.passwords.verify
+
+    async def compare_while_the_account_changes(stored_hash: str | None, password: str) -> bool:
+        right = await compare(stored_hash, password)
+        if change == "roles":
+            await handlers.set_roles(
+                identity=admin, user_id=user.id, roles=["contractor"], deps=world.deps
+            )
+        elif change == "password":
+            await update_and_end_sessions(
+                user.id,
+                UserChange(password_hash=await world.deps.passwords.hash(OTHER_STRONG)),
+                reason="password_reset",
+                deps=world.deps,
+            )
+        else:
+            await update_and_end_sessions(
+                user.id, UserChange(), reason="logout_all", deps=world.deps
+            )
+        return right
+
+    monkeypatch.setattr(world.deps.passwords, "verify", compare_while_the_account_changes)
+    await world.relay()
+    with pytest.raises(SignInInterrupted):
+        await handlers.login(email="straddle@example.com", password=STRONG, deps=world.deps)
+    # The session it opened is ended (and announced), none is left live.
+    assert await world.sessions.live(user.id, world.clock.now()) == []
+    revoked = [e.data for e in await world.relay() if e.type == "auth.session.revoked"]
+    assert "sign_in_interrupted" in {r["reason"] for r in revoked}
+    assert world.count("auth_logins_total", outcome="interrupted") == 1
+
+
 async def test_users_are_listed_a_page_at_a_time(world: World) -> None:
     admin = await admin_of(world)
     for n in range(3):
@@ -574,3 +619,62 @@ def test_the_fakes_implement_the_interfaces(fake: type, interface: type) -> None
         assert [(p.name, p.kind, p.default is p.empty) for p in wanted.values()] == [
             (p.name, p.kind, p.default is p.empty) for p in found.values()
         ], f"{fake.__name__}.{name}"
+
+
+# -- every ended session is announced (issue 12) --------------------------------------------
+
+
+async def test_every_way_a_session_ends_announces_it_with_its_reason(world: World) -> None:
+    """Logout, password change, a role change and an admin's logout-all each announce
+    ``auth.session.revoked`` for the family they end, with the latest access-token expiry (reset,
+    deletion, logout-all and reuse detection are asserted by their own tests above)."""
+    user = await world.signed_up("every@example.com")
+    admin = await admin_of(world)
+
+    async def session() -> TokenPair:
+        return await handlers.login(email="every@example.com", password=STRONG, deps=world.deps)
+
+    async def announced(pair: TokenPair, reason: str) -> None:
+        events = [e for e in await world.relay() if e.type == "auth.session.revoked"]
+        sid = world.identity(pair).claims["sid"]
+        mine = [e.data for e in events if e.data["session_id"] == sid]
+        assert len(mine) == 1, (reason, [e.data for e in events])
+        assert (mine[0]["user_id"], mine[0]["reason"]) == (user.id, reason)
+        # Denied at least as long as the token lives.
+        expires_at = datetime.fromisoformat(mine[0]["expires_at"].replace("Z", "+00:00"))
+        assert expires_at.timestamp() >= world.identity(pair).expires_at
+        assert {e.data["reason"] for e in events} == {reason}
+
+    pair = await session()
+    await world.relay()
+    await handlers.logout(refresh_token=pair.refresh_token, deps=world.deps)
+    await announced(pair, "logout")
+
+    pair = await session()
+    await world.relay()
+    await handlers.change_password(
+        identity=world.identity(pair),
+        current_password=STRONG,
+        new_password=OTHER_STRONG,
+        deps=world.deps,
+    )
+    await announced(pair, "password_changed")
+    await handlers.change_password(
+        identity=world.identity(
+            await handlers.login(email="every@example.com", password=OTHER_STRONG, deps=world.deps)
+        ),
+        current_password=OTHER_STRONG,
+        new_password=STRONG,
+        deps=world.deps,
+    )
+    await world.relay()
+
+    pair = await session()
+    await world.relay()
+    await handlers.set_roles(identity=admin, user_id=user.id, roles=["contractor"], deps=world.deps)
+    await announced(pair, "roles_changed")
+
+    pair = await session()
+    await world.relay()
+    await handlers.end_user_sessions(identity=admin, user_id=user.id, deps=world.deps)
+    await announced(pair, "admin_logout_all")

@@ -36,7 +36,14 @@ def test_public_paths_are_the_public_route_declarations() -> None:
     assert len({(route.method, route.path) for route in ROUTES}) == len(ROUTES)
 
 
-@pytest.mark.parametrize("route", ROUTES, ids=lambda route: f"{route.method} {route.path}")
+EXTERNAL = [route for route in ROUTES if not route.internal]
+
+
+@pytest.mark.parametrize(
+    "route",
+    EXTERNAL,
+    ids=lambda route: f"{route.method} {route.path}" if isinstance(route, Route) else None,
+)
 def test_the_gateway_routes_each_endpoint_to_auth_with_the_same_answer(
     gateway_table: RouteTable, route: Route
 ) -> None:
@@ -46,6 +53,19 @@ def test_the_gateway_routes_each_endpoint_to_auth_with_the_same_answer(
     assert matched.public == route.public, (
         f"the gateway's route {matched.name!r} says auth={matched.auth!r}"
     )
+
+
+@pytest.mark.parametrize(
+    "route",
+    [route for route in ROUTES if route.internal],
+    ids=lambda route: f"{route.method} {route.path}",
+)
+def test_the_gateway_does_not_route_internal_endpoints(
+    gateway_table: RouteTable, route: Route
+) -> None:
+    """Only services read them (with INTERNAL_API_TOKEN, checked by auth as well)."""
+    assert route.path.startswith("/internal/")
+    assert gateway_table.match(route.method.encode(), route.path.encode(), b"") is None
 
 
 def test_every_public_auth_path_of_the_gateway_is_a_public_endpoint() -> None:
@@ -70,4 +90,7 @@ def test_the_contract_asks_a_token_exactly_of_the_protected_routes() -> None:
     spec: dict[str, Any] = yaml.safe_load(SPEC.read_text())
     for route in ROUTES:
         operation = spec["paths"][route.path][route.method.lower()]
+        if route.internal:
+            assert operation["security"] == [{"internal": []}], route.path
+            continue
         assert ("security" in operation) is not route.public, f"{route.method} {route.path}"

@@ -11,7 +11,11 @@ from pydantic import ValidationError
 from auth_svc.adapters.passwords import Passwords
 from auth_svc.settings import AuthSettings
 
-PRODUCTION = {"environment": "production", "idempotency_secret": "k" * 12 + "-idempotency-hmac-key"}
+PRODUCTION = {
+    "environment": "production",
+    "idempotency_secret": "k" * 12 + "-idempotency-hmac-key",
+    "internal_api_token": "i" * 12 + "-internal-api-token-xyz",
+}
 
 
 def test_defaults_are_the_production_parameters(tmp_path: Path) -> None:
@@ -35,6 +39,7 @@ def test_defaults_are_the_production_parameters(tmp_path: Path) -> None:
         900,
     )
     assert settings.password_min_score == 3
+    assert settings.password_changes_per_hour == 10
     assert not settings.may_generate_key  # production never invents a signing key
     hasher = Passwords(settings.argon2, workers=1)
     try:
@@ -55,6 +60,15 @@ def test_production_refuses_cheaper_hashing(tmp_path: Path) -> None:
         AuthSettings(keys_dir=tmp_path, environment="test", argon2_time_cost=1).argon2.time_cost
         == 1
     )
+
+
+def test_production_needs_the_internal_api_token(tmp_path: Path) -> None:
+    """Other services read the revoked sessions with it; a short one is a placeholder."""
+    without = {k: v for k, v in PRODUCTION.items() if k != "internal_api_token"}
+    with pytest.raises(ValidationError, match="INTERNAL_API_TOKEN"):
+        AuthSettings(keys_dir=tmp_path, **without)
+    with pytest.raises(ValidationError, match="internal_api_token"):
+        AuthSettings(keys_dir=tmp_path, **without, internal_api_token="short")
 
 
 def test_production_needs_the_idempotency_secret(tmp_path: Path) -> None:
@@ -102,3 +116,13 @@ def test_short_admin_password_is_a_placeholder_in_production(tmp_path: Path) -> 
             admin_email="root@example.com",
             admin_password="short-password",
         )
+
+
+def test_password_changes_per_hour_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PASSWORD_CHANGES_PER_HOUR", "3")
+    assert AuthSettings(keys_dir=tmp_path).password_changes_per_hour == 3
+    monkeypatch.setenv("PASSWORD_CHANGES_PER_HOUR", "0")
+    with pytest.raises(ValidationError):
+        AuthSettings(keys_dir=tmp_path)

@@ -31,6 +31,7 @@ from switchyard.directory import UserDirectory
 from switchyard.mongo import mongo_context
 from switchyard.mongo.client import Index
 from switchyard.outbox import outbox_context, outbox_indexes
+from switchyard.revocation import revocation_context
 from switchyard.web import new_app
 
 USERS_COLLECTION = "file_users"  # the switchyard.directory read model
@@ -71,7 +72,7 @@ def deps_context(settings: FileSettings) -> Callable[[web.Application], AsyncIte
             settings=settings,
             records=FileRecords(db[records.COLLECTION]),
             usage=UsageLedger(db[usage.COLLECTION]),
-            grants=Grants(db[grants.COLLECTION]),
+            grants=Grants(db[grants.COLLECTION], db[grants.REVOKED_COLLECTION]),
             storage=storage,
             images=images,
             spool=spool,
@@ -91,6 +92,8 @@ def deps_context(settings: FileSettings) -> Callable[[web.Application], AsyncIte
 
 
 def create_app(settings: FileSettings) -> web.Application:
+    # Compressed request bodies are refused (415), never inflated: a 100 KiB gzip body
+    # would otherwise become up to FILE_MAX_BYTES of work per request (a zip bomb).
     app = new_app(settings)
     app[keys.FILE_METRICS] = FileMetrics(app[shared_keys.METRICS])
     app.middlewares.append(authn_middleware())
@@ -100,6 +103,7 @@ def create_app(settings: FileSettings) -> web.Application:
             bus_context,
             outbox_context(OUTBOX_COLLECTIONS, expiry=[tombstone_expiry(settings.tombstone_days)]),
             verifier_context(),
+            revocation_context(),  # revoked sessions refused within seconds
             deps_context(settings),
             sweeper_context(keys.SWEEPER, keys.DEPS),
             consumers_context(build_registry),

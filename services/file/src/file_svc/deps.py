@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from file_svc.adapters.grants import Grants
 from file_svc.adapters.image_pool import ImagePool
@@ -32,3 +33,5 @@ class FileDeps:
     metrics: FileMetrics
     signer: LinkSigner
     notify: Callable[[], None]  # wakes the outbox relay after a write with events
+    # Thumbnails being made, by storage key: concurrent requests share one (in-process).
+    thumbnail_work: dict[str, asyncio.Task[bytes]] = field(default_factory=dict)

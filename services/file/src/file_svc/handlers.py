@@ -5,9 +5,11 @@ Uploads have their own module (``uploads.py``); the sweeper too (``sweeper.py``)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from file_svc.deps import FileDeps
@@ -60,13 +62,36 @@ def share_link(stored: StoredFile, expires_in: int, *, deps: FileDeps) -> Signed
 
 
 async def thumbnail(stored: StoredFile, size: int, *, deps: FileDeps) -> bytes:
-    """The WebP thumbnail, from storage when it was made before, else made and kept."""
+    """The WebP thumbnail, from storage when it was made before, else made and kept.
+
+    Requests that miss while the same thumbnail is being made wait for that one instead of
+    downloading and decoding the image again each (a burst through a share link would be
+    N downloads and N decodes). The work runs as its own task: a requester that goes
+    away does not cancel it for the others.
+    """
     key = thumbnail_key(stored.id, size)
     cached = await deps.storage.get(key)
     if cached is not None:
         deps.metrics.thumbnail("hit")
         return cached
+    running = deps.thumbnail_work.get(key)
+    if running is not None:
+        deps.metrics.thumbnail("hit")
+        return await asyncio.shield(running)
     deps.metrics.thumbnail("miss")
+    work = asyncio.create_task(_make_thumbnail(stored, size, key, deps=deps))
+    deps.thumbnail_work[key] = work
+    work.add_done_callback(partial(_thumbnail_done, deps.thumbnail_work, key))
+    return await asyncio.shield(work)
+
+
+def _thumbnail_done(running: dict[str, Any], key: str, work: asyncio.Task[bytes]) -> None:
+    running.pop(key, None)
+    if not work.cancelled():
+        work.exception()  # retrieved: the requesters that still wait get it raised
+
+
+async def _make_thumbnail(stored: StoredFile, size: int, key: str, *, deps: FileDeps) -> bytes:
     source = deps.spool.path(stored.id, f"thumb{size}")
     try:
         await deps.storage.download(blob_key(stored.id), source)
@@ -169,7 +194,8 @@ async def record_attachments(data: MessageSent, *, deps: FileDeps) -> None:
 
 
 async def revoke_attachments(data: MessageDeleted, *, deps: FileDeps) -> None:
-    await deps.grants.revoke_message(data.message_id)
+    """The message's grants go, and stay gone: a ``sent`` handled later grants nothing."""
+    await deps.grants.revoke_message(data.message_id, now=utcnow())
 
 
 CHAT_EVENT_HANDLERS: Mapping[type[Any], Callable[..., Awaitable[None]]] = {

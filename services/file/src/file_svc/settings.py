@@ -74,6 +74,9 @@ class FileSettings(ServiceSettings):
     orphan_grace: float = Field(3600.0, gt=0, validation_alias="FILE_ORPHAN_GRACE_SECONDS")
     # A running upload says it is alive this often (must be well under the grace period).
     upload_heartbeat: float = Field(60.0, gt=0, validation_alias="FILE_UPLOAD_HEARTBEAT_SECONDS")
+    # An upload whose client sends nothing for this long is ended (408): a stalled
+    # connection (a slowloris) does not hold an upload, its record and a socket forever.
+    upload_idle: float = Field(60.0, gt=0, validation_alias="FILE_UPLOAD_IDLE_SECONDS")
     # Deleted files' records are kept this long after their blob is gone.
     tombstone_days: int = Field(30, ge=1, validation_alias="FILE_TOMBSTONE_DAYS")
 

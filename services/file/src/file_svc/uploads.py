@@ -31,7 +31,15 @@ from file_svc.deps import FileDeps
 from file_svc.domain.errors import EmptyFile, FileRejected, QuotaExceeded, TooLarge
 from file_svc.domain.files import Purpose, StoredFile, blob_key, new_file_id
 from file_svc.domain.images import sanitize_image
-from file_svc.domain.types import SNIFF_BYTES, FileType, check_claims, check_purpose, sniff
+from file_svc.domain.types import (
+    SNIFF_BYTES,
+    FileType,
+    TextStream,
+    check_claims,
+    check_purpose,
+    sniff,
+)
+from file_svc.handlers import delete_file
 from switchyard.envelope import new_envelope, utcnow
 from switchyard.events.file import FileUploaded
 
@@ -93,9 +101,11 @@ class Upload:
         self._image_in: Path | None = None
         self._image_out: Path | None = None
         self._image_handle: IO[bytes] | None = None
+        self._text: TextStream | None = None  # text files: checked to the last byte
         self._output_size = 0
         self._recorded = False
         self._committed = False
+        self._handed_over = False  # a file (deleted at once) now: nothing left to undo
         self._last_heartbeat = time.monotonic()
 
     async def begin(self) -> None:
@@ -162,6 +172,8 @@ class Upload:
             await self._decide(complete=True)
             head, self._head = bytes(self._head), bytearray()
             await self._sink(head)
+        if self._text is not None:
+            self._text.feed(b"", final=True)  # a character cut off at the very end
 
     async def _decide(self, *, complete: bool) -> None:
         kind = sniff(bytes(self._head), self.filename, complete=complete)
@@ -173,6 +185,8 @@ class Upload:
             self._image_in = self.deps.spool.path(self.file_id, "in")
             self._image_handle = await asyncio.to_thread(self._image_in.open, "xb")
         else:
+            if kind.is_text:
+                self._text = TextStream()
             self._writer = self.deps.storage.writer(blob_key(self.file_id), file_id=self.file_id)
 
     async def _sink(self, data: bytes) -> None:
@@ -181,6 +195,8 @@ class Upload:
             await asyncio.to_thread(self._image_handle.write, data)
             return
         assert self._writer is not None
+        if self._text is not None:
+            self._text.feed(data)
         self._hasher.update(data)
         await self._writer.write(data)
 
@@ -241,6 +257,16 @@ class Upload:
         self._recorded = False  # it is a file now, not an upload to clean up
         deps.notify()
         await deps.spool.remove(self._image_in, self._image_out)
+        owner = await deps.directory.get(self.owner_id)
+        if owner is not None and owner.deleted:
+            # auth.user.deleted was handled between the check above and ``ready``: it
+            # deleted the account's ready files, and this one was not ready yet. The
+            # deletion marks the directory first and this check comes after ``ready``,
+            # so one of the two always sees the other. Deleted like the others (with
+            # its file.deleted event); the sweeper removes the blob and the quota.
+            await delete_file(self.file_id, self.owner_id, deps=deps)
+            self._handed_over = True  # its blob and quota are the sweeper's now
+            raise AccountDeleted("This account has been deleted.")
         return stored
 
     @property
@@ -274,6 +300,8 @@ class Upload:
         """Remove whatever this upload wrote. Never raises: what cannot be removed now is
         left to the sweeper (and logged)."""
         deps = self.deps
+        if self._handed_over:
+            return
         steps: list[tuple[str, Callable[[], object]]] = []
         if self._image_handle is not None:
             handle, self._image_handle = self._image_handle, None

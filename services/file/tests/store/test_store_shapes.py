@@ -66,3 +66,25 @@ async def test_sparse_unique_index_on_an_optional_field(mongo_db) -> None:
     await col.update_one({"_id": "c"}, {"$unset": {"idem": ""}})
     await col.insert_one({"_id": "d", "idem": "u:k"})
     assert (await col.find_one({"idem": "u:k"}))["_id"] == "d"
+
+
+async def test_a_revoked_message_keeps_no_grant_whatever_the_order(mongo_db) -> None:
+    """``chat.message.deleted`` before, after or while its ``sent`` is handled: no grant
+    of the message remains (single-document writes only, in the order grants.py gives)."""
+    from file_svc.adapters.grants import Grants
+    from switchyard.envelope import utcnow
+
+    grants = Grants(mongo_db["file_grants"], mongo_db["file_revoked_messages"])
+    now = utcnow()
+    await grants.revoke_message("m-first", now=now)
+    await grants.grant(message_id="m-first", file_id="f_1", user_ids=["u1", "u2"], now=now)
+    assert not await grants.may_read("f_1", "u1")
+    for n in range(20):
+        message = f"m-race-{n}"
+        await asyncio.gather(
+            grants.grant(message_id=message, file_id="f_2", user_ids=["u1", "u2"], now=now),
+            grants.revoke_message(message, now=now),
+        )
+        assert await grants.collection.count_documents({"message_id": message}) == 0, n
+    await grants.grant(message_id="m-kept", file_id="f_3", user_ids=["u1"], now=now)
+    assert await grants.may_read("f_3", "u1")

@@ -16,7 +16,7 @@ def test_ids_sort_by_time_and_keys_hold_no_user_input() -> None:
     key = blob_key(ids[0])
     assert key.startswith("blobs/") and key.endswith(ids[0]) and key.count("/") == 3
     assert thumbnail_key(ids[0], 64).endswith(f"{ids[0]}/64.webp")
-    for bad in ("../etc", "f_XYZ", "f_" + "0" * 31, ""):
+    for bad in ("../etc", "f_XYZ", "f_" + "0" * 31, "", ids[0] + "\n", ids[0] + "\n/../x"):
         assert not is_file_id(bad)
         with pytest.raises(ValueError):
             blob_key(bad)

@@ -55,3 +55,24 @@ def test_rotation_signs_with_the_first_key_and_verifies_with_all() -> None:
     rotated.verify(FILE, "2000", before, now=1000)
     assert rotated.signature(FILE, 2000) == LinkSigner([new]).signature(FILE, 2000)
     assert refused(LinkSigner([new]), "2000", before) == "invalid-link"
+
+
+def test_only_the_issued_spelling_of_a_link_is_accepted() -> None:
+    signer = LinkSigner([b"k" * 32])
+    file_id, expires = "f_" + "a" * 32, 2_000_000_000
+    signature = signer.signature(file_id, expires)
+    signer.verify(file_id, str(expires), signature, now=0)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    low_bits = signature[:-1] + alphabet[alphabet.index(signature[-1]) ^ 1]
+    for given_expires, given in (
+        (f"0{expires}", signature),
+        (f"+{expires}", signature),
+        (f" {expires}", signature),
+        (str(expires), signature + "="),
+        (str(expires), low_bits),
+        (str(expires), signature[:20] + "." + signature[20:]),
+        (str(expires), signature.replace("-", "+").replace("_", "/") + "+"),
+    ):
+        with pytest.raises(LinkRefused) as refused:
+            signer.verify(file_id, given_expires, given, now=0)
+        assert refused.value.slug == "invalid-link"

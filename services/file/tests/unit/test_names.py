@@ -54,3 +54,19 @@ def test_content_disposition_has_an_ascii_fallback_and_the_exact_name() -> None:
         "filename*=UTF-8''na%C3%AFve%20%22quote%22%3B%25.txt"
     )
     assert content_disposition("日本", inline=False).startswith('attachment; filename="download";')
+
+
+@pytest.mark.parametrize(
+    ("name", "fallback"),
+    [
+        ("a／b.txt", "a_b.txt"),
+        ("℀.txt", "a_c.txt"),
+        ("x＂；y.txt", "x__y.txt"),
+        ("a＼b.txt", "a_b.txt"),
+    ],
+)
+def test_the_fallback_never_holds_separators_that_compatibility_forms_decompose_to(
+    name: str, fallback: str
+) -> None:
+    header = content_disposition(clean_filename(name), inline=False)
+    assert header.split("; ")[1] == f'filename="{fallback}"'

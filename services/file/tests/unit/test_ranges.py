@@ -41,3 +41,8 @@ def test_unsatisfiable(header: str) -> None:
 def test_content_range() -> None:
     assert ByteRange(10, 19).content_range(100) == "bytes 10-19/100"
     assert ByteRange(10, 19).length == 10
+
+
+@pytest.mark.parametrize("header", ["bytes=١-", "bytes=0-١٠", "bytes=²-", "bytes=-²", "bytes=0_1-"])
+def test_only_ascii_digits_make_a_range(header: str) -> None:
+    assert parse_range(header, 1000) is None

@@ -16,6 +16,7 @@ from file_svc.domain.types import (
     PNG,
     TEXT,
     XLSX,
+    TextStream,
     check_claims,
     check_purpose,
     sniff,
@@ -92,3 +93,17 @@ def test_purposes() -> None:
         check_purpose(PDF, "avatar")
     with pytest.raises(UnsupportedType):
         check_purpose(TEXT, "cover")
+
+
+def test_a_text_stream_is_checked_to_its_last_byte() -> None:
+    text = "ü".encode()
+    stream = TextStream()
+    stream.feed(b"plain " + text[:1])  # a character cut between two chunks
+    stream.feed(text[1:] + b" more\n", final=False)
+    stream.feed(b"", final=True)
+    for chunks in ([b"ok", b"\x00"], [b"ok", b"\xe9t\xe9"], [b"ok", b"\x07"], [b"ok\xc3"]):
+        stream = TextStream()
+        with pytest.raises(UnsupportedType):
+            for chunk in chunks:
+                stream.feed(chunk)
+            stream.feed(b"", final=True)

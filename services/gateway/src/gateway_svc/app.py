@@ -36,6 +36,7 @@ from switchyard.tokens import TokenVerifier
 log = logging.getLogger("gateway")
 
 TICK_SECONDS = 0.1
+LINGER_SECONDS = 2.0  # a closed client connection drains what the client still sends
 
 
 def listen_socket(
@@ -87,6 +88,7 @@ class Gateway:
         self.request_ids = RequestIds()
         self.admin = AdminEndpoints(self)
         self.max_header_bytes = settings.max_header_bytes
+        self.max_headers = settings.max_headers
         self.connections: set[ClientConnection] = set()
         self.in_flight: set[Exchange] = set()  # requests waiting on an upstream (timeouts)
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
@@ -169,7 +171,9 @@ class Gateway:
             now = self.loop.time()
             expired = []
             for exchange in self.in_flight:
-                if exchange.bytes_out != exchange.bytes_seen:
+                if not exchange.body_done and now - exchange.sent_at > settings.body_timeout:
+                    expired.append(exchange)  # a body trickling in: an overall deadline
+                elif exchange.bytes_out != exchange.bytes_seen:
                     # Response bytes flowed since the last tick: progress (counted here,
                     # not per body piece on the hot path).
                     exchange.bytes_seen = exchange.bytes_out
@@ -183,7 +187,16 @@ class Gateway:
             if ticks % 10:
                 continue
             for conn in list(self.connections):
-                if conn.tunnel is not None or conn.active is not None:
+                if conn.tunnel is not None:
+                    continue
+                if conn.lingering:
+                    if now - conn.lingering > LINGER_SECONDS:
+                        conn.abort()
+                    continue
+                active = conn.active
+                if active is not None:
+                    if active.discard_body and now > active.discard_until:
+                        conn.abort()  # answered early; the rest of the body never came
                     continue
                 if conn.head_started and now - conn.head_started > settings.header_timeout:
                     conn.abort()  # a request head trickling in (slowloris)

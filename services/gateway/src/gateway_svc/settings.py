@@ -68,7 +68,11 @@ class GatewaySettings(ServiceSettings):
     # "stderr", "off", or a file path: one JSON line per request.
     access_log: str = Field("stderr", validation_alias="GATEWAY_ACCESS_LOG")
     max_header_bytes: int = Field(16 * 1024, ge=1024, validation_alias="GATEWAY_MAX_HEADER_BYTES")
+    # Headers in one request head: aiohttp upstreams refuse ~127, the gateway adds ~9.
+    max_headers: int = Field(100, ge=16, validation_alias="GATEWAY_MAX_HEADERS")
     header_timeout: float = Field(10.0, gt=0, validation_alias="GATEWAY_HEADER_TIMEOUT")
+    # A request body must arrive completely within this many seconds, however it trickles.
+    body_timeout: float = Field(120.0, gt=0, validation_alias="GATEWAY_BODY_TIMEOUT")
     keepalive_timeout: float = Field(75.0, gt=0, validation_alias="GATEWAY_KEEPALIVE_TIMEOUT")
     upstream_idle_timeout: float = Field(
         20.0, gt=0, validation_alias="GATEWAY_UPSTREAM_IDLE_TIMEOUT"

@@ -24,6 +24,7 @@ from switchyard.bus import bus_context, consumers_context, inbox_indexes
 from switchyard.directory import UserDirectory
 from switchyard.mongo import mongo_context
 from switchyard.mongo.client import Index
+from switchyard.revocation import revocation_context
 from switchyard.web import new_app
 
 USERS_COLLECTION = "notification_users"  # the switchyard.directory read model
@@ -70,6 +71,7 @@ def create_app(settings: NotificationSettings) -> web.Application:
             mongo_context(indexes()),
             bus_context,
             verifier_context(),
+            revocation_context(),  # revoked sessions refused within seconds
             channels_context(settings),
             consumers_context(build_registry),
         ]

@@ -33,6 +33,7 @@ from switchyard.idempotency import idempotency_indexes
 from switchyard.mongo import mongo_context
 from switchyard.mongo.client import Index, asc
 from switchyard.outbox import outbox_context, outbox_indexes
+from switchyard.revocation import revocation_context
 from switchyard.web import new_app
 
 # Records whose transitions stage events in their outbox.
@@ -120,6 +121,7 @@ def create_app(
             bus_context,
             outbox_context(OUTBOX_COLLECTIONS),
             verifier_context(),
+            revocation_context(),  # revoked sessions refused within seconds
             books_context(settings, observer),
             consumers_context(build_registry),
         ]

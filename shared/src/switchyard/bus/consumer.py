@@ -123,6 +123,31 @@ def _properties(message: AbstractIncomingMessage) -> dict[str, Any]:
     }
 
 
+async def park(
+    bus: Bus,
+    message: AbstractIncomingMessage,
+    error: BaseException,
+    *,
+    queue: str,
+    dlq: str,
+    attempts: int,
+    reason: str,
+) -> None:
+    """Put a copy of ``message`` into ``dlq`` with the reason headers (confirmed); the caller
+    acks the original afterwards."""
+    headers = _republished_headers(message)
+    now = _now_text()
+    headers.setdefault(H_FIRST_FAILURE, now)
+    headers.setdefault(H_ORIGINAL_ROUTING_KEY, message.routing_key or "")
+    headers[H_LAST_FAILURE] = now
+    headers[H_REASON] = reason
+    headers[H_EXC_TYPE] = type(error).__name__
+    headers[H_EXC_MESSAGE] = str(error)[:_MAX_MESSAGE_CHARS]
+    headers[H_ATTEMPTS] = attempts
+    headers[H_ORIGINAL_QUEUE] = queue
+    await bus.send_to_queue(dlq, message.body, headers=headers, properties=_properties(message))
+
+
 class Consumer:
     """Consumes one subscription's queue; competing replicas share the queue."""
 
@@ -420,21 +445,14 @@ class Consumer:
     async def _dead_letter(
         self, message: AbstractIncomingMessage, error: BaseException, *, attempts: int, reason: str
     ) -> None:
-        headers = _republished_headers(message)
-        now = _now_text()
-        headers.setdefault(H_FIRST_FAILURE, now)
-        headers.setdefault(H_ORIGINAL_ROUTING_KEY, message.routing_key or "")
-        headers[H_LAST_FAILURE] = now
-        headers[H_REASON] = reason
-        headers[H_EXC_TYPE] = type(error).__name__
-        headers[H_EXC_MESSAGE] = str(error)[:_MAX_MESSAGE_CHARS]
-        headers[H_ATTEMPTS] = attempts
-        headers[H_ORIGINAL_QUEUE] = self.queue_name
-        await self.bus.send_to_queue(
-            dlq_name(self.queue_name),
-            message.body,
-            headers=headers,
-            properties=_properties(message),
+        await park(
+            self.bus,
+            message,
+            error,
+            queue=self.queue_name,
+            dlq=dlq_name(self.queue_name),
+            attempts=attempts,
+            reason=reason,
         )
         await message.ack()
         self._outcomes["dead"].inc()
@@ -457,4 +475,5 @@ __all__ = [
     "HandlerRegistry",
     "Subscription",
     "decode_event",
+    "park",
 ]

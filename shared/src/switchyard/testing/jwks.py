@@ -8,6 +8,10 @@ signed by them, with the claims a test chooses.
         expired = keys.signer_with(clock=lambda: time.time() - 3600).issue("u", []).token
         new_kid = keys.rotate()           # sign with a new key; the old one stays published
         keys.retire(old_kid)              # ...until retired
+        keys.revoke(sid, expires_at)      # listed as auth lists revoked sessions
+
+It also serves auth's list of revoked sessions (``switchyard.revocation``) beside the JWKS,
+for ``INTERNAL_API_TOKEN`` = :data:`TEST_INTERNAL_TOKEN` (what ``settings_overrides`` sets).
 
 The fixture ``jwks_server`` (``switchyard.testing.plugin``) starts one per test.
 """
@@ -16,17 +20,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from switchyard.revocation import REVOKED_SESSIONS_PATH
 from switchyard.testing.servers import AppServer
 from switchyard.tokens import TokenSigner, generate_signing_key, jwks_document
 
 JWKS_PATH = "/.well-known/jwks.json"
 TEST_ISSUER = "https://auth.test"
 TEST_AUDIENCE = "switchyard"
+TEST_INTERNAL_TOKEN = "test-internal-token-0123456789abcdef"
 
 
 class JwksServer(AppServer):
@@ -39,6 +46,7 @@ class JwksServer(AppServer):
         issuer: str = TEST_ISSUER,
         audience: str = TEST_AUDIENCE,
         lifetime: float = 900,
+        internal_token: str = TEST_INTERNAL_TOKEN,
     ) -> None:
         self.issuer = issuer
         self.audience = audience
@@ -46,8 +54,12 @@ class JwksServer(AppServer):
         self.kid, key = generate_signing_key()
         self._published: dict[str, Ed25519PrivateKey] = {self.kid: key}
         self.fetches = 0  # how often the JWKS was served (a verifier's refetches show here)
+        self.internal_token = internal_token
+        self.revoked: dict[str, tuple[str, float]] = {}  # session id -> (user id, expires at)
+        self.revoked_reads = 0
         app = web.Application()
         app.router.add_get(JWKS_PATH, self._serve)
+        app.router.add_get(REVOKED_SESSIONS_PATH, self._serve_revoked)
         super().__init__(app)
 
     @property
@@ -68,6 +80,24 @@ class JwksServer(AppServer):
         self.fetches += 1
         public = {kid: key.public_key() for kid, key in self._published.items()}
         return web.json_response(jwks_document(public))
+
+    async def _serve_revoked(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {self.internal_token}":
+            return web.json_response({"title": "Unauthorized"}, status=401)
+        self.revoked_reads += 1
+        items = [
+            {
+                "user_id": user_id,
+                "session_id": session_id,
+                "expires_at": datetime.fromtimestamp(expires_at, UTC).isoformat(),
+            }
+            for session_id, (user_id, expires_at) in self.revoked.items()
+        ]
+        return web.json_response({"items": items, "next_cursor": None})
+
+    def revoke(self, session_id: str, expires_at: float, user_id: str = "user-1") -> None:
+        """List ``session_id`` as revoked (until ``expires_at``, epoch seconds)."""
+        self.revoked[session_id] = (user_id, expires_at)
 
     def signer_with(self, **changes: Any) -> TokenSigner:
         """A signer like the server's own, with ``changes`` (``issuer``, ``audience``,

@@ -20,7 +20,7 @@ from pymongo import AsyncMongoClient
 
 from switchyard.logging import configure_logging
 from switchyard.mongo.embedded import EmbeddedMongo
-from switchyard.testing.jwks import JwksServer
+from switchyard.testing.jwks import TEST_INTERNAL_TOKEN, JwksServer
 from switchyard.testing.servers import AppServer, delete_exchange, docker_available
 from switchyard.testing.smtp import SmtpSink
 from switchyard.tracing import configure_tracing
@@ -98,6 +98,7 @@ def settings_overrides(amqp_url: str, mongo_url: str, unique_name: str) -> dict[
         "outbox_poll_interval": 0.1,
         "log_format": "console",
         "shutdown_timeout": 2.0,
+        "internal_api_token": TEST_INTERNAL_TOKEN,
     }
 
 
@@ -140,11 +141,12 @@ async def jwks_server() -> AsyncIterator[JwksServer]:
 
 @pytest.fixture
 async def start_app() -> AsyncIterator[Callable[[web.Application], Any]]:
-    """``server = await start_app(app)``: run an app on 127.0.0.1; stopped after the test."""
+    """``server = await start_app(app)``: run an app on 127.0.0.1 (on ``port=`` when given, say
+    one the app's settings name); stopped after the test."""
     servers: list[AppServer] = []
 
-    async def start(app: web.Application) -> AppServer:
-        server = await AppServer(app).start()
+    async def start(app: web.Application, port: int | None = None) -> AppServer:
+        server = await AppServer(app, port=port).start()
         servers.append(server)
         return server
 

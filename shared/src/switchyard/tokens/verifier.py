@@ -5,7 +5,10 @@
   parsed once per distinct header segment (a bounded cache), and the signature is
   checked with ``cryptography``'s Ed25519 directly;
 - only ``alg: EdDSA`` and ``typ: at+jwt`` (RFC 9068) are accepted, so ``none`` and HS*
-  (including HS256 "signed" with the public key) never reach a key.
+  (including HS256 "signed" with the public key) never reach a key;
+- a token whose session (``sid``) is in ``denied`` is refused (``InvalidToken("revoked")``):
+  one lookup, fed by ``switchyard.revocation``. A cache of verified tokens in front of the
+  verifier must check ``identity.claims.get("sid") in verifier.denied`` on every hit.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import binascii
 import json
 import re
 import time
+from collections.abc import Container
 from typing import Any, TypeGuard
 
 from cryptography.exceptions import InvalidSignature
@@ -51,6 +55,7 @@ class TokenVerifier:
         clock: Clock = time.time,
         refresh_interval: float = 300.0,
         unknown_kid_cooldown: float = 10.0,
+        denied: Container[str] = frozenset(),
     ) -> None:
         if keys is None and jwks_url is not None:
             keys = JwksKeys(
@@ -66,6 +71,9 @@ class TokenVerifier:
         self.leeway = leeway
         self.clock = clock
         self.keys: KeySource = keys
+        # Session ids (the ``sid`` claim) whose tokens are refused: a deny-list's plain dict
+        # (switchyard.revocation), so the check is one lookup.
+        self.denied: Container[str] = denied
         self._headers: dict[str, str] = {}
 
     async def start(self) -> None:
@@ -187,6 +195,12 @@ class TokenVerifier:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise InvalidToken("missing-claim", "the token has no jti")
+        try:
+            revoked = claims.get("sid") in self.denied
+        except TypeError:  # an unhashable sid (a list): not one of auth's
+            raise InvalidToken("malformed", "sid is not a string") from None
+        if revoked:
+            raise InvalidToken("revoked", "the session behind this token has ended")
         roles = claims.get("roles", ())
         if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
             raise InvalidToken("malformed", "roles is not a list of strings")

@@ -15,13 +15,13 @@ sub-document is always written whole.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from auth_svc.domain.codes import StoredCode
+from auth_svc.domain.codes import StoredCode, hash_code, new_salt
 from switchyard.envelope import Envelope
 from switchyard.mongo import Index, loaded_time, stored_time, time_range
 from switchyard.mongo.client import Document, asc
@@ -31,6 +31,8 @@ CODES = "otp_codes"
 # Reads check the expiry themselves; the sweep only cleans up (see outbox_indexes).
 EXPIRY = Expiry(CODES, "code.expires")
 INDEXES = [Index(CODES, asc("user_id"))]
+# The stand-in code documents' user (not a user id: ids are 32 hex digits).
+NOBODY = "nobody"
 
 
 def _code_fields(code_hash: str, salt: str, sent_at: datetime, expires_at: datetime) -> Document:
@@ -123,6 +125,44 @@ class CodeRepository:
                 return_document=ReturnDocument.AFTER,
             )
         )
+
+    async def attempt_nobody(self, purpose: str, *, now: datetime, ttl: float) -> StoredCode:
+        """The work of :meth:`attempt` for an address without an account (a guarded
+        increment returning a code), on a stand-in document no code can match: a wrong code
+        costs the same whether or not an account would have had one."""
+        return await self._nobody(purpose, now=now, ttl=ttl, count=True)
+
+    async def live_nobody(self, purpose: str, *, now: datetime, ttl: float) -> StoredCode:
+        """The work of :meth:`live` for an address without an account (a stand-in code)."""
+        return await self._nobody(purpose, now=now, ttl=ttl, count=False)
+
+    async def _nobody(self, purpose: str, *, now: datetime, ttl: float, count: bool) -> StoredCode:
+        key = f"{NOBODY}:{purpose}"
+        live = {"_id": key, **time_range("code.expires", after=now)}
+        if count:
+            document = await self.collection.find_one_and_update(
+                live,
+                {"$inc": {"attempts": 1}},
+                projection={"outbox": 0},
+                return_document=ReturnDocument.AFTER,
+            )
+        else:
+            document = await self.collection.find_one(live, {"outbox": 0})
+        if document is None:  # first use, or swept after its expiry: a new stand-in
+            salt = new_salt()
+            fields = _code_fields(
+                hash_code(new_salt(), salt), salt, now, now + timedelta(seconds=ttl)
+            )
+            document = await self.collection.find_one_and_update(
+                {"_id": key},
+                {"$set": {"user_id": NOBODY, "purpose": purpose, "code": fields, "attempts": 0}},
+                projection={"outbox": 0},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        stored = _stored_code(document)
+        assert stored is not None
+        return stored
 
     async def untry(self, key: str, code_hash: str) -> None:
         """Give back the try of a right code whose request failed for another reason."""

@@ -1,14 +1,23 @@
 """Refresh-token families: one document each, rotated by compare-and-set.
 
-Besides the current token's hash a family keeps a short prefix of the hash of every token it
-rotated away (``rotated.<prefix>``, until the family expires): a presented token that is
-neither current nor one of those was never issued, so it proves nothing about the family
-and changes nothing. ``access_until`` is the latest expiry of an access token issued for the
-session: what ``auth.session.revoked`` tells verifiers to deny until.
+A family document holds only its *current* token's hash. Every token it rotated away is
+recorded in a collection of its own, ``rotated_refresh_tokens`` (``_id`` = the token's
+SHA-256, with its family, user and the family's expiry): a presented token that is neither
+current nor recorded there was never issued, so it proves nothing about the family and
+changes nothing. Kept apart, the records cannot be mistaken for a live token, do not grow
+the family document with every rotation, and outlive whatever happens to the family
+document (they expire on their own, a day past the family). ``access_until`` is the latest
+expiry of an access token issued for the session: what ``auth.session.revoked`` tells
+verifiers to deny until.
 
-Stored shape: ``{_id, user_id, current_hash, generation, rotated, created, last_used,
-access_until, expires, revoked, revoked_reason}``; the times are stored times
+Stored shapes: ``sessions`` ``{_id, user_id, current_hash, generation, created, last_used,
+access_until, expires, revoked, revoked_reason}``; ``rotated_refresh_tokens`` ``{_id,
+family_id, user_id, rotated, expires}``; the times are stored times
 (``switchyard.mongo.dates``), ``revoked`` is null while the family is live.
+
+The record is written after the compare-and-set that rotated the token away: a crash in
+between forgets that one token (presented again it gets a plain 401, not a reuse alarm) —
+never the other way round, which would let a forged token end a family.
 """
 
 from __future__ import annotations
@@ -26,14 +35,14 @@ from switchyard.mongo.client import Document, asc
 from switchyard.outbox import Expiry, stage_events, with_events
 
 SESSIONS = "sessions"
+ROTATED = "rotated_refresh_tokens"
 # Kept a day past the absolute expiry so a late replay is still recognised, then removed
 # by the outbox relay's sweep (never by a TTL index: a family may hold an unrelayed event).
 EXPIRY = Expiry(SESSIONS, "expires", after_seconds=86400)
+ROTATED_EXPIRY = Expiry(ROTATED, "expires", after_seconds=86400)
 INDEXES = [Index(SESSIONS, asc("user_id"))]
-# 128 bits of a rotated token's SHA-256: enough to recognise it, half the storage.
-ROTATED_PREFIX = 32
-# Fields a reader never needs (the outbox, and the rotated-token map that grows with use).
-_LEAN = {"outbox": 0, "rotated": 0}
+# Fields a reader never needs.
+_LEAN = {"outbox": 0}
 _LIVE_FIELDS = {"_id": 1, "user_id": 1, "access_until": 1}
 
 
@@ -60,6 +69,7 @@ class SessionRepository:
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.collection = db[SESSIONS]
+        self.rotated = db[ROTATED]
 
     async def create(
         self,
@@ -109,31 +119,55 @@ class SessionRepository:
                     "current_hash": new_hash,
                     "last_used": stored_time(now),
                     "access_until": stored_time(access_until),
-                    f"rotated.{token_hash[:ROTATED_PREFIX]}": 1,
                 },
                 "$inc": {"generation": 1},
             },
             projection=_LEAN,
             return_document=ReturnDocument.AFTER,
         )
-        return _family(document) if document is not None else None
+        if document is None:
+            return None
+        family = _family(document)
+        await self.rotated.update_one(
+            {"_id": token_hash},
+            {
+                "$setOnInsert": {
+                    "family_id": family.id,
+                    "user_id": family.user_id,
+                    "rotated": stored_time(now),
+                    "expires": document["expires"],
+                }
+            },
+            upsert=True,
+        )
+        return family
 
     async def get(self, family_id: str) -> SessionFamily | None:
         document = await self.collection.find_one({"_id": family_id}, _LEAN)
         return _family(document) if document is not None else None
 
     async def rotated_away(self, family_id: str, token_hash: str) -> SessionFamily | None:
-        document = await self.collection.find_one(
-            {"_id": family_id, f"rotated.{token_hash[:ROTATED_PREFIX]}": {"$exists": True}},
-            _LEAN,
-        )
-        return _family(document) if document is not None else None
+        record = await self.rotated.find_one({"_id": token_hash, "family_id": family_id})
+        if record is None:
+            return None
+        return await self.get(family_id)
 
     async def live(self, user_id: str, now: datetime) -> list[LiveSession]:
         cursor = self.collection.find(
             {"user_id": user_id, "revoked": None, **time_range("expires", after=now)},
             _LIVE_FIELDS,
         )
+        return [_session(document) async for document in cursor]
+
+    async def revoked(self, now: datetime, *, after: str | None, limit: int) -> list[LiveSession]:
+        """Families revoked whose access tokens may still be alive, in id order after ``after``."""
+        query: Document = {
+            **time_range("revoked", at_or_before=now),
+            **time_range("access_until", after=now),
+        }
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        cursor = self.collection.find(query, _LIVE_FIELDS).sort("_id", 1).limit(limit)
         return [_session(document) async for document in cursor]
 
     async def revoke(

@@ -25,12 +25,25 @@ class AccountLocked(AuthError):
         self.retry_after = retry_after
 
 
+class TooManyPasswordChanges(AuthError):
+    """The account's password changes of the hour are used up."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"no change for {retry_after:.0f}s")
+        self.retry_after = retry_after
+
+
 class InvalidCode(AuthError):
     """Wrong, expired, used up or never issued: deliberately indistinguishable."""
 
 
 class InvalidRefreshToken(AuthError):
     pass
+
+
+class SignInInterrupted(AuthError):
+    """The account changed (password, roles, status, revoked sessions) while the sign-in was
+    being checked: a session opened now would carry what the change just ended."""
 
 
 class NotAuthenticated(AuthError):

@@ -102,3 +102,7 @@ class UserListQuery(PageQuery):
     limit: int = Field(50, ge=1, le=200)
     status: UserStatus | None = None
     role: Role | None = None
+
+
+class RevokedSessionsQuery(PageQuery):
+    limit: int = Field(1000, ge=1, le=1000)

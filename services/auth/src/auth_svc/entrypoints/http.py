@@ -8,6 +8,7 @@ that holds the gateway's route table to the same answers all read it.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 from collections.abc import Awaitable, Callable
@@ -29,11 +30,14 @@ from auth_svc.domain.errors import (
     NotAuthenticated,
     RoleChangeRefused,
     ServiceBusy,
+    SignInInterrupted,
+    TooManyPasswordChanges,
     UserNotFound,
     WrongPassword,
 )
 from auth_svc.domain.passwords import PasswordRejected
 from auth_svc.domain.users import is_user_id
+from auth_svc.entrypoints import oauth
 from auth_svc.entrypoints.bodies import (
     ChangePasswordBody,
     DeleteAccountBody,
@@ -44,6 +48,7 @@ from auth_svc.entrypoints.bodies import (
     RegisterBody,
     ResendBody,
     ResetBody,
+    RevokedSessionsQuery,
     RolesBody,
     SignInCodeBody,
     SignInCodeVerifyBody,
@@ -53,11 +58,19 @@ from auth_svc.entrypoints.bodies import (
 from auth_svc.keys import DEPS, KEY_RING
 from auth_svc.settings import AuthSettings
 from switchyard import keys
-from switchyard.authn import current_identity, require_auth, require_roles, unauthorized
+from switchyard.authn import (
+    bearer_token,
+    current_identity,
+    require_auth,
+    require_roles,
+    unauthorized,
+)
+from switchyard.envelope import format_time
 from switchyard.idempotency import idempotent, idempotent_request
 from switchyard.pagination import invalid_cursor, page, read_cursor
 from switchyard.problems import Problem, validation_problem
-from switchyard.tokens import ALGORITHM, jwks_document
+from switchyard.revocation import REVOKED_SESSIONS_PATH
+from switchyard.tokens import jwks_document
 from switchyard.web import json_response, read_json, read_query
 
 PREFIX = "/api/v1/auth"
@@ -80,6 +93,13 @@ def _problem(error: AuthError) -> Problem:
             slug="too-many-attempts",
             headers={"Retry-After": str(max(1, math.ceil(error.retry_after)))},
         )
+    if isinstance(error, TooManyPasswordChanges):
+        return Problem(
+            429,
+            "This account's password was changed too often in the last hour. Try again later.",
+            slug="too-many-password-changes",
+            headers={"Retry-After": str(max(1, math.ceil(error.retry_after)))},
+        )
     if isinstance(error, InvalidCredentials):
         return Problem(401, "The email or password is wrong.", slug="invalid-credentials")
     if isinstance(error, EmailNotVerified):
@@ -93,6 +113,12 @@ def _problem(error: AuthError) -> Problem:
     if isinstance(error, InvalidRefreshToken):
         return Problem(
             401, "The refresh token is invalid, expired or revoked.", slug="invalid-refresh-token"
+        )
+    if isinstance(error, SignInInterrupted):
+        return Problem(
+            401,
+            "The account changed while signing in (password, roles or sessions). Sign in again.",
+            slug="sign-in-interrupted",
         )
     if isinstance(error, NotAuthenticated):
         return unauthorized("The session behind this token has ended.", error="invalid_token")
@@ -307,6 +333,46 @@ async def end_user_sessions(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# -- for other services --------------------------------------------------------------------
+
+
+def _require_service(request: web.Request) -> None:
+    """Only a service holding ``INTERNAL_API_TOKEN`` may read ``/internal/`` endpoints (the
+    gateway does not route them; this is the second lock)."""
+    configured = request.app[keys.SETTINGS].internal_api_token
+    presented = bearer_token(request.headers.get("Authorization"))
+    if (
+        configured is None
+        or presented is None
+        or not hmac.compare_digest(presented.encode(), configured.get_secret_value().encode())
+    ):
+        raise Problem(
+            401,
+            "This endpoint is for the suite's services (INTERNAL_API_TOKEN).",
+            slug="unauthorized",
+            headers={"WWW-Authenticate": 'Bearer realm="switchyard-internal"'},
+        )
+
+
+async def revoked_sessions(request: web.Request) -> web.Response:
+    """The sessions revoked whose access tokens may still be alive (switchyard.revocation)."""
+    _require_service(request)
+    query = read_query(request, RevokedSessionsQuery)
+    position = read_cursor(query.cursor, after=str)
+    sessions, next_after = await handlers.revoked_sessions(
+        after=position["after"] if position else None, limit=query.limit, deps=request.app[DEPS]
+    )
+    items = [
+        {
+            "user_id": session.user_id,
+            "session_id": session.family_id,
+            "expires_at": format_time(session.access_until),
+        }
+        for session in sessions
+    ]
+    return json_response(page(items, {"after": next_after} if next_after else None))
+
+
 # -- discovery -----------------------------------------------------------------------------
 
 
@@ -323,24 +389,11 @@ async def jwks(request: web.Request) -> web.Response:
     return _cached(request, jwks_document(request.app[KEY_RING].public_keys), JWKS_MAX_AGE)
 
 
-async def openid_configuration(request: web.Request) -> web.Response:
+async def authorization_server_metadata(request: web.Request) -> web.Response:
+    """RFC 8414 metadata; the OpenID path serves the same document (see ``oauth``)."""
     settings = request.app[keys.SETTINGS]
     assert isinstance(settings, AuthSettings)
-    base = settings.auth_issuer.rstrip("/") + PREFIX
-    document = {
-        "issuer": settings.auth_issuer,
-        "jwks_uri": settings.jwks_uri,
-        "token_endpoint": base + "/login",
-        "revocation_endpoint": base + "/logout",
-        "userinfo_endpoint": base + "/me",
-        "registration_endpoint": base + "/register",
-        "grant_types_supported": ["password", "refresh_token"],
-        "response_types_supported": ["token"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [ALGORITHM],
-        "token_endpoint_auth_methods_supported": ["none"],
-        "claims_supported": ["iss", "aud", "sub", "exp", "iat", "nbf", "jti", "roles", "sid"],
-    }
+    document = oauth.metadata(settings.auth_issuer, settings.jwks_uri)
     return _cached(request, document, DISCOVERY_MAX_AGE)
 
 
@@ -352,6 +405,8 @@ class Route:
     # No access token needed: a token sent along that does not verify (typically an expired
     # one, attached by the client to every call) is ignored here, not a 401.
     public: bool = False
+    # For the suite's services only (INTERNAL_API_TOKEN); never routed by the gateway.
+    internal: bool = False
 
 
 ROUTES = (
@@ -373,17 +428,58 @@ ROUTES = (
     Route("GET", f"{PREFIX}/users", list_users),
     Route("PUT", f"{PREFIX}/users/{{user_id}}/roles", put_roles),
     Route("POST", f"{PREFIX}/users/{{user_id}}/logout-all", end_user_sessions),
+    Route("GET", REVOKED_SESSIONS_PATH, revoked_sessions, public=True, internal=True),
     Route("GET", "/.well-known/jwks.json", jwks, public=True),
-    Route("GET", "/.well-known/openid-configuration", openid_configuration, public=True),
+    Route("POST", oauth.TOKEN_PATH, oauth.token, public=True),
+    Route("GET", oauth.METADATA_PATH, authorization_server_metadata, public=True),
+    Route("GET", "/.well-known/openid-configuration", authorization_server_metadata, public=True),
 )
 
 PUBLIC_PATHS = frozenset(route.path for route in ROUTES if route.public)
 
 
+# -- the outcome of a credential check, for the gateway's rate limits -----------------------
+
+OUTCOME_HEADER = "X-Auth-Outcome"
+# Endpoints whose answer says whether a secret (password, code, refresh token) was right.
+CREDENTIAL_CHECKS = frozenset(
+    {
+        f"{PREFIX}/login",
+        f"{PREFIX}/login/code/verify",
+        f"{PREFIX}/verify-email",
+        f"{PREFIX}/password/reset",
+        f"{PREFIX}/refresh",
+        oauth.TOKEN_PATH,
+    }
+)
+_FAILED = frozenset({400, 401, 403, 429})
+
+
+async def tell_outcome(request: web.Request, response: web.StreamResponse) -> None:
+    """``X-Auth-Outcome: success|failure`` on the answers of credential checks, so the gateway
+    can weigh failed attempts more than successful ones (it strips the header). A request
+    refused before any check (413, 415, 422) or failed by the server (5xx) gets none."""
+    if request.path not in CREDENTIAL_CHECKS or request.method != "POST":
+        return
+    if 200 <= response.status < 300:
+        response.headers[OUTCOME_HEADER] = "success"
+    elif response.status in _FAILED:
+        response.headers[OUTCOME_HEADER] = "failure"
+
+
 def add_routes(app: web.Application) -> None:
+    app.on_response_prepare.append(tell_outcome)
     for route in ROUTES:
         # add_route adds no HEAD beside a GET: the API answers HEAD with 405.
         app.router.add_route(route.method, route.path, route.handler)
 
 
-__all__ = ["PUBLIC_PATHS", "ROUTES", "Route", "add_routes", "auth_errors_middleware"]
+__all__ = [
+    "CREDENTIAL_CHECKS",
+    "OUTCOME_HEADER",
+    "PUBLIC_PATHS",
+    "ROUTES",
+    "Route",
+    "add_routes",
+    "auth_errors_middleware",
+]

@@ -12,10 +12,17 @@ from auth_svc.handlers.codes import request_code, sign_in_with_code
 from auth_svc.handlers.deps import Deps, TokenPair
 from auth_svc.handlers.identity import current_admin, current_user
 from auth_svc.handlers.passwords import change_password, reset_password
+from auth_svc.handlers.revocation import revoked_sessions
 from auth_svc.handlers.sessions import login, logout, logout_all, open_session, refresh
-from auth_svc.handlers.signup import bootstrap_admin, register, verify_email
+from auth_svc.handlers.signup import (
+    SIGNUP_LEASE_SECONDS,
+    bootstrap_admin,
+    register,
+    verify_email,
+)
 
 __all__ = [
+    "SIGNUP_LEASE_SECONDS",
     "Deps",
     "TokenPair",
     "bootstrap_admin",
@@ -33,6 +40,7 @@ __all__ = [
     "register",
     "request_code",
     "reset_password",
+    "revoked_sessions",
     "set_roles",
     "sign_in_with_code",
     "update_profile",

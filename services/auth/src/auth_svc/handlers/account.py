@@ -48,6 +48,9 @@ async def delete_account(*, identity: Identity, password: str, deps: Deps) -> No
         reason="account_deleted",
         deps=deps,
         expect_status=UserStatus.ACTIVE,
+        # As read when the password was checked: a reset, logout-all or role change that
+        # landed meanwhile (the owner recovering the account) stops the erasure.
+        expect_version=user.version,
         events=[event(UserDeleted(user_id=user.id, deleted_at=now), user.id)],
     )
     if deleted is None:

@@ -55,8 +55,13 @@ async def issue_code(
     now = deps.clock.now()
     key = _budget_key(user.email, purpose)
     code_key = otp.code_key(user.id, purpose)
-    if purpose != "sign_in" and await deps.code_guesses.refusing(key, now) is not None:
-        return False  # guessing is blocked: a code could not be used (the owner was told)
+    if purpose != "sign_in":
+        refusal = await deps.code_guesses.refusing(key, now)
+        if refusal is not None:
+            # Guessing is blocked: a code could not be used. The guesses may have been made
+            # before the account existed (nobody to tell then): tell the owner now, once.
+            await _block(user, purpose, refusal, deps=deps)
+            return False
     reservation = await deps.code_issues.reserve(key, now, spaced=cooldown)
     if not reservation.granted:
         if reservation.used >= deps.code_issues.limit:
@@ -136,7 +141,13 @@ async def prove_code(
     now = deps.clock.now()
     key = _budget_key(email, purpose)
     guess = await deps.code_guesses.reserve(key, now)
-    if not guess.granted or user is None:
+    if not guess.granted:
+        raise InvalidCode()
+    if user is None:
+        # The same work as a wrong code of an account (a counted try, a comparison), so
+        # the answer's timing does not tell whether the address has one.
+        nobody = await deps.codes.attempt_nobody(purpose, now=now, ttl=deps.otp_ttl)
+        nobody.matches(code)
         raise InvalidCode()
     code_key = otp.code_key(user.id, purpose)
     stored = await deps.codes.attempt(code_key, now=now, max_attempts=deps.otp_max_attempts)
@@ -152,9 +163,15 @@ async def prove_code(
 
 async def _prove_sign_in_code(user: User | None, code: str, *, deps: Deps) -> CodeProof:
     canonical = otp.normalise_sign_in_code(code)
-    if user is None or canonical is None:
+    if canonical is None:
         raise InvalidCode()
-    stored = await deps.codes.live(otp.code_key(user.id, "sign_in"), now=deps.clock.now())
+    now = deps.clock.now()
+    if user is None:
+        # The same work as a wrong code of an account (a read, a comparison).
+        nobody = await deps.codes.live_nobody("sign_in", now=now, ttl=deps.otp_ttl)
+        nobody.matches(canonical)
+        raise InvalidCode()
+    stored = await deps.codes.live(otp.code_key(user.id, "sign_in"), now=now)
     if stored is None or not stored.matches(canonical):
         raise InvalidCode()
     return CodeProof(user, "sign_in", stored.code_hash, None)

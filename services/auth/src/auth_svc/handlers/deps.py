@@ -46,6 +46,10 @@ class Deps:
     code_guesses: AttemptBudget
     # Codes mailed per address and purpose (the cooldown and the hourly cap).
     code_issues: AttemptBudget
+    # One registration of an address at a time (a budget of 1: a lease that expires).
+    signup_leases: AttemptBudget
+    # Password changes per account and hour.
+    password_changes: AttemptBudget
     passwords: PasswordHasher
     strength: StrengthCheck
     tokens: AccessTokens

@@ -11,7 +11,13 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 
-from auth_svc.domain.errors import InvalidCode, NotAuthenticated, ServiceBusy, WrongPassword
+from auth_svc.domain.errors import (
+    InvalidCode,
+    NotAuthenticated,
+    ServiceBusy,
+    TooManyPasswordChanges,
+    WrongPassword,
+)
 from auth_svc.domain.passwords import PasswordRejected
 from auth_svc.domain.users import User, UserChange, UserStatus
 from auth_svc.handlers.codes import prove_code, return_code, spend_code
@@ -79,6 +85,11 @@ async def change_password(
     ):
         raise WrongPassword()
     await checked_strength(new_password, (user.email, user.display_name), deps=deps)
+    # Each change ends every session and mails the owner: a stolen session that knows the
+    # password cannot churn it (or cycle back to an old one) more than this an hour.
+    change_slot = await deps.password_changes.reserve(user.id, deps.clock.now(), spaced=False)
+    if not change_slot.granted:
+        raise TooManyPasswordChanges(change_slot.retry_after(deps.clock.now()))
     password_hash = await deps.passwords.hash(new_password)
     now = deps.clock.now()
     updated = await update_and_end_sessions(
@@ -91,6 +102,7 @@ async def change_password(
         events=[_password_changed(user, "change", now)],
     )
     if updated is None:
+        await deps.password_changes.refund(user.id, change_slot)
         raise NotAuthenticated()
     await deps.codes.discard_for_user(user.id)  # a reset code asked for earlier dies too
     return await open_session(updated, deps=deps)

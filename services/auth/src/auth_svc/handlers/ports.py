@@ -83,6 +83,14 @@ class Codes(Protocol):
         """Count one try against the live code; None when there is none left to try."""
         ...
 
+    async def attempt_nobody(self, purpose: str, *, now: datetime, ttl: float) -> StoredCode:
+        """What :meth:`attempt` costs, for an address without an account (never matches)."""
+        ...
+
+    async def live_nobody(self, purpose: str, *, now: datetime, ttl: float) -> StoredCode:
+        """What :meth:`live` costs, for an address without an account (never matches)."""
+        ...
+
     async def untry(self, key: str, code_hash: str) -> None: ...
 
     async def consume(self, key: str, code_hash: str) -> bool:
@@ -127,6 +135,10 @@ class Sessions(Protocol):
         ...
 
     async def live(self, user_id: str, now: datetime) -> list[LiveSession]: ...
+
+    async def revoked(self, now: datetime, *, after: str | None, limit: int) -> list[LiveSession]:
+        """Revoked families whose access tokens may still be alive, by id after ``after``."""
+        ...
 
     async def revoke(
         self,

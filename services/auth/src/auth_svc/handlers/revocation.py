@@ -104,3 +104,14 @@ async def update_and_end_sessions(
     )
     deps.notify_outbox()
     return updated
+
+
+async def revoked_sessions(
+    *, after: str | None, limit: int, deps: Deps
+) -> tuple[list[LiveSession], str | None]:
+    """A page of the sessions revoked whose access tokens may still be alive (what a verifier
+    starting up must deny), and the id to continue after (None on the last page)."""
+    sessions = await deps.sessions.revoked(deps.clock.now(), after=after, limit=limit + 1)
+    if len(sessions) > limit:
+        return sessions[:limit], sessions[limit - 1].family_id
+    return sessions, None

@@ -11,6 +11,7 @@ from auth_svc.domain.errors import (
     EmailNotVerified,
     InvalidCredentials,
     InvalidRefreshToken,
+    SignInInterrupted,
 )
 from auth_svc.domain.sessions import (
     family_of,
@@ -29,7 +30,14 @@ log = logging.getLogger("auth.handlers")
 
 
 async def open_session(user: User, *, deps: Deps) -> TokenPair:
-    """A new refresh-token family and a first access token."""
+    """A new refresh-token family and a first access token, for the account as ``user`` read
+    it — or ``SignInInterrupted`` when it changed since.
+
+    Check-then-act without a transaction: the family is written first, then the account read
+    again. A reset, role change or logout-all that lands before that read is seen here (the
+    family is ended and the sign-in refused); one that lands after it finds the family live
+    and ends it itself. Either way no session outlives a change made during its sign-in.
+    """
     now = deps.clock.now()
     family_id = new_family_id()
     refresh_token = new_refresh_token(family_id)
@@ -41,11 +49,25 @@ async def open_session(user: User, *, deps: Deps) -> TokenPair:
         expires_at=now + timedelta(seconds=deps.refresh_token_ttl),
         access_until=deps.access_until(now),
     )
+    current = await deps.users.by_id(user.id)
+    if current is None or _changed_for_sessions(user, current):
+        await end_session(family_id, reason="sign_in_interrupted", deps=deps)
+        raise SignInInterrupted()
     return TokenPair(
-        access_token=_access_token(user, family_id, deps=deps),
+        access_token=_access_token(current, family_id, deps=deps),
         refresh_token=refresh_token,
         expires_in=deps.access_token_ttl,
         refresh_expires_in=deps.refresh_token_ttl,
+    )
+
+
+def _changed_for_sessions(read: User, current: User) -> bool:
+    """What a session depends on: a change to any of it ends the sessions of the account."""
+    return (
+        current.status is not read.status
+        or current.roles != read.roles
+        or current.password_hash != read.password_hash
+        or current.sessions_revoked_at != read.sessions_revoked_at
     )
 
 
@@ -102,14 +124,25 @@ async def login(*, email: str, password: str, deps: Deps) -> TokenPair:
         deps.metrics.login("unverified")
         raise EmailNotVerified()
     if stored_hash is not None and deps.passwords.needs_rehash(stored_hash):
-        # The cost parameters changed since this hash was made: upgrade it now.
-        await deps.users.update(
+        # The cost parameters changed since this hash was made: upgrade it now, unless the
+        # account changed meanwhile (then this sign-in is stale).
+        rehashed = await deps.users.update(
             user.id,
             UserChange(password_hash=await deps.passwords.hash(password)),
             expect_password_hash=stored_hash,
+            expect_version=user.version,
         )
+        if rehashed is None:
+            deps.metrics.login("interrupted")
+            raise SignInInterrupted()
+        user = rehashed
+    try:
+        pair = await open_session(user, deps=deps)
+    except SignInInterrupted:
+        deps.metrics.login("interrupted")
+        raise
     deps.metrics.login("success")
-    return await open_session(user, deps=deps)
+    return pair
 
 
 # -- refresh, logout --------------------------------------------------------------------------

@@ -12,11 +12,15 @@ a password with a reset code (or signs in by code). Registering a verified addre
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 
 from auth_svc.domain import codes as otp
-from auth_svc.domain.errors import EmailTaken, InvalidCode
+from auth_svc.domain.errors import EmailTaken, InvalidCode, ServiceBusy
 from auth_svc.domain.users import (
     Role,
     SignupRole,
@@ -31,6 +35,7 @@ from auth_svc.handlers.codes import issue_code, prove_code, spend_code
 from auth_svc.handlers.deps import (
     Deps,
     TokenPair,
+    address_key,
     checked_strength,
     event,
     updated_event,
@@ -43,8 +48,12 @@ from switchyard.idempotency import Progress
 
 log = logging.getLogger("auth.handlers")
 
-# Racing registrations of one address: each retry re-reads what the last one left.
+# A registration that finds the account changed under it (verified, replaced) reads again.
 REGISTER_ATTEMPTS = 3
+# Registrations of one address run one at a time under a lease: how long it lasts should
+# its holder die, and how long another registration waits for it before answering 503.
+SIGNUP_LEASE_SECONDS = 30
+SIGNUP_LEASE_WAIT = 10.0
 
 
 async def register(
@@ -72,29 +81,48 @@ async def register(
         raise EmailTaken(email)
     await checked_strength(password, (email, display_name), deps=deps)
     password_hash = await deps.passwords.hash(password)
-    for _ in range(REGISTER_ATTEMPTS):
-        contested = False
-        if existing is not None:
-            if existing.status is not UserStatus.PENDING:
-                raise EmailTaken(email)
-            contested = existing.signup_contested or not await deps.passwords.verify(
-                existing.password_hash, password
-            )
-            if not await _discard_pending(existing, deps=deps):
-                existing = await deps.users.by_email(email)
-                continue
-        try:
-            user = await _insert(email, password_hash, display_name, role, contested, deps=deps)
-        except EmailTaken:
+    # Read, compare, replace and insert under the address's lease: without it a racer that
+    # read "no account" could insert into the gap between another's replace and insert, and
+    # its account would not be contested though someone else registered a password first.
+    async with _signup_lease(email, deps=deps):
+        for _ in range(REGISTER_ATTEMPTS):
             existing = await deps.users.by_email(email)
-            continue
-        if progress is not None:
-            await progress.committed(user_id=user.id)
-        deps.metrics.registered()
-        await issue_code(user, "verify_email", deps=deps, cooldown=False)
-        deps.notify_outbox()
-        return user
+            if existing is not None and existing.status is not UserStatus.PENDING:
+                raise EmailTaken(email)
+            contested = False
+            if existing is not None:
+                contested = existing.signup_contested or not await deps.passwords.verify(
+                    existing.password_hash, password
+                )
+                if not await _discard_pending(existing, deps=deps):
+                    continue  # verified (or replaced by a lease-less writer) meanwhile
+            try:
+                user = await _insert(email, password_hash, display_name, role, contested, deps=deps)
+            except EmailTaken:
+                continue
+            if progress is not None:
+                await progress.committed(user_id=user.id)
+            deps.metrics.registered()
+            await issue_code(user, "verify_email", deps=deps, cooldown=False)
+            deps.notify_outbox()
+            return user
     raise EmailTaken(email)
+
+
+@asynccontextmanager
+async def _signup_lease(email: str, *, deps: Deps) -> AsyncIterator[None]:
+    """Hold the address's registration lease (a budget of one that expires after
+    ``SIGNUP_LEASE_SECONDS``, should a holder die); wait for it up to ``SIGNUP_LEASE_WAIT``."""
+    key = address_key(email)
+    deadline = asyncio.get_running_loop().time() + SIGNUP_LEASE_WAIT
+    while not (await deps.signup_leases.reserve(key, deps.clock.now(), spaced=False)).granted:
+        if asyncio.get_running_loop().time() > deadline:
+            raise ServiceBusy()
+        await asyncio.sleep(0.01 + secrets.randbelow(20) / 1000)
+    try:
+        yield
+    finally:
+        await deps.signup_leases.clear(key)
 
 
 async def _resume(progress: Progress | None, email: str, *, deps: Deps) -> User | None:
@@ -194,6 +222,19 @@ async def bootstrap_admin(
         return None
     email = normalise_email(email)
     existing = await deps.users.by_email(email)
+    if existing is not None and existing.email != email:
+        # A look-alike of ADMIN_EMAIL (``ａdmin@…``, ``ADMİN@…``, ``straße``/``strasse``) is
+        # another mailbox: only the configured address becomes the admin.
+        if existing.status is not UserStatus.PENDING:
+            log.error(
+                "ADMIN_EMAIL has a verified look-alike account; no admin bootstrapped "
+                "(delete or rename that account, or configure another ADMIN_EMAIL)",
+                extra={"user_id": existing.id},
+            )
+            return None
+        if not await _discard_pending(existing, deps=deps):
+            return None  # changed under us: the next start decides again
+        existing = None
     if existing is not None:
         return await _promote(existing, password, display_name, deps=deps)
     await checked_strength(password, (email, display_name), deps=deps)

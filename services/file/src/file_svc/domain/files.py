@@ -16,7 +16,7 @@ Purpose = Literal["avatar", "cover", "portfolio", "attachment"]
 PURPOSES: tuple[Purpose, ...] = ("avatar", "cover", "portfolio", "attachment")
 Status = Literal["uploading", "ready", "deleted", "purged"]
 
-_FILE_ID = re.compile(r"^f_[0-9a-f]{32}$")
+_FILE_ID = re.compile(r"f_[0-9a-f]{32}")
 
 
 def new_file_id() -> str:
@@ -30,7 +30,8 @@ def new_file_id() -> str:
 
 
 def is_file_id(value: str) -> bool:
-    return bool(_FILE_ID.match(value))
+    """The whole value is an id (``fullmatch``: ``$`` would also accept a trailing newline)."""
+    return _FILE_ID.fullmatch(value) is not None
 
 
 def _shard(file_id: str) -> str:

@@ -18,17 +18,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageSequence, UnidentifiedImageError
 
-from .errors import ImageTooLarge, UnreadableImage
+from .errors import ImageTooLarge, UnreadableImage, UnsupportedType
 from .types import GIF, JPEG, PNG, WEBP, FileType
 
 _PILLOW_FORMAT = {JPEG: "JPEG", PNG: "PNG", GIF: "GIF", WEBP: "WEBP"}
 # Phones write some JPEGs as MPO (a JPEG plus depth or preview pictures): read as JPEG,
 # the first picture is the photo.
 _READ_AS = {"MPO": "JPEG"}
-_ANIMATED_FORMATS = ("GIF", "WEBP")
+# Every frame of these is decoded (kept animations) or could be: all of them count. An
+# animated PNG is one too, even where its acTL chunk sits past the sniffed first 8 KiB.
+# MPO's further pictures are never decoded (the first is the photo), so they do not count.
+_ANIMATED_FORMATS = ("GIF", "WEBP", "PNG")
 _KEPT_INFO = ("icc_profile", "transparency")
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,9 @@ def _open(source: Path, kind: FileType, max_pixels: int) -> Image.Image:
             + (f" in {frames} frames" if frames > 1 else "")
             + f"; at most {max_pixels:,} pixels are accepted."
         )
+    if image.format == "PNG" and frames > 1:
+        image.close()  # refused like an APNG recognised by its signature
+        raise UnsupportedType("Animated PNG (image/apng) is not accepted; send a GIF or WebP.")
     return image
 
 
@@ -66,8 +81,40 @@ def _frames(image: Image.Image) -> int:
     return int(getattr(image, "n_frames", 1))
 
 
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1-8); 1 when there is none or the EXIF cannot be read.
+
+    EXIF is attacker-written: Pillow's parser raises struct, type, attribute, seek and
+    decoding errors on broken blocks (and ``ImageOps.exif_transpose`` more, as it writes
+    the block back). The pixels are fine either way, and the EXIF is dropped anyway: an
+    image whose EXIF cannot be read is kept as its pixels are stored, without the EXIF.
+    """
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # noqa: BLE001 - any failure of the parser means "no usable EXIF"
+        return 1
+    return value if type(value) is int and value in _UPRIGHT else 1
+
+
+# Real colour profiles are a few hundred bytes to a few hundred KiB.
+MAX_ICC_BYTES = 1024 * 1024
+
+
+def _plausible_icc(profile: object) -> bool:
+    """An ICC profile's header: its declared size is its size, ``acsp`` at offset 36.
+    Anything else in the profile's place (data smuggled past re-encoding) is dropped."""
+    return (
+        isinstance(profile, bytes)
+        and 128 <= len(profile) <= MAX_ICC_BYTES
+        and int.from_bytes(profile[:4], "big") == len(profile)
+        and profile[36:40] == b"acsp"
+    )
+
+
 def _clean_info(image: Image.Image) -> dict[str, Any]:
     kept = {key: image.info[key] for key in _KEPT_INFO if key in image.info}
+    if "icc_profile" in kept and not _plausible_icc(kept["icc_profile"]):
+        del kept["icc_profile"]
     image.info = {}
     return kept
 
@@ -99,8 +146,9 @@ def sanitize_image(
 
 def _save_still(image: Image.Image, target: Path, fmt: str, jpeg_quality: int) -> None:
     image.load()
-    upright = ImageOps.exif_transpose(image)  # a copy, orientation tag applied and removed
-    kept = _clean_info(upright)
+    method = _UPRIGHT.get(_orientation(image))
+    upright = image.transpose(method) if method is not None else image.copy()
+    kept = _clean_info(upright)  # EXIF (with its orientation tag), XMP, comments: gone
     options: dict[str, Any] = {}
     if "icc_profile" in kept:
         options["icc_profile"] = kept["icc_profile"]

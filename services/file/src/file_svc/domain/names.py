@@ -33,10 +33,16 @@ def clean_filename(raw: str | None) -> str:
     return name
 
 
+# Never in the quoted fallback: what ends or escapes the quoted string, what percent- or
+# parameter-parsers read, and path separators (compatibility forms such as "／", "＂" or
+# "℀" = "a/c" decompose into them, so the check runs after the decomposition).
+_NOT_IN_FALLBACK = frozenset('"\\%;/')
+
+
 def _ascii_fallback(name: str) -> str:
     decomposed = unicodedata.normalize("NFKD", name)
     ascii_only = "".join(
-        ch if 0x20 <= ord(ch) < 0x7F and ch not in '"\\%;' else "_"
+        ch if 0x20 <= ord(ch) < 0x7F and ch not in _NOT_IN_FALLBACK else "_"
         for ch in decomposed
         if not unicodedata.combining(ch)
     )

@@ -3,7 +3,11 @@ a header that does not parse, are ignored (a 200 with the whole file is always a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# ASCII digits only: ``str.isdigit`` and ``int`` also take "١" or "²" (Unicode digits).
+_DIGITS = re.compile(r"[0-9]{0,18}")
 
 
 class Unsatisfiable(Exception):
@@ -32,10 +36,8 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         return None
     first, dash, last = spec.strip().partition("-")
     first, last = first.strip(), last.strip()
-    if not dash or not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
-        return None
-    if len(first) > 18 or len(last) > 18:
-        return None
+    if not dash or not _DIGITS.fullmatch(first) or not _DIGITS.fullmatch(last):
+        return None  # not digits, or more than 18 of them: ignored like any malformed range
     if first == "":
         if last == "":
             return None

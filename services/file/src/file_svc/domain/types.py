@@ -8,6 +8,7 @@ stored under the name it claims.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -78,6 +79,7 @@ ALLOWED: Mapping[Purpose, tuple[FileType, ...]] = {
 _BY_CONTENT_TYPE = {t.content_type: t for t in (*IMAGES, *DOCUMENTS, *TEXTS)}
 _TEXT_BY_EXTENSION = {ext: t for t in TEXTS for ext in t.extensions}
 _CONTROL = frozenset(range(0x20)) - {0x09, 0x0A, 0x0C, 0x0D, 0x1B}
+_CONTROL_BYTES = bytes(sorted(_CONTROL))
 
 
 def unsupported(detail: str) -> UnsupportedType:
@@ -100,6 +102,25 @@ def _looks_like_text(head: bytes, complete: bool) -> bool:
         # A multi-byte character cut by the end of the sniffed window is fine.
         return not complete and error.start >= len(head) - 3 and error.reason.startswith("unexp")
     return True
+
+
+class TextStream:
+    """The rest of a text file, chunk by chunk: the first 8 KiB decided that it is text,
+    and all of it must be — UTF-8 (a character may be cut between chunks), no NUL or
+    control bytes. A text head in front of a binary body is not a text file."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
+
+    def feed(self, data: bytes, *, final: bool = False) -> None:
+        if len(data.translate(None, _CONTROL_BYTES)) != len(data):
+            raise unsupported("The file starts as text but holds binary (control) bytes.")
+        try:
+            self._decoder.decode(data, final)
+        except UnicodeDecodeError:
+            raise unsupported(
+                "The file starts as text but is not valid UTF-8 throughout."
+            ) from None
 
 
 def sniff(head: bytes, filename: str, *, complete: bool) -> FileType:

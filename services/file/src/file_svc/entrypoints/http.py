@@ -27,7 +27,14 @@ from switchyard.authn import current_identity, require_auth
 from switchyard.envelope import format_time
 from switchyard.pagination import PageQuery, invalid_cursor, page, read_cursor
 from switchyard.problems import Problem
-from switchyard.web import QueryModel, RequestModel, json_response, read_json, read_query
+from switchyard.web import (
+    JsonInt,
+    QueryModel,
+    RequestModel,
+    json_response,
+    read_json,
+    read_query,
+)
 
 PREFIX = "/api/v1/files"
 # Images are shown inline: nothing in them may run or load anything else. Anything else is
@@ -50,13 +57,16 @@ class ThumbnailQuery(LinkQuery):
 
 
 class ShareRequest(RequestModel):
-    expires_in: int = Field(ge=1, le=MAX_LINK_SECONDS)
+    expires_in: JsonInt = Field(ge=1, le=MAX_LINK_SECONDS)
 
 
 async def _file_for_reading(request: web.Request, query: LinkQuery) -> StoredFile:
     deps = request.app[keys.DEPS]
     file_id = request.match_info["file_id"]
     if query.signature is not None or query.expires is not None:
+        if any(len(request.query.getall(name, ())) > 1 for name in ("expires", "signature")):
+            # One spelling per link: a repeated parameter is not the link that was issued.
+            raise Problem(403, "The link is malformed.", slug="invalid-link")
         try:
             stored = await linked_file(
                 file_id, query.expires or "", query.signature or "", deps=deps
@@ -103,7 +113,10 @@ async def file_content(request: web.Request) -> web.StreamResponse:
     content_type = stored.content_type + (
         "; charset=utf-8" if stored.content_type.startswith("text/") else ""
     )
-    requested = request.headers.get("Range")
+    ranges = request.headers.getall("Range", [])
+    # Range is one field (RFC 9110 §14.2): sent twice it is invalid, and a cache in front
+    # may have read the other one — the whole file is always a correct answer.
+    requested = ranges[0] if len(ranges) == 1 else None
     if_range = request.headers.get("If-Range")
     if if_range is not None and if_range.strip() != stored.etag:
         requested = None  # the client's copy is outdated: send the whole file

@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Any, get_args
+from collections.abc import Awaitable
+from typing import Any, TypeVar, get_args
 
-from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.client_exceptions import ClientConnectionError
+from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 
 from file_svc import keys
@@ -44,6 +46,7 @@ log = logging.getLogger("file.upload")
 READ_CHUNK = 256 * 1024
 # aiohttp's part reader reads ahead to find the boundary: a small read for the small
 # field, so the purpose is known without waiting for a quarter MiB of the file behind it.
+T = TypeVar("T")
 SMALL_READ = 4096
 MAX_PURPOSE_BYTES = 64
 _IDENTITY_ENCODINGS = ("", "identity", "binary", "8bit", "7bit")
@@ -59,7 +62,7 @@ _STATUS: list[tuple[type[FileRejected], int, UploadOutcome]] = [
     (KeyInUse, 409, "invalid"),
     (KeyReused, 422, "invalid"),
 ]
-_VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # as switchyard.idempotency
+_VALID_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # as switchyard.idempotency
 
 
 def _field_problem(field: str, message: str, code: str) -> Problem:
@@ -80,9 +83,29 @@ def _rejection(error: FileRejected) -> tuple[Problem, UploadOutcome]:
     return Problem(422, error.detail, slug=error.slug), "invalid"
 
 
-async def _read_purpose(part: BodyPartReader) -> Purpose:
+class Stalled(Problem):
+    """The client sent nothing for ``FILE_UPLOAD_IDLE_SECONDS``."""
+
+
+async def _within(idle: float, step: Awaitable[T]) -> T:
+    """One read of the body, given up after ``idle`` seconds without a byte."""
+    try:
+        async with asyncio.timeout(idle):
+            return await step
+    except TimeoutError:
+        raise Stalled(
+            408,
+            f"Nothing arrived for {idle:g} seconds; the upload was ended.",
+            slug="upload-timeout",
+            headers={"Connection": "close"},
+        ) from None
+
+
+async def _read_purpose(part: BodyPartReader, idle: float) -> Purpose:
     raw = b""
-    while len(raw) <= MAX_PURPOSE_BYTES and (chunk := await part.read_chunk(SMALL_READ)):
+    while len(raw) <= MAX_PURPOSE_BYTES and (
+        chunk := await _within(idle, part.read_chunk(SMALL_READ))
+    ):
         raw += chunk
     choices = ", ".join(PURPOSES)
     if len(raw) > MAX_PURPOSE_BYTES:
@@ -96,7 +119,18 @@ async def _read_purpose(part: BodyPartReader) -> Purpose:
     return value  # type: ignore[return-value]
 
 
+_SINGLE_PART_HEADERS = ("Content-Disposition", "Content-Type")
+
+
 def _check_part_encoding(part: BodyPartReader, name: str) -> None:
+    for header in _SINGLE_PART_HEADERS:
+        if len(part.headers.getall(header, ())) > 1:
+            # aiohttp reads the first; a proxy or scanner in front may read another.
+            raise Problem(
+                400,
+                f"The multipart body is malformed: the {name} part repeats {header}.",
+                slug="malformed-multipart",
+            )
     for header in ("Content-Transfer-Encoding", "Content-Encoding"):
         value = part.headers.get(header, "").strip().lower()
         if value not in _IDENTITY_ENCODINGS:
@@ -112,7 +146,7 @@ def _idempotency_key(request: web.Request, user_id: str) -> str | None:
     key = request.headers.get(HEADER)
     if key is None:
         return None
-    if not _VALID_KEY.match(key):
+    if not _VALID_KEY.fullmatch(key):
         raise Problem(
             400, f"{HEADER} must be 1–255 visible ASCII characters.", slug="invalid-idempotency-key"
         )
@@ -147,8 +181,21 @@ async def _new_upload(
     )
 
 
-async def _stream_file(part: BodyPartReader, upload: Upload, metrics: FileMetrics) -> None:
-    while chunk := await part.read_chunk(READ_CHUNK):
+async def _next_part(reader: MultipartReader, idle: float) -> Any:
+    try:
+        return await _within(idle, reader.next())
+    except RuntimeError as error:
+        # aiohttp reads a leading ``_charset_`` part (RFC 7578 §4.6) itself and raises
+        # RuntimeError when it is longer than a charset name can be.
+        raise Problem(
+            400, f"The multipart body is malformed: {error}", slug="malformed-multipart"
+        ) from None
+
+
+async def _stream_file(
+    part: BodyPartReader, upload: Upload, metrics: FileMetrics, idle: float
+) -> None:
+    while chunk := await _within(idle, part.read_chunk(READ_CHUNK)):
         metrics.received(len(chunk))  # every byte that came in, stored or refused
         await upload.feed(chunk)
     await upload.end_of_stream()
@@ -166,12 +213,25 @@ async def upload_file(request: web.Request) -> web.Response:
             "Send the upload as multipart/form-data with the fields file and purpose.",
             slug="multipart-required",
         )
+    boundaries = parse_mimetype(request.headers[hdrs.CONTENT_TYPE]).parameters.getall(
+        "boundary", []
+    )
+    if len(boundaries) != 1 or not 1 <= len(boundaries[0]) <= 70:
+        # RFC 2046 §5.1.1: one boundary of 1-70 characters. An empty one makes every line
+        # starting with "--" inside the file a delimiter; of two, aiohttp takes the first
+        # and something in front of it may take the other (aiohttp refuses only long ones).
+        raise Problem(
+            400,
+            "The multipart body is malformed: it needs one boundary of 1-70 characters.",
+            slug="malformed-multipart",
+        )
+    idle = deps.settings.upload_idle
     upload: Upload | None = None
     purpose: Purpose | None = None
     try:
         try:
             reader = await request.multipart()
-            while (part := await reader.next()) is not None:
+            while (part := await _next_part(reader, idle)) is not None:
                 if isinstance(part, MultipartReader):
                     raise _field_problem(
                         "file", "Nested multipart parts are not accepted.", "nested"
@@ -181,7 +241,7 @@ async def upload_file(request: web.Request) -> web.Response:
                     if purpose is not None:
                         raise _field_problem("purpose", "Send the purpose once.", "duplicate")
                     _check_part_encoding(part, "purpose")
-                    purpose = await _read_purpose(part)
+                    purpose = await _read_purpose(part, idle)
                     if upload is not None:
                         upload.choose_purpose(purpose)
                 elif name == "file":
@@ -196,7 +256,7 @@ async def upload_file(request: web.Request) -> web.Response:
                     await upload.begin()
                     if purpose is not None:
                         upload.choose_purpose(purpose)
-                    await _stream_file(part, upload, metrics)
+                    await _stream_file(part, upload, metrics, idle)
                 else:
                     shown = (name or "")[:40]
                     raise _field_problem(
@@ -225,8 +285,8 @@ async def upload_file(request: web.Request) -> web.Response:
         if upload is not None:
             await upload.fail()
         raise problem from None
-    except Problem:
-        metrics.upload("invalid")
+    except Problem as problem:
+        metrics.upload("aborted" if isinstance(problem, Stalled) else "invalid")
         if upload is not None:
             await upload.fail()
         raise

@@ -141,6 +141,33 @@ class Cors:
         )
 
 
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def canonical_target(target: bytes) -> bytes | None:
+    """The one form of a request target the gateway routes on and forwards (RFC 3986
+    §6.2.2): the fragment dropped, percent-encoded unreserved characters in the path
+    decoded, other escapes in upper case; ``None`` for a broken escape. The query is
+    kept as sent. Encoded ``/``, ``\\`` and NUL stay encoded, for :func:`unsafe_path`."""
+    target = target.partition(b"#")[0]
+    path, mark, query = target.partition(b"?")
+    if b"%" in path:
+        pieces = path.split(b"%")
+        out = [pieces[0]]
+        for piece in pieces[1:]:
+            code = piece[:2]
+            if len(code) < 2 or code[0] not in _HEX or code[1] not in _HEX:
+                return None
+            char = int(code, 16)
+            if char in _UNRESERVED:
+                out.append(b"%c%s" % (char, piece[2:]))
+            else:
+                out.append(b"%" + code.upper() + piece[2:])
+        path = b"".join(out)
+    return path + mark + query
+
+
 def unsafe_path(path: bytes) -> bool:
     """Paths the gateway refuses instead of guessing how an upstream would normalise them:
     dot segments, encoded slashes/dots/backslashes, backslashes and NULs."""

@@ -28,9 +28,11 @@ from gateway_svc.proxy.edges import (
     ALL_SECURITY_HEADERS,
     HSTS_HEADER,
     SECURITY_HEADERS,
+    Cors,
     accept_request_id,
     accept_traceparent,
     bearer_token,
+    canonical_target,
     unsafe_path,
 )
 from gateway_svc.proxy.upstream import UpstreamConnection, UpstreamHost
@@ -172,6 +174,10 @@ BODY_NONE, BODY_LENGTH, BODY_CHUNK, BODY_EOF = 0, 1, 2, 3
 PENDING_LIMIT = 256 * 1024  # request bytes held while connecting before reading pauses
 DISCARD_LIMIT = 64 * 1024  # request bytes read and dropped after a local answer
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Methods the gateway serves; CONNECT and TRACE are known but never proxied (405),
+# anything else is not implemented (501).
+METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
+ALLOW_HEADER = b"Allow: " + Cors.ALLOW_METHODS + b"\r\n"
 
 
 class Exchange:
@@ -192,6 +198,7 @@ class Exchange:
     origin: bytes | None = None
     content_length: int | None = None
     chunked = False
+    transfer_coding: bytes | None = None
     connection_tokens: bytes | None = None
     upgrade: bytes | None = None
     expect_continue = False
@@ -199,6 +206,8 @@ class Exchange:
     acr_headers: bytes | None = None
     head_size = 0
     oversized = False
+    upgrading = False  # llhttp ended the message at its head (Connection: upgrade)
+    refused: tuple[int, str, str | None, bytes] | None = None  # answer instead of serving
     keep_alive = True
     http11 = True
     # edge decisions
@@ -212,6 +221,7 @@ class Exchange:
     body_done = False
     body_bytes = 0
     discard_body = False
+    discard_until = 0.0  # the connection is dropped if the body is still coming then
     pending_size = 0
     # upstream
     upstream: UpstreamHost | None = None
@@ -266,6 +276,9 @@ class Exchange:
         if kind == H_PASS:
             self.fwd += (name, b": ", value, b"\r\n")
         elif kind == H_AUTH:
+            if self.authorization is not None:
+                # the gateway would verify one, the service (multidict .get) the other
+                self.refuse(400, "The request has more than one Authorization header.")
             self.authorization = value
             self.fwd += (name, b": ", value, b"\r\n")
         elif kind == H_HOST:
@@ -292,8 +305,14 @@ class Exchange:
                 self.content_length = -1
         elif kind == H_TE:
             self.chunked = True
+            # two Transfer-Encoding headers are one list: never plain "chunked"
+            self.transfer_coding = value if self.transfer_coding is None else b"several"
         elif kind == H_CONNECTION:
-            self.connection_tokens = value.lower()
+            # a list field: every Connection line names hop-by-hop headers
+            tokens = value.lower()
+            self.connection_tokens = (
+                tokens if self.connection_tokens is None else self.connection_tokens + b"," + tokens
+            )
         elif kind == H_UPGRADE:
             self.upgrade = value.lower()
         elif kind == H_EXPECT:
@@ -304,19 +323,71 @@ class Exchange:
             self.acr_headers = value
         # H_DROP: hop-by-hop or spoofable; not forwarded
 
+    def check_head(self, version: str, upgrading: bool) -> bool:
+        """What is wrong in the head alone, before anything is forwarded (called as
+        it completes, only when something in it is unusual): True when refused."""
+        self.upgrading = upgrading
+        method = self.method
+        if version != "1.1" and version != "1.0":
+            self.refuse(505, "Only HTTP/1.1 and HTTP/1.0 requests are served.")
+        elif method not in METHODS:
+            if method == b"CONNECT" or method == b"TRACE":
+                self.refuse(405, "This method is not allowed.", headers=ALLOW_HEADER)
+            else:
+                self.refuse(501, "This method is not implemented.")
+        elif self.transfer_coding is not None and (
+            not self.http11 or self.transfer_coding.strip().lower() != b"chunked"
+        ):
+            if self.http11:
+                self.refuse(501, "Only the chunked transfer coding is accepted.")
+            else:
+                self.refuse(400, "Transfer-Encoding is not allowed in HTTP/1.0.")
+        elif upgrading and (self.chunked or self.content_length):
+            # llhttp ends an upgrade request at its head: a body would be read as the
+            # next request.
+            self.refuse(400, "A request that asks for a protocol upgrade cannot have a body.")
+        return self.refused is not None
+
+    def refuse(
+        self, status: int, detail: str, slug: str | None = None, headers: bytes = b""
+    ) -> None:
+        self.refused = (status, detail, slug, headers)
+        self.close_after = True
+        self.keep_alive = False
+
+    def answer_refusal(self) -> None:
+        assert self.refused is not None
+        status, detail, slug, headers = self.refused
+        if not self.request_id:
+            self.request_id = accept_request_id(self.request_id_in, self.gw.request_ids)
+        self.problem(status, detail, slug=slug, headers=headers)
+        if not self.finished:
+            self.finish()
+
     # -- the edge checks ------------------------------------------------------------------------
 
     def start(self) -> None:
         """Run the edge checks and forward; continues in a task only when it must wait."""
         gw = self.gw
+        if self.refused is not None:
+            self.answer_refusal()
+            return
+        self.request_id = accept_request_id(self.request_id_in, gw.request_ids)
         url = self.url
+        if b"%" in url or b"#" in url:
+            # One canonical target: routed on, and forwarded exactly so.
+            canonical = canonical_target(url)
+            if canonical is None:
+                self.close_after = True
+                self.problem(400, "The request path is not acceptable.", slug="bad-path")
+                return
+            self.url = url = canonical
         mark = url.find(b"?")
         if mark >= 0:
             self.path = path = url[:mark]
             self.query = url[mark + 1 :]
         else:
             self.path = path = url
-        self.request_id = accept_request_id(self.request_id_in, gw.request_ids)
         if self.oversized:
             self.close_after = True
             self.problem(431, "The request headers are too large.")
@@ -327,6 +398,8 @@ class Exchange:
             self.problem(400, "The request needs exactly one Host header.", slug="bad-host")
             return
         if not path.startswith(b"/") or unsafe_path(path):
+            # only origin-form targets; no dot segments, encoded separators or NULs
+            self.close_after = True
             self.problem(400, "The request path is not acceptable.", slug="bad-path")
             return
         if self.connection_tokens is not None:
@@ -345,8 +418,10 @@ class Exchange:
         self.route = route
         self.route_name = route.name
         if self.upgrade is not None:
-            if self.upgrade != b"websocket":
-                self.upgrade = None  # e.g. h2c: served as plain HTTP/1.1
+            if self.upgrade != b"websocket" or not self.upgrading:
+                # e.g. h2c, or no "Connection: upgrade": served as plain HTTP/1.1 (the
+                # Upgrade header is not forwarded; a body was refused with the head)
+                self.upgrade = None
             elif not route.websocket:
                 self.close_after = True
                 self.problem(
@@ -359,6 +434,8 @@ class Exchange:
                 self.websocket = True
                 self.close_after = True
         length = self.content_length
+        if self.body_bytes > route.max_body_bytes:
+            length = self.body_bytes  # chunks that came with the head
         if length is not None and (length < 0 or (length > route.max_body_bytes)):
             self.close_after = True
             if length < 0:
@@ -644,9 +721,6 @@ class Exchange:
             self.conn.resume_reading()
         if self.body_done and self.chunked:
             pieces.append(b"0\r\n\r\n")
-        if self.websocket and self.upgrade_rest:
-            pieces.append(self.upgrade_rest)
-            self.upgrade_rest = b""
         up.transport.writelines(pieces)  # type: ignore[union-attr]
         if self.conn.write_paused:
             up.pause()  # the client is still behind on an earlier response
@@ -803,6 +877,10 @@ class Exchange:
             self.resp_lines = []
             self.resp_security = 0
             return
+        if status == 101 and not self.websocket:
+            # A switch no one asked for: never a raw tunnel past the gateway's checks.
+            self.on_upstream_broken(up, "the upstream switched protocols unasked")
+            return
         gw = self.gw
         host = up.upstream
         if status in (502, 503, 504):
@@ -873,20 +951,26 @@ class Exchange:
             self._emit(b"0\r\n\r\n")
         self.resp_done = True
         self.upstream_seconds = self.gw.loop.time() - self.sent_at
-        self._detach_upstream(reuse=self.up_keep_alive and self.body_done)
+        # A connection that refused an upgrade, or answered before the whole body was
+        # sent, is never reused: where its next request starts is uncertain.
+        self._detach_upstream(reuse=self.up_keep_alive and self.body_done and not self.websocket)
         if self.body_done or self.close_after:
             self.finish()
         elif (
             self.content_length is not None
             and self.content_length - self.body_bytes <= DISCARD_LIMIT
         ):
-            self.discard_body = True  # an early answer: read the rest of the body and drop it
+            # an early answer: read the rest of the body and drop it, for a while
+            self.discard_body = True
+            self.discard_until = self.gw.loop.time() + self.gw.settings.header_timeout
         else:
             self.close_after = True
             self.finish()
 
     def on_upstream_upgraded(self, up: UpstreamConnection, rest: bytes) -> None:
         """The upstream accepted the WebSocket upgrade: from now on, bytes flow both ways."""
+        if self.up is not up:
+            return  # already refused (a 101 to a request that asked for no upgrade)
         if self.status != 101:
             self.on_upstream_broken(up, "the upstream switched protocols without 101")
             return
@@ -898,6 +982,10 @@ class Exchange:
         self.up = None
         up.exchange = None
         up.upstream.in_flight -= 1
+        if self.upgrade_rest and up.transport is not None:
+            # what the client sent after its handshake, held until this 101
+            up.transport.write(self.upgrade_rest)
+            self.upgrade_rest = b""
         self.conn.start_tunnel(up)
         self.resp_done = True
         self.finish(tunnel=True)
@@ -967,7 +1055,7 @@ class Exchange:
             if up.reading_paused:
                 up.resume()
             up.served += 1
-            up.upstream.put_idle(up, self.gw.loop.time())
+            up.release(self.gw.loop.time())
         else:
             up.abort()
 
@@ -1002,8 +1090,12 @@ class Exchange:
         if self.resp_started or self.finished:
             return
         self._detach_upstream(reuse=False)
+        if self.conn.held is self:
+            # a handshake answered here: what the client sent after it is not HTTP
+            self.close_after = True
         if not self.body_done:
             self.discard_body = True
+            self.discard_until = self.gw.loop.time() + self.gw.settings.header_timeout
             if self.chunked or (self.content_length or 0) - self.body_bytes > DISCARD_LIMIT:
                 self.close_after = True
         self.status = status

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from gateway_svc.proxy.exchange import Exchange
+from gateway_svc.proxy.exchange import METHODS, PENDING_LIMIT, Exchange
 
 if TYPE_CHECKING:
     from gateway_svc.app import Gateway
@@ -23,9 +23,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.server")
 
+# Requests parsed ahead of the one being answered (pipelining): each holds an exchange,
+# so a burst of tiny requests in one read is cut off here (429, then close).
+MAX_PIPELINED = 32
+
 
 class _HeadersTooLarge(Exception):
     pass
+
+
+class _Refused(Exception):
+    """A request head the gateway refuses: stop parsing, answer it in turn, close."""
 
 
 class ClientConnection(asyncio.Protocol):
@@ -35,6 +43,11 @@ class ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.peer = "unknown"
         self.cur: Exchange | None = None  # the request being parsed
+        self.last_head: Exchange | None = None  # the request whose head was parsed last
+        self.starting: Exchange | None = None  # to start once this read is parsed
+        self.held: Exchange | None = None  # an upgrade waiting for 101: it holds the bytes
+        self.stopped = False  # a refused request: nothing after it is parsed
+        self.lingering = 0.0  # when close() sent our FIN (the client may still send)
         self.active: Exchange | None = None  # the request being answered
         self.waiting: deque[Exchange] | None = None  # pipelined requests behind it
         self.reading_paused = False
@@ -47,6 +60,7 @@ class ClientConnection(asyncio.Protocol):
         self.peer_trusted = False
         self.ip_key = b""
         self.forwarded_headers = b""
+        self.fwd_limit = 4 * gw.max_headers
 
     # -- asyncio callbacks ---------------------------------------------------------------
 
@@ -62,25 +76,49 @@ class ClientConnection(asyncio.Protocol):
             b"X-Forwarded-For: " + self.peer_bytes + b"\r\nX-Forwarded-Proto: http\r\n"
         )
         gw.connections.add(self)
-        self.last_activity = gw.loop.time()
+        # The first request head is due within the header timeout from the connect,
+        # even before its target arrives (an idle new socket is not a kept-alive one).
+        self.last_activity = self.head_started = gw.loop.time()
 
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel
         if tunnel is not None:
             tunnel.write(data)
             return
+        held = self.held
+        if held is not None:
+            # After an upgrade head, nothing goes upstream before its 101 (then the
+            # tunnel sends it); if the upgrade is refused the connection closes.
+            held.upgrade_rest += data
+            if len(held.upgrade_rest) > PENDING_LIMIT:
+                self.pause_reading()
+            return
+        if self.stopped:
+            return
+        upgrade_at = -1
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            self._upgrade_requested(data[upgrade.args[0] :])
+            upgrade_at = upgrade.args[0]  # handled below, outside this except clause
         except httptools.HttpParserCallbackError as error:
-            if isinstance(error.__context__, _HeadersTooLarge) and self.cur is not None:
-                self._reject(431, "The request headers are too large.")
+            context = error.__context__
+            if isinstance(context, _Refused):
+                self._stop_parsing()
+            elif isinstance(context, _HeadersTooLarge) and self.cur is not None:
+                self._reject(431, "The request has too many headers, or too large ones.")
             else:
-                log.error("request handling failed", exc_info=error.__context__ or error)
+                log.error("request handling failed", exc_info=context or error)
                 self._reject(500, "The gateway could not handle the request.")
         except httptools.HttpParserError:
             self._reject(400, "The request is not valid HTTP/1.1.")
+        if upgrade_at >= 0:
+            self._upgrade_requested(data[upgrade_at:])
+        # Requests start once the whole read is parsed: a request whose head and a
+        # broken body arrived together is refused before anything is forwarded.
+        starting = self.starting
+        if starting is not None:
+            self.starting = None
+            starting.start()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -147,19 +185,37 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         cur = self.cur
         assert cur is not None
+        if len(cur.fwd) >= self.fwd_limit:
+            # Host plus the header lines to forward (4 items each in ``fwd``): never
+            # more than an upstream accepts. Headers the gateway drops or merges are
+            # bounded by GATEWAY_MAX_HEADER_BYTES.
+            raise _HeadersTooLarge
         parser = self.parser
         cur.method = parser.get_method()
         cur.keep_alive = parser.should_keep_alive()
-        cur.http11 = parser.get_http_version() == "1.1"
+        version = parser.get_http_version()
+        cur.http11 = http11 = version == "1.1"
+        refused = (
+            (not http11 and version != "1.0")
+            or cur.method not in METHODS
+            or cur.transfer_coding is not None
+            or cur.upgrade is not None
+            or cur.refused is not None
+        ) and cur.check_head(version, parser.should_upgrade())
         self.head_started = 0.0
+        self.last_head = cur
         if self.active is None:
-            self.active = cur
-            cur.start()
+            self.active = self.starting = cur
         else:
             if self.waiting is None:
                 self.waiting = deque()
+            elif len(self.waiting) >= MAX_PIPELINED and not refused:
+                cur.refuse(429, "Too many pipelined requests; send more after the answers.")
+                refused = True
             self.waiting.append(cur)
             self.pause_reading()  # one request at a time; the socket buffers the rest
+        if refused:
+            raise _Refused
 
     def on_body(self, body: bytes) -> None:
         cur = self.cur
@@ -214,62 +270,84 @@ class ClientConnection(asyncio.Protocol):
         """After ``101 Switching Protocols``: relay raw bytes both ways until either side closes."""
         up_transport = up.transport
         assert up_transport is not None
+        self.held = None
         self.tunnel = up_transport
         up.tunnel = self.transport
         self.active = None
         self.resume_reading()
 
     def close(self) -> None:
-        if not self.closed:
-            self.transport.close()
+        """Close after what was written: our side first (FIN), then read and drop what
+        the client still sends for a moment (the sweep aborts after LINGER_SECONDS), so
+        an answer given before the request was read is not destroyed by a reset."""
+        if self.closed:
+            return
+        self.closed = True  # nothing more is written
+        self.stopped = True  # nor parsed
+        self.held = None
+        transport = self.transport
+        if self.tunnel is None and transport.can_write_eof():
+            self.lingering = self.gw.loop.time()
+            transport.write_eof()
+            if self.reading_paused:
+                self.reading_paused = False
+                transport.resume_reading()
+        else:
+            transport.close()
 
     def abort(self) -> None:
-        if not self.closed:
-            self.transport.abort()
+        self.closed = True
+        self.transport.abort()
 
     # -- errors and upgrades ----------------------------------------------------------------
 
+    def _stop_parsing(self) -> None:
+        """Nothing after a refused or broken request is read: the connection closes
+        once the requests before it are answered."""
+        self.stopped = True
+        self.cur = None
+        self.pause_reading()
+
     def _reject(self, status: int, detail: str) -> None:
-        """A request we cannot parse or serve: answer once (if nothing was sent yet) and close."""
-        exchange = self.cur or self.active
-        if exchange is None:
-            # Garbage before a request line was even parsed: still a 400, not a silent close.
-            exchange = self.cur = Exchange(self)
+        """A request we cannot parse or serve: answer it in turn (if nothing was sent
+        yet) and close."""
+        # No current request: the bytes were to start a new one (garbage before its
+        # request line still gets a 400, not a silent close).
+        exchange = self.cur or Exchange(self)
+        self._stop_parsing()
         if exchange.resp_started:
             self.abort()
             return
-        exchange.close_after = True
-        exchange.keep_alive = False
-        if not exchange.request_id:
-            exchange.request_id = self.gw.request_ids.new()
+        exchange.refuse(status, detail)
         if self.active is None:
             self.active = exchange
         if self.active is exchange:
-            exchange.problem(status, detail)
-            if not exchange.finished:
-                exchange.finish()
-        else:
+            if self.starting is exchange:
+                self.starting = None
+            exchange.answer_refusal()
+        elif exchange.finished:
             self.abort()
+        else:
+            if self.waiting is None:
+                self.waiting = deque()
+            if exchange not in self.waiting:
+                self.waiting.append(exchange)  # answered after the requests before it
 
     def _upgrade_requested(self, rest: bytes) -> None:
-        exchange = self.active if self.active is not None else self.cur
-        if exchange is not None and exchange.websocket:
-            # The parser stops at an upgrade; what follows belongs to the tunnel.
-            exchange.body_done = True
-            self.cur = None
-            if exchange.up is not None and exchange.head_sent:
-                if rest:
-                    exchange.up.transport.write(rest)  # type: ignore[union-attr]
-            else:
-                exchange.upgrade_rest += rest
+        """llhttp ended the request at its head (``Connection: upgrade``; a body was
+        refused by :meth:`Exchange.check_head`)."""
+        exchange = self.last_head
+        self.cur = None
+        if exchange is None or exchange.finished:
+            self.close()
             return
-        if exchange is not None and exchange.finished:
-            self.close()  # refused (e.g. websocket on a plain route): already answered
+        if exchange.upgrade == b"websocket":
+            # A WebSocket handshake (refused later if its route does not allow it):
+            # what follows belongs to the tunnel, held until the upstream answers 101.
+            self.held = exchange
+            exchange.upgrade_rest += rest
             return
-        # Another protocol (h2c): the request is served as plain HTTP/1.1, parsing goes on.
+        # Another protocol (h2c): not an upgrade; parsing goes on as HTTP/1.1.
         self.parser = httptools.HttpRequestParser(self)
-        if exchange is not None and not exchange.body_done and self.cur is exchange:
-            self.cur = None
-            exchange.on_message_complete()
         if rest:
             self.data_received(rest)

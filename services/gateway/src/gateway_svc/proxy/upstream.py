@@ -147,6 +147,8 @@ class UpstreamConnection(asyncio.Protocol):
         "got_bytes",
         "tunnel",
         "reading_paused",
+        "feeding",
+        "release_at",
     )
 
     def __init__(self, upstream: UpstreamHost) -> None:
@@ -160,6 +162,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_bytes = False
         self.tunnel: asyncio.Transport | None = None
         self.reading_paused = False
+        self.feeding = False  # inside data_received: the read is not fully parsed yet
+        self.release_at = 0.0  # a release to the pool, waiting for the read's end
 
     # -- asyncio callbacks ---------------------------------------------------------------
 
@@ -179,6 +183,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.got_bytes = True
         exchange.out_begin()
+        self.feeding = True
         try:
             self.parser.feed_data(data)
             if exchange.status == 101 and self.tunnel is None and self.exchange is exchange:
@@ -193,7 +198,15 @@ class UpstreamConnection(asyncio.Protocol):
                 return
             exchange.on_upstream_broken(self, "the upstream sent a malformed response")
         finally:
+            self.feeding = False
             exchange.out_flush()
+            release_at = self.release_at
+            if release_at:
+                # pooled only once the whole read parsed cleanly: bytes after the end
+                # of the response (a second response) closed it above instead
+                self.release_at = 0.0
+                if not self.closed and self.exchange is None and self.tunnel is None:
+                    self.upstream.put_idle(self, release_at)
 
     def eof_received(self) -> bool | None:
         return None
@@ -266,6 +279,15 @@ class UpstreamConnection(asyncio.Protocol):
         if self.reading_paused and self.transport is not None:
             self.reading_paused = False
             self.transport.resume_reading()
+
+    def release(self, now: float) -> None:
+        """Back to the pool after a complete response — but not before the rest of the
+        read that carried its end is parsed: no request may take a connection whose
+        framing is not yet known to be intact."""
+        if self.feeding:
+            self.release_at = now
+        else:
+            self.upstream.put_idle(self, now)
 
     def reset_parser(self) -> None:
         """A fresh parser (after a HEAD response, whose body the old parser would await)."""

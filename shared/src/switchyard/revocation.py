@@ -1,0 +1,383 @@
+"""Revoked sessions, refused everywhere within seconds: a deny-list the token verifier consults.
+
+Auth announces every session (refresh-token family) that ends before its expiry with
+``auth.session.revoked {user_id, session_id, expires_at}`` (DESIGN §3.1); its access tokens
+carry the session id in the ``sid`` claim. A service that verifies tokens itself enables the
+deny-list with one line after ``verifier_context()`` (and ``bus_context``)::
+
+    app.cleanup_ctx.extend([..., bus_context, verifier_context(), revocation_context(), ...])
+
+Then:
+
+- every process keeps a :class:`DenyList` (``session_id → deny until``), bounded
+  (``REVOCATION_DENY_LIST_CAPACITY``) and pruned as entries pass ``expires_at`` plus the
+  verifier's leeway (after that the token's own ``exp`` refuses it);
+- the verifier does one dictionary lookup of the token's ``sid`` per verification
+  (``TokenVerifier(denied=...)``): a revoked session's token gets ``InvalidToken("revoked")``,
+  a 401 from :func:`switchyard.authn.authn_middleware`;
+- :class:`RevocationFeed` feeds it from the bus — one exclusive, auto-delete queue per process
+  (``<service>.revocations.<random>``) bound to ``auth.session.revoked``, so every replica
+  hears every revocation — and from auth's list of the sessions revoked and not yet expired
+  (``GET /internal/v1/auth/revoked-sessions``, ``INTERNAL_API_TOKEN`` as a bearer token), read
+  once the queue exists (no gap between the two) and again after every broker reconnection
+  (revocations published while the connection was down are not lost). Until the first read
+  succeeds it is retried in the background; the service serves meanwhile.
+
+A message on the queue that is not a valid ``auth.session.revoked`` is poison: it is parked
+in ``<service>.revocations.dlq`` (durable) with the reason headers, like any consumer's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aiohttp import web
+
+from switchyard import keys
+from switchyard.bus.connection import Bus
+from switchyard.bus.consumer import decode_event, park
+from switchyard.bus.errors import PoisonMessage
+from switchyard.bus.topology import (
+    declare_exchange,
+    declare_queue,
+    queue_arguments,
+)
+from switchyard.envelope import CATALOG, EventCatalog
+from switchyard.events.auth import SessionRevoked
+from switchyard.tokens import DEFAULT_LEEWAY
+
+log = logging.getLogger("switchyard.revocation")
+
+REVOKED_EVENT = "auth.session.revoked"
+# Auth's list of the sessions revoked and not yet expired (only services may read it).
+REVOKED_SESSIONS_PATH = "/internal/v1/auth/revoked-sessions"
+DEFAULT_CAPACITY = 200_000
+PRUNE_INTERVAL = 30.0
+FETCH_TIMEOUT = 10.0
+FETCH_RETRY_MAX = 5.0
+
+
+class DenyList:
+    """Session ids to refuse, each until its ``expires_at`` plus ``leeway`` seconds.
+
+    :attr:`entries` is the plain dict the verifier looks ``sid`` up in (kept the same
+    object for the list's life). At ``capacity`` the entry closest to its end is dropped
+    first (counted in :attr:`evicted`): its token is the next to expire anyway.
+    """
+
+    def __init__(
+        self,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        leeway: float = DEFAULT_LEEWAY,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be positive")
+        self.capacity = capacity
+        self.leeway = leeway
+        self.clock = clock
+        self.entries: dict[str, float] = {}
+        self._ends: list[tuple[float, str]] = []  # a heap of (deny until, session id)
+        self.evicted = 0
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self.entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def add(self, session_id: str, expires_at: float) -> bool:
+        """Deny ``session_id`` until ``expires_at`` (epoch seconds) plus the leeway; False when
+        it is already past that (nothing to deny) or already denied at least as long."""
+        until = expires_at + self.leeway
+        now = self.clock()
+        if until <= now:
+            return False
+        known = self.entries.get(session_id)
+        if known is not None and known >= until:
+            return False
+        if known is None and len(self.entries) >= self.capacity:
+            self.prune(now)
+            while len(self.entries) >= self.capacity:
+                self._drop_first()
+                self.evicted += 1
+            if self.evicted and self.evicted % 1000 == 1:
+                log.warning(
+                    "the deny-list is full; dropping the sessions closest to expiry",
+                    extra={"capacity": self.capacity, "evicted": self.evicted},
+                )
+        self.entries[session_id] = until
+        heapq.heappush(self._ends, (until, session_id))
+        return True
+
+    def prune(self, now: float | None = None) -> int:
+        """Forget the sessions whose tokens have all expired; returns how many."""
+        now = self.clock() if now is None else now
+        removed = 0
+        while self._ends and self._ends[0][0] <= now:
+            until, session_id = heapq.heappop(self._ends)
+            if self.entries.get(session_id) == until:
+                del self.entries[session_id]
+                removed += 1
+        return removed
+
+    def _drop_first(self) -> None:
+        while self._ends:
+            until, session_id = heapq.heappop(self._ends)
+            if self.entries.get(session_id) == until:
+                del self.entries[session_id]
+                return
+
+
+def revoked_sessions_url(jwks_url: str) -> str:
+    """Auth's revoked-sessions list beside its JWKS (same origin)."""
+    base = jwks_url.split("/.well-known/", 1)[0] if "/.well-known/" in jwks_url else jwks_url
+    return base.rstrip("/") + REVOKED_SESSIONS_PATH
+
+
+def _epoch(text: Any) -> float:
+    if not isinstance(text, str):
+        raise ValueError("expires_at is not a string")
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+class RevocationFeed:
+    """Keeps a :class:`DenyList` up to date from the bus and auth's list (see the module)."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        deny_list: DenyList,
+        *,
+        url: str,
+        token: str | None,
+        catalog: EventCatalog = CATALOG,
+        prune_interval: float = PRUNE_INTERVAL,
+        fetch_retry_max: float = FETCH_RETRY_MAX,
+    ) -> None:
+        self.bus = bus
+        self.deny_list = deny_list
+        self.url = url
+        self.token = token
+        self.catalog = catalog
+        self.prune_interval = prune_interval
+        self.fetch_retry_max = fetch_retry_max
+        self.queue_name = bus.queue_name(f"revocations.{uuid.uuid4().hex[:16]}")
+        self.dlq_name = bus.queue_name("revocations.dlq")
+        self.fetched = asyncio.Event()  # set after each complete read of auth's list
+        self.fetches = 0
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._fetching: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._connection = connection = await self.bus.consume_connection()
+        self._channel = channel = await connection.channel()
+        await channel.set_qos(prefetch_count=256)
+        exchange = await declare_exchange(channel, self.bus.exchange_name)
+        await declare_queue(channel, self.dlq_name, queue_arguments(self.bus.queue_expires_ms))
+        # Exclusive: deleted with this process's connection; a reconnection declares it anew
+        # (aio-pika's robust channel restores queue, binding and consumer).
+        self._queue = queue = await channel.declare_queue(
+            self.queue_name, durable=False, exclusive=True, auto_delete=True
+        )
+        await queue.bind(exchange, routing_key=REVOKED_EVENT)
+        self._consumer_tag = await queue.consume(self._on_message)
+        connection.reconnect_callbacks.add(self._on_reconnect)
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT))
+        self.refetch()
+        self._spawn(self._prune_forever())
+        log.info("following session revocations", extra={"queue": self.queue_name})
+
+    async def stop(self) -> None:
+        if self._connection is not None:
+            self._connection.reconnect_callbacks.discard(self._on_reconnect)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._channel is not None and not self._channel.is_closed:
+            try:
+                # Closing the channel ends the consumer; the queue goes with the connection.
+                await asyncio.wait_for(self._channel.close(), 5.0)
+            except TimeoutError:
+                log.warning("the revocation channel did not close in time")
+        self._channel = None
+
+    def _spawn(self, work: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- the bus ---------------------------------------------------------------------------
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            event = decode_event(message.body, catalog=self.catalog)
+            if not isinstance(event.data, SessionRevoked):
+                raise PoisonMessage(f"not an {REVOKED_EVENT} event: {event.type!r}")
+        except PoisonMessage as poison:
+            await self._dead_letter(message, poison)
+            return
+        data = event.data
+        self.deny_list.add(data.session_id, data.expires_at.timestamp())
+        await message.ack()
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, error: PoisonMessage) -> None:
+        await park(
+            self.bus,
+            message,
+            error,
+            queue=self.queue_name,
+            dlq=self.dlq_name,
+            attempts=0,
+            reason="poison",
+        )
+        await message.ack()
+        log.error(
+            "revocation message parked in the DLQ",
+            extra={"queue": self.dlq_name, "error": str(error)[:200]},
+        )
+
+    def _on_reconnect(self, *_: Any) -> None:
+        # Revocations published while the connection was down reached no queue of ours.
+        log.info("broker connection restored; reading revoked sessions again")
+        self.refetch()
+
+    # -- auth's list -----------------------------------------------------------------------
+
+    def refetch(self) -> None:
+        """Read auth's list again (in the background, retried until it succeeds)."""
+        if self._fetching is not None and not self._fetching.done():
+            self._fetching.cancel()
+        self.fetched.clear()
+        self._fetching = self._spawn(self._fetch_until_done())
+
+    async def _fetch_until_done(self) -> None:
+        pause = 0.2
+        while True:
+            try:
+                added = await self.fetch()
+            except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+                log.warning(
+                    "could not read the revoked sessions from auth; retrying",
+                    extra={"url": self.url, "error": repr(error)[:300], "retry_in": pause},
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, self.fetch_retry_max)
+                continue
+            self.fetches += 1
+            self.fetched.set()
+            log.info("revoked sessions read from auth", extra={"added": added})
+            return
+
+    async def fetch(self) -> int:
+        """Read every page of auth's list into the deny-list; returns the entries added."""
+        assert self._session is not None, "start() first"
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        added = 0
+        cursor: str | None = None
+        while True:
+            params = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
+            async with self._session.get(self.url, params=params, headers=headers) as response:
+                if response.status != 200:
+                    raise aiohttp.ClientResponseError(
+                        response.request_info,
+                        response.history,
+                        status=response.status,
+                        message=f"auth answered {response.status}",
+                    )
+                body = await response.json()
+            if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+                raise ValueError("auth's revoked-session list has an unexpected shape")
+            for item in body["items"]:
+                session_id = item.get("session_id") if isinstance(item, dict) else None
+                if not isinstance(session_id, str) or not session_id:
+                    raise ValueError("a revoked session without a session_id")
+                if self.deny_list.add(session_id, _epoch(item.get("expires_at"))):
+                    added += 1
+            cursor = body.get("next_cursor")
+            if not cursor:
+                return added
+
+    async def _prune_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.prune_interval)
+            self.deny_list.prune()
+
+
+DENY_LIST = web.AppKey("switchyard.deny_list", DenyList)
+REVOCATION_FEED = web.AppKey("switchyard.revocation_feed", RevocationFeed)
+
+
+def revocation_context(
+    *, capacity: int | None = None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A ``cleanup_ctx`` (after ``bus_context`` and ``verifier_context()``) that gives
+    ``app[switchyard.authn.VERIFIER]`` a deny-list fed by a :class:`RevocationFeed`."""
+    from switchyard.authn import VERIFIER
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        settings = app[keys.SETTINGS]
+        token = settings.internal_api_token
+        if token is None and settings.environment not in ("development", "test"):
+            raise RuntimeError("INTERNAL_API_TOKEN must be set to read auth's revoked sessions")
+        verifier = app[VERIFIER]
+        deny_list = DenyList(
+            capacity=capacity or settings.revocation_deny_list_capacity,
+            leeway=verifier.leeway,
+            clock=verifier.clock,
+        )
+        verifier.denied = deny_list.entries
+        feed = RevocationFeed(
+            app[keys.BUS],
+            deny_list,
+            url=settings.revoked_sessions_url or revoked_sessions_url(settings.jwks_url),
+            token=token.get_secret_value() if token is not None else None,
+        )
+        await feed.start()
+        app[DENY_LIST] = deny_list
+        app[REVOCATION_FEED] = feed
+        try:
+            yield
+        finally:
+            await feed.stop()
+
+    return context
+
+
+__all__ = [
+    "DENY_LIST",
+    "REVOCATION_FEED",
+    "REVOKED_EVENT",
+    "REVOKED_SESSIONS_PATH",
+    "DenyList",
+    "RevocationFeed",
+    "revocation_context",
+    "revoked_sessions_url",
+]

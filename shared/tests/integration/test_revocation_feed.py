@@ -1,0 +1,194 @@
+"""The revocation feed on the real broker: auth's list at start-up, every announcement after,
+one queue per process (every replica hears every revocation), poison parked with a reason."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aio_pika
+import aiormq
+import pytest
+
+from switchyard.bus import Bus
+from switchyard.bus.headers import H_REASON
+from switchyard.envelope import new_envelope
+from switchyard.events.auth import SessionRevoked
+from switchyard.revocation import REVOKED_EVENT, DenyList, RevocationFeed, revoked_sessions_url
+from switchyard.testing import JwksServer, TcpProxy, eventually, service_bus
+from switchyard.testing.jwks import TEST_INTERNAL_TOKEN
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("broker_cleanup")]
+
+
+@pytest.fixture
+async def buses(settings_overrides: dict[str, Any]) -> AsyncIterator[list[Bus]]:
+    """Two replicas of one service, each with its own connection."""
+    made = [service_bus(settings_overrides, "payments") for _ in range(2)]
+    for bus in made:
+        await bus.connect()
+    yield made
+    for bus in made:
+        await bus.close()
+
+
+async def start_feed(
+    bus: Bus, keys: JwksServer, token: str = TEST_INTERNAL_TOKEN
+) -> RevocationFeed:
+    feed = RevocationFeed(
+        bus, DenyList(), url=revoked_sessions_url(keys.jwks_url), token=token, fetch_retry_max=0.2
+    )
+    await feed.start()
+    return feed
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async def holds() -> bool:
+        return condition()
+
+    await eventually(holds, timeout=10)
+
+
+def revoked(session_id: str, minutes: float = 15) -> Any:
+    now = datetime.now(UTC)
+    return new_envelope(
+        SessionRevoked(
+            user_id="u1",
+            session_id=session_id,
+            expires_at=now + timedelta(minutes=minutes),
+            revoked_at=now,
+            reason="logout_all",
+        ),
+        service="auth",
+        subject="u1",
+    )
+
+
+async def test_start_up_reads_auths_list_and_every_replica_hears_each_revocation(
+    buses: list[Bus], jwks_server: JwksServer, settings_overrides: dict[str, Any]
+) -> None:
+    jwks_server.revoke("before-start", time.time() + 600)
+    feeds = [await start_feed(bus, jwks_server) for bus in buses]
+    try:
+        for feed in feeds:
+            await until(feed.fetched.is_set)
+            assert "before-start" in feed.deny_list
+        publisher = service_bus(settings_overrides, "auth")
+        await publisher.connect()
+        try:
+            started = time.monotonic()
+            await publisher.publish(revoked("announced"))
+            await until(lambda: all("announced" in feed.deny_list for feed in feeds))
+            assert time.monotonic() - started < 2.0
+            # An announcement of a session whose tokens are all dead adds nothing.
+            await publisher.publish(revoked("long-gone", minutes=-10))
+            await publisher.publish(revoked("marker"))
+            await until(lambda: all("marker" in feed.deny_list for feed in feeds))
+            assert all("long-gone" not in feed.deny_list for feed in feeds)
+        finally:
+            await publisher.close()
+    finally:
+        for feed in feeds:
+            await feed.stop()
+
+
+async def test_a_wrong_token_is_refused_and_the_read_retried(
+    buses: list[Bus], jwks_server: JwksServer
+) -> None:
+    feed = await start_feed(buses[0], jwks_server, token="not-the-token")
+    try:
+        await until(lambda: jwks_server.revoked_reads == 0 and not feed.fetched.is_set())
+        assert feed.fetches == 0
+        feed.token = TEST_INTERNAL_TOKEN  # the next retry presents the right one
+        await until(feed.fetched.is_set)
+        assert jwks_server.revoked_reads >= 1
+    finally:
+        await feed.stop()
+
+
+async def test_poison_is_parked_with_a_reason_and_the_feed_goes_on(
+    buses: list[Bus], jwks_server: JwksServer, settings_overrides: dict[str, Any]
+) -> None:
+    feed = await start_feed(buses[0], jwks_server)
+    connection = await aio_pika.connect(settings_overrides["amqp_url"])
+    try:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(settings_overrides["bus_exchange"])
+        await exchange.publish(aio_pika.Message(b"{not json"), routing_key=REVOKED_EVENT)
+        publisher = service_bus(settings_overrides, "auth")
+        await publisher.connect()
+        try:
+            await publisher.publish(revoked("after-poison"))
+        finally:
+            await publisher.close()
+        await until(lambda: "after-poison" in feed.deny_list)
+        dlq = await channel.get_queue(feed.dlq_name, ensure=True)
+        message = await dlq.get(timeout=5, fail=True)
+        assert message is not None and message.body == b"{not json"
+        assert message.headers[H_REASON] == "poison"
+        await message.ack()
+    finally:
+        await connection.close()
+        await feed.stop()
+
+
+async def test_the_queue_is_the_processs_own_and_goes_with_it(
+    buses: list[Bus], jwks_server: JwksServer, settings_overrides: dict[str, Any]
+) -> None:
+    feed = await start_feed(buses[0], jwks_server)
+    name = feed.queue_name
+    connection = await aio_pika.connect(settings_overrides["amqp_url"])
+    try:
+        channel = await connection.channel()
+        # Exclusive: no other connection may use (or even passively declare) it.
+        with pytest.raises(aiormq.exceptions.ChannelLockedResource):
+            await channel.declare_queue(name, passive=True)
+    finally:
+        await connection.close()
+    await feed.stop()
+    await buses[0].close()  # the connection goes: so does the queue
+    connection = await aio_pika.connect(settings_overrides["amqp_url"])
+    try:
+        channel = await connection.channel()
+        with pytest.raises(aiormq.exceptions.ChannelNotFoundEntity):
+            await channel.declare_queue(name, passive=True)
+    finally:
+        await connection.close()
+
+
+async def test_after_a_broker_outage_the_list_is_read_again(
+    jwks_server: JwksServer, settings_overrides: dict[str, Any]
+) -> None:
+    """A revocation announced while this process's connection was down reached no queue of
+    its: the feed reads auth's list again once the connection is back."""
+    broker_port = int(settings_overrides["amqp_url"].rsplit(":", 1)[1].strip("/"))
+    proxy = await TcpProxy("127.0.0.1", broker_port).start()
+    bus = service_bus(
+        settings_overrides, "payments", url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
+    )
+    await bus.connect()
+    feed = await start_feed(bus, jwks_server)
+    try:
+        await until(feed.fetched.is_set)
+        reads = jwks_server.revoked_reads
+        await proxy.cut()
+        # Revoked while we were away (no queue of ours existed to hear it); auth lists it.
+        jwks_server.revoke("while-away", time.time() + 600)
+        assert "while-away" not in feed.deny_list
+        await proxy.restore()
+        await until(lambda: "while-away" in feed.deny_list)
+        assert jwks_server.revoked_reads > reads
+        # And the queue is back: new announcements arrive again.
+        publisher = service_bus(settings_overrides, "auth")
+        await publisher.connect()
+        try:
+            await publisher.publish(revoked("after-outage"))
+        finally:
+            await publisher.close()
+        await until(lambda: "after-outage" in feed.deny_list)
+    finally:
+        await feed.stop()
+        await bus.close()
+        await proxy.close()

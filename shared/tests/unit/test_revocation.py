@@ -1,0 +1,111 @@
+"""The deny-list of revoked sessions and the verifier's one lookup in it."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchyard.revocation import DenyList, revoked_sessions_url
+from switchyard.tokens import (
+    InvalidToken,
+    StaticKeys,
+    TokenSigner,
+    TokenVerifier,
+    generate_signing_key,
+)
+
+ISSUER = "https://auth.test"
+AUDIENCE = "switchyard"
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_session_is_denied_until_its_tokens_expire_plus_the_leeway() -> None:
+    clock = Clock()
+    deny = DenyList(leeway=30, clock=clock)
+    assert deny.add("s1", clock.now + 900)
+    assert "s1" in deny and "s2" not in deny
+    clock.now += 929
+    deny.prune()
+    assert "s1" in deny  # a token is accepted until exp + leeway: so is the denial
+    clock.now += 1
+    assert deny.prune() == 1
+    assert "s1" not in deny and len(deny) == 0
+
+
+def test_adding_what_has_already_expired_or_is_known_longer_changes_nothing() -> None:
+    clock = Clock()
+    deny = DenyList(leeway=0, clock=clock)
+    assert not deny.add("old", clock.now - 1)
+    assert "old" not in deny
+    assert deny.add("s", clock.now + 100)
+    assert not deny.add("s", clock.now + 50)  # a replayed, older announcement
+    assert deny.add("s", clock.now + 200)  # a later expiry extends it
+    clock.now += 150
+    deny.prune()
+    assert "s" in deny  # the stale heap entry of the first expiry removed nothing
+
+
+def test_at_capacity_the_session_closest_to_expiry_is_dropped_first() -> None:
+    clock = Clock()
+    deny = DenyList(capacity=3, leeway=0, clock=clock)
+    deny.add("late", clock.now + 900)
+    deny.add("soon", clock.now + 10)
+    deny.add("middle", clock.now + 500)
+    deny.add("newest", clock.now + 800)
+    assert set(deny.entries) == {"late", "middle", "newest"}
+    assert deny.evicted == 1
+    clock.now += 600  # "middle" has expired: pruning makes room, nothing live is dropped
+    deny.add("another", clock.now + 100)
+    assert set(deny.entries) == {"late", "newest", "another"}
+    assert deny.evicted == 1
+
+
+def test_the_list_is_bounded_under_a_flood() -> None:
+    clock = Clock()
+    deny = DenyList(capacity=1000, leeway=0, clock=clock)
+    for number in range(10_000):
+        deny.add(f"s{number}", clock.now + 60 + number)
+    assert len(deny) == 1000 and len(deny._ends) <= 1000
+    assert "s9999" in deny and "s0" not in deny
+
+
+def test_the_verifier_refuses_a_token_of_a_denied_session() -> None:
+    kid, private = generate_signing_key()
+    clock = Clock(1_700_000_000.0)
+    deny = DenyList(clock=clock)
+    verifier = TokenVerifier(
+        keys=StaticKeys({kid: private.public_key()}),
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        clock=clock,
+        denied=deny.entries,
+    )
+    signer = TokenSigner(private, kid, issuer=ISSUER, audience=AUDIENCE, clock=clock)
+    token = signer.issue("u1", ["customer"], extra={"sid": "family-1"}).token
+    other = signer.issue("u1", ["customer"], extra={"sid": "family-2"}).token
+    without_sid = signer.issue("u1", ["customer"]).token
+    assert verifier.verify(token).user_id == "u1"
+    deny.add("family-1", clock.now + 900)
+    with pytest.raises(InvalidToken) as refused:
+        verifier.verify(token)
+    assert refused.value.reason == "revoked"
+    assert verifier.verify(other).user_id == "u1"
+    assert verifier.verify(without_sid).user_id == "u1"
+    # An unhashable sid is refused, not a crash.
+    odd = signer.issue("u1", ["customer"], extra={"sid": ["family-1"]}).token
+    with pytest.raises(InvalidToken) as malformed:
+        verifier.verify(odd)
+    assert malformed.value.reason == "malformed"
+
+
+def test_auths_list_is_found_beside_its_jwks() -> None:
+    assert (
+        revoked_sessions_url("http://auth:8081/.well-known/jwks.json")
+        == "http://auth:8081/internal/v1/auth/revoked-sessions"
+    )
