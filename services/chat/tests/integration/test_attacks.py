@@ -1,0 +1,251 @@
+"""The adversarial review of chat, from outside: forged and foreign tokens, revoked sessions,
+spoofed and replayed payloads, raw Engine.IO / Socket.IO frames (deep JSON, binary packets,
+oversized packets, events without an ack id), removed members, cursor tampering. Everything
+goes through the real gateway to a real chat replica on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+import socketio
+
+from switchyard.testing.sockets import SocketClient
+from switchyard.tokens import generate_signing_key
+
+from ..support import ChatWorld
+
+pytestmark = pytest.mark.integration
+
+
+def send(cid: str, body: str, client_msg_id: str) -> dict[str, Any]:
+    return {"conversation_id": cid, "body": body, "client_msg_id": client_msg_id}
+
+
+async def test_foreign_forged_and_unsigned_tokens_are_refused(world: ChatWorld) -> None:
+    ada = await world.user()
+    keys = world.keys_server
+    _, foreign_key = generate_signing_key()
+    header = {"alg": "none", "typ": "at+jwt"}
+    unsigned = (
+        ".".join(
+            __import__("base64").urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
+            for part in (header, {"sub": ada, "aud": keys.audience, "iss": keys.issuer})
+        )
+        + "."
+    )
+    for token in (
+        keys.signer_with(audience="some-other-api").issue(ada, []).token,
+        keys.signer_with(issuer="https://evil.example").issue(ada, []).token,
+        keys.signer_with(private_key=foreign_key).issue(ada, []).token,  # forged, same kid
+        unsigned,
+    ):
+        client = SocketClient(world.base, token=token)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await client.connect()
+        assert client.refusal["message"] == "unauthorized", token
+    # A token in the Authorization header of the handshake is checked the same way.
+    forged = keys.signer_with(private_key=foreign_key).issue(ada, []).token
+    client = SocketClient(world.base, token=None, headers={"Authorization": f"Bearer {forged}"})
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await client.connect()
+
+
+async def test_spoofed_sender_ids_are_refused(world: ChatWorld) -> None:
+    ada, grace = await world.user(), await world.user()
+    cid = await world.direct(ada, grace)
+    a = await world.socket(ada)
+    ack = await a.call("send_message", {**send(cid, "from grace", "s1"), "sender_id": grace})
+    assert ack["error"]["code"] == "invalid-payload"
+    response = await world.call(
+        "POST",
+        f"/conversations/{cid}/messages",
+        uid=ada,
+        body={"body": "from grace", "client_msg_id": "s2", "sender_id": grace},
+    )
+    assert response.status == 422, response.body
+    history = await world.call("GET", f"/conversations/{cid}/messages", uid=grace)
+    assert history.body["items"] == []
+
+
+async def test_a_replayed_client_msg_id_never_returns_someone_elses_message(
+    world: ChatWorld,
+) -> None:
+    ada, grace, eve = await world.user(), await world.user(), await world.user()
+    first = await world.direct(ada, grace)
+    second = await world.direct(ada, eve)
+    mine = await world.direct(eve, grace)
+    a = await world.socket(ada)
+    e = await world.socket(eve)
+    original = (await a.call("send_message", send(first, "secret", "same-id")))["message"]
+    # Eve replays Ada's id into Ada's conversation (not hers), and into her own.
+    refused = await e.call("send_message", send(first, "x", "same-id"))
+    assert refused["error"]["code"] == "not-found"
+    own = (await e.call("send_message", send(mine, "mine", "same-id")))["message"]
+    assert own["id"] != original["id"] and own["body"] == "mine" and own["sender_id"] == eve
+    # Ada reuses her id in another conversation: a new message there.
+    other = (await a.call("send_message", send(second, "other", "same-id")))["message"]
+    assert other["id"] != original["id"] and other["conversation_id"] == second
+    assert other["seq"] == 1 and other["body"] == "other"
+
+
+async def test_a_removed_member_gets_no_more_events_of_the_group(start_world: Any) -> None:
+    world: ChatWorld = await start_world(replicas=2)
+    ada, grace, lin = await world.user(), await world.user(), await world.user()
+    cid = await world.group(ada, [grace, lin])
+    a = await world.socket(ada, client_ip="10.0.0.1")
+    sockets = [await world.socket(lin, client_ip=f"10.0.1.{i}") for i in range(1, 5)]
+    for s in [a, *sockets]:
+        await s.call("join_conversation", {"conversation_id": cid})
+    removed = await world.call("DELETE", f"/conversations/{cid}/members/{lin}", uid=ada)
+    assert removed.status == 204, removed.body
+    before = [len(s.received) for s in sockets]
+    await a.call("typing", {"conversation_id": cid, "is_typing": True})
+    await a.call("send_message", send(cid, "after removal", "r1"))
+    g = await world.socket(grace)
+    await g.call("join_conversation", {"conversation_id": cid})
+    await g.call("typing", {"conversation_id": cid, "is_typing": True})
+    await a.wait_for("typing", lambda t: t["user_id"] == grace)
+    await asyncio.sleep(0.5)
+    for s, count in zip(sockets, before, strict=True):
+        leaked = [e for e, _ in s.received[count:] if e in ("typing", "message", "receipt")]
+        assert leaked == [], leaked
+    ack = await sockets[0].call("sync", {"conversation_id": cid, "after_seq": 0})
+    assert ack["error"]["code"] == "not-found"
+
+
+async def test_tampered_cursors_are_a_clear_400(world: ChatWorld) -> None:
+    ada, grace = await world.user(), await world.user()
+    cid = await world.direct(ada, grace)
+    for path in ("/conversations", f"/conversations/{cid}/messages"):
+        for cursor in ("garbage", "eyJhZnRlciI6IDF9", "eyJiZWZvcmVfc2VxIjogIngifQ", "%00" * 10):
+            response = await world.call("GET", f"{path}?cursor={cursor}", uid=ada)
+            assert response.status == 400, (path, cursor, response.status, response.body)
+            assert response.body["status"] == 400
+    for query in ("before_seq=-1", "before_seq=abc", "limit=0", "limit=100000", "limit=x"):
+        response = await world.call("GET", f"/conversations/{cid}/messages?{query}", uid=ada)
+        assert response.status in (400, 422), (query, response.status, response.body)
+
+
+class RawSocket:
+    """A Socket.IO client speaking Engine.IO v4 frames itself over a WebSocket."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def open(cls, session: aiohttp.ClientSession, base: str, token: str) -> RawSocket:
+        url = base.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
+        ws = await session.ws_connect(url, max_msg_size=0)
+        opened = await ws.receive_str(timeout=10)
+        assert opened.startswith("0{")
+        await ws.send_str("40" + json.dumps({"token": token}))
+        connected = await raw_next(ws)
+        assert connected.startswith("40{"), connected
+        return cls(ws)
+
+    async def ack(self, ack_id: int, timeout: float = 10.0) -> Any:
+        prefix = f"43{ack_id}"
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = await raw_next(self.ws, max(0.1, deadline - time.monotonic()))
+            if frame.startswith(prefix + "["):
+                return json.loads(frame[len(prefix) :])[0]
+
+
+async def raw_next(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0) -> str:
+    """The next text frame that is not a ping (answered)."""
+    while True:
+        msg = await ws.receive(timeout=timeout)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise ConnectionError(f"socket ended: {msg.type} {msg.data!r}")
+        if msg.data == "2":
+            await ws.send_str("3")
+            continue
+        return str(msg.data)
+
+
+async def test_raw_malformed_frames_get_error_acks_or_a_close_never_a_crash(
+    world: ChatWorld,
+) -> None:
+    ada, grace = await world.user(), await world.user()
+    cid = await world.direct(ada, grace)
+    raw = await RawSocket.open(world.http, world.base, world.token(ada))
+    deep = "[" * 5000 + "]" * 5000
+    frames = [
+        ("421" + json.dumps(["send_message", {"conversation_id": cid}]), 1, "invalid-payload"),
+        ("422" + json.dumps(["send_message", send(cid, "a", "b"), "extra"]), 2, "invalid-payload"),
+        ("423" + json.dumps(["send_message", 1]), 3, "invalid-payload"),
+        ("424" + json.dumps(["send_message", {**send(cid, "a", "b"), "body": None}]), 4, None),
+        ("425" + json.dumps(["sync", {"conversation_id": cid, "after_seq": 1.5}]), 5, None),
+        ("426" + json.dumps(["sync", {"conversation_id": cid, "after_seq": True}]), 6, None),
+        ("427" + json.dumps(["mark_read", {"conversation_id": cid, "seq": 2**70}]), 7, None),
+        ("428" + json.dumps(["join_conversation", {"conversation_id": "../../x"}]), 8, None),
+        ("429" + json.dumps(["join_conversation", {"conversation_id": {"$ne": ""}}]), 9, None),
+        ("4210" + json.dumps(["typing", {"conversation_id": [cid], "is_typing": 1}]), 10, None),
+        (
+            "4211" + json.dumps(["send_message", {**send(cid, "a", "b"), "attachments": "f"}]),
+            11,
+            None,
+        ),
+        ("4212" + json.dumps(["send_message", {**send(cid, "a", "x" * 129)}]), 12, None),
+        ("4213" + json.dumps(["send_message", deep]), 13, None),
+        ("4214" + json.dumps(["__proto__", {}]), 14, "unknown-event"),
+    ]
+    for frame, ack_id, code in frames:
+        await raw.ws.send_str(frame)
+        ack = await raw.ack(ack_id)
+        assert "error" in ack, (frame[:80], ack)
+        assert ack["error"]["code"] == (code or "invalid-payload"), (frame[:80], ack)
+    # An event without an ack id is handled and answers nothing; a binary event (placeholder +
+    # attachment) is invalid; a deeply nested JSON packet and garbage packets never crash.
+    await raw.ws.send_str("42" + json.dumps(["send_message", send(cid, "no ack", "n1")]))
+    await raw.ws.send_str('451-20["send_message",{"_placeholder":true,"num":0}]')
+    await raw.ws.send_bytes(b"\x00" * 64)
+    await raw.ack(20)  # whatever it says, it answered
+    await raw.ws.send_str("42" + deep)
+    await raw.ws.send_str("4" + "9" * 30)
+    await raw.ws.send_str("42[")
+    await raw.ws.send_str("\ud800".encode("utf-8", "surrogatepass").decode("utf-8", "replace"))
+    g = await world.socket(grace)
+    ok = await g.call("sync", {"conversation_id": cid, "after_seq": 0})
+    assert [m["body"] for m in ok["messages"]] == ["no ack"]
+    await raw.ws.close()
+
+
+async def test_an_oversized_packet_closes_only_that_socket(world: ChatWorld) -> None:
+    ada, grace = await world.user(), await world.user()
+    cid = await world.direct(ada, grace)
+    raw = await RawSocket.open(world.http, world.base, world.token(ada))
+    g = await world.socket(grace)
+    await raw.ws.send_str("420" + json.dumps(["send_message", send(cid, "x" * 2_000_000, "big")]))
+    with pytest.raises((ConnectionError, TimeoutError)):
+        await raw.ack(0, timeout=5)
+    ok = await g.call("send_message", send(cid, "fine", "f1"))
+    assert ok["message"]["seq"] == 1
+
+
+async def test_join_churn_and_typing_floods_are_bounded(start_world: Any) -> None:
+    world: ChatWorld = await start_world(
+        socket_event_rate=5.0, socket_event_burst=10, flood_disconnect_after=1000
+    )
+    ada, grace = await world.user(), await world.user()
+    cid = await world.direct(ada, grace)
+    a = await world.socket(ada)
+    g = await world.socket(grace)
+    await g.call("join_conversation", {"conversation_id": cid})
+    acks = await asyncio.gather(
+        *(a.call("join_conversation", {"conversation_id": cid}) for _ in range(15)),
+        *(a.call("typing", {"conversation_id": cid, "is_typing": i % 2 == 0}) for i in range(15)),
+    )
+    limited = [x for x in acks if "error" in x]
+    assert limited and all(x["error"]["code"] == "rate-limited" for x in limited)
+    await asyncio.sleep(1.0)
+    # Typing forwarded to the peer stays throttled whatever the start/stop churn.
+    starts = [t for t in g.events("typing") if t["is_typing"]]
+    assert len(starts) <= 2, starts
+    assert a.connected
