@@ -32,6 +32,7 @@ from switchyard.envelope import utcnow
 from switchyard.mongo import mongo_context
 from switchyard.mongo.client import Index
 from switchyard.outbox import outbox_context, outbox_indexes
+from switchyard.revocation import DENY_LIST, revocation_context
 from switchyard.web import new_app
 
 log = logging.getLogger("chat.app")
@@ -86,6 +87,7 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     app[keys.CHAT] = chat
     endpoint = SocketEndpoint(server, chat, lambda: app[VERIFIER])
     app[keys.SOCKET_ENDPOINT] = endpoint
+    app[DENY_LIST].listeners.append(endpoint.session_revoked)
     manager = server.manager
     assert isinstance(manager, FanoutManager)
     manager.ack_factory = endpoint.delivery_ack
@@ -130,6 +132,7 @@ def create_app(settings: ChatSettings) -> web.Application:
             bus_context,
             outbox_context(OUTBOX_COLLECTIONS),
             verifier_context(),
+            revocation_context(),
             _chat,
             consumers_context(build_registry),
         ]

@@ -8,12 +8,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
 import socketio
 
+from switchyard.envelope import new_envelope
+from switchyard.events.auth import SessionRevoked
+from switchyard.testing import eventually
 from switchyard.testing.sockets import SocketClient
 from switchyard.tokens import generate_signing_key
 
@@ -53,6 +58,66 @@ async def test_foreign_forged_and_unsigned_tokens_are_refused(world: ChatWorld) 
     client = SocketClient(world.base, token=None, headers={"Authorization": f"Bearer {forged}"})
     with pytest.raises(socketio.exceptions.ConnectionError):
         await client.connect()
+
+
+async def _revoke(world: ChatWorld, user_id: str, session_id: str) -> None:
+    now = datetime.now(UTC)
+    await world.publisher.publish(
+        new_envelope(
+            SessionRevoked(
+                user_id=user_id,
+                session_id=session_id,
+                expires_at=now + timedelta(minutes=15),
+                revoked_at=now,
+                reason="logout_all",
+            ),
+            service="auth",
+        )
+    )
+
+
+async def test_a_revoked_session_is_disconnected_within_two_seconds(world: ChatWorld) -> None:
+    ada = await world.user()
+    session, other_session = uuid.uuid4().hex, uuid.uuid4().hex
+    revoked_token = world.keys_server.token(ada, ["customer"], claims={"sid": session})
+    a = await world.socket(ada, token=revoked_token)
+    a2 = await world.socket(ada, token=revoked_token)
+    kept = await world.socket(
+        ada, token=world.keys_server.token(ada, ["customer"], claims={"sid": other_session})
+    )
+    await _revoke(world, ada, session)
+    started = time.monotonic()
+    await a.wait_disconnected(timeout=2.0)
+    await a2.wait_disconnected(timeout=2.0 - (time.monotonic() - started))
+    assert kept.connected
+    client = SocketClient(world.base, token=revoked_token)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await client.connect()
+    assert client.refusal["data"]["reason"] == "revoked"
+    response = await world.http.get(
+        world.base + "/api/v1/chat/conversations",
+        headers={"Authorization": f"Bearer {revoked_token}"},
+    )
+    assert response.status == 401
+
+
+async def test_a_session_revoked_before_connect_is_refused(world: ChatWorld) -> None:
+    """auth's list of revoked sessions (read at start) refuses a token too."""
+    ada = await world.user()
+    session = uuid.uuid4().hex
+    await _revoke(world, ada, session)
+    token = world.keys_server.token(ada, ["customer"], claims={"sid": session})
+
+    async def refused() -> bool:
+        client = SocketClient(world.base, token=token)
+        try:
+            await client.connect()
+        except socketio.exceptions.ConnectionError:
+            return bool(client.refusal and client.refusal["data"]["reason"] == "revoked")
+        await client.disconnect()
+        return False
+
+    await eventually(refused)
 
 
 async def test_spoofed_sender_ids_are_refused(world: ChatWorld) -> None:

@@ -64,6 +64,10 @@ class SocketEndpoint:
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._connecting: dict[str, asyncio.Task[None]] = {}
+        # The token's session (``sid`` claim) of each socket, and the sockets of each session:
+        # a revoked session's sockets are closed (``session_revoked``).
+        self._session_of: dict[str, str] = {}
+        self._sockets_of: dict[str, set[str]] = {}
         server.on("connect", self.on_connect)
         server.on("disconnect", self.on_disconnect)
         self._event("join_conversation", JoinConversation, self.join_conversation)
@@ -88,6 +92,15 @@ class SocketEndpoint:
             raise socketio.exceptions.ConnectionRefusedError(
                 "unauthorized", {"reason": "account-deleted"}
             )
+        session = identity.claims.get("sid")
+        if isinstance(session, str) and session:
+            if session in self.verifier().denied:  # revoked while we looked the user up
+                self.chat.metrics.socket_refused("unauthorized")
+                raise socketio.exceptions.ConnectionRefusedError(
+                    "unauthorized", {"reason": "revoked"}
+                )
+            self._session_of[sid] = session
+            self._sockets_of.setdefault(session, set()).add(sid)
         self._users[sid] = identity.user_id
         self._buckets[sid] = TokenBucket(
             rate=self.chat.settings.socket_event_rate, burst=self.chat.settings.socket_event_burst
@@ -121,6 +134,12 @@ class SocketEndpoint:
         timer = self._expiry.pop(sid, None)
         if timer is not None:
             timer.cancel()
+        session = self._session_of.pop(sid, None)
+        if session is not None:
+            sockets = self._sockets_of.get(session, set())
+            sockets.discard(sid)
+            if not sockets:
+                self._sockets_of.pop(session, None)
         if user_id is None:
             return
         self.chat.metrics.socket_disconnected()
@@ -129,6 +148,14 @@ class SocketEndpoint:
         if connecting is not None:
             await asyncio.wait([connecting])
         await presence.socket_disconnected(chat=self.chat, user_id=user_id, sid=sid)
+
+    def session_revoked(self, session_id: str) -> None:
+        """A deny-list listener: auth revoked ``session_id`` (logout, logout-all, password
+        change, …), so this replica's sockets opened with its tokens are closed now. Every
+        replica follows the revocations itself."""
+        for sid in list(self._sockets_of.get(session_id, ())):
+            log.info("closing a socket of a revoked session", extra={"sid": sid})
+            self._disconnect_soon(sid)
 
     def _disconnect_soon(self, sid: str) -> None:
         self._spawn(self.server.disconnect(sid))
