@@ -30,6 +30,10 @@ class ChatSettings(ServiceSettings):
     socket_event_rate: float = Field(20.0, gt=0, validation_alias="CHAT_SOCKET_EVENT_RATE")
     socket_event_burst: int = Field(40, ge=1, validation_alias="CHAT_SOCKET_EVENT_BURST")
     flood_disconnect_after: int = Field(40, ge=1, validation_alias="CHAT_FLOOD_DISCONNECT_AFTER")
+    # Sockets one user may hold open on one replica (tabs, devices); one more is refused at
+    # connect ("too-many-sockets"), so one token cannot multiply the flood limit or the
+    # connection state without bound.
+    max_sockets_per_user: int = Field(20, ge=1, validation_alias="CHAT_MAX_SOCKETS_PER_USER")
 
     # Typing: at most one "typing" forwarded per user and conversation per throttle; a
     # typing state not refreshed within the expiry ends on its own.

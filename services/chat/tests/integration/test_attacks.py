@@ -314,3 +314,27 @@ async def test_join_churn_and_typing_floods_are_bounded(start_world: Any) -> Non
     starts = [t for t in g.events("typing") if t["is_typing"]]
     assert len(starts) <= 2, starts
     assert a.connected
+
+
+async def test_one_user_cannot_open_sockets_without_bound(start_world: Any) -> None:
+    world: ChatWorld = await start_world(max_sockets_per_user=3)
+    ada, grace = await world.user(), await world.user()
+    opened = [await world.socket(ada) for _ in range(3)]
+    client = SocketClient(world.base, token=world.token(ada))
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await client.connect()
+    assert client.refusal["data"]["reason"] == "too-many-sockets"
+    assert all(s.connected for s in opened)
+    await world.socket(grace)  # another user is not affected
+    await opened[0].disconnect()
+
+    async def room_again() -> bool:
+        again = SocketClient(world.base, token=world.token(ada))
+        try:
+            await again.connect()
+        except socketio.exceptions.ConnectionError:
+            return False
+        world.sockets.append(again)
+        return True
+
+    await eventually(room_again)

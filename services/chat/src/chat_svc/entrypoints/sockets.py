@@ -61,6 +61,7 @@ class SocketEndpoint:
         self.deliveries = DeliveryBatcher(chat, window=settings.delivery_ack_window)
         self._buckets: dict[str, TokenBucket] = {}
         self._users: dict[str, str] = {}
+        self._open_by_user: dict[str, int] = {}
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._connecting: dict[str, asyncio.Task[None]] = {}
@@ -92,6 +93,12 @@ class SocketEndpoint:
             raise socketio.exceptions.ConnectionRefusedError(
                 "unauthorized", {"reason": "account-deleted"}
             )
+        user_id = identity.user_id
+        if self._open_by_user.get(user_id, 0) >= self.chat.settings.max_sockets_per_user:
+            self.chat.metrics.socket_refused("too-many-sockets")
+            raise socketio.exceptions.ConnectionRefusedError(
+                "too-many-sockets", {"reason": "too-many-sockets"}
+            )
         session = identity.claims.get("sid")
         if isinstance(session, str) and session:
             if session in self.verifier().denied:  # revoked while we looked the user up
@@ -101,7 +108,8 @@ class SocketEndpoint:
                 )
             self._session_of[sid] = session
             self._sockets_of.setdefault(session, set()).add(sid)
-        self._users[sid] = identity.user_id
+        self._users[sid] = user_id
+        self._open_by_user[user_id] = self._open_by_user.get(user_id, 0) + 1
         self._buckets[sid] = TokenBucket(
             rate=self.chat.settings.socket_event_rate, burst=self.chat.settings.socket_event_burst
         )
@@ -142,6 +150,11 @@ class SocketEndpoint:
                 self._sockets_of.pop(session, None)
         if user_id is None:
             return
+        left = self._open_by_user.get(user_id, 0) - 1
+        if left > 0:
+            self._open_by_user[user_id] = left
+        else:
+            self._open_by_user.pop(user_id, None)
         self.chat.metrics.socket_disconnected()
         self.typing.forget_socket(sid)
         connecting = self._connecting.pop(sid, None)
