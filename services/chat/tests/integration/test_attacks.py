@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 import socketio
 
+from chat_svc import keys
 from switchyard.envelope import new_envelope
 from switchyard.events.auth import SessionRevoked
 from switchyard.testing import eventually
@@ -338,3 +339,23 @@ async def test_one_user_cannot_open_sockets_without_bound(start_world: Any) -> N
         return True
 
     await eventually(room_again)
+
+
+async def test_a_client_that_never_acks_does_not_grow_the_servers_ack_table(
+    world: ChatWorld,
+) -> None:
+    """Each ``message`` to a socket carries an ack callback (the delivered receipt); a client
+    that never answers must not make the server keep them without bound."""
+    ada, grace = await world.user(), await world.user()
+    cid = await world.direct(ada, grace)
+    manager = world.replicas[0].app[keys.SOCKETS].manager
+    manager.max_pending_acks = 5
+    a = await world.socket(ada)
+    silent = await world.socket(grace, ack_events=False)
+    for i in range(20):
+        await a.call("send_message", send(cid, f"m{i}", f"c{i}"))
+    await silent.wait_for("message", lambda m: m["message"]["seq"] == 20)
+    pending = [len(table) - 1 for table in manager.callbacks.values()]
+    assert pending and max(pending) <= 5, pending
+    # Its messages still arrive; syncing is what marks them delivered.
+    assert len(silent.events("message")) == 20
