@@ -359,3 +359,75 @@ async def test_a_client_that_never_acks_does_not_grow_the_servers_ack_table(
     assert pending and max(pending) <= 5, pending
     # Its messages still arrive; syncing is what marks them delivered.
     assert len(silent.events("message")) == 20
+
+
+async def test_concurrent_senders_on_two_replicas_and_a_reconnect_lose_nothing(
+    start_world: Any,
+) -> None:
+    world: ChatWorld = await start_world(
+        replicas=2, socket_event_rate=1000.0, socket_event_burst=1000
+    )
+    first, second = (r.url for r in world.replicas)
+    ada, lin, grace = await world.user(), await world.user(), await world.user()
+    cid = await world.group(ada, [lin, grace])
+    a = await world.socket(ada, url=first)
+    b = await world.socket(lin, url=second)
+    g = await world.socket(grace, url=first)
+    per_sender = 40
+
+    async def sender(client: SocketClient, tag: str) -> None:
+        for n in range(per_sender):
+            ack = await client.call("send_message", send(cid, f"{tag}{n}", f"{tag}{n}"))
+            assert "message" in ack, ack
+
+    sending = asyncio.gather(sender(a, "a"), sender(b, "b"))
+    await g.wait_for("message", lambda m: m["message"]["seq"] >= 10)
+    await g.disconnect()
+    seen = {m["message"]["seq"] for m in g.events("message")}
+    contiguous = 0
+    while contiguous + 1 in seen:
+        contiguous += 1
+    g2 = await world.socket(grace, url=second)
+    await sending
+    synced: list[int] = []
+    after = contiguous
+    while True:
+        page = await g2.call("sync", {"conversation_id": cid, "after_seq": after, "limit": 7})
+        synced += [m["seq"] for m in page["messages"]]
+        if not page["has_more"]:
+            break
+        after = synced[-1]
+    total = 2 * per_sender
+    assert synced == list(range(contiguous + 1, total + 1))
+    assert seen | set(synced) == set(range(1, total + 1))
+
+
+async def test_a_deleted_account_is_disconnected_on_every_replica(start_world: Any) -> None:
+    world: ChatWorld = await start_world(replicas=2)
+    ada, grace = await world.user(), await world.user()
+    await world.direct(ada, grace)
+    on_each = [await world.socket(grace, url=r.url) for r in world.replicas]
+    await world.delete_user(grace)
+    for s in on_each:
+        await s.wait_disconnected()
+    for replica in world.replicas:
+        client = SocketClient(replica.url, token=world.token(grace))
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await client.connect()
+        assert client.refusal["data"]["reason"] == "account-deleted"
+
+
+async def test_encoded_and_traversing_paths_reach_nothing(world: ChatWorld) -> None:
+    ada, grace, eve = await world.user(), await world.user(), await world.user()
+    cid = await world.direct(ada, grace)
+    for path in (
+        f"/conversations/{cid}%2F..%2F..%2Fconversations",
+        f"/conversations/..%2F{cid}/messages",
+        f"/conversations/{cid}%00/messages",
+        f"/conversations/%64{cid[1:]}/messages",
+        f"/conversations/{cid.upper()}/messages",
+    ):
+        response = await world.call("GET", path, uid=eve)
+        assert response.status in (400, 404), (path, response.status, response.body)
+    response = await world.call("GET", f"/conversations/{cid}/messages", uid=eve)
+    assert response.status == 404
