@@ -431,3 +431,33 @@ async def test_encoded_and_traversing_paths_reach_nothing(world: ChatWorld) -> N
         assert response.status in (400, 404), (path, response.status, response.body)
     response = await world.call("GET", f"/conversations/{cid}/messages", uid=eve)
     assert response.status == 404
+
+
+async def test_an_account_deleted_while_its_socket_connects_is_still_disconnected(
+    world: ChatWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deletion closes the sockets presence knows; a socket whose connection is being
+    recorded at that moment must not slip through (the connect checks again after)."""
+    ada, grace = await world.user(), await world.user()
+    cid = await world.direct(ada, grace)
+    presence = world.chat.presence
+    record = presence.connected
+    release = asyncio.Event()
+
+    async def slow_record(user_id: str, sid: str, now: datetime) -> Any:
+        if user_id == grace:
+            await release.wait()
+        return await record(user_id, sid, now)
+
+    monkeypatch.setattr(presence, "connected", slow_record)
+    g = await world.socket(grace)
+    await world.delete_user(grace)
+
+    async def left() -> bool:
+        view = await world.call("GET", f"/conversations/{cid}", uid=ada)
+        return grace not in view.body["member_ids"]
+
+    await eventually(left)
+    await asyncio.sleep(0.3)  # the deletion's handler is done closing what it knew
+    release.set()
+    await g.wait_disconnected(timeout=5)

@@ -130,6 +130,12 @@ class SocketEndpoint:
     async def _record_connect(self, user_id: str, sid: str) -> None:
         try:
             await presence.socket_connected(chat=self.chat, user_id=user_id, sid=sid)
+            # An account deletion closes the sockets presence knows: one handled while this
+            # socket was being recorded did not see it, but its tombstone is visible now.
+            user = await self.chat.directory.get(user_id)
+            if user is not None and user.deleted:
+                log.info("closing a socket of a deleted account", extra={"sid": sid})
+                self._disconnect_soon(sid)
         except Exception:
             # The next heartbeat cannot repair a missing connection record: close the
             # socket, the client reconnects and presence is recorded then.
