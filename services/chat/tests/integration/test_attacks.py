@@ -461,3 +461,62 @@ async def test_an_account_deleted_while_its_socket_connects_is_still_disconnecte
     await asyncio.sleep(0.3)  # the deletion's handler is done closing what it knew
     release.set()
     await g.wait_disconnected(timeout=5)
+
+
+async def test_rest_idor_and_malformed_bodies_are_refused_cleanly(world: ChatWorld) -> None:
+    ada, grace, eve = await world.user(), await world.user(), await world.user()
+    theirs = await world.direct(ada, grace)
+    mine = await world.direct(eve, grace)
+    sent = await world.call(
+        "POST",
+        f"/conversations/{theirs}/messages",
+        uid=ada,
+        body={"body": "s", "client_msg_id": "1"},
+    )
+    message_id = sent.body["message"]["id"]
+    # Ada's message id through Eve's own conversation, and through Ada's.
+    for method, path, body in (
+        ("PATCH", f"/conversations/{mine}/messages/{message_id}", {"body": "pwned"}),
+        ("DELETE", f"/conversations/{mine}/messages/{message_id}", None),
+        ("PATCH", f"/conversations/{theirs}/messages/{message_id}", {"body": "pwned"}),
+        ("DELETE", f"/conversations/{theirs}/messages/{message_id}", None),
+        ("POST", f"/conversations/{theirs}/members", {"user_id": eve}),
+        ("DELETE", f"/conversations/{theirs}/members/{ada}", None),
+        ("PUT", f"/conversations/{theirs}/muted", {"muted": True}),
+    ):
+        response = await world.call(method, path, uid=eve, body=body)
+        assert response.status == 404, (method, path, response.status, response.body)
+    # Grace (a member) may not edit Ada's message either.
+    response = await world.call(
+        "PATCH", f"/conversations/{theirs}/messages/{message_id}", uid=grace, body={"body": "x"}
+    )
+    assert response.status == 403, response.body
+    history = await world.call("GET", f"/conversations/{theirs}/messages", uid=ada)
+    assert [m["body"] for m in history.body["items"]] == ["s"]
+
+    headers = {"Authorization": f"Bearer {world.token(ada)}", "Content-Type": "application/json"}
+    url = f"{world.base}/api/v1/chat/conversations/{theirs}/messages"
+    for raw in (
+        b"[1, 2]",
+        b'{"body": "x", "client_msg_id": "2"',
+        b"[" * 10_000 + b"]" * 10_000,
+        b'{"body": "\xff\xfe", "client_msg_id": "3"}',
+        b'{"body": {"$gt": ""}, "client_msg_id": "4"}',
+        b'{"body": "x", "client_msg_id": "5", "sender_id": "someone"}',
+        b'{"body": "x", "client_msg_id": ["6"]}',
+        b'{"body": "x", "client_msg_id": "7", "attachments": [{"$ne": 1}]}',
+    ):
+        async with world.http.post(url, data=raw, headers=headers) as response:
+            assert 400 <= response.status < 500, (raw[:40], response.status)
+            assert response.content_type == "application/problem+json", raw[:40]
+    for body in (
+        {"kind": "group", "title": "t", "member_ids": ["x" * 100_000]},
+        {"kind": "group", "title": "t" * 201, "member_ids": [grace]},
+        {"kind": "direct", "member_ids": [ada]},
+        {"kind": "direct", "member_ids": [grace, eve]},
+        {"kind": "channel", "member_ids": [grace]},
+    ):
+        response = await world.call("POST", "/conversations", uid=ada, body=body)
+        assert response.status in (400, 413, 422), (str(body)[:60], response.status)
+    listing = await world.call("GET", "/conversations", uid=ada)
+    assert [c["id"] for c in listing.body["items"]] == [theirs]
