@@ -7,6 +7,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import socketio
 from aiohttp import web
@@ -52,9 +53,27 @@ def indexes() -> list[Index]:
     ]
 
 
+class ChatSocketServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server, speaking JSON only: chat has no binary payloads. A binary
+    packet announces attachments the stock server buffers until the last one arrives (any
+    number of them, each up to ``MAX_PACKET_BYTES``: memory without bound for one socket),
+    so its Engine.IO connection is closed at the first binary packet or frame."""
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        if not isinstance(data, str) or data[:1] in _BINARY_PACKET_TYPES:
+            log.warning("closing a socket that sent a binary packet", extra={"eio_sid": eio_sid})
+            self._binary_packet.pop(eio_sid, None)
+            await self.eio.disconnect(eio_sid)
+            return
+        await super()._handle_eio_message(eio_sid, data)
+
+
+_BINARY_PACKET_TYPES = (str(socketio.packet.BINARY_EVENT), str(socketio.packet.BINARY_ACK))
+
+
 def socket_server(settings: ChatSettings) -> socketio.AsyncServer:
     manager = FanoutManager(settings.amqp_url, settings.socketio_exchange)
-    return socketio.AsyncServer(
+    return ChatSocketServer(
         async_mode="aiohttp",
         client_manager=manager,
         ping_interval=settings.socketio_ping_interval,

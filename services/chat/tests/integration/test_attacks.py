@@ -6,6 +6,7 @@ goes through the real gateway to a real chat replica on the real broker."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -232,6 +233,8 @@ async def raw_next(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0) -
         if msg.data == "2":
             await ws.send_str("3")
             continue
+        if msg.data == "1":  # Engine.IO close
+            raise ConnectionError("closed by the server")
         return str(msg.data)
 
 
@@ -267,12 +270,9 @@ async def test_raw_malformed_frames_get_error_acks_or_a_close_never_a_crash(
         ack = await raw.ack(ack_id)
         assert "error" in ack, (frame[:80], ack)
         assert ack["error"]["code"] == (code or "invalid-payload"), (frame[:80], ack)
-    # An event without an ack id is handled and answers nothing; a binary event (placeholder +
-    # attachment) is invalid; a deeply nested JSON packet and garbage packets never crash.
+    # An event without an ack id is handled and answers nothing; a deeply nested JSON packet
+    # and garbage packets never crash.
     await raw.ws.send_str("42" + json.dumps(["send_message", send(cid, "no ack", "n1")]))
-    await raw.ws.send_str('451-20["send_message",{"_placeholder":true,"num":0}]')
-    await raw.ws.send_bytes(b"\x00" * 64)
-    await raw.ack(20)  # whatever it says, it answered
     await raw.ws.send_str("42" + deep)
     await raw.ws.send_str("4" + "9" * 30)
     await raw.ws.send_str("42[")
@@ -520,3 +520,55 @@ async def test_rest_idor_and_malformed_bodies_are_refused_cleanly(world: ChatWor
         assert response.status in (400, 413, 422), (str(body)[:60], response.status)
     listing = await world.call("GET", "/conversations", uid=ada)
     assert [c["id"] for c in listing.body["items"]] == [theirs]
+
+
+async def test_malformed_connect_auth_and_polling_abuse(world: ChatWorld) -> None:
+    ada = await world.user()
+    ws_url = world.base.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
+    for auth in ('{"token": {"$ne": 1}}', '{"token": 12}', '"token"', "[1]", "{" * 3000):
+        async with world.http.ws_connect(ws_url) as ws:
+            await ws.receive_str(timeout=10)
+            await ws.send_str("40" + auth)
+            try:
+                answer = await raw_next(ws)
+            except ConnectionError:
+                continue  # closed: refused
+
+            assert answer.startswith("44"), (auth[:20], answer)
+    # Polling: a handshake, then an oversized POST and garbage on that session.
+    polling = world.base + "/socket.io/?EIO=4&transport=polling"
+    async with world.http.get(polling) as response:
+        assert response.status == 200
+        opened = json.loads((await response.text())[1:])
+    session_url = f"{polling}&sid={opened['sid']}"
+    async with world.http.post(session_url, data="4" + "x" * 2_000_000) as response:
+        assert 400 <= response.status < 500, response.status
+    async with world.http.post(f"{polling}&sid=not-a-session", data="40") as response:
+        assert 400 <= response.status < 500, response.status
+    # The service still serves.
+    s = await world.socket(ada, transports=["polling"])
+    assert s.connected
+
+
+@pytest.mark.parametrize(
+    "packet", ['451-20["send_message",{"_placeholder":true,"num":0}]', '4599999-["x"]', "61-1[{}]"]
+)
+async def test_a_binary_packet_closes_the_socket_and_buffers_nothing(
+    world: ChatWorld, packet: str
+) -> None:
+    """Chat speaks JSON only. A binary packet announces attachments the server would buffer
+    until the last arrives (any number, each up to the packet limit): refused at once."""
+    ada, grace = await world.user(), await world.user()
+    cid = await world.direct(ada, grace)
+    raw = await RawSocket.open(world.http, world.base, world.token(ada))
+    await raw.ws.send_str(packet)
+    with contextlib.suppress(ConnectionResetError):  # closed before all were sent: the point
+        for _ in range(20):
+            await raw.ws.send_bytes(b"\x00" * 100_000)
+    with pytest.raises(ConnectionError):
+        await raw_next(raw.ws, timeout=5)
+    server = world.replicas[0].app[keys.SOCKETS]
+    assert not server._binary_packet
+    g = await world.socket(grace)
+    ok = await g.call("send_message", send(cid, "fine", "f1"))
+    assert ok["message"]["seq"] == 1
