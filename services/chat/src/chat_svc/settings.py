@@ -18,6 +18,9 @@ class ChatSettings(ServiceSettings):
     # that does not answer within the timeout (the stock clients' defaults: 25 s / 20 s).
     socketio_ping_interval: float = Field(25.0, gt=0, validation_alias="SOCKETIO_PING_INTERVAL")
     socketio_ping_timeout: float = Field(20.0, gt=0, validation_alias="SOCKETIO_PING_TIMEOUT")
+    # An Engine.IO session that has not completed its Socket.IO connect (with a token) this
+    # long after its handshake is closed (the JS server's connectTimeout, 45 s).
+    socketio_connect_timeout: float = Field(45.0, gt=0, validation_alias="SOCKETIO_CONNECT_TIMEOUT")
     # Browser origins allowed to open a socket; unset: the same origin only.
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="CORS_ORIGINS"

@@ -566,9 +566,22 @@ async def test_a_binary_packet_closes_the_socket_and_buffers_nothing(
         for _ in range(20):
             await raw.ws.send_bytes(b"\x00" * 100_000)
     with pytest.raises(ConnectionError):
-        await raw_next(raw.ws, timeout=5)
+        await raw_next(raw.ws, timeout=15)
     server = world.replicas[0].app[keys.SOCKETS]
     assert not server._binary_packet
     g = await world.socket(grace)
     ok = await g.call("send_message", send(cid, "fine", "f1"))
     assert ok["message"]["seq"] == 1
+
+
+async def test_an_engineio_session_that_never_connects_is_closed(start_world: Any) -> None:
+    """Open the transport, answer every ping, never send the Socket.IO connect (no token):
+    the server does not keep such a session for ever."""
+    world: ChatWorld = await start_world(socketio_connect_timeout=1.0)
+    url = world.base.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
+    async with world.http.ws_connect(url) as ws:
+        await ws.receive_str(timeout=10)
+        started = time.monotonic()
+        with pytest.raises(ConnectionError):
+            await raw_next(ws, timeout=10)
+        assert time.monotonic() - started < 5
