@@ -104,6 +104,13 @@ class ChatSocketServer(socketio.AsyncServer):  # type: ignore[misc]
             )
             await self.eio.disconnect(eio_sid)
 
+    def stop_deadlines(self) -> None:
+        for deadline in self._connect_deadlines.values():
+            deadline.cancel()
+        self._connect_deadlines.clear()
+        for task in list(self._closing):
+            task.cancel()
+
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
         deadline = self._connect_deadlines.pop(eio_sid, None)
         if deadline is not None:
@@ -166,6 +173,8 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await upkeep
         await endpoint.close()
+        if isinstance(server, ChatSocketServer):
+            server.stop_deadlines()
         await chat.presence.forget_replica(utcnow())
         await manager.close()
 
