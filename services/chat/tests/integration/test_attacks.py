@@ -352,8 +352,8 @@ async def test_a_client_that_never_acks_does_not_grow_the_servers_ack_table(
     manager.max_pending_acks = 5
     a = await world.socket(ada)
     silent = await world.socket(grace, ack_events=False)
-    for i in range(20):
-        await a.call("send_message", send(cid, f"m{i}", f"c{i}"))
+    for i in range(20):  # a loaded embedded store can take seconds for one send
+        await a.call("send_message", send(cid, f"m{i}", f"c{i}"), timeout=30)
     await silent.wait_for("message", lambda m: m["message"]["seq"] == 20)
     pending = [len(table) - 1 for table in manager.callbacks.values()]
     assert pending and max(pending) <= 5, pending
