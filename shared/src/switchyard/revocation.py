@@ -75,7 +75,8 @@ class DenyList:
     """Session ids to refuse, each until its ``expires_at`` plus ``leeway`` seconds.
 
     :attr:`entries` is the plain dict the verifier looks ``sid`` up in (kept the same
-    object for the list's life). At ``capacity`` the entry closest to its end is dropped
+    object for the list's life). Each of :attr:`listeners` is called with a session id when
+    it is newly denied (a service holding long-lived connections closes that session's). At ``capacity`` the entry closest to its end is dropped
     first (counted in :attr:`evicted`): its token is the next to expire anyway.
     """
 
@@ -94,6 +95,7 @@ class DenyList:
         self.entries: dict[str, float] = {}
         self._ends: list[tuple[float, str]] = []  # a heap of (deny until, session id)
         self.evicted = 0
+        self.listeners: list[Callable[[str], None]] = []
 
     def __contains__(self, session_id: object) -> bool:
         return session_id in self.entries
@@ -123,6 +125,12 @@ class DenyList:
                 )
         self.entries[session_id] = until
         heapq.heappush(self._ends, (until, session_id))
+        if known is None:
+            for listener in self.listeners:
+                try:
+                    listener(session_id)
+                except Exception:
+                    log.exception("a revocation listener failed", extra={"session": session_id})
         return True
 
     def prune(self, now: float | None = None) -> int:

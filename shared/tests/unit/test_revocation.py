@@ -51,6 +51,23 @@ def test_adding_what_has_already_expired_or_is_known_longer_changes_nothing() ->
     assert "s" in deny  # the stale heap entry of the first expiry removed nothing
 
 
+def test_listeners_hear_each_newly_denied_session_once_and_a_failing_one_is_contained() -> None:
+    clock = Clock()
+    deny = DenyList(leeway=0, clock=clock)
+    heard: list[str] = []
+
+    def broken(_: str) -> None:
+        raise RuntimeError("listener bug")
+
+    deny.listeners.extend([broken, heard.append])
+    assert deny.add("s1", clock.now + 100)
+    assert deny.add("s1", clock.now + 200)  # extended, not new: no second announcement
+    assert not deny.add("s2", clock.now - 1)  # already over: nothing to close
+    assert deny.add("s3", clock.now + 100)
+    assert heard == ["s1", "s3"]
+    assert "s1" in deny and "s3" in deny
+
+
 def test_at_capacity_the_session_closest_to_expiry_is_dropped_first() -> None:
     clock = Clock()
     deny = DenyList(capacity=3, leeway=0, clock=clock)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import socketio
 from aiohttp import web
@@ -32,6 +33,7 @@ from switchyard.envelope import utcnow
 from switchyard.mongo import mongo_context
 from switchyard.mongo.client import Index
 from switchyard.outbox import outbox_context, outbox_indexes
+from switchyard.revocation import DENY_LIST, revocation_context
 from switchyard.web import new_app
 
 log = logging.getLogger("chat.app")
@@ -51,9 +53,78 @@ def indexes() -> list[Index]:
     ]
 
 
+class ChatSocketServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server, strict about the protocol (as the JS server is):
+
+    - JSON only: chat has no binary payloads. A binary packet announces attachments the
+      stock server buffers until the last one arrives (any number of them, each up to
+      ``MAX_PACKET_BYTES``: memory without bound for one socket), so its Engine.IO
+      connection is closed at the first binary packet or frame;
+    - a packet that does not parse closes the connection (the stock server logged it and
+      kept a session that never connected);
+    - a session that has not connected ``connect_timeout`` seconds after its handshake is
+      closed (without a token it would otherwise live as long as it answers pings).
+    """
+
+    def __init__(self, *, connect_timeout: float, **options: Any) -> None:
+        super().__init__(**options)
+        self.connect_timeout = connect_timeout
+        self._connect_deadlines: dict[str, asyncio.TimerHandle] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: Any) -> Any:
+        self._connect_deadlines[eio_sid] = asyncio.get_running_loop().call_later(
+            self.connect_timeout, self._connect_deadline, eio_sid
+        )
+        return await super()._handle_eio_connect(eio_sid, environ)
+
+    def _connect_deadline(self, eio_sid: str) -> None:
+        self._connect_deadlines.pop(eio_sid, None)
+        if self.manager.sid_from_eio_sid(eio_sid, "/") is None:
+            log.info("closing a session that never connected", extra={"eio_sid": eio_sid})
+            self._close_soon(eio_sid)
+
+    def _close_soon(self, eio_sid: str) -> None:
+        task = asyncio.ensure_future(self.eio.disconnect(eio_sid))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        if not isinstance(data, str) or data[:1] in _BINARY_PACKET_TYPES:
+            log.warning("closing a socket that sent a binary packet", extra={"eio_sid": eio_sid})
+            self._binary_packet.pop(eio_sid, None)
+            await self.eio.disconnect(eio_sid)
+            return
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except ValueError as error:  # the packet does not parse, or breaks the protocol
+            log.warning(
+                "closing a socket that broke the protocol",
+                extra={"eio_sid": eio_sid, "error": str(error)[:200]},
+            )
+            await self.eio.disconnect(eio_sid)
+
+    def stop_deadlines(self) -> None:
+        for deadline in self._connect_deadlines.values():
+            deadline.cancel()
+        self._connect_deadlines.clear()
+        for task in list(self._closing):
+            task.cancel()
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
+        deadline = self._connect_deadlines.pop(eio_sid, None)
+        if deadline is not None:
+            deadline.cancel()
+        await super()._handle_eio_disconnect(eio_sid, reason)
+
+
+_BINARY_PACKET_TYPES = (str(socketio.packet.BINARY_EVENT), str(socketio.packet.BINARY_ACK))
+
+
 def socket_server(settings: ChatSettings) -> socketio.AsyncServer:
     manager = FanoutManager(settings.amqp_url, settings.socketio_exchange)
-    return socketio.AsyncServer(
+    return ChatSocketServer(
+        connect_timeout=settings.socketio_connect_timeout,
         async_mode="aiohttp",
         client_manager=manager,
         ping_interval=settings.socketio_ping_interval,
@@ -86,6 +157,7 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     app[keys.CHAT] = chat
     endpoint = SocketEndpoint(server, chat, lambda: app[VERIFIER])
     app[keys.SOCKET_ENDPOINT] = endpoint
+    app[DENY_LIST].listeners.append(endpoint.session_revoked)
     manager = server.manager
     assert isinstance(manager, FanoutManager)
     manager.ack_factory = endpoint.delivery_ack
@@ -101,6 +173,8 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await upkeep
         await endpoint.close()
+        if isinstance(server, ChatSocketServer):
+            server.stop_deadlines()
         await chat.presence.forget_replica(utcnow())
         await manager.close()
 
@@ -130,6 +204,7 @@ def create_app(settings: ChatSettings) -> web.Application:
             bus_context,
             outbox_context(OUTBOX_COLLECTIONS),
             verifier_context(),
+            revocation_context(),
             _chat,
             consumers_context(build_registry),
         ]

@@ -18,6 +18,9 @@ class ChatSettings(ServiceSettings):
     # that does not answer within the timeout (the stock clients' defaults: 25 s / 20 s).
     socketio_ping_interval: float = Field(25.0, gt=0, validation_alias="SOCKETIO_PING_INTERVAL")
     socketio_ping_timeout: float = Field(20.0, gt=0, validation_alias="SOCKETIO_PING_TIMEOUT")
+    # An Engine.IO session that has not completed its Socket.IO connect (with a token) this
+    # long after its handshake is closed (the JS server's connectTimeout, 45 s).
+    socketio_connect_timeout: float = Field(45.0, gt=0, validation_alias="SOCKETIO_CONNECT_TIMEOUT")
     # Browser origins allowed to open a socket; unset: the same origin only.
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="CORS_ORIGINS"
@@ -30,6 +33,10 @@ class ChatSettings(ServiceSettings):
     socket_event_rate: float = Field(20.0, gt=0, validation_alias="CHAT_SOCKET_EVENT_RATE")
     socket_event_burst: int = Field(40, ge=1, validation_alias="CHAT_SOCKET_EVENT_BURST")
     flood_disconnect_after: int = Field(40, ge=1, validation_alias="CHAT_FLOOD_DISCONNECT_AFTER")
+    # Sockets one user may hold open on one replica (tabs, devices); one more is refused at
+    # connect ("too-many-sockets"), so one token cannot multiply the flood limit or the
+    # connection state without bound.
+    max_sockets_per_user: int = Field(20, ge=1, validation_alias="CHAT_MAX_SOCKETS_PER_USER")
 
     # Typing: at most one "typing" forwarded per user and conversation per throttle; a
     # typing state not refreshed within the expiry ends on its own.

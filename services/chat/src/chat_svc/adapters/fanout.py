@@ -17,7 +17,9 @@ for production RabbitMQ (3.13 / 4.x), for concurrent emits, and for delivery rec
   replica the packet to each of its sockets gets its *own* ack callback (``ack_factory``,
   which knows whose socket it is), instead of the stock cross-host callback that routes
   every ack back to the emitting replica and keeps a callback there per emit forever when
-  nobody acks. The callbacks live in the socket's own ack table and go with it.
+  nobody acks. The callbacks live in the socket's own ack table and go with it; a socket
+  with ``max_pending_acks`` unanswered gets further messages without one (a client that
+  never acks cannot grow the table without bound; its ``sync`` marks them delivered).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ log = logging.getLogger("chat.fanout")
 
 AckFactory = Callable[[str, str, Any], Callable[..., Awaitable[None]] | None]
 PREFETCH = 200
+MAX_PENDING_ACKS = 1000
 _PUBLISH_TRIES = 3
 
 
@@ -44,6 +47,7 @@ class FanoutManager(AsyncAioPikaManager):  # type: ignore[misc]
         self.ack_factory: AckFactory | None = None
         self.acked_events: frozenset[str] = frozenset()
         self.on_publish_failure: Callable[[], None] = lambda: None
+        self.max_pending_acks = MAX_PENDING_ACKS
         self._publisher: Any = None
         self._publisher_lock = asyncio.Lock()
 
@@ -110,7 +114,9 @@ class FanoutManager(AsyncAioPikaManager):  # type: ignore[misc]
         for sid, eio_sid in self.get_participants(namespace, message.get("room")):
             if sid in skipped:
                 continue
-            callback = factory(event, sid, payload)
+            pending = self.callbacks.get(sid)
+            full = pending is not None and len(pending) > self.max_pending_acks  # + its counter
+            callback = None if full else factory(event, sid, payload)
             if callback is None:
                 if plain is None:
                     plain = _encoded(self.server, namespace, event, payload)

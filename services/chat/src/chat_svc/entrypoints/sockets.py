@@ -61,9 +61,14 @@ class SocketEndpoint:
         self.deliveries = DeliveryBatcher(chat, window=settings.delivery_ack_window)
         self._buckets: dict[str, TokenBucket] = {}
         self._users: dict[str, str] = {}
+        self._open_by_user: dict[str, int] = {}
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._connecting: dict[str, asyncio.Task[None]] = {}
+        # The token's session (``sid`` claim) of each socket, and the sockets of each session:
+        # a revoked session's sockets are closed (``session_revoked``).
+        self._session_of: dict[str, str] = {}
+        self._sockets_of: dict[str, set[str]] = {}
         server.on("connect", self.on_connect)
         server.on("disconnect", self.on_disconnect)
         self._event("join_conversation", JoinConversation, self.join_conversation)
@@ -88,7 +93,23 @@ class SocketEndpoint:
             raise socketio.exceptions.ConnectionRefusedError(
                 "unauthorized", {"reason": "account-deleted"}
             )
-        self._users[sid] = identity.user_id
+        user_id = identity.user_id
+        if self._open_by_user.get(user_id, 0) >= self.chat.settings.max_sockets_per_user:
+            self.chat.metrics.socket_refused("too-many-sockets")
+            raise socketio.exceptions.ConnectionRefusedError(
+                "too-many-sockets", {"reason": "too-many-sockets"}
+            )
+        session = identity.claims.get("sid")
+        if isinstance(session, str) and session:
+            if session in self.verifier().denied:  # revoked while we looked the user up
+                self.chat.metrics.socket_refused("unauthorized")
+                raise socketio.exceptions.ConnectionRefusedError(
+                    "unauthorized", {"reason": "revoked"}
+                )
+            self._session_of[sid] = session
+            self._sockets_of.setdefault(session, set()).add(sid)
+        self._users[sid] = user_id
+        self._open_by_user[user_id] = self._open_by_user.get(user_id, 0) + 1
         self._buckets[sid] = TokenBucket(
             rate=self.chat.settings.socket_event_rate, burst=self.chat.settings.socket_event_burst
         )
@@ -109,6 +130,12 @@ class SocketEndpoint:
     async def _record_connect(self, user_id: str, sid: str) -> None:
         try:
             await presence.socket_connected(chat=self.chat, user_id=user_id, sid=sid)
+            # An account deletion closes the sockets presence knows: one handled while this
+            # socket was being recorded did not see it, but its tombstone is visible now.
+            user = await self.chat.directory.get(user_id)
+            if user is not None and user.deleted:
+                log.info("closing a socket of a deleted account", extra={"sid": sid})
+                self._disconnect_soon(sid)
         except Exception:
             # The next heartbeat cannot repair a missing connection record: close the
             # socket, the client reconnects and presence is recorded then.
@@ -121,14 +148,33 @@ class SocketEndpoint:
         timer = self._expiry.pop(sid, None)
         if timer is not None:
             timer.cancel()
+        session = self._session_of.pop(sid, None)
+        if session is not None:
+            sockets = self._sockets_of.get(session, set())
+            sockets.discard(sid)
+            if not sockets:
+                self._sockets_of.pop(session, None)
         if user_id is None:
             return
+        left = self._open_by_user.get(user_id, 0) - 1
+        if left > 0:
+            self._open_by_user[user_id] = left
+        else:
+            self._open_by_user.pop(user_id, None)
         self.chat.metrics.socket_disconnected()
         self.typing.forget_socket(sid)
         connecting = self._connecting.pop(sid, None)
         if connecting is not None:
             await asyncio.wait([connecting])
         await presence.socket_disconnected(chat=self.chat, user_id=user_id, sid=sid)
+
+    def session_revoked(self, session_id: str) -> None:
+        """A deny-list listener: auth revoked ``session_id`` (logout, logout-all, password
+        change, …), so this replica's sockets opened with its tokens are closed now. Every
+        replica follows the revocations itself."""
+        for sid in list(self._sockets_of.get(session_id, ())):
+            log.info("closing a socket of a revoked session", extra={"sid": sid})
+            self._disconnect_soon(sid)
 
     def _disconnect_soon(self, sid: str) -> None:
         self._spawn(self.server.disconnect(sid))
