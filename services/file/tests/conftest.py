@@ -213,7 +213,7 @@ __all__ = ["Stack", "URL_SECRET", "leftovers", "rss_bytes", "stored_objects"]
 @pytest.fixture
 async def file_events(settings_overrides: dict[str, Any]) -> AsyncIterator[Any]:
     """Every ``file.*`` event published on the test's exchange."""
-    from .support import EventTap
+    from switchyard.testing.events import EventTap
 
     tap = await EventTap(
         settings_overrides["amqp_url"], settings_overrides["bus_exchange"], "file.#"
