@@ -41,6 +41,7 @@ from typing import Any
 
 import yaml
 from aiohttp import web
+from pydantic import BaseModel
 
 CONTRACTS = Path(__file__).resolve().parents[4] / "contracts" / "http"
 DEFAULT_MAX_EXAMPLES = 8
@@ -192,6 +193,16 @@ def _without_patterns(path: str) -> str:
     return "".join(out)
 
 
+def assert_schema_matches_model(documented: Mapping[str, Any], model: type[BaseModel]) -> None:
+    """A request body's documented schema closes its properties and names the same ones, and
+    the same required ones, as the pydantic model the service validates it with."""
+    generated = model.model_json_schema()
+    name = model.__name__
+    assert documented["additionalProperties"] is False, name
+    assert set(documented["properties"]) == set(generated["properties"]), name
+    assert set(documented["required"]) == set(generated.get("required", [])), name
+
+
 def served_operations(app: web.Application, *, ignore: Iterable[str] = ()) -> set[tuple[str, str]]:
     """Every ``(METHOD, path)`` the app routes, but HEAD, catch-all (``*``) methods, the shared
     health and metrics routes and the ``ignore`` paths; variable patterns dropped."""
@@ -221,6 +232,7 @@ __all__ = [
     "SHARED_ROUTES",
     "FuzzResult",
     "assert_routes_match_contract",
+    "assert_schema_matches_model",
     "contract_path",
     "documented_operations",
     "fuzz_contract",
