@@ -10,7 +10,7 @@ import pytest
 
 from chat_svc.app import create_app
 from chat_svc.settings import ChatSettings
-from switchyard.testing import EventTap, JwksServer, delete_exchange, service_bus
+from switchyard.testing import JwksServer, delete_exchange, service_bus, tap_events
 
 from .support import ChatReplica, ChatWorld
 
@@ -22,9 +22,7 @@ def chat_settings(
     def build(**overrides: Any) -> ChatSettings:
         values: dict[str, Any] = {
             **settings_overrides,
-            "jwks_url": jwks_server.jwks_url,
-            "auth_issuer": jwks_server.issuer,
-            "jwt_audience": jwks_server.audience,
+            **jwks_server.auth_settings,
             "socketio_exchange": f"switchyard.socketio.{unique_name}",
             "presence_heartbeat": 0.5,
             "presence_ttl": 2.0,
@@ -54,9 +52,7 @@ async def start_world(
         for _ in range(replicas):
             app = create_app(chat_settings(**overrides))
             started.append(ChatReplica(app, await start_app(app)))
-        tap = await EventTap(
-            settings_overrides["amqp_url"], settings_overrides["bus_exchange"], "chat.#"
-        ).start()
+        tap = await tap_events(settings_overrides, "chat.#")
         publisher = service_bus(settings_overrides, "auth")
         await publisher.connect()
         world = ChatWorld(

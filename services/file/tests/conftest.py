@@ -75,9 +75,7 @@ def file_settings(
         values: dict[str, Any] = {
             **settings_overrides,
             **storage_settings,
-            "jwks_url": jwks_server.jwks_url,
-            "auth_issuer": jwks_server.issuer,
-            "jwt_audience": jwks_server.audience,
+            **jwks_server.auth_settings,
             "url_secrets": URL_SECRET,
             "spool_dir": tmp_path / "spool",
             "sweep_interval": 3600,  # tests sweep when they choose to
@@ -213,11 +211,9 @@ __all__ = ["Stack", "URL_SECRET", "leftovers", "rss_bytes", "stored_objects"]
 @pytest.fixture
 async def file_events(settings_overrides: dict[str, Any]) -> AsyncIterator[Any]:
     """Every ``file.*`` event published on the test's exchange."""
-    from switchyard.testing.events import EventTap
+    from switchyard.testing.events import tap_events
 
-    tap = await EventTap(
-        settings_overrides["amqp_url"], settings_overrides["bus_exchange"], "file.#"
-    ).start()
+    tap = await tap_events(settings_overrides, "file.#")
     yield tap
     await tap.close()
 

@@ -24,9 +24,7 @@ def service_settings(
         values: dict[str, Any] = {
             **settings_overrides,
             "smtp_host": "127.0.0.1",
-            "jwks_url": jwks_server.jwks_url,
-            "auth_issuer": jwks_server.issuer,
-            "jwt_audience": jwks_server.audience,
+            **jwks_server.auth_settings,
             "mail_from": "Switchyard <no-reply@switchyard.test>",
             # Leftover test queues go within a minute instead of five (quorum queues are heavy).
             "bus_queue_expires_ms": 60_000,

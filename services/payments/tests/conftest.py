@@ -10,7 +10,7 @@ import pytest
 
 from payments_svc.app import create_app
 from payments_svc.settings import PaymentsSettings
-from switchyard.testing import EventTap, JwksServer
+from switchyard.testing import JwksServer, tap_events
 
 from .support import RunningService, publisher_bus
 
@@ -24,9 +24,7 @@ def service_settings(
     def build(**overrides: Any) -> PaymentsSettings:
         values: dict[str, Any] = {
             **settings_overrides,
-            "jwks_url": jwks_server.jwks_url,
-            "auth_issuer": jwks_server.issuer,
-            "jwt_audience": jwks_server.audience,
+            **jwks_server.auth_settings,
             "ledger_sweep_interval": 0.2,
             "ledger_stale_after": 2.0,
             "ledger_check_interval": 3600.0,
@@ -51,9 +49,7 @@ async def start_service(
 
     async def start(observer: Any = None, **overrides: Any) -> RunningService:
         app = create_app(service_settings(**overrides), observer=observer)
-        tap = await EventTap(
-            settings_overrides["amqp_url"], settings_overrides["bus_exchange"], "payments.#"
-        ).start()
+        tap = await tap_events(settings_overrides, "payments.#")
         server = await start_app(app)
         publisher = publisher_bus(settings_overrides)
         await publisher.connect()

@@ -6,7 +6,7 @@ test client.
 Enable with ``pytest_plugins = ["switchyard.testing.plugin"]``.
 """
 
-from switchyard.testing.events import EventTap
+from switchyard.testing.events import EventTap, tap_events
 from switchyard.testing.fcm import FakeFcm, ReceivedPush
 from switchyard.testing.jwks import JwksServer
 from switchyard.testing.memory import InMemoryBus, InMemoryOutbox
@@ -28,4 +28,5 @@ __all__ = [
     "docker_available",
     "eventually",
     "service_bus",
+    "tap_events",
 ]
