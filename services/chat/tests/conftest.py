@@ -10,7 +10,13 @@ import pytest
 
 from chat_svc.app import create_app
 from chat_svc.settings import ChatSettings
-from switchyard.testing import JwksServer, delete_exchange, service_bus, tap_events
+from switchyard.testing import (
+    JwksServer,
+    delete_exchange,
+    service_bus,
+    settings_builder,
+    tap_events,
+)
 
 from .support import ChatReplica, ChatWorld
 
@@ -19,19 +25,17 @@ from .support import ChatReplica, ChatWorld
 def chat_settings(
     settings_overrides: dict[str, Any], jwks_server: JwksServer, unique_name: str
 ) -> Callable[..., ChatSettings]:
-    def build(**overrides: Any) -> ChatSettings:
-        values: dict[str, Any] = {
-            **settings_overrides,
-            **jwks_server.auth_settings,
+    return settings_builder(
+        ChatSettings,
+        settings_overrides,
+        jwks_server.auth_settings,
+        {
             "socketio_exchange": f"switchyard.socketio.{unique_name}",
             "presence_heartbeat": 0.5,
             "presence_ttl": 2.0,
             "seq_hole_after": 1.0,
-            **overrides,
-        }
-        return ChatSettings(**values)
-
-    return build
+        },
+    )
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from file_svc.settings import FileSettings
 from gateway_svc.app import Gateway
 from gateway_svc.app import create_app as create_gateway
 from gateway_svc.settings import GatewaySettings
-from switchyard.testing import AppServer, JwksServer
+from switchyard.testing import AppServer, JwksServer, settings_builder
 from switchyard.testing.servers import free_port
 
 from .support import S3_CREDENTIALS, FileApi, MotoServer
@@ -71,19 +71,17 @@ def file_settings(
     storage_settings: dict[str, Any],
     tmp_path: Path,
 ) -> Callable[..., FileSettings]:
-    def build(**overrides: Any) -> FileSettings:
-        values: dict[str, Any] = {
-            **settings_overrides,
-            **storage_settings,
-            **jwks_server.auth_settings,
+    return settings_builder(
+        FileSettings,
+        settings_overrides,
+        storage_settings,
+        jwks_server.auth_settings,
+        {
             "url_secrets": URL_SECRET,
             "spool_dir": tmp_path / "spool",
             "sweep_interval": 3600,  # tests sweep when they choose to
-            **overrides,
-        }
-        return FileSettings(**values)
-
-    return build
+        },
+    )
 
 
 @dataclass

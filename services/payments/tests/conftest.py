@@ -10,7 +10,7 @@ import pytest
 
 from payments_svc.app import create_app
 from payments_svc.settings import PaymentsSettings
-from switchyard.testing import JwksServer, tap_events
+from switchyard.testing import JwksServer, settings_builder, tap_events
 
 from .support import RunningService, publisher_bus
 
@@ -21,19 +21,17 @@ WEBHOOK_SECRET = "whsec_test_" + "s" * 24
 def service_settings(
     settings_overrides: dict[str, Any], jwks_server: JwksServer
 ) -> Callable[..., PaymentsSettings]:
-    def build(**overrides: Any) -> PaymentsSettings:
-        values: dict[str, Any] = {
-            **settings_overrides,
-            **jwks_server.auth_settings,
+    return settings_builder(
+        PaymentsSettings,
+        settings_overrides,
+        jwks_server.auth_settings,
+        {
             "ledger_sweep_interval": 0.2,
             "ledger_stale_after": 2.0,
             "ledger_check_interval": 3600.0,
             "stripe_webhook_secret": WEBHOOK_SECRET,
-            **overrides,
-        }
-        return PaymentsSettings(**values)
-
-    return build
+        },
+    )
 
 
 @pytest.fixture
