@@ -7,53 +7,17 @@ shows the unread count."""
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-import uuid
 from typing import Any
 
 import aiohttp
 import pytest
 
+from switchyard.testing.journeys import call, signed_up
 from switchyard.testing.node import NodeSocketClient
 from switchyard.testing.sockets import SocketClient
 
 pytestmark = pytest.mark.timeout(300)
-
-PASSWORD = "copper-meadow-lantern-628"
-CODE = re.compile(r"(?<!\d)(\d{6})(?!\d)")
-
-
-async def call(
-    client: aiohttp.ClientSession, method: str, path: str, *, expect: int, **kwargs: Any
-) -> Any:
-    """One request; the gateway's credential limit (429) is waited out."""
-    deadline = time.monotonic() + 120
-    while True:
-        async with client.request(method, path, **kwargs) as response:
-            body = await response.json(content_type=None) if response.content_length else None
-            if response.status == 429 and time.monotonic() < deadline:
-                await asyncio.sleep(float(response.headers.get("Retry-After", "5")))
-                continue
-            assert response.status == expect, f"{method} {path}: {response.status} {body}"
-            return body
-
-
-async def signed_up(client: aiohttp.ClientSession, suite: Any, name: str) -> tuple[str, str]:
-    email = f"chat-{uuid.uuid4().hex[:12]}@example.com"
-    user = await call(
-        client,
-        "POST",
-        "/api/v1/auth/register",
-        expect=201,
-        json={"email": email, "password": PASSWORD, "display_name": name},
-    )
-    mail = await suite.mail(email, "verification code")
-    [code] = set(CODE.findall(mail.text))
-    tokens = await call(
-        client, "POST", "/api/v1/auth/verify-email", expect=200, json={"email": email, "code": code}
-    )
-    return user["id"], tokens["access_token"]
 
 
 async def open_direct(client: aiohttp.ClientSession, token: str, other: str) -> dict[str, Any]:
@@ -75,8 +39,8 @@ async def open_direct(client: aiohttp.ClientSession, token: str, other: str) -> 
 
 
 async def test_two_people_chat_with_stock_clients(suite, client) -> None:
-    ada_id, ada_token = await signed_up(client, suite, "Ada")
-    grace_id, grace_token = await signed_up(client, suite, "Grace")
+    ada_id, ada_token = await signed_up(client, suite, "Ada", email_prefix="chat")
+    grace_id, grace_token = await signed_up(client, suite, "Grace", email_prefix="chat")
     conversation = await open_direct(client, ada_token, grace_id)
     cid = conversation["id"]
     assert sorted(conversation["member_ids"]) == sorted([ada_id, grace_id])

@@ -5,52 +5,15 @@ B = 10,001, the contractor accepts, the customer completes: exact cents on both 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-import uuid
 from typing import Any
 
 import aiohttp
 import pytest
 
+from switchyard.testing.journeys import call, signed_up
+
 pytestmark = pytest.mark.timeout(300)
-
-PASSWORD = "copper-meadow-lantern-628"
-CODE = re.compile(r"(?<!\d)(\d{6})(?!\d)")
-
-
-async def call(
-    client: aiohttp.ClientSession, method: str, path: str, *, expect: int, **kwargs: Any
-) -> Any:
-    """One request; a 429 from the gateway's credential limit is waited out (the other
-    journeys share that per-address budget), anything else must be ``expect``."""
-    deadline = time.monotonic() + 120
-    while True:
-        async with client.request(method, path, **kwargs) as response:
-            body = await response.json(content_type=None) if response.content_length else None
-            if response.status == 429 and time.monotonic() < deadline:
-                await asyncio.sleep(float(response.headers.get("Retry-After", "5")))
-                continue
-            assert response.status == expect, f"{method} {path}: {response.status} {body}"
-            return body
-
-
-async def signed_up(client: aiohttp.ClientSession, suite: Any, role: str) -> tuple[str, str]:
-    """(user id, access token) of a new, verified user."""
-    email = f"pay-{uuid.uuid4().hex[:12]}@example.com"
-    user = await call(
-        client,
-        "POST",
-        "/api/v1/auth/register",
-        expect=201,
-        json={"email": email, "password": PASSWORD, "display_name": role.title(), "role": role},
-    )
-    mail = await suite.mail(email, "verification code")
-    [code] = set(CODE.findall(mail.text))
-    tokens = await call(
-        client, "POST", "/api/v1/auth/verify-email", expect=200, json={"email": email, "code": code}
-    )
-    return user["id"], tokens["access_token"]
 
 
 async def wallet_of(client: aiohttp.ClientSession, token: str) -> dict[str, Any]:
@@ -62,8 +25,12 @@ async def wallet_of(client: aiohttp.ClientSession, token: str) -> dict[str, Any]
 
 
 async def test_offer_paid_through_escrow_with_exact_cents(suite, client) -> None:
-    customer_id, customer = await signed_up(client, suite, "customer")
-    contractor_id, contractor = await signed_up(client, suite, "contractor")
+    customer_id, customer = await signed_up(
+        client, suite, "Customer", role="customer", email_prefix="pay"
+    )
+    contractor_id, contractor = await signed_up(
+        client, suite, "Contractor", role="contractor", email_prefix="pay"
+    )
     as_customer = {"Authorization": f"Bearer {customer}"}
     as_contractor = {"Authorization": f"Bearer {contractor}"}
 

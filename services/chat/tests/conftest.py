@@ -10,7 +10,13 @@ import pytest
 
 from chat_svc.app import create_app
 from chat_svc.settings import ChatSettings
-from switchyard.testing import EventTap, JwksServer, delete_exchange, service_bus
+from switchyard.testing import (
+    JwksServer,
+    delete_exchange,
+    service_bus,
+    settings_builder,
+    tap_events,
+)
 
 from .support import ChatReplica, ChatWorld
 
@@ -19,21 +25,17 @@ from .support import ChatReplica, ChatWorld
 def chat_settings(
     settings_overrides: dict[str, Any], jwks_server: JwksServer, unique_name: str
 ) -> Callable[..., ChatSettings]:
-    def build(**overrides: Any) -> ChatSettings:
-        values: dict[str, Any] = {
-            **settings_overrides,
-            "jwks_url": jwks_server.jwks_url,
-            "auth_issuer": jwks_server.issuer,
-            "jwt_audience": jwks_server.audience,
+    return settings_builder(
+        ChatSettings,
+        settings_overrides,
+        jwks_server.auth_settings,
+        {
             "socketio_exchange": f"switchyard.socketio.{unique_name}",
             "presence_heartbeat": 0.5,
             "presence_ttl": 2.0,
             "seq_hole_after": 1.0,
-            **overrides,
-        }
-        return ChatSettings(**values)
-
-    return build
+        },
+    )
 
 
 @pytest.fixture
@@ -54,9 +56,7 @@ async def start_world(
         for _ in range(replicas):
             app = create_app(chat_settings(**overrides))
             started.append(ChatReplica(app, await start_app(app)))
-        tap = await EventTap(
-            settings_overrides["amqp_url"], settings_overrides["bus_exchange"], "chat.#"
-        ).start()
+        tap = await tap_events(settings_overrides, "chat.#")
         publisher = service_bus(settings_overrides, "auth")
         await publisher.connect()
         world = ChatWorld(

@@ -27,7 +27,7 @@ from file_svc.settings import FileSettings
 from gateway_svc.app import Gateway
 from gateway_svc.app import create_app as create_gateway
 from gateway_svc.settings import GatewaySettings
-from switchyard.testing import AppServer, JwksServer
+from switchyard.testing import AppServer, JwksServer, settings_builder
 from switchyard.testing.servers import free_port
 
 from .support import S3_CREDENTIALS, FileApi, MotoServer
@@ -71,21 +71,17 @@ def file_settings(
     storage_settings: dict[str, Any],
     tmp_path: Path,
 ) -> Callable[..., FileSettings]:
-    def build(**overrides: Any) -> FileSettings:
-        values: dict[str, Any] = {
-            **settings_overrides,
-            **storage_settings,
-            "jwks_url": jwks_server.jwks_url,
-            "auth_issuer": jwks_server.issuer,
-            "jwt_audience": jwks_server.audience,
+    return settings_builder(
+        FileSettings,
+        settings_overrides,
+        storage_settings,
+        jwks_server.auth_settings,
+        {
             "url_secrets": URL_SECRET,
             "spool_dir": tmp_path / "spool",
             "sweep_interval": 3600,  # tests sweep when they choose to
-            **overrides,
-        }
-        return FileSettings(**values)
-
-    return build
+        },
+    )
 
 
 @dataclass
@@ -213,11 +209,9 @@ __all__ = ["Stack", "URL_SECRET", "leftovers", "rss_bytes", "stored_objects"]
 @pytest.fixture
 async def file_events(settings_overrides: dict[str, Any]) -> AsyncIterator[Any]:
     """Every ``file.*`` event published on the test's exchange."""
-    from .support import EventTap
+    from switchyard.testing.events import tap_events
 
-    tap = await EventTap(
-        settings_overrides["amqp_url"], settings_overrides["bus_exchange"], "file.#"
-    ).start()
+    tap = await tap_events(settings_overrides, "file.#")
     yield tap
     await tap.close()
 

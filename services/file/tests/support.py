@@ -21,7 +21,6 @@ from typing import Any
 import aiohttp
 from PIL import Image
 
-from switchyard.testing import eventually
 from switchyard.testing.servers import free_port
 
 MIB = 1024 * 1024
@@ -402,53 +401,3 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-
-
-# -- events ------------------------------------------------------------------------------------
-
-
-class EventTap:
-    """A throwaway queue on the test's exchange that records the events it is bound to."""
-
-    def __init__(self, amqp_url: str, exchange: str, pattern: str) -> None:
-        self.amqp_url = amqp_url
-        self.exchange = exchange
-        self.pattern = pattern
-        self.events: list[dict[str, Any]] = []
-        self._connection: Any = None
-
-    async def start(self) -> EventTap:
-        import json
-
-        import aio_pika
-
-        self._connection = await aio_pika.connect(self.amqp_url)
-        channel = await self._connection.channel()
-        exchange = await channel.declare_exchange(
-            self.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-        await queue.bind(exchange, self.pattern)
-
-        async def record(message: Any) -> None:
-            async with message.process():
-                self.events.append(json.loads(message.body))
-
-        await queue.consume(record)
-        return self
-
-    def of_type(self, event_type: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["type"] == event_type]
-
-    async def wait_for(
-        self, event_type: str, count: int = 1, timeout: float = 20.0
-    ) -> list[dict[str, Any]]:
-        async def enough() -> bool:
-            return len(self.of_type(event_type)) >= count
-
-        await eventually(enough, timeout)
-        return self.of_type(event_type)
-
-    async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()

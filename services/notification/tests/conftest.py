@@ -9,7 +9,7 @@ import pytest
 
 from notification_svc.app import create_app
 from notification_svc.settings import NotificationSettings
-from switchyard.testing import FakeFcm, JwksServer
+from switchyard.testing import FakeFcm, JwksServer, settings_builder
 
 from .support import RunningService, publisher_bus
 
@@ -19,22 +19,17 @@ def service_settings(
     settings_overrides: dict[str, Any], jwks_server: JwksServer
 ) -> Callable[..., NotificationSettings]:
     """``service_settings(smtp_port=…, …)``: the test's settings with its own namespace."""
-
-    def build(**overrides: Any) -> NotificationSettings:
-        values: dict[str, Any] = {
-            **settings_overrides,
+    return settings_builder(
+        NotificationSettings,
+        settings_overrides,
+        jwks_server.auth_settings,
+        {
             "smtp_host": "127.0.0.1",
-            "jwks_url": jwks_server.jwks_url,
-            "auth_issuer": jwks_server.issuer,
-            "jwt_audience": jwks_server.audience,
             "mail_from": "Switchyard <no-reply@switchyard.test>",
             # Leftover test queues go within a minute instead of five (quorum queues are heavy).
             "bus_queue_expires_ms": 60_000,
-            **overrides,
-        }
-        return NotificationSettings(**values)
-
-    return build
+        },
+    )
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from payments_svc.app import create_app
 from payments_svc.settings import PaymentsSettings
-from switchyard.testing import EventTap, JwksServer
+from switchyard.testing import JwksServer, settings_builder, tap_events
 
 from .support import RunningService, publisher_bus
 
@@ -21,21 +21,17 @@ WEBHOOK_SECRET = "whsec_test_" + "s" * 24
 def service_settings(
     settings_overrides: dict[str, Any], jwks_server: JwksServer
 ) -> Callable[..., PaymentsSettings]:
-    def build(**overrides: Any) -> PaymentsSettings:
-        values: dict[str, Any] = {
-            **settings_overrides,
-            "jwks_url": jwks_server.jwks_url,
-            "auth_issuer": jwks_server.issuer,
-            "jwt_audience": jwks_server.audience,
+    return settings_builder(
+        PaymentsSettings,
+        settings_overrides,
+        jwks_server.auth_settings,
+        {
             "ledger_sweep_interval": 0.2,
             "ledger_stale_after": 2.0,
             "ledger_check_interval": 3600.0,
             "stripe_webhook_secret": WEBHOOK_SECRET,
-            **overrides,
-        }
-        return PaymentsSettings(**values)
-
-    return build
+        },
+    )
 
 
 @pytest.fixture
@@ -51,9 +47,7 @@ async def start_service(
 
     async def start(observer: Any = None, **overrides: Any) -> RunningService:
         app = create_app(service_settings(**overrides), observer=observer)
-        tap = await EventTap(
-            settings_overrides["amqp_url"], settings_overrides["bus_exchange"], "payments.#"
-        ).start()
+        tap = await tap_events(settings_overrides, "payments.#")
         server = await start_app(app)
         publisher = publisher_bus(settings_overrides)
         await publisher.connect()

@@ -56,3 +56,36 @@ async def test_eventually_waits_for_the_condition_and_gives_up_when_told() -> No
 
     with pytest.raises(AssertionError, match="within 0.1 s"):
         await eventually(never, timeout=0.1, interval=0.01)
+
+
+def test_served_operations_drop_patterns_head_and_the_shared_routes() -> None:
+    from aiohttp import web
+
+    from switchyard.testing.contracts import served_operations
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_get("/healthz", handler)
+    app.router.add_get("/api/v1/things/{id:[A-Za-z0-9_-]{1,80}}", handler)  # and HEAD
+    app.router.add_post("/api/v1/things/{id}/parts/{n:\\d+}", handler)
+    app.router.add_route("*", "/socket.io/", handler)
+    app.router.add_get("/internal/other", handler)
+    assert served_operations(app, ignore={"/internal/other"}) == {
+        ("GET", "/api/v1/things/{id}"),
+        ("POST", "/api/v1/things/{id}/parts/{n}"),
+    }
+
+
+def test_a_route_missing_from_the_app_fails_the_contract_check() -> None:
+    from aiohttp import web
+
+    from switchyard.testing.contracts import (
+        assert_routes_match_contract,
+        documented_operations,
+    )
+
+    assert ("POST", "/api/v1/auth/login") in documented_operations("auth")
+    with pytest.raises(AssertionError, match="documented, not served: .*/api/v1/auth/login"):
+        assert_routes_match_contract(web.Application(), "auth")

@@ -11,9 +11,10 @@ from switchyard.envelope import new_envelope, utcnow
 from switchyard.events.auth import UserDeleted
 from switchyard.events.chat import MessageDeleted, MessageSent
 from switchyard.testing import eventually
+from switchyard.testing.events import EventTap
 
 from ..conftest import Stack, stored_objects
-from ..support import EventTap, png
+from ..support import png
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +74,7 @@ async def test_a_deleted_account_loses_every_file(
     kept = (await stack.api.upload(b"mine\n", "g.txt", token=grace)).json()["id"]
     await publish(new_envelope(UserDeleted(user_id="u-ada", deleted_at=utcnow()), service="auth"))
     await file_events.wait_for("file.deleted", count=3)
-    assert {e["data"]["file_id"] for e in file_events.of_type("file.deleted")} == set(ids)
+    assert {e["data"]["file_id"] for e in file_events.of("file.deleted")} == set(ids)
     for file_id in ids:
         assert (await stack.api.content(file_id, token=ada)).status == 404
     assert (await stack.api.content(kept, token=grace)).status == 200

@@ -2,42 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, get_args
-
-import yaml
 
 from notification_svc.app import create_app
 from notification_svc.domain.deliveries import DeliveryStatus
 from notification_svc.domain.preferences import ALWAYS_SENT, CATEGORIES, CHANNELS
 from notification_svc.entrypoints.http import BroadcastRequest, DeviceRegistration, WebhookCreate
 from notification_svc.settings import NotificationSettings
-
-SPEC = Path(__file__).resolve().parents[4] / "contracts" / "http" / "notification.yaml"
-SHARED_ROUTES = {"/healthz", "/readyz", "/metrics"}
-METHODS = {"get", "put", "post", "patch", "delete"}
+from switchyard.testing.contracts import (
+    assert_routes_match_contract,
+    assert_schema_matches_model,
+    load_contract,
+)
 
 
 def spec() -> dict[str, Any]:
-    return dict(yaml.safe_load(SPEC.read_text()))
+    return load_contract("notification")
 
 
 def test_every_route_is_in_the_spec_and_vice_versa() -> None:
     app = create_app(NotificationSettings(environment="test"))
-    routes = {
-        (route.method, route.resource.canonical)
-        for route in app.router.routes()
-        if route.resource is not None
-        and route.method != "HEAD"
-        and route.resource.canonical not in SHARED_ROUTES
-    }
-    documented = {
-        (method.upper(), path)
-        for path, item in spec()["paths"].items()
-        for method in item
-        if method in METHODS
-    }
-    assert routes == documented
+    assert_routes_match_contract(app, "notification")
 
 
 def _body(path: str, method: str = "post") -> dict[str, Any]:
@@ -51,11 +36,7 @@ def test_request_bodies_match_the_models() -> None:
         ("/api/v1/notifications/devices", DeviceRegistration),
         ("/api/v1/notifications/broadcast", BroadcastRequest),
     ):
-        documented = _body(path)
-        generated = model.model_json_schema()
-        assert documented["additionalProperties"] is False, path
-        assert set(documented["properties"]) == set(generated["properties"]), path
-        assert set(documented["required"]) == set(generated["required"]), path
+        assert_schema_matches_model(_body(path), model)
 
 
 def test_the_enumerations_are_the_domains() -> None:

@@ -6,11 +6,12 @@ test client.
 Enable with ``pytest_plugins = ["switchyard.testing.plugin"]``.
 """
 
-from switchyard.testing.events import EventTap
+from switchyard.testing.events import EventTap, tap_events
 from switchyard.testing.fcm import FakeFcm, ReceivedPush
 from switchyard.testing.jwks import JwksServer
 from switchyard.testing.memory import InMemoryBus, InMemoryOutbox
 from switchyard.testing.servers import AppServer, TcpProxy, delete_exchange, docker_available
+from switchyard.testing.settings import settings_builder
 from switchyard.testing.smtp import SmtpSink
 from switchyard.testing.waiting import eventually, service_bus
 
@@ -28,4 +29,6 @@ __all__ = [
     "docker_available",
     "eventually",
     "service_bus",
+    "settings_builder",
+    "tap_events",
 ]

@@ -17,6 +17,13 @@ run is bounded (``max_examples`` per operation, a fixed seed: the same cases eve
 goes through the CLI in a subprocess, so the app keeps serving on the test's event loop.
 ``contracts/http/<service>.fuzz.toml``, when present, is its configuration: the refusals of
 schema-valid input that come from rules JSON Schema cannot state, each with its reason.
+
+Every service also checks that its app serves exactly the operations its contract documents:
+
+    assert_routes_match_contract(create_app(settings), "auth")
+
+(``documented_operations`` and ``served_operations`` are the two sides, as sets of
+``("GET", "/api/v1/...")``.)
 """
 
 from __future__ import annotations
@@ -27,13 +34,21 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+from pydantic import BaseModel
 
 CONTRACTS = Path(__file__).resolve().parents[4] / "contracts" / "http"
 DEFAULT_MAX_EXAMPLES = 8
 SEED = 12
+# Every service's, from switchyard.web: not part of any contract.
+SHARED_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+_METHODS = frozenset({"get", "put", "post", "patch", "delete"})
 
 
 @dataclass(frozen=True)
@@ -136,4 +151,91 @@ async def fuzz_contract(
     return FuzzResult(process.returncode or 0, output.decode(errors="replace"))
 
 
-__all__ = ["FuzzResult", "contract_path", "fuzz_contract"]
+def load_contract(service: str) -> dict[str, Any]:
+    """``contracts/http/<service>.yaml``, parsed."""
+    return dict(yaml.safe_load(contract_path(service).read_text()))
+
+
+def documented_operations(service: str) -> set[tuple[str, str]]:
+    """Every ``(METHOD, path)`` the service's contract documents."""
+    spec = load_contract(service)
+    assert str(spec["openapi"]).startswith("3."), spec["openapi"]
+    return {
+        (method.upper(), path)
+        for path, item in spec["paths"].items()
+        for method in item
+        if method in _METHODS
+    }
+
+
+def _without_patterns(path: str) -> str:
+    """``/x/{id:[a-z]{1,80}}`` -> ``/x/{id}``: aiohttp's variable patterns are not the contract's
+    business (a pattern may hold braces of its own, so they are counted)."""
+    out: list[str] = []
+    depth = 0
+    in_pattern = False
+    for char in path:
+        if char == "{":
+            depth += 1
+            if depth == 1:
+                out.append(char)
+            continue
+        if char == "}":
+            depth -= 1
+            if depth == 0:
+                out.append(char)
+                in_pattern = False
+            continue
+        if depth == 1 and char == ":":
+            in_pattern = True
+        if depth == 0 or not in_pattern:
+            out.append(char)
+    return "".join(out)
+
+
+def assert_schema_matches_model(documented: Mapping[str, Any], model: type[BaseModel]) -> None:
+    """A request body's documented schema closes its properties and names the same ones, and
+    the same required ones, as the pydantic model the service validates it with."""
+    generated = model.model_json_schema()
+    name = model.__name__
+    assert documented["additionalProperties"] is False, name
+    assert set(documented["properties"]) == set(generated["properties"]), name
+    assert set(documented["required"]) == set(generated.get("required", [])), name
+
+
+def served_operations(app: web.Application, *, ignore: Iterable[str] = ()) -> set[tuple[str, str]]:
+    """Every ``(METHOD, path)`` the app routes, but HEAD, catch-all (``*``) methods, the shared
+    health and metrics routes and the ``ignore`` paths; variable patterns dropped."""
+    skipped = SHARED_ROUTES | set(ignore)
+    return {
+        (route.method, _without_patterns(route.resource.canonical))
+        for route in app.router.routes()
+        if route.resource is not None
+        and route.method not in ("HEAD", "*")
+        and route.resource.canonical not in skipped
+    }
+
+
+def assert_routes_match_contract(
+    app: web.Application, service: str, *, ignore: Iterable[str] = ()
+) -> None:
+    """The app serves every operation of ``contracts/http/<service>.yaml`` and no other."""
+    served = served_operations(app, ignore=ignore)
+    documented = documented_operations(service)
+    assert served == documented, (
+        f"served, not documented: {sorted(served - documented)}; "
+        f"documented, not served: {sorted(documented - served)}"
+    )
+
+
+__all__ = [
+    "SHARED_ROUTES",
+    "FuzzResult",
+    "assert_routes_match_contract",
+    "assert_schema_matches_model",
+    "contract_path",
+    "documented_operations",
+    "fuzz_contract",
+    "load_contract",
+    "served_operations",
+]

@@ -3,6 +3,7 @@ published under a routing-key pattern (``"chat.#"``), so a test counts what a se
 really sent through the broker.
 
     tap = await EventTap(amqp_url, exchange, "chat.#").start()
+    tap = await tap_events(settings_overrides, "chat.#")  # on the test's own exchange
     sent = await tap.wait_for("chat.message.sent", count=3, conversation_id=cid)
     await tap.close()
 """
@@ -10,6 +11,7 @@ really sent through the broker.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from switchyard.testing.waiting import eventually
@@ -65,3 +67,10 @@ class EventTap:
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
+
+
+async def tap_events(settings_overrides: Mapping[str, Any], pattern: str = "#") -> EventTap:
+    """A started tap on the test's broker and exchange (the ``settings_overrides`` fixture)."""
+    return await EventTap(
+        settings_overrides["amqp_url"], settings_overrides["bus_exchange"], pattern
+    ).start()

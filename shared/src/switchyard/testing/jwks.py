@@ -67,6 +67,15 @@ class JwksServer(AppServer):
         return self.url + JWKS_PATH
 
     @property
+    def auth_settings(self) -> dict[str, str]:
+        """The settings a service checks its callers' tokens with, pointed at this server."""
+        return {
+            "jwks_url": self.jwks_url,
+            "auth_issuer": self.issuer,
+            "jwt_audience": self.audience,
+        }
+
+    @property
     def private_key(self) -> Ed25519PrivateKey:
         """The key new tokens are signed with."""
         return self._published[self.kid]
