@@ -26,8 +26,6 @@ import asyncio
 import functools
 import os
 import random
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -36,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.processes import ServiceProcess
 from benchmarks.rows import row
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -65,51 +64,6 @@ def _percentile(values: list[float], fraction: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
-
-
-class _Process:
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
-        with log.open("ab") as sink:
-            self.process = subprocess.Popen(
-                [sys.executable, *argv], env={**os.environ, **env}, stdout=sink, stderr=sink
-            )
-        self.log = log
-
-    async def ready(self, url: str) -> None:
-        import aiohttp
-
-        deadline = time.monotonic() + 90
-        async with aiohttp.ClientSession() as http:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(self.log.read_text()[-2000:])
-                try:
-                    async with http.get(url) as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise TimeoutError(url)
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
 
 
 @dataclass
@@ -240,7 +194,7 @@ async def _relay_runs(scratch: Path) -> dict[str, Any]:
     from switchyard.testing.servers import free_port
 
     port = free_port()
-    relay = _Process(["-m", "benchmarks.chat_relay", str(port)], {}, scratch / "relay.log")
+    relay = ServiceProcess(["-m", "benchmarks.chat_relay", str(port)], {}, scratch / "relay.log")
     url = f"http://127.0.0.1:{port}"
     results: dict[Any, Any] = {}
     try:
@@ -302,7 +256,7 @@ async def _chat_runs(amqp_url: str, scratch: Path) -> dict[str, Any]:
         "AUTH_ISSUER": jwks.issuer,
         "JWT_AUDIENCE": jwks.audience,
     }
-    chat = _Process(
+    chat = ServiceProcess(
         ["-m", "chat_svc"],
         {
             **common,
@@ -325,7 +279,7 @@ async def _chat_runs(amqp_url: str, scratch: Path) -> dict[str, Any]:
         policy["limit"] = 10**7
     routes = scratch / "routes.yaml"
     routes.write_text(yaml.safe_dump(table))
-    gateway = _Process(
+    gateway = ServiceProcess(
         ["-m", "gateway_svc"],
         {
             **common,

@@ -27,8 +27,6 @@ import asyncio
 import contextlib
 import functools
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -36,6 +34,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from benchmarks.processes import ServiceProcess
 from benchmarks.rows import row
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -163,44 +162,6 @@ async def _store_floor(mongo_url: str, name: str) -> tuple[float, float, float]:
     return raw_rate, ledger_rate, writes_per_transfer
 
 
-class _Process:
-    """A service as its own process (so the load generator, the gateway, payments and the
-    store spread over the cores as they would in a deployment)."""
-
-    def __init__(self, module: str, env: dict[str, str], log: Path) -> None:
-        with log.open("ab") as sink:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", module], env={**os.environ, **env}, stdout=sink, stderr=sink
-            )
-        self.log = log
-
-    async def ready(self, url: str) -> None:
-        import aiohttp
-
-        deadline = time.monotonic() + 60
-        async with aiohttp.ClientSession() as http:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(self.log.read_text()[-2000:])
-                try:
-                    async with http.get(url) as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise TimeoutError(url)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
 async def _measure(amqp_url: str, scratch: Path) -> list[dict[str, Any]]:
     import aio_pika
     import aiohttp
@@ -235,8 +196,8 @@ async def _measure(amqp_url: str, scratch: Path) -> list[dict[str, Any]]:
         "AUTH_ISSUER": jwks.issuer,
         "JWT_AUDIENCE": jwks.audience,
     }
-    payments = _Process(
-        "payments_svc",
+    payments = ServiceProcess(
+        ["-m", "payments_svc"],
         {
             **common,
             "PAYMENTS_PORT": str(payments_port),
@@ -255,8 +216,8 @@ async def _measure(amqp_url: str, scratch: Path) -> list[dict[str, Any]]:
         policy["limit"] = 10**7
     routes = scratch / "routes.yaml"
     routes.write_text(yaml.safe_dump(table))
-    gateway = _Process(
-        "gateway_svc",
+    gateway = ServiceProcess(
+        ["-m", "gateway_svc"],
         {
             **common,
             "GATEWAY_PORT": str(gateway_port),
@@ -277,8 +238,8 @@ async def _measure(amqp_url: str, scratch: Path) -> list[dict[str, Any]]:
     latencies: list[float] = []
     failures: Counter[int] = Counter()
     try:
-        await payments.ready(f"http://127.0.0.1:{payments_port}/readyz")
-        await gateway.ready(f"http://127.0.0.1:{gateway_port}/healthz")
+        await payments.ready(f"http://127.0.0.1:{payments_port}/readyz", timeout=60)
+        await gateway.ready(f"http://127.0.0.1:{gateway_port}/healthz", timeout=60)
         store: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo.url, tz_aware=True)
         directory = UserDirectory(store[name]["payments_users"])  # what auth's events would write
         for uid in [contractor, *customers]:
