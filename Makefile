@@ -22,8 +22,11 @@ install: .venv/.installed ## install every dependency from the lock file (idempo
 run: install ## run the whole suite locally (embedded store, mail sink, every service)
 	$(UV) run --frozen python scripts/run.py
 
+# The suite mostly waits (timeouts, retries, the broker), so it runs in 3 worker processes;
+# a test file stays in one worker (its module fixtures are shared), and every worker's
+# session has its own store, exchange, queue prefix and ports, as separate runs do.
 test: install ## the whole test suite: unit, integration (real RabbitMQ, embedded store, SMTP) and e2e
-	$(PYTEST) shared services tests-e2e
+	$(PYTEST) -n 3 --dist loadfile shared services tests-e2e
 
 unit: install ## fast tests with fakes only
 	$(PYTEST) -m "not integration and not e2e" shared services
