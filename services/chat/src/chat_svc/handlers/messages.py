@@ -255,11 +255,7 @@ async def edit_message(
 ) -> dict[str, Any]:
     conversation = await _member_conversation(chat, user_id, conversation_id)
     text = clean_body(body)
-    found = await chat.store.message(conversation_id, message_id)
-    if found is None or found.deleted:
-        raise ChatError("message-not-found", "No such message.", 404)
-    if found.sender_id != user_id:
-        raise forbidden("Only the sender edits a message.")
+    found = await _own_message(chat, user_id, conversation_id, message_id, "edits")
     now = utcnow()
     event = new_envelope(
         MessageUpdated(
@@ -287,15 +283,23 @@ async def edit_message(
     return view
 
 
-async def delete_message(
-    *, chat: Chat, user_id: str, conversation_id: str, message_id: str
-) -> None:
-    conversation = await _member_conversation(chat, user_id, conversation_id)
+async def _own_message(
+    chat: Chat, user_id: str, conversation_id: str, message_id: str, verb: str
+) -> Any:
+    """The caller's own live message, else 404 (gone) or 403 (someone else's)."""
     found = await chat.store.message(conversation_id, message_id)
     if found is None or found.deleted:
         raise ChatError("message-not-found", "No such message.", 404)
     if found.sender_id != user_id:
-        raise forbidden("Only the sender deletes a message.")
+        raise forbidden(f"Only the sender {verb} a message.")
+    return found
+
+
+async def delete_message(
+    *, chat: Chat, user_id: str, conversation_id: str, message_id: str
+) -> None:
+    conversation = await _member_conversation(chat, user_id, conversation_id)
+    found = await _own_message(chat, user_id, conversation_id, message_id, "deletes")
     now = utcnow()
     event = new_envelope(
         MessageDeleted(
