@@ -12,6 +12,7 @@ import math
 import random
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -35,6 +36,30 @@ def rank_sum_z(first: list[float], second: list[float]) -> float:
     return (u - n1 * n2 / 2) / math.sqrt(n1 * n2 * (n1 + n2 + 1) / 12)
 
 
+Medians = tuple[list[float], list[float]]
+
+
+async def assert_same_timing(measure: Callable[[int], Awaitable[Medians]]) -> None:
+    """Fail when ``measure(round)`` (per-email medians of known and unknown addresses) tells
+    the two apart in two independent rounds (fresh emails, fresh order). A burst of load from
+    a neighbouring test process can fake a difference once (p < 0.001 is per quiet run); a
+    leak is in the code and shows in both rounds."""
+    summaries = []
+    for round_ in (1, 2):
+        known, unknown = await measure(round_)
+        z = rank_sum_z(known, unknown)
+        summary = (
+            f"z={z:.2f}, median-split accuracy {median_split_accuracy(known, unknown):.0%}, "
+            f"medians {statistics.median(known) * 1000:.2f} ms (known) vs "
+            f"{statistics.median(unknown) * 1000:.2f} ms (unknown)"
+        )
+        print(f"round {round_}: {summary}")
+        if abs(z) < Z_LIMIT:
+            return
+        summaries.append(summary)
+    pytest.fail("timing tells known from unknown addresses in both rounds: " + "; ".join(summaries))
+
+
 def median_split_accuracy(known: list[float], unknown: list[float]) -> float:
     """How well "slower than the median means known" classifies (either direction)."""
     cut = statistics.median(known + unknown)
@@ -56,35 +81,31 @@ def median_split_accuracy(known: list[float], unknown: list[float]) -> float:
 async def test_code_requests_do_not_tell_known_emails_by_timing(
     edge: AuthClient, path: str, extra: dict[str, Any]
 ) -> None:
-    known = [f"known{n}@example.com" for n in range(EMAILS_PER_SIDE)]
-    for n, email in enumerate(known):
-        if n % 2:
-            await edge.signed_up(email)  # active accounts
-        else:
-            assert (await edge.register(email)).status == 201  # pending ones
-    unknown = [f"unknown{n}@example.com" for n in range(EMAILS_PER_SIDE)]
-    await settle(edge)
+    async def measure(round_: int) -> Medians:
+        known = [f"known{round_}.{n}@example.com" for n in range(EMAILS_PER_SIDE)]
+        for n, email in enumerate(known):
+            if n % 2:
+                await edge.signed_up(email)  # active accounts
+            else:
+                assert (await edge.register(email)).status == 201  # pending ones
+        unknown = [f"unknown{round_}.{n}@example.com" for n in range(EMAILS_PER_SIDE)]
+        await settle(edge)
 
-    order = [email for email in known + unknown for _ in range(SAMPLES)]
-    random.Random(9).shuffle(order)
-    took: dict[str, list[float]] = {email: [] for email in known + unknown}
-    for email in order:
-        started = time.perf_counter()
-        reply = await edge.post(path, {"email": email, **extra})
-        took[email].append(time.perf_counter() - started)
-        assert reply.status == 202
-    await settle(edge)
+        order = [email for email in known + unknown for _ in range(SAMPLES)]
+        random.Random(9 + round_).shuffle(order)
+        took: dict[str, list[float]] = {email: [] for email in known + unknown}
+        for email in order:
+            started = time.perf_counter()
+            reply = await edge.post(path, {"email": email, **extra})
+            took[email].append(time.perf_counter() - started)
+            assert reply.status == 202
+        await settle(edge)
+        return (
+            [statistics.median(took[email]) for email in known],
+            [statistics.median(took[email]) for email in unknown],
+        )
 
-    known_medians = [statistics.median(took[email]) for email in known]
-    unknown_medians = [statistics.median(took[email]) for email in unknown]
-    z = rank_sum_z(known_medians, unknown_medians)
-    accuracy = median_split_accuracy(known_medians, unknown_medians)
-    summary = (
-        f"z={z:.2f}, median-split accuracy {accuracy:.0%}, medians "
-        f"{statistics.median(known_medians) * 1000:.2f} ms (known) vs "
-        f"{statistics.median(unknown_medians) * 1000:.2f} ms (unknown)"
-    )
-    assert abs(z) < Z_LIMIT, summary
+    await assert_same_timing(measure)
 
 
 async def test_password_reset_checks_do_not_depend_on_the_account(edge: AuthClient) -> None:
