@@ -32,7 +32,9 @@ from gateway_svc.proxy.server import ClientConnection
 from gateway_svc.proxy.upstream import UpstreamGroup, UpstreamHost
 from gateway_svc.settings import GatewaySettings
 from switchyard.authn import token_verifier
-from switchyard.metrics import MetricsRegistry
+from switchyard.bus.app import bus_for
+from switchyard.metrics import Metrics, MetricsRegistry
+from switchyard.revocation import RevocationFeed, deny_list_for, feed_for
 from switchyard.tokens import TokenVerifier
 
 log = logging.getLogger("gateway")
@@ -74,6 +76,14 @@ class Gateway:
             for name, config in self.table.source.upstreams.items()
         }
         self.verifier = verifier or token_verifier(settings)
+        # Revoked sessions (DESIGN §3.1 auth.session.revoked): every worker keeps its own
+        # deny-list, fed by its own queue and auth's list; verified or cached, a token of a
+        # revoked session is refused (one lookup).
+        self.deny_list = deny_list_for(settings, self.verifier)
+        # The bus only feeds the deny-list here (and parks a poison message): its publishing
+        # counters stay off the gateway's /metrics.
+        self.bus = bus_for(settings, Metrics(settings.service_name))
+        self.revocations: RevocationFeed = feed_for(settings, self.bus, self.deny_list)
         self.tokens = CachedVerifier(self.verifier, settings.token_cache_size)
         self.limiter = local_limiter or LocalStore(settings.rate_limit_local_slots)
         self.limiter_async = (
@@ -151,6 +161,8 @@ class Gateway:
         loop = self._loop = asyncio.get_running_loop()
         context = self.context = self._proxy_context(loop)
         await self.verifier.start()
+        await self.bus.connect()
+        await self.revocations.start()
         if sock is None:
             sock = listen_socket(self.settings.host, self.settings.port)
         self.port = sock.getsockname()[1]
@@ -182,6 +194,8 @@ class Gateway:
         for host in self._hosts():
             host.close_all()
         await self.verifier.close()
+        await self.revocations.stop()
+        await self.bus.close()
         if self.limiter_async is not None:
             await self.limiter_async.close()
         self.access_log.close()
