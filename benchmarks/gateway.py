@@ -39,6 +39,7 @@ from typing import Any
 
 from benchmarks.rows import row
 from switchyard.testing import JwksServer
+from switchyard.testing.jwks import TEST_INTERNAL_TOKEN
 
 WORKERS = 2
 WRK_THREADS = 2
@@ -286,6 +287,8 @@ def _run_gateway(
     env = {
         **os.environ,
         "GATEWAY_PORT": str(port),
+        "GATEWAY_ADMIN_PORT": str(_free_port()),
+        "INTERNAL_API_TOKEN": TEST_INTERNAL_TOKEN,  # the revoked-session list of JwksServer
         "GATEWAY_WORKERS": str(WORKERS),
         "GATEWAY_ROUTES_FILE": str(_routes_file(upstream_port, workdir)),
         "GATEWAY_ACCESS_LOG": str(workdir / "gateway-access.log"),

@@ -93,6 +93,7 @@ async def _gateway(upstreams: list[str], jwks_server: JwksServer, started: list[
     settings = GatewaySettings(
         environment="test",
         port=free_port(),
+        admin_port=0,  # the admin listener on any free port
         chat_upstreams=upstreams,
         jwks_url=jwks_server.jwks_url,
         auth_issuer=jwks_server.issuer,

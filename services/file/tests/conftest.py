@@ -110,6 +110,7 @@ async def start_gateway(file_url: str, keys_server: JwksServer, **overrides: Any
     settings = GatewaySettings(
         environment="test",
         port=free_port(),
+        admin_port=0,  # the admin listener on any free port
         file_upstreams=[file_url],
         jwks_url=keys_server.jwks_url,
         auth_issuer=keys_server.issuer,

@@ -81,6 +81,7 @@ async def gateway(jwks_server: JwksServer) -> AsyncIterator[Callable[..., Any]]:
         settings = GatewaySettings(
             environment="test",
             port=free_port(),
+            admin_port=0,  # the admin listener on any free port
             payments_upstreams=[service.url],
             jwks_url=jwks_server.jwks_url,
             auth_issuer=jwks_server.issuer,

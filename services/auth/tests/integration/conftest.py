@@ -219,6 +219,7 @@ def gateway_settings(
     options: dict[str, Any] = {
         **settings_overrides,
         "port": free_port(),
+        "admin_port": 0,  # the admin listener on any free port
         "routes_file": routes,
         "auth_upstreams": [auth.server.url],
         "jwks_url": f"{auth.server.url}/.well-known/jwks.json",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
 from collections.abc import Coroutine, Iterator
@@ -28,6 +29,7 @@ from gateway_svc.proxy.admission import Admission
 from gateway_svc.proxy.context import ProxyContext
 from gateway_svc.proxy.edges import Cors, RequestIds, TrustedProxies
 from gateway_svc.proxy.exchange_state import ExchangeState
+from gateway_svc.proxy.headers import LOCAL_PATHS, PUBLIC_LOCAL_PATHS
 from gateway_svc.proxy.server import ClientConnection
 from gateway_svc.proxy.upstream import UpstreamGroup, UpstreamHost
 from gateway_svc.settings import GatewaySettings
@@ -115,8 +117,10 @@ class Gateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.AbstractServer | None = None
+        self._admin_server: asyncio.AbstractServer | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.port = settings.port
+        self.admin_port = settings.admin_port
 
     def _busy(self) -> bool:
         return any(conn.active is not None for conn in self.connections)
@@ -151,15 +155,27 @@ class Gateway:
             max_header_bytes=settings.max_header_bytes,
             max_headers=settings.max_headers,
             header_timeout=settings.header_timeout,
+            local_paths=PUBLIC_LOCAL_PATHS,
         )
 
     @property
     def url(self) -> str:
         return f"http://{self.settings.host}:{self.port}"
 
-    async def start(self, sock: socket.socket | None = None) -> Gateway:
+    @property
+    def admin_url(self) -> str:
+        host = self.settings.admin_host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.admin_port}"
+
+    async def start(
+        self, sock: socket.socket | None = None, admin_sock: socket.socket | None = None
+    ) -> Gateway:
+        """Listen on ``sock`` (public) and ``admin_sock`` (admin), or on sockets of the
+        settings' ports. Several workers share one admin socket (made before they fork):
+        whichever accepts answers, its /metrics summing every worker's snapshot."""
         loop = self._loop = asyncio.get_running_loop()
         context = self.context = self._proxy_context(loop)
+        admin_context = dataclasses.replace(context, local_paths=LOCAL_PATHS, proxies=False)
         await self.verifier.start()
         await self.bus.connect()
         await self.revocations.start()
@@ -167,15 +183,25 @@ class Gateway:
             sock = listen_socket(self.settings.host, self.settings.port)
         self.port = sock.getsockname()[1]
         self._server = await loop.create_server(lambda: ClientConnection(context), sock=sock)
+        if admin_sock is None:
+            admin_sock = listen_socket(self.settings.admin_host, self.settings.admin_port)
+        self.admin_port = admin_sock.getsockname()[1]
+        self._admin_server = await loop.create_server(
+            lambda: ClientConnection(admin_context), sock=admin_sock
+        )
         self._ticker = asyncio.create_task(self._tick(), name="gateway-tick")
-        log.info("gateway listening", extra={"url": self.url, "routes": len(self.table.routes)})
+        log.info(
+            "gateway listening",
+            extra={"url": self.url, "admin": self.admin_url, "routes": len(self.table.routes)},
+        )
         return self
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish (up to ``grace`` seconds), close."""
         grace = self.settings.shutdown_timeout if grace is None else grace
-        if self._server is not None:
-            self._server.close()
+        for server in (self._server, self._admin_server):
+            if server is not None:
+                server.close()
         for conn in list(self.connections):
             if conn.active is None and conn.tunnel is None:
                 conn.close()
@@ -199,8 +225,9 @@ class Gateway:
         if self.limiter_async is not None:
             await self.limiter_async.close()
         self.access_log.close()
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in (self._server, self._admin_server):
+            if server is not None:
+                await server.wait_closed()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a slow-path step in a task; its failure is logged, never lost."""

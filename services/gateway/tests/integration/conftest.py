@@ -241,6 +241,7 @@ async def make_gateway(
             **bus_settings,
             "environment": "test",
             "port": free_port(),
+            "admin_port": 0,  # the admin listener on any free port
             "routes_file": path,
             "jwks_url": keys.jwks_url,
             "auth_issuer": ISSUER,
@@ -272,8 +273,15 @@ class GatewayProcess:
     def __init__(self, env: dict[str, str], port: int, log_path: Path) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self.admin_port = free_port()
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"  # /metrics, /gateway/routes
         self.log_path = log_path
-        full_env = {**os.environ, **env, "GATEWAY_PORT": str(port)}
+        full_env = {
+            **os.environ,
+            **env,
+            "GATEWAY_PORT": str(port),
+            "GATEWAY_ADMIN_PORT": str(self.admin_port),
+        }
         with log_path.open("wb") as log_file:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gateway_svc"],

@@ -41,3 +41,7 @@ class ProxyContext:
     max_header_bytes: int
     max_headers: int
     header_timeout: float  # also how long the rest of an answered request's body may take
+    # The gateway's own endpoints this listener serves (the rest of LOCAL_PATHS: 404), and
+    # whether it proxies at all (the admin listener does not).
+    local_paths: frozenset[bytes]
+    proxies: bool = True
