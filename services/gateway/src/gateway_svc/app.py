@@ -33,6 +33,7 @@ from gateway_svc.proxy.headers import LOCAL_PATHS, PUBLIC_LOCAL_PATHS
 from gateway_svc.proxy.server import ClientConnection
 from gateway_svc.proxy.upstream import UpstreamGroup, UpstreamHost
 from gateway_svc.settings import GatewaySettings
+from gateway_svc.spans import SpanRecorder
 from switchyard.authn import token_verifier
 from switchyard.bus.app import bus_for
 from switchyard.metrics import Metrics, MetricsRegistry
@@ -70,6 +71,7 @@ class Gateway:
         verifier: TokenVerifier | None = None,
         local_limiter: LocalStore | None = None,
         metrics_dir: Path | None = None,
+        spans: SpanRecorder | None = None,
     ) -> None:
         self.settings = settings
         self.table = RouteTable(load_route_file(settings.routes_file, settings.upstream_overrides))
@@ -97,6 +99,8 @@ class Gateway:
             MetricsRegistry(settings.service_name), hosts=self._hosts, snapshot_dir=metrics_dir
         )
         self.access_log = AccessLog(settings.access_log, settings.service_name)
+        # Built here, in the worker (after the fork): the exporter's thread is per process.
+        self.spans = spans or SpanRecorder.from_environment(settings.service_name)
         self.cors = Cors(settings.cors_origins)
         self.trusted_proxies = TrustedProxies(settings.trusted_proxies)
         self.request_ids = RequestIds()
@@ -156,6 +160,7 @@ class Gateway:
             max_headers=settings.max_headers,
             header_timeout=settings.header_timeout,
             local_paths=PUBLIC_LOCAL_PATHS,
+            spans=self.spans,
         )
 
     @property
@@ -225,6 +230,8 @@ class Gateway:
         if self.limiter_async is not None:
             await self.limiter_async.close()
         self.access_log.close()
+        if self.spans is not None:
+            await asyncio.to_thread(self.spans.close)  # the last batch, exported
         for server in (self._server, self._admin_server):
             if server is not None:
                 await server.wait_closed()
@@ -300,8 +307,14 @@ def create_app(
     verifier: TokenVerifier | None = None,
     local_limiter: LocalStore | None = None,
     metrics_dir: Path | None = None,
+    spans: SpanRecorder | None = None,
 ) -> Gateway:
-    """Build a gateway (not started: ``await gateway.start()``)."""
+    """Build a gateway (not started: ``await gateway.start()``). Its server spans go to
+    ``spans``, else over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, else nowhere."""
     return Gateway(
-        settings, verifier=verifier, local_limiter=local_limiter, metrics_dir=metrics_dir
+        settings,
+        verifier=verifier,
+        local_limiter=local_limiter,
+        metrics_dir=metrics_dir,
+        spans=spans,
     )

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from gateway_svc.proxy.exchange_state import ExchangeState
     from gateway_svc.proxy.server import ClientConnection
     from gateway_svc.proxy.upstream import UpstreamGroup
+    from gateway_svc.spans import SpanRecorder
 
 
 @dataclass(slots=True, eq=False)
@@ -45,3 +46,4 @@ class ProxyContext:
     # whether it proxies at all (the admin listener does not).
     local_paths: frozenset[bytes]
     proxies: bool = True
+    spans: SpanRecorder | None = None  # the gateway's server spans, when exported
