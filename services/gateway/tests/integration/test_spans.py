@@ -12,7 +12,7 @@ import pytest
 from switchyard.testing import eventually
 from switchyard.testing.otlp import OtlpReceiver, ReceivedSpan
 
-from .conftest import GatewayFactory, Keys, Upstream, raw_request, route_table
+from .conftest import GatewayFactory, Keys, Upstream, dead_url, raw_request, route_table
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
@@ -39,7 +39,7 @@ async def spans_of(receiver: OtlpReceiver, count: int) -> list[ReceivedSpan]:
 async def test_one_server_span_per_request_continuing_the_incoming_trace(
     make_gateway: GatewayFactory, upstream: Upstream, keys: Keys, receiver: OtlpReceiver
 ) -> None:
-    table = route_table(upstream.url)
+    table = route_table(upstream.url, dead=[dead_url()])
     table["rate_limits"]["tight"] = {"limit": 1, "window": 60}
     gateway = await make_gateway(table)
     assert gateway.spans is not None
@@ -63,7 +63,6 @@ async def test_one_server_span_per_request_continuing_the_incoming_trace(
         "http.request.method": "GET",
         "http.route": "public",
         "http.response.status_code": 200,
-        "url.path": "/public/a",
         "gateway.rate_limit": "allowed",
         "gateway.upstream": "main",
         "server.address": upstream.url,
@@ -83,7 +82,13 @@ async def test_one_server_span_per_request_continuing_the_incoming_trace(
     assert refused.parent_span_id == "" and refused.trace_id != TRACE_ID
     limited = [s for s in spans if s.attributes["http.response.status_code"] == 429]
     assert [s.attributes["gateway.rate_limit"] for s in limited] == ["limited"]
-    assert len(spans) == 4  # one per request, none for anything else
+    assert all(s.status_code == 0 for s in spans)
+
+    assert (await raw_request(gateway.port, "GET", "/dead/x"))[0] == 502
+    spans = await spans_of(receiver, 5)
+    assert spans[-1].attributes["gateway.upstream"] == "dead"
+    assert spans[-1].status_code == 2  # an error
+    assert len(spans) == 5  # one per request, none for anything else
 
 
 async def test_without_an_endpoint_nothing_is_recorded_and_the_traceparent_passes_as_is(

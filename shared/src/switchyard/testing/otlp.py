@@ -43,11 +43,15 @@ def _value(value: AnyValue) -> Any:
 
 
 class OtlpReceiver(AppServer):
-    """Accepts ``POST /v1/traces`` (``application/x-protobuf``) like a collector."""
+    """Accepts ``POST /v1/traces`` (``application/x-protobuf``) like a collector. With
+    ``decode=False`` (a benchmark's sink) it only counts requests, bytes and spans."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, decode: bool = True) -> None:
+        self.decode = decode
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
+        self.bytes = 0
+        self.span_count = 0
         app = web.Application()
         app.router.add_post(TRACES_PATH, self._receive)
         super().__init__(app)
@@ -55,9 +59,14 @@ class OtlpReceiver(AppServer):
     async def _receive(self, request: web.Request) -> web.Response:
         if request.content_type != "application/x-protobuf":
             return web.Response(status=415)
-        export = ExportTraceServiceRequest.FromString(await request.read())
+        body = await request.read()
         self.requests += 1
-        for resource_spans in export.resource_spans:
+        self.bytes += len(body)
+        export = ExportTraceServiceRequest.FromString(body)
+        self.span_count += sum(
+            len(scope.spans) for resource in export.resource_spans for scope in resource.scope_spans
+        )
+        for resource_spans in export.resource_spans if self.decode else ():
             resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
