@@ -284,6 +284,7 @@ async def _chat_runs(amqp_url: str, scratch: Path) -> dict[str, Any]:
         {
             **common,
             "GATEWAY_PORT": str(gateway_port),
+            "GATEWAY_ADMIN_PORT": "0",  # the admin listener on any free port
             "GATEWAY_ROUTES_FILE": str(routes),
             "GATEWAY_CHAT_UPSTREAMS": f"http://127.0.0.1:{chat_port}",
             "GATEWAY_ACCESS_LOG": "off",

@@ -230,6 +230,7 @@ def _measure_all(
     gateway_env = {
         **base_env,
         "GATEWAY_PORT": str(gateway_port),
+        "GATEWAY_ADMIN_PORT": "0",  # the admin listener on any free port
         "GATEWAY_WORKERS": "1",
         "GATEWAY_ROUTES_FILE": str(_routes_file(workdir)),
         "GATEWAY_FILE_UPSTREAMS": f"http://127.0.0.1:{file_port}",

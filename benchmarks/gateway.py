@@ -17,6 +17,10 @@ the gateway (JWT verification and rate limiting on), same upstream, same machine
   the proxy processes is reported as well, the proxy's own cost;
 - memory: RSS of one gateway worker while 1,000 connections are open and busy.
 
+With ``BENCH_GATEWAY_TRACING=1`` the gateway exports its server spans (one per request)
+over OTLP/HTTP to a local receiver (``OTEL_EXPORTER_OTLP_ENDPOINT``) that only counts them:
+the ratio with tracing on (issue 12 item 6).
+
 Needs the Debian packages ``wrk`` and ``nginx`` (``apt-get install -y wrk nginx``).
 """
 
@@ -39,6 +43,8 @@ from typing import Any
 
 from benchmarks.rows import row
 from switchyard.testing import JwksServer
+from switchyard.testing.jwks import TEST_INTERNAL_TOKEN
+from switchyard.testing.otlp import OtlpReceiver
 
 WORKERS = 2
 WRK_THREADS = 2
@@ -51,6 +57,7 @@ TARGET_P99_RATIO = 2.0
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 WRK = shutil.which("wrk")
 REPO = Path(__file__).resolve().parent.parent
+TRACING = os.environ.get("BENCH_GATEWAY_TRACING") == "1"
 
 
 _row = row
@@ -253,6 +260,8 @@ async def run() -> list[dict[str, Any]]:
     workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     # Auth's JWKS endpoint for the gateway; the token lives an hour, longer than the run.
     keys = await JwksServer(issuer="bench", audience="switchyard", lifetime=3600).start()
+    receiver = await OtlpReceiver(decode=False).start() if TRACING else None
+    otlp = receiver.url if receiver is not None else None
     headers = {"Authorization": f"Bearer {keys.token('bench-user', ['customer'])}"}
     upstream_port, nginx_port, gateway_port = _free_port(), _free_port(), _free_port()
     path = "/api/v1/chat/conversations"
@@ -272,20 +281,42 @@ async def run() -> list[dict[str, Any]]:
                     _measure, f"http://127.0.0.1:{nginx_port}{path}", headers, nginx_pids
                 )
             gateway, memory = await asyncio.to_thread(
-                _run_gateway, gateway_port, upstream_port, keys.jwks_url, headers, workdir
+                _run_gateway, gateway_port, upstream_port, keys.jwks_url, headers, workdir, otlp
             )
     finally:
         await keys.stop()
+        if receiver is not None:
+            await receiver.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    return _rows(direct, nginx, gateway, memory)
+    rows = _rows(direct, nginx, gateway, memory)
+    if receiver is not None:
+        rows.append(
+            _row(
+                "gateway",
+                "spans exported",
+                receiver.span_count,
+                None,
+                "spans",
+                f"OTLP/HTTP to a local receiver, {receiver.requests} batches "
+                f"({receiver.bytes / 2**20:.1f} MiB); tracing on for every gateway row above",
+            )
+        )
+    return rows
 
 
 def _run_gateway(
-    port: int, upstream_port: int, jwks_url: str, headers: dict[str, str], workdir: Path
+    port: int,
+    upstream_port: int,
+    jwks_url: str,
+    headers: dict[str, str],
+    workdir: Path,
+    otlp: str | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
     env = {
         **os.environ,
         "GATEWAY_PORT": str(port),
+        "GATEWAY_ADMIN_PORT": str(_free_port()),
+        "INTERNAL_API_TOKEN": TEST_INTERNAL_TOKEN,  # the revoked-session list of JwksServer
         "GATEWAY_WORKERS": str(WORKERS),
         "GATEWAY_ROUTES_FILE": str(_routes_file(upstream_port, workdir)),
         "GATEWAY_ACCESS_LOG": str(workdir / "gateway-access.log"),
@@ -295,6 +326,11 @@ def _run_gateway(
         "LOG_LEVEL": "WARNING",
     }
     env.pop("RATE_LIMIT_REDIS_URL", None)
+    env.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
+    if otlp is not None:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp
+    else:
+        env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     with (workdir / "gateway.log").open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway_svc"], env=env, cwd=REPO, stdout=log, stderr=log

@@ -221,6 +221,7 @@ async def _measure(amqp_url: str, scratch: Path) -> list[dict[str, Any]]:
         {
             **common,
             "GATEWAY_PORT": str(gateway_port),
+            "GATEWAY_ADMIN_PORT": "0",  # the admin listener on any free port
             "GATEWAY_ROUTES_FILE": str(routes),
             "GATEWAY_PAYMENTS_UPSTREAMS": f"http://127.0.0.1:{payments_port}",
             "GATEWAY_ACCESS_LOG": "off",

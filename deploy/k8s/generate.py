@@ -35,6 +35,7 @@ RESOURCES = {
 # sessions, fan-out (the socketio exchange) and presence work with any replica count; to
 # scale, raise CHAT_REPLICAS and regenerate (the upstream list follows).
 CHAT_REPLICAS = 3
+GATEWAY_ADMIN_PORT = 9080  # the gateway's admin listener: /metrics, /gateway/routes
 DEFAULT_RESOURCES = ({"cpu": "100m", "memory": "128Mi"}, {"cpu": "500m", "memory": "256Mi"})
 
 
@@ -102,6 +103,16 @@ def service_objects(name: str) -> list[dict]:
             {"name": "spool", "mountPath": "/var/lib/switchyard/spool"}
         )
         volumes.append({"name": "spool", "emptyDir": {"sizeLimit": "2Gi"}})
+    metrics_port = port
+    if name == "gateway":
+        # /metrics and /gateway/routes only on the admin listener: reachable inside the
+        # cluster network (Prometheus), never through the Service (which names only http).
+        metrics_port = GATEWAY_ADMIN_PORT
+        env += [
+            {"name": "GATEWAY_ADMIN_HOST", "value": "0.0.0.0"},
+            {"name": "GATEWAY_ADMIN_PORT", "value": str(GATEWAY_ADMIN_PORT)},
+        ]
+        container["ports"].append({"name": "admin", "containerPort": GATEWAY_ADMIN_PORT})
     if name == "chat":
         # Long-polling requests wait up to the ping interval; the gateway's route allows 60 s.
         env.append({"name": "SOCKETIO_PING_INTERVAL", "value": "25"})
@@ -118,7 +129,7 @@ def service_objects(name: str) -> list[dict]:
                     "labels": labels,
                     "annotations": {
                         "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(port),
+                        "prometheus.io/port": str(metrics_port),
                         "prometheus.io/path": "/metrics",
                     },
                 },

@@ -88,11 +88,14 @@ async def _gateway(upstreams: list[str], jwks_server: JwksServer, started: list[
     trusts loopback's X-Forwarded-For so a test picks a socket's sticky replica."""
     from gateway_svc.app import create_app as create_gateway
     from gateway_svc.settings import GatewaySettings
+    from switchyard.testing.jwks import TEST_INTERNAL_TOKEN
     from switchyard.testing.servers import free_port
 
     settings = GatewaySettings(
         environment="test",
         port=free_port(),
+        admin_port=0,  # the admin listener on any free port
+        internal_api_token=TEST_INTERNAL_TOKEN,  # the test JWKS server's revoked list
         chat_upstreams=upstreams,
         jwks_url=jwks_server.jwks_url,
         auth_issuer=jwks_server.issuer,

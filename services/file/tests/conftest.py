@@ -28,6 +28,7 @@ from gateway_svc.app import Gateway
 from gateway_svc.app import create_app as create_gateway
 from gateway_svc.settings import GatewaySettings
 from switchyard.testing import AppServer, JwksServer, settings_builder
+from switchyard.testing.jwks import TEST_INTERNAL_TOKEN
 from switchyard.testing.servers import free_port
 
 from .support import S3_CREDENTIALS, FileApi, MotoServer
@@ -110,6 +111,8 @@ async def start_gateway(file_url: str, keys_server: JwksServer, **overrides: Any
     settings = GatewaySettings(
         environment="test",
         port=free_port(),
+        admin_port=0,  # the admin listener on any free port
+        internal_api_token=TEST_INTERNAL_TOKEN,  # the test JWKS server's revoked list
         file_upstreams=[file_url],
         jwks_url=keys_server.jwks_url,
         auth_issuer=keys_server.issuer,

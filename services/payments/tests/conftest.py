@@ -73,6 +73,7 @@ async def gateway(jwks_server: JwksServer) -> AsyncIterator[Callable[..., Any]]:
     loopback in front of ``service``."""
     from gateway_svc.app import create_app as create_gateway
     from gateway_svc.settings import GatewaySettings
+    from switchyard.testing.jwks import TEST_INTERNAL_TOKEN
     from switchyard.testing.servers import free_port
 
     started: list[Any] = []
@@ -81,6 +82,8 @@ async def gateway(jwks_server: JwksServer) -> AsyncIterator[Callable[..., Any]]:
         settings = GatewaySettings(
             environment="test",
             port=free_port(),
+            admin_port=0,  # the admin listener on any free port
+            internal_api_token=TEST_INTERNAL_TOKEN,  # the test JWKS server's revoked list
             payments_upstreams=[service.url],
             jwks_url=jwks_server.jwks_url,
             auth_issuer=jwks_server.issuer,

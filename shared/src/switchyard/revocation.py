@@ -58,7 +58,8 @@ from switchyard.bus.topology import (
 )
 from switchyard.envelope import CATALOG, EventCatalog
 from switchyard.events.auth import SessionRevoked
-from switchyard.tokens import DEFAULT_LEEWAY
+from switchyard.settings import ServiceSettings
+from switchyard.tokens import DEFAULT_LEEWAY, TokenVerifier
 
 log = logging.getLogger("switchyard.revocation")
 
@@ -339,6 +340,33 @@ class RevocationFeed:
             self.deny_list.prune()
 
 
+def deny_list_for(
+    settings: ServiceSettings, verifier: TokenVerifier, *, capacity: int | None = None
+) -> DenyList:
+    """A :class:`DenyList` sized by ``settings`` that ``verifier`` consults from now on."""
+    deny_list = DenyList(
+        capacity=capacity or settings.revocation_deny_list_capacity,
+        leeway=verifier.leeway,
+        clock=verifier.clock,
+    )
+    verifier.denied = deny_list.entries
+    return deny_list
+
+
+def feed_for(settings: ServiceSettings, bus: Bus, deny_list: DenyList) -> RevocationFeed:
+    """The :class:`RevocationFeed` of ``deny_list`` as ``settings`` configure it (not started);
+    outside development and tests it needs ``INTERNAL_API_TOKEN`` to read auth's list."""
+    token = settings.internal_api_token
+    if token is None and settings.environment not in ("development", "test"):
+        raise RuntimeError("INTERNAL_API_TOKEN must be set to read auth's revoked sessions")
+    return RevocationFeed(
+        bus,
+        deny_list,
+        url=settings.revoked_sessions_url or revoked_sessions_url(settings.jwks_url),
+        token=token.get_secret_value() if token is not None else None,
+    )
+
+
 DENY_LIST = web.AppKey("switchyard.deny_list", DenyList)
 REVOCATION_FEED = web.AppKey("switchyard.revocation_feed", RevocationFeed)
 
@@ -351,23 +379,9 @@ def revocation_context(
     from switchyard.authn import VERIFIER
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        settings = app[keys.SETTINGS]
-        token = settings.internal_api_token
-        if token is None and settings.environment not in ("development", "test"):
-            raise RuntimeError("INTERNAL_API_TOKEN must be set to read auth's revoked sessions")
         verifier = app[VERIFIER]
-        deny_list = DenyList(
-            capacity=capacity or settings.revocation_deny_list_capacity,
-            leeway=verifier.leeway,
-            clock=verifier.clock,
-        )
-        verifier.denied = deny_list.entries
-        feed = RevocationFeed(
-            app[keys.BUS],
-            deny_list,
-            url=settings.revoked_sessions_url or revoked_sessions_url(settings.jwks_url),
-            token=token.get_secret_value() if token is not None else None,
-        )
+        deny_list = deny_list_for(app[keys.SETTINGS], verifier, capacity=capacity)
+        feed = feed_for(app[keys.SETTINGS], app[keys.BUS], deny_list)
         await feed.start()
         app[DENY_LIST] = deny_list
         app[REVOCATION_FEED] = feed
@@ -386,6 +400,8 @@ __all__ = [
     "REVOKED_SESSIONS_PATH",
     "DenyList",
     "RevocationFeed",
+    "deny_list_for",
+    "feed_for",
     "revocation_context",
     "revoked_sessions_url",
 ]

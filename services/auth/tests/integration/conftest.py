@@ -205,35 +205,47 @@ async def auth(
         yield AuthClient(http, server, clock, settings, event_log)
 
 
-@pytest.fixture
-async def edge(auth: AuthClient, tmp_path: Path) -> AsyncIterator[AuthClient]:
-    """The ``auth`` service behind a real gateway: the production route table (public and
-    protected routes, body limits, identity-header stripping), its upstream pointed at the
-    service, its token verifier on the service's manual clock.
-
-    Only the rate limits are raised: ``auth-strict`` (10/min per address) would stop these
-    tests at the door after ten requests, and the limits are the gateway's own tests' subject.
-    Metrics stay on the service's own port (``auth``): the gateway's /metrics is its own.
-    """
+def gateway_settings(
+    settings_overrides: dict[str, Any], auth: AuthClient, tmp_path: Path, **extra: Any
+) -> GatewaySettings:
+    """A real gateway's settings: the production route table (rate limits raised: the
+    limits are the gateway's own tests' subject), auth as its ``auth`` upstream, auth's JWKS
+    and revoked-session list, the test's broker exchange (it hears auth's revocations)."""
     table = yaml.safe_load(DEFAULT_ROUTES_FILE.read_text())
     for policy in table["rate_limits"].values():
         policy["limit"] = 1_000_000
-    routes = tmp_path / "routes.yaml"
+    routes = tmp_path / f"routes-{free_port()}.yaml"
     routes.write_text(yaml.safe_dump(table))
-    jwks_url = f"{auth.server.url}/.well-known/jwks.json"
-    settings = GatewaySettings(
-        environment="test",
-        port=free_port(),
-        routes_file=routes,
-        auth_upstreams=[auth.server.url],
-        jwks_url=jwks_url,
-        auth_issuer=ISSUER,
-        jwt_audience=AUDIENCE,
-        access_log="off",
-        shutdown_timeout=1.0,
-    )
+    options: dict[str, Any] = {
+        **settings_overrides,
+        "port": free_port(),
+        "admin_port": 0,  # the admin listener on any free port
+        "routes_file": routes,
+        "auth_upstreams": [auth.server.url],
+        "jwks_url": f"{auth.server.url}/.well-known/jwks.json",
+        "auth_issuer": ISSUER,
+        "jwt_audience": AUDIENCE,
+        "access_log": "off",
+        "shutdown_timeout": 1.0,
+    }
+    return GatewaySettings(**{**options, **extra})
+
+
+@pytest.fixture
+async def edge(
+    auth: AuthClient, settings_overrides: dict[str, Any], tmp_path: Path
+) -> AsyncIterator[AuthClient]:
+    """The ``auth`` service behind a real gateway (:func:`gateway_settings`: public and
+    protected routes, body limits, identity-header stripping), its token verifier on the
+    service's manual clock.
+
+    Only the rate limits are raised: ``auth-strict`` (10/min per address) would stop these
+    tests at the door after ten requests.
+    Metrics stay on the service's own port (``auth``): the gateway's /metrics is its own.
+    """
+    settings = gateway_settings(settings_overrides, auth, tmp_path)
     verifier = TokenVerifier(
-        jwks_url=jwks_url,
+        jwks_url=settings.jwks_url,
         issuer=ISSUER,
         audience=AUDIENCE,
         clock=lambda: auth.clock.now().timestamp(),

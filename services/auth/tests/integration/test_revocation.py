@@ -1,6 +1,7 @@
 """Revocation reaches every service within seconds (issue 12): auth announces each ended session
 (``auth.session.revoked``) and lists the revoked ones for services starting up; payments,
-file and notification, called directly, refuse the session's access tokens within 2 s.
+file and notification, called directly, refuse the session's access tokens within 2 s, and so
+does the gateway (verified-token cache or not) in front of an upstream that checks nothing.
 
 Real auth, real services, the real broker and the embedded store; nothing in between."""
 
@@ -8,18 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import pytest
+from aiohttp import web
 from pymongo import AsyncMongoClient
 
 from auth_svc.entrypoints.http import REVOKED_SESSIONS_PATH
 from file_svc.app import create_app as create_file
 from file_svc.settings import FileSettings
+from gateway_svc.app import Gateway
+from gateway_svc.app import create_app as create_gateway
 from notification_svc.app import create_app as create_notification
 from notification_svc.settings import NotificationSettings
 from payments_svc.app import create_app as create_payments
@@ -29,7 +33,7 @@ from switchyard.testing import eventually
 from switchyard.testing.jwks import TEST_INTERNAL_TOKEN
 from switchyard.testing.servers import AppServer
 
-from .conftest import AUDIENCE, ISSUER, AuthClient, token_claims
+from .conftest import AUDIENCE, ISSUER, AuthClient, gateway_settings, token_claims
 
 pytestmark = [pytest.mark.integration]
 
@@ -104,7 +108,15 @@ async def start_service(
         await client.close()
 
 
-async def refused_within(services: list[Service], token: str, seconds: float) -> float:
+class Door(Protocol):
+    """Something that answers a request made with an access token: a service, the gateway."""
+
+    name: str
+
+    async def status(self, token: str) -> int: ...
+
+
+async def refused_within(services: Sequence[Door], token: str, seconds: float) -> float:
     """How long until every service answers 401 to ``token`` (fails past ``seconds``)."""
     started = time.monotonic()
     waiting = list(services)
@@ -204,3 +216,110 @@ async def test_the_list_pages_in_session_order(auth: AuthClient) -> None:
         REVOKED_SESSIONS_PATH, params={"cursor": "bm90IG91cnM"}, headers=headers
     ) as reply:
         assert reply.status == 400
+
+
+# -- the gateway ---------------------------------------------------------------------------
+
+
+@dataclass
+class Gate:
+    """A real gateway whose ``payments`` upstream answers 200 to anything (it checks no
+    token): a 401 can only be the gateway's."""
+
+    gateway: Gateway
+    upstream_hits: list[str]
+    name: str = "gateway"
+
+    async def status(self, token: str) -> int:
+        url = f"http://127.0.0.1:{self.gateway.port}/api/v1/payments/wallet"
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(url, headers={"Authorization": f"Bearer {token}"}) as response,
+        ):
+            return response.status
+
+
+@pytest.fixture
+async def start_door(
+    auth: AuthClient, settings_overrides: dict[str, Any], start_app: Any, tmp_path: Path
+) -> AsyncIterator[Callable[[], Any]]:
+    """``await start_door()``: a started gateway, once its feed has read auth's list."""
+    hits: list[str] = []
+
+    async def anything(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.json_response({"ok": True})
+
+    upstream = web.Application()
+    upstream.router.add_route("*", "/{tail:.*}", anything)
+    upstream_url = (await start_app(upstream)).url
+    started: list[Gateway] = []
+
+    async def start() -> Gate:
+        settings = gateway_settings(
+            settings_overrides, auth, tmp_path, payments_upstreams=[upstream_url]
+        )
+        gateway = create_gateway(settings)
+        await gateway.start()
+        started.append(gateway)
+
+        async def read() -> bool:
+            return gateway.revocations.fetched.is_set()
+
+        await eventually(read, timeout=10)
+        return Gate(gateway, hits)
+
+    yield start
+    for gateway in started:
+        await gateway.stop(grace=0.5)
+
+
+async def test_logout_all_reaches_the_gateway_within_2_s_even_for_cached_tokens(
+    auth: AuthClient, start_door: Callable[[], Any]
+) -> None:
+    door = await start_door()
+    pair = await auth.signed_up("door-cached@example.com")
+    token = pair["access_token"]
+    for _ in range(2):  # verified once, then answered from the verified-token cache
+        assert await door.status(token) == 200
+    assert door.gateway.tokens.hits >= 1
+
+    ended = await auth.post("/logout-all", token=token)
+    assert ended.status == 204
+    await refused_within([door], token, 2.0)
+    forwarded = len(door.upstream_hits)
+    assert await door.status(token) == 401
+    assert len(door.upstream_hits) == forwarded  # refused at the door, never forwarded
+
+    # A new sign-in is a new session: the gateway lets it through.
+    again = await auth.login("door-cached@example.com")
+    assert await door.status(again.body["access_token"]) == 200
+
+
+async def test_a_password_reset_ends_a_session_at_the_gateway_within_2_s(
+    auth: AuthClient, start_door: Callable[[], Any]
+) -> None:
+    door = await start_door()
+    pair = await auth.signed_up("door-reset@example.com")
+    token = pair["access_token"]
+    assert await door.status(token) == 200
+    asked = await auth.post("/password/forgot", {"email": "door-reset@example.com"})
+    assert asked.status == 202, asked.body
+    code = await auth.events.code_for("door-reset@example.com", "reset_password")
+    reset = await auth.post(
+        "/password/reset",
+        {"email": "door-reset@example.com", "code": code, "new_password": "amber-lantern-93-quay"},
+    )
+    assert reset.status == 204, reset.body
+    await refused_within([door], token, 2.0)
+
+
+async def test_a_gateway_started_after_the_revocation_is_not_blind(
+    auth: AuthClient, start_door: Callable[[], Any]
+) -> None:
+    pair = await auth.signed_up("door-restarted@example.com")
+    token = pair["access_token"]
+    assert (await auth.post("/logout-all", token=token)).status == 204
+    door = await start_door()  # reads auth's list at start-up
+    assert await door.status(token) == 401
+    assert door.upstream_hits == []

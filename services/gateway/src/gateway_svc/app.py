@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
 from collections.abc import Coroutine, Iterator
@@ -28,11 +29,15 @@ from gateway_svc.proxy.admission import Admission
 from gateway_svc.proxy.context import ProxyContext
 from gateway_svc.proxy.edges import Cors, RequestIds, TrustedProxies
 from gateway_svc.proxy.exchange_state import ExchangeState
+from gateway_svc.proxy.headers import LOCAL_PATHS, PUBLIC_LOCAL_PATHS
 from gateway_svc.proxy.server import ClientConnection
 from gateway_svc.proxy.upstream import UpstreamGroup, UpstreamHost
 from gateway_svc.settings import GatewaySettings
+from gateway_svc.spans import SpanRecorder
 from switchyard.authn import token_verifier
-from switchyard.metrics import MetricsRegistry
+from switchyard.bus.app import bus_for
+from switchyard.metrics import Metrics, MetricsRegistry
+from switchyard.revocation import RevocationFeed, deny_list_for, feed_for
 from switchyard.tokens import TokenVerifier
 
 log = logging.getLogger("gateway")
@@ -66,6 +71,7 @@ class Gateway:
         verifier: TokenVerifier | None = None,
         local_limiter: LocalStore | None = None,
         metrics_dir: Path | None = None,
+        spans: SpanRecorder | None = None,
     ) -> None:
         self.settings = settings
         self.table = RouteTable(load_route_file(settings.routes_file, settings.upstream_overrides))
@@ -74,6 +80,14 @@ class Gateway:
             for name, config in self.table.source.upstreams.items()
         }
         self.verifier = verifier or token_verifier(settings)
+        # Revoked sessions (DESIGN §3.1 auth.session.revoked): every worker keeps its own
+        # deny-list, fed by its own queue and auth's list; verified or cached, a token of a
+        # revoked session is refused (one lookup).
+        self.deny_list = deny_list_for(settings, self.verifier)
+        # The bus only feeds the deny-list here (and parks a poison message): its publishing
+        # counters stay off the gateway's /metrics.
+        self.bus = bus_for(settings, Metrics(settings.service_name))
+        self.revocations: RevocationFeed = feed_for(settings, self.bus, self.deny_list)
         self.tokens = CachedVerifier(self.verifier, settings.token_cache_size)
         self.limiter = local_limiter or LocalStore(settings.rate_limit_local_slots)
         self.limiter_async = (
@@ -85,6 +99,8 @@ class Gateway:
             MetricsRegistry(settings.service_name), hosts=self._hosts, snapshot_dir=metrics_dir
         )
         self.access_log = AccessLog(settings.access_log, settings.service_name)
+        # Built here, in the worker (after the fork): the exporter's thread is per process.
+        self.spans = spans or SpanRecorder.from_environment(settings.service_name)
         self.cors = Cors(settings.cors_origins)
         self.trusted_proxies = TrustedProxies(settings.trusted_proxies)
         self.request_ids = RequestIds()
@@ -105,8 +121,10 @@ class Gateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.AbstractServer | None = None
+        self._admin_server: asyncio.AbstractServer | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.port = settings.port
+        self.admin_port = settings.admin_port
 
     def _busy(self) -> bool:
         return any(conn.active is not None for conn in self.connections)
@@ -141,29 +159,54 @@ class Gateway:
             max_header_bytes=settings.max_header_bytes,
             max_headers=settings.max_headers,
             header_timeout=settings.header_timeout,
+            local_paths=PUBLIC_LOCAL_PATHS,
+            spans=self.spans,
         )
 
     @property
     def url(self) -> str:
         return f"http://{self.settings.host}:{self.port}"
 
-    async def start(self, sock: socket.socket | None = None) -> Gateway:
+    @property
+    def admin_url(self) -> str:
+        host = self.settings.admin_host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.admin_port}"
+
+    async def start(
+        self, sock: socket.socket | None = None, admin_sock: socket.socket | None = None
+    ) -> Gateway:
+        """Listen on ``sock`` (public) and ``admin_sock`` (admin), or on sockets of the
+        settings' ports. Several workers share one admin socket (made before they fork):
+        whichever accepts answers, its /metrics summing every worker's snapshot."""
         loop = self._loop = asyncio.get_running_loop()
         context = self.context = self._proxy_context(loop)
+        admin_context = dataclasses.replace(context, local_paths=LOCAL_PATHS, proxies=False)
         await self.verifier.start()
+        await self.bus.connect()
+        await self.revocations.start()
         if sock is None:
             sock = listen_socket(self.settings.host, self.settings.port)
         self.port = sock.getsockname()[1]
         self._server = await loop.create_server(lambda: ClientConnection(context), sock=sock)
+        if admin_sock is None:
+            admin_sock = listen_socket(self.settings.admin_host, self.settings.admin_port)
+        self.admin_port = admin_sock.getsockname()[1]
+        self._admin_server = await loop.create_server(
+            lambda: ClientConnection(admin_context), sock=admin_sock
+        )
         self._ticker = asyncio.create_task(self._tick(), name="gateway-tick")
-        log.info("gateway listening", extra={"url": self.url, "routes": len(self.table.routes)})
+        log.info(
+            "gateway listening",
+            extra={"url": self.url, "admin": self.admin_url, "routes": len(self.table.routes)},
+        )
         return self
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish (up to ``grace`` seconds), close."""
         grace = self.settings.shutdown_timeout if grace is None else grace
-        if self._server is not None:
-            self._server.close()
+        for server in (self._server, self._admin_server):
+            if server is not None:
+                server.close()
         for conn in list(self.connections):
             if conn.active is None and conn.tunnel is None:
                 conn.close()
@@ -182,11 +225,16 @@ class Gateway:
         for host in self._hosts():
             host.close_all()
         await self.verifier.close()
+        await self.revocations.stop()
+        await self.bus.close()
         if self.limiter_async is not None:
             await self.limiter_async.close()
         self.access_log.close()
-        if self._server is not None:
-            await self._server.wait_closed()
+        if self.spans is not None:
+            await asyncio.to_thread(self.spans.close)  # the last batch, exported
+        for server in (self._server, self._admin_server):
+            if server is not None:
+                await server.wait_closed()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a slow-path step in a task; its failure is logged, never lost."""
@@ -259,8 +307,14 @@ def create_app(
     verifier: TokenVerifier | None = None,
     local_limiter: LocalStore | None = None,
     metrics_dir: Path | None = None,
+    spans: SpanRecorder | None = None,
 ) -> Gateway:
-    """Build a gateway (not started: ``await gateway.start()``)."""
+    """Build a gateway (not started: ``await gateway.start()``). Its server spans go to
+    ``spans``, else over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, else nowhere."""
     return Gateway(
-        settings, verifier=verifier, local_limiter=local_limiter, metrics_dir=metrics_dir
+        settings,
+        verifier=verifier,
+        local_limiter=local_limiter,
+        metrics_dir=metrics_dir,
+        spans=spans,
     )

@@ -26,6 +26,11 @@ class GatewaySettings(ServiceSettings):
     service_name: str = "gateway"
     port: int = port_setting("gateway")
 
+    # The admin listener: /metrics and /gateway/routes (and /healthz, /readyz), never the
+    # public port. Loopback by default; 0 = any free port (tests).
+    admin_host: str = Field("127.0.0.1", validation_alias="GATEWAY_ADMIN_HOST")
+    admin_port: int = Field(9080, ge=0, le=65535, validation_alias="GATEWAY_ADMIN_PORT")
+
     routes_file: Path = Field(DEFAULT_ROUTES_FILE, validation_alias="GATEWAY_ROUTES_FILE")
     # Worker processes sharing the port through SO_REUSEPORT (one event loop each).
     workers: int = Field(1, ge=1, le=64, validation_alias="GATEWAY_WORKERS")

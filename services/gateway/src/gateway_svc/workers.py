@@ -2,7 +2,8 @@
 port through SO_REUSEPORT, a small supervisor that restarts a crashed worker.
 
 State the workers share is created before they fork: the host-local rate-limit
-table (shared memory) and the directory of metrics snapshots.
+table (shared memory), the directory of metrics snapshots and the admin listener's
+socket (GATEWAY_ADMIN_PORT: one listener; the worker that accepts a scrape answers it).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +39,12 @@ def _event_loop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def run_worker(settings: GatewaySettings, limiter: LocalStore, metrics_dir: Path | None) -> None:
+def run_worker(
+    settings: GatewaySettings,
+    limiter: LocalStore,
+    metrics_dir: Path | None,
+    admin_sock: socket.socket | None = None,
+) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight requests and exit."""
     _event_loop_policy()
 
@@ -48,7 +55,7 @@ def run_worker(settings: GatewaySettings, limiter: LocalStore, metrics_dir: Path
             loop.add_signal_handler(signum, stop.set)
         gateway = create_app(settings, local_limiter=limiter, metrics_dir=metrics_dir)
         sock = listen_socket(settings.host, settings.port, reuse_port=settings.workers > 1)
-        await gateway.start(sock)
+        await gateway.start(sock, admin_sock)
         # Everything built so far lives as long as the process: keep it out of the
         # collector's scans, and collect the young generation less often (the hot
         # path's objects are freed by reference counting; cycles are rare).
@@ -68,14 +75,24 @@ def serve(settings: GatewaySettings) -> None:
         return
     # Fail fast (and clearly) if the port is taken, instead of a crash loop of workers.
     listen_socket(settings.host, settings.port, reuse_port=True).close()
+    # One admin listener, made before the workers fork and shared by them: whichever
+    # worker accepts a scrape answers it with every worker's counters (metrics snapshots).
+    admin_sock = listen_socket(settings.admin_host, settings.admin_port)
     limiter = LocalStore(settings.rate_limit_local_slots, shared=True)
     metrics_dir = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))
-    Supervisor(settings, limiter, metrics_dir).run()
+    Supervisor(settings, limiter, metrics_dir, admin_sock).run()
 
 
 class Supervisor:
-    def __init__(self, settings: GatewaySettings, limiter: LocalStore, metrics_dir: Path) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        limiter: LocalStore,
+        metrics_dir: Path,
+        admin_sock: socket.socket,
+    ) -> None:
         self.settings = settings
+        self.admin_sock = admin_sock
         self.limiter = limiter
         self.metrics_dir = metrics_dir
         self.children: dict[int, float] = {}
@@ -89,7 +106,7 @@ class Supervisor:
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                run_worker(self.settings, self.limiter, self.metrics_dir)
+                run_worker(self.settings, self.limiter, self.metrics_dir, self.admin_sock)
                 code = 0
             except BaseException:  # a worker must never return into the supervisor's code
                 log.exception("gateway worker failed")
@@ -140,4 +157,5 @@ class Supervisor:
                 self._spawn()
         finally:
             self.limiter.close()
+            self.admin_sock.close()
             shutil.rmtree(self.metrics_dir, ignore_errors=True)

@@ -1,6 +1,7 @@
 """Real servers on loopback for the gateway's tests: an echo upstream (aiohttp), the shared
-test JWKS server (``switchyard.testing.JwksServer``), and gateways built from a test route
-table."""
+test JWKS server (``switchyard.testing.JwksServer``, which also lists revoked sessions), and
+gateways built from a test route table, following revocations on the real broker (a test's
+own exchange)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from aiohttp import web
 from gateway_svc.app import Gateway, create_app
 from gateway_svc.settings import GatewaySettings
 from switchyard.testing import JwksServer
-from switchyard.testing.servers import free_port
+from switchyard.testing.jwks import TEST_INTERNAL_TOKEN
+from switchyard.testing.servers import delete_exchange, free_port
 
 ISSUER = "http://localhost:8081"
 AUDIENCE = "switchyard"
@@ -212,7 +214,23 @@ GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 
 @pytest.fixture
-async def make_gateway(tmp_path: Path, keys: Keys) -> AsyncIterator[GatewayFactory]:
+async def bus_settings(amqp_url: str, unique_name: str) -> AsyncIterator[dict[str, Any]]:
+    """The broker settings of a test's gateways: its own exchange (deleted afterwards)."""
+    exchange = f"switchyard.events.{unique_name}"
+    yield {
+        "amqp_url": amqp_url,
+        "bus_exchange": exchange,
+        "bus_queue_prefix": f"{unique_name}.",
+        "bus_queue_expires_ms": 60_000,
+        "internal_api_token": TEST_INTERNAL_TOKEN,
+    }
+    await delete_exchange(amqp_url, exchange)
+
+
+@pytest.fixture
+async def make_gateway(
+    tmp_path: Path, keys: Keys, bus_settings: dict[str, Any]
+) -> AsyncIterator[GatewayFactory]:
     """``gateway = await make_gateway(table, **settings)``: a started gateway on a free port."""
     started: list[Gateway] = []
 
@@ -220,8 +238,10 @@ async def make_gateway(tmp_path: Path, keys: Keys) -> AsyncIterator[GatewayFacto
         path = tmp_path / f"routes-{len(started)}.yaml"
         path.write_text(yaml.safe_dump(table))
         options: dict[str, Any] = {
+            **bus_settings,
             "environment": "test",
             "port": free_port(),
+            "admin_port": 0,  # the admin listener on any free port
             "routes_file": path,
             "jwks_url": keys.jwks_url,
             "auth_issuer": ISSUER,
@@ -253,8 +273,15 @@ class GatewayProcess:
     def __init__(self, env: dict[str, str], port: int, log_path: Path) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self.admin_port = free_port()
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"  # /metrics, /gateway/routes
         self.log_path = log_path
-        full_env = {**os.environ, **env, "GATEWAY_PORT": str(port)}
+        full_env = {
+            **os.environ,
+            **env,
+            "GATEWAY_PORT": str(port),
+            "GATEWAY_ADMIN_PORT": str(self.admin_port),
+        }
         with log_path.open("wb") as log_file:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gateway_svc"],
@@ -296,7 +323,7 @@ class GatewayProcess:
 
 
 @pytest.fixture
-def gateway_process(tmp_path: Path) -> Any:
+def gateway_process(tmp_path: Path, bus_settings: dict[str, Any]) -> Any:
     """``proc = gateway_process(table, env)``: a gateway child process, stopped after the test."""
     processes: list[GatewayProcess] = []
 
@@ -309,6 +336,11 @@ def gateway_process(tmp_path: Path) -> Any:
             "GATEWAY_ACCESS_LOG": "off",
             "JWKS_URL": dead_url() + "/.well-known/jwks.json",
             "LOG_LEVEL": "ERROR",
+            "AMQP_URL": bus_settings["amqp_url"],
+            "BUS_EXCHANGE": bus_settings["bus_exchange"],
+            "BUS_QUEUE_PREFIX": bus_settings["bus_queue_prefix"],
+            "BUS_QUEUE_EXPIRES_MS": str(bus_settings["bus_queue_expires_ms"]),
+            "INTERNAL_API_TOKEN": TEST_INTERNAL_TOKEN,
         }
         log_path = tmp_path / f"gateway-proc-{len(processes)}.log"
         process = GatewayProcess({**base, **(env or {})}, free_port(), log_path)

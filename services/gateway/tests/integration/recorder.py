@@ -10,7 +10,8 @@ connection goes on as HTTP/1.1; ``answer-twice`` gets a second, stray response i
 same write, and every later answer on that connection comes 0.1 s late (an upstream off
 by one: whoever takes the connection next would read the answer meant for the request
 before). Every response carries the request id and the upstream's own sequence number,
-so a response handed to the wrong client is visible.
+so a response handed to the wrong client is visible, and a ``Server`` header naming its
+software, which the gateway must drop (``shout`` in the target spells it ``SERVER``).
 
 :class:`Accounting` records what the gateway itself says it did with each request (the
 exchange as its access-log line is written): :func:`check` then compares the two sides.
@@ -127,9 +128,11 @@ class _UpstreamSide(asyncio.Protocol):
                 b"Upgrade: websocket\r\n\r\n"
             )
             return
-        head = b"HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % (
-            status,
-            len(body),
+        # Spelled as aiohttp spells it, and shouting: neither may reach a client.
+        server = b"SERVER" if b"shout" in seen.target else b"Server"
+        head = (
+            b"HTTP/1.1 %s\r\n%s: Python/3.11 aiohttp/3.9.5\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: %d\r\n\r\n" % (status, server, len(body))
         )
         answer = head if seen.method == "HEAD" else head + body
         if b"answer-twice" in seen.target:

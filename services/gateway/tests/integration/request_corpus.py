@@ -49,6 +49,8 @@ ROUTES = [
     ("signed", "GET", "/api/v1/files/f?signature=abc", ()),
     ("files", "GET", "/api/v1/files/f", ("Authorization: Bearer {TOKEN}",)),
     ("local", "GET", "/healthz", ()),
+    # the admin listener's paths: 404 on the public one, never forwarded (issue 12 item 7)
+    ("admin-local", "GET", "/gateway/routes", ("Authorization: Bearer {ADMIN}",)),
     ("unrouted", "GET", "/nowhere", ()),
 ]
 
@@ -110,6 +112,12 @@ CASES += [
         head("GET", "/public/answer-twice") + head("GET", "/public/second"),
     ),
     ("PROPFIND", head("PROPFIND", "/public/a")),
+    ("upstream Server header, shouted", head("GET", "/public/shout") + NEXT),
+    ("metrics on the public listener", head("GET", "/metrics") + NEXT),
+    (
+        "routes on the public listener, as admin",
+        head("GET", "/gateway/routes", "Authorization: Bearer {ADMIN}") + NEXT,
+    ),
     ("gzip, chunked", chunked("POST", "/public/a", SMUGGLED, te="gzip, chunked")),
     (
         "bad chunk size",

@@ -117,6 +117,7 @@ async def run_case(
     writer.transport.abort()
     assert answer.startswith(b"HTTP/1.1 200 "), f"{label}: the victim got {answer[:200]!r}"
     assert f"rid={victim_id} ".encode() in answer, f"{label}: the victim got {answer!r}"
+    assert b"aiohttp/" not in answer + attacker_saw, f"{label}: an upstream Server header passed"
     assert victim_id.encode() not in attacker_saw, f"{label}: the attacker got the victim's answer"
     await quiet(gateway, upstream)
     # Both clients are gone: their sockets close within a few loop turns. Waiting a

@@ -195,7 +195,7 @@ async def test_health_readiness_and_metrics(
     for _ in range(3):
         async with client.get(gateway.url + "/public/m") as response:
             assert response.status == 200
-    async with client.get(gateway.url + "/metrics") as response:
+    async with client.get(gateway.admin_url + "/metrics") as response:
         text = await response.text()
     assert (
         'http_requests_total{method="GET",route="public",service="gateway",status="200"} 3.0'
@@ -221,14 +221,14 @@ async def test_admin_routes_endpoint(
     make_gateway: GatewayFactory, upstream: Upstream, keys: Keys, client: aiohttp.ClientSession
 ) -> None:
     gateway = await make_gateway(route_table(upstream.url))
-    async with client.get(gateway.url + "/gateway/routes") as response:
+    async with client.get(gateway.admin_url + "/gateway/routes") as response:
         assert response.status == 401
         assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
     user = {"Authorization": "Bearer " + keys.token("u1", ("customer",))}
-    async with client.get(gateway.url + "/gateway/routes", headers=user) as response:
+    async with client.get(gateway.admin_url + "/gateway/routes", headers=user) as response:
         assert response.status == 403
     admin = {"Authorization": "Bearer " + keys.token("root", ("admin",))}
-    async with client.get(gateway.url + "/gateway/routes", headers=admin) as response:
+    async with client.get(gateway.admin_url + "/gateway/routes", headers=admin) as response:
         assert response.status == 200
         body = await response.json()
     names = [route["name"] for route in body["routes"]]
@@ -268,3 +268,34 @@ async def test_access_log_has_one_json_line_per_request(
     assert first["upstream"] == upstream.url
     assert token not in json.dumps(lines)  # never the token, never the query
     assert lines[1]["status"] == 404 and lines[1]["route"] == "unmatched"
+
+
+async def test_the_public_listener_shows_strangers_no_metrics_routes_or_server_software(
+    make_gateway: GatewayFactory, upstream: Upstream, keys: Keys, client: aiohttp.ClientSession
+) -> None:
+    """Issue 12 item 7: /metrics and /gateway/routes answer on the admin listener only
+    (/healthz and /readyz on both), and no Server header (the upstream's aiohttp one or one
+    of ours) reaches a client."""
+    gateway = await make_gateway(route_table(upstream.url))
+    assert gateway.admin_port != gateway.port
+    admin = {"Authorization": "Bearer " + keys.token("root", ("admin",))}
+    for path in ("/metrics", "/gateway/routes"):
+        async with client.get(gateway.url + path, headers=admin) as response:
+            assert response.status == 404, path
+            assert response.content_type == "application/problem+json"
+        async with client.get(gateway.admin_url + path, headers=admin) as response:
+            assert response.status == 200, path
+    for path in ("/healthz", "/readyz"):
+        for base in (gateway.url, gateway.admin_url):
+            async with client.get(base + path) as response:
+                assert response.status == 200, (base, path)
+                assert "Server" not in response.headers
+    async with client.get(gateway.admin_url + "/public/a") as response:
+        assert response.status == 404  # the admin listener proxies nothing
+    assert upstream.count("/public/a") == 0
+
+    async with client.get(upstream.url + "/public/a") as direct:
+        assert "aiohttp" in direct.headers["Server"]  # what the upstream says of itself
+    for path in ("/public/a", "/public/a?status=500", "/nowhere"):
+        async with client.get(gateway.url + path) as response:
+            assert "Server" not in response.headers, path

@@ -47,7 +47,7 @@ async def test_headers_on_every_response_then_429_then_recovery(
     async with client.get(gateway.url + "/tight/e") as response:
         assert response.status == 200
 
-    async with client.get(gateway.url + "/metrics") as response:
+    async with client.get(gateway.admin_url + "/metrics") as response:
         text = await response.text()
     assert 'gateway_rate_limited_total{policy="tight",route="tight",service="gateway"} 1.0' in text
 
@@ -158,7 +158,9 @@ async def test_worker_processes_share_the_local_limit_and_metrics(
     await asyncio.sleep(1.5)  # each worker publishes its counters once a second
     async with aiohttp.ClientSession() as session:
         async with session.get(process.url + "/metrics") as response:
-            text = await response.text()
+            assert response.status == 404  # the public listener: no metrics
+        async with session.get(process.admin_url + "/metrics") as response:
+            text = await response.text()  # one admin listener, every worker's counters
     total = sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()

@@ -55,7 +55,7 @@ async def test_breaker_opens_then_a_probe_closes_it(
             assert response.status == 503
             assert int(response.headers["Retry-After"]) >= 1
             assert (await response.json())["type"].endswith("/upstream-unavailable")
-        async with client.get(gateway.url + "/metrics") as response:
+        async with client.get(gateway.admin_url + "/metrics") as response:
             text = await response.text()
         labels = f'host="http://127.0.0.1:{proxy.port}",service="gateway",upstream="flaky"'
         assert f"gateway_circuit_state{{{labels}}} 2.0" in text
@@ -96,7 +96,7 @@ async def test_idempotent_requests_retry_on_another_upstream(
     async with client.get(gateway.url + "/pair/read") as response:
         assert response.status == 200  # the first choice refused; the retry landed
     assert upstream.count("/pair/read") == 1
-    async with client.get(gateway.url + "/metrics") as response:
+    async with client.get(gateway.admin_url + "/metrics") as response:
         assert 'gateway_retries_total{route="pair",service="gateway"} 1.0' in await response.text()
 
 

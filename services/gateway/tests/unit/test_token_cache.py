@@ -94,3 +94,23 @@ def test_a_cached_token_is_refused_when_its_kid_now_names_another_key() -> None:
     with pytest.raises(InvalidToken) as refused:
         cache.verify(token)
     assert refused.value.reason == "bad-signature"
+
+
+def test_a_cached_token_of_a_revoked_session_is_refused_on_the_next_hit() -> None:
+    """The deny-list (the verifier's ``denied``, fed by switchyard.revocation) is consulted on
+    every hit, not only when a token is verified."""
+    cache, signer = make()
+    denied: dict[str, float] = {}
+    cache.verifier.denied = denied
+    ended = signer.issue("u", [], extra={"sid": "s-ended"}).token.encode()
+    other = signer.issue("u", [], extra={"sid": "s-other"}).token.encode()
+    assert cache.verify(ended).sid == "s-ended"
+    cache.verify(other)
+    assert cache.cached(ended) is not None
+
+    denied["s-ended"] = time.time() + 900  # auth.session.revoked arrived
+    assert cache.cached(ended) is None
+    with pytest.raises(InvalidToken) as refused:
+        cache.verify(ended)
+    assert refused.value.reason == "revoked"
+    assert cache.verify(other).sid == "s-other"  # another session of the user is untouched

@@ -14,17 +14,23 @@ from switchyard.bus.connection import Bus
 from switchyard.bus.consumer import Consumer, HandlerRegistry
 from switchyard.bus.inbox import INBOX_COLLECTION, Inbox
 from switchyard.envelope import CATALOG, EventCatalog
+from switchyard.metrics import Metrics
+from switchyard.settings import ServiceSettings
 
 log = logging.getLogger("switchyard.bus")
 
 
 def bus_from_settings(app: web.Application) -> Bus:
-    settings = app[keys.SETTINGS]
+    return bus_for(app[keys.SETTINGS], app[keys.METRICS])
+
+
+def bus_for(settings: ServiceSettings, metrics: Metrics) -> Bus:
+    """The process's :class:`Bus` as ``settings`` configure it (outside an aiohttp app too)."""
     return Bus(
         url=settings.amqp_url,
         exchange=settings.bus_exchange,
         service=settings.service_name,
-        metrics=app[keys.METRICS],
+        metrics=metrics,
         queue_prefix=settings.bus_queue_prefix,
         retry_delays=settings.bus_retry_delays,
         prefetch=settings.bus_prefetch,
@@ -81,4 +87,4 @@ def consumers_context(
     return context
 
 
-__all__: list[Any] = ["bus_context", "consumers_context", "bus_from_settings"]
+__all__: list[Any] = ["bus_context", "consumers_context", "bus_for", "bus_from_settings"]

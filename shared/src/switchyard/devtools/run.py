@@ -201,7 +201,9 @@ def main() -> None:
     gateway = the_plan.env.get("GATEWAY_PORT", str(SERVICE_PORTS["gateway"]))
     print(f"Starting {', '.join(the_plan.processes)}.")
     if "gateway" in services:
+        admin = the_plan.env.get("GATEWAY_ADMIN_PORT", "9080")
         print(f"Gateway: http://localhost:{gateway}   (Ctrl-C stops everything)")
+        print(f"Gateway admin (/metrics, /gateway/routes): http://localhost:{admin}")
     if "mail" in the_plan.processes:
         print(f"Mail sink: messages are printed here and saved under {state / 'mail'}/")
     honcho = shutil.which("honcho") or str(Path(sys.executable).with_name("honcho"))

@@ -1,5 +1,6 @@
 """Verified tokens remembered per token string, so the hot path verifies a signature
-once per token instead of once per request."""
+once per token instead of once per request; a revoked session's token is refused on a hit
+as on a miss (the verifier's deny-list, one lookup)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from switchyard.tokens import Identity, InvalidToken, TokenVerifier
 class Caller:
     """A verified identity with what the proxy needs from it, rendered once per token."""
 
-    __slots__ = ("identity", "limit_key", "headers", "is_admin", "user_id", "kid", "key")
+    __slots__ = ("identity", "limit_key", "headers", "is_admin", "user_id", "kid", "key", "sid")
 
     def __init__(
         self, identity: Identity, kid: str = "", key: Ed25519PublicKey | None = None
@@ -32,6 +33,9 @@ class Caller:
         # maps this kid to this very key (a JWKS refresh that retires it ends the entry).
         self.kid = kid
         self.key = key
+        # The session (auth's refresh-token family) the token belongs to; a string or None
+        # (the verifier refused any other sid).
+        self.sid: str | None = identity.claims.get("sid")
 
 
 class CachedVerifier:
@@ -40,7 +44,10 @@ class CachedVerifier:
     Only successes are cached: a refused token is verified again next time (and a key
     rotation or a JWKS refresh never meets a stale refusal). An entry also ends when the
     key that verified it left the key set, or its kid now names another key: a hit checks
-    that the key source still holds that very key object (one dict lookup).
+    that the key source still holds that very key object (one dict lookup). And it ends as
+    soon as its session is in the verifier's deny-list (``verifier.denied``, fed by
+    :mod:`switchyard.revocation`): one more lookup per hit; the verification that follows
+    refuses the token (``InvalidToken("revoked")``).
     """
 
     def __init__(self, verifier: TokenVerifier, max_entries: int = 10_000) -> None:
@@ -54,9 +61,11 @@ class CachedVerifier:
         caller = self._entries.get(token)
         if caller is None:
             return None
+        verifier = self.verifier
         if (
-            caller.identity.expires_at <= time.time()
-            or self.verifier.keys.get(caller.kid) is not caller.key
+            caller.sid in verifier.denied
+            or caller.identity.expires_at <= time.time()
+            or verifier.keys.get(caller.kid) is not caller.key
         ):
             del self._entries[token]
             return None

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from gateway_svc.proxy.exchange_state import ExchangeState
     from gateway_svc.proxy.server import ClientConnection
     from gateway_svc.proxy.upstream import UpstreamGroup
+    from gateway_svc.spans import SpanRecorder
 
 
 @dataclass(slots=True, eq=False)
@@ -41,3 +42,8 @@ class ProxyContext:
     max_header_bytes: int
     max_headers: int
     header_timeout: float  # also how long the rest of an answered request's body may take
+    # The gateway's own endpoints this listener serves (the rest of LOCAL_PATHS: 404), and
+    # whether it proxies at all (the admin listener does not).
+    local_paths: frozenset[bytes]
+    proxies: bool = True
+    spans: SpanRecorder | None = None  # the gateway's server spans, when exported

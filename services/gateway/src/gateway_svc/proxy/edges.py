@@ -48,6 +48,7 @@ def accept_request_id(value: bytes | None, ids: RequestIds) -> bytes:
 
 
 _trace_random = random.Random(os.urandom(32))
+trace_bits = _trace_random.getrandbits  # span ids of the gateway's own spans (gateway_svc.spans)
 
 
 def accept_traceparent(value: bytes | None) -> bytes:

@@ -195,7 +195,13 @@ class Exchange(UpstreamLeg):
                 self.forward_headers, self.connection_tokens
             )
         if path in LOCAL_PATHS:
-            context.admin.handle(self)
+            if path in context.local_paths:
+                context.admin.handle(self)
+            else:  # /metrics, /gateway/routes: on the admin listener only
+                self.problem(404, "No route serves this path.")
+            return
+        if not context.proxies:
+            self.problem(404, "No route serves this path.")
             return
         method = self.method
         origin = self.origin

@@ -99,6 +99,9 @@ class ExchangeState:
     finished = False
     upgrade_rest = b""
     traceparent: bytes | None = None
+    # the gateway's own span, when traces are exported (gateway_svc.spans)
+    span_id = 0
+    span_parent: int | None = None
 
     def __init__(self, conn: ClientConnection) -> None:
         self.conn = conn
@@ -181,6 +184,9 @@ class ExchangeState:
             self.route_name, self.method, status, elapsed, upstream, self.upstream_seconds
         )
         context.access_log.write(self, status, elapsed)
+        spans = context.spans
+        if spans is not None:
+            spans.record(self, status, elapsed)
         if not tunnel:
             self.conn.exchange_finished(self)
 
@@ -201,3 +207,6 @@ class ExchangeState:
             self.route_name, self.method, self.status, elapsed, self.upstream, self.upstream_seconds
         )
         context.access_log.write(self, self.status, elapsed)
+        spans = context.spans
+        if spans is not None:
+            spans.record(self, self.status, elapsed)

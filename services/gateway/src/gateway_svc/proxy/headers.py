@@ -103,6 +103,8 @@ RESPONSE_HEADERS = {
     b"x-request-id": NOT_RELAYED,
     b"ratelimit": NOT_RELAYED,
     b"ratelimit-policy": NOT_RELAYED,
+    # What software (and version) an upstream runs is nobody's business outside.
+    b"server": NOT_RELAYED,
     b"content-length": UPSTREAM_LENGTH,
     b"transfer-encoding": UPSTREAM_TRANSFER_ENCODING,
     **{name: bit for bit, (name, _) in enumerate(SECURITY_HEADERS)},
@@ -116,7 +118,6 @@ RESPONSE_HEADERS_AS_SPELLED = {
     **{
         _name: RELAYED_UNCHANGED
         for _common in (
-            b"server",
             b"date",
             b"content-type",
             b"cache-control",
@@ -145,6 +146,8 @@ known_status_line = STATUS_LINES.get
 # -- request lines and fixed lines
 
 LOCAL_PATHS = frozenset({b"/healthz", b"/readyz", b"/metrics", b"/gateway/routes"})
+# What the public listener serves of them; the admin listener (GATEWAY_ADMIN_PORT) serves all.
+PUBLIC_LOCAL_PATHS = frozenset({b"/healthz", b"/readyz"})
 # Methods the gateway serves; CONNECT and TRACE are known but never proxied (405),
 # anything else is not implemented (501).
 METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})

@@ -89,7 +89,10 @@ class UpstreamLeg(Responses):
             )
         else:
             forwarded = conn.forwarded_headers
-        self.traceparent = accept_traceparent(self.traceparent_in)
+        spans = self.context.spans
+        self.traceparent = (
+            accept_traceparent(self.traceparent_in) if spans is None else spans.begin(self)
+        )
         parts = [
             self.method,
             b" ",

@@ -1,0 +1,89 @@
+"""Revoked sessions at the gateway with several worker processes (issue 12 item 1): every
+worker reads auth's list at start-up and hears each ``auth.session.revoked`` on its own
+queue, so whichever worker a connection lands on refuses the session's tokens.
+
+(Through real auth, logout-all and password reset: auth's ``test_revocation.py``.)"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+
+from switchyard.envelope import new_envelope
+from switchyard.events.auth import SessionRevoked
+from switchyard.testing import service_bus
+
+from .conftest import AUDIENCE, ISSUER, Keys, Upstream, route_table
+
+REFUSE_WITHIN = 2.0
+
+
+async def statuses(url: str, token: str, count: int) -> tuple[list[int], set[str]]:
+    """``count`` requests, a new connection each (the kernel spreads them over the workers):
+    their statuses, and the workers that answered (the request id's per-worker prefix)."""
+    seen: list[int] = []
+    workers: set[str] = set()
+    for _ in range(count):
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(url, headers={"Authorization": f"Bearer {token}"}) as response,
+        ):
+            seen.append(response.status)
+            workers.add(response.headers["X-Request-ID"][:16])
+    return seen, workers
+
+
+async def test_every_worker_refuses_a_revoked_session(
+    upstream: Upstream, keys: Keys, gateway_process: Any, bus_settings: dict[str, Any]
+) -> None:
+    keys.revoke("ended-before-start", time.time() + 600)
+    process = gateway_process(
+        route_table(upstream.url),
+        {
+            "GATEWAY_WORKERS": "2",
+            "JWKS_URL": keys.jwks_url,
+            "AUTH_ISSUER": ISSUER,
+            "JWT_AUDIENCE": AUDIENCE,
+        },
+    )
+    await process.wait_ready()
+    url = process.url + "/api/v1/chat/c"
+    live = keys.token("u1", claims={"sid": "live-session"})
+    ended = keys.token("u1", claims={"sid": "ended-before-start"})
+
+    accepted, workers = await statuses(url, live, 20)
+    assert accepted == [200] * 20
+    assert len(workers) == 2  # both workers are up, their queues bound
+    refused, _ = await statuses(url, ended, 10)  # auth's list, read at start-up
+    assert refused == [401] * 10
+
+    publisher = service_bus({**bus_settings, "bus_retry_delays": [0.2]}, "auth")
+    await publisher.connect()
+    try:
+        now = datetime.now(UTC)
+        await publisher.publish(
+            new_envelope(
+                SessionRevoked(
+                    user_id="u1",
+                    session_id="live-session",
+                    expires_at=now + timedelta(minutes=15),
+                    revoked_at=now,
+                    reason="logout_all",
+                ),
+                service="auth",
+                subject="u1",
+            )
+        )
+    finally:
+        await publisher.close()
+    published = time.monotonic()
+    while (await statuses(url, live, 1))[0] != [401]:
+        assert time.monotonic() - published < REFUSE_WITHIN, "still accepted"
+    forwarded = upstream.count("/api/v1/chat/c")
+    after, workers = await statuses(url, live, 20)
+    assert after == [401] * 20
+    assert len(workers) == 2  # refused by both workers
+    assert upstream.count("/api/v1/chat/c") == forwarded  # and never forwarded
