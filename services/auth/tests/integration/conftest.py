@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -205,23 +206,17 @@ async def auth(
         yield AuthClient(http, server, clock, settings, event_log)
 
 
-@pytest.fixture
-async def edge(auth: AuthClient, tmp_path: Path) -> AsyncIterator[AuthClient]:
-    """The ``auth`` service behind a real gateway: the production route table (public and
-    protected routes, body limits, identity-header stripping), its upstream pointed at the
-    service, its token verifier on the service's manual clock.
-
-    Only the rate limits are raised: ``auth-strict`` (10/min per address) would stop these
-    tests at the door after ten requests, and the limits are the gateway's own tests' subject.
-    Metrics stay on the service's own port (``auth``): the gateway's /metrics is its own.
-    """
-    table = yaml.safe_load(DEFAULT_ROUTES_FILE.read_text())
-    for policy in table["rate_limits"].values():
-        policy["limit"] = 1_000_000
+@asynccontextmanager
+async def behind_gateway(
+    auth: AuthClient, tmp_path: Path, table: dict[str, Any], **settings: Any
+) -> AsyncIterator[AuthClient]:
+    """``auth`` behind a real gateway built from ``table``: its auth upstream pointed at the
+    service, its token verifier on the service's manual clock. Metrics stay on the service's
+    own port (``auth``): the gateway's /metrics is its own."""
     routes = tmp_path / "routes.yaml"
     routes.write_text(yaml.safe_dump(table))
     jwks_url = f"{auth.server.url}/.well-known/jwks.json"
-    settings = GatewaySettings(
+    gateway_settings = GatewaySettings(
         environment="test",
         port=free_port(),
         routes_file=routes,
@@ -231,6 +226,7 @@ async def edge(auth: AuthClient, tmp_path: Path) -> AsyncIterator[AuthClient]:
         jwt_audience=AUDIENCE,
         access_log="off",
         shutdown_timeout=1.0,
+        **settings,
     )
     verifier = TokenVerifier(
         jwks_url=jwks_url,
@@ -238,13 +234,28 @@ async def edge(auth: AuthClient, tmp_path: Path) -> AsyncIterator[AuthClient]:
         audience=AUDIENCE,
         clock=lambda: auth.clock.now().timestamp(),
     )
-    gateway = create_gateway(settings, verifier=verifier)
+    gateway = create_gateway(gateway_settings, verifier=verifier)
     await gateway.start()
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{gateway.port}") as http:
             yield replace(auth, http=http)
     finally:
         await gateway.stop(grace=0.5)
+
+
+@pytest.fixture
+async def edge(auth: AuthClient, tmp_path: Path) -> AsyncIterator[AuthClient]:
+    """The ``auth`` service behind a real gateway (:func:`behind_gateway`) with the production
+    route table (public and protected routes, body limits, identity-header stripping).
+
+    Only the rate limits are raised: ``auth-address`` and the per-account limits would stop
+    these tests at the door, and the limits are the subject of ``test_credential_limits``.
+    """
+    table = yaml.safe_load(DEFAULT_ROUTES_FILE.read_text())
+    for policy in table["rate_limits"].values():
+        policy["limit"] = 1_000_000
+    async with behind_gateway(auth, tmp_path, table) as client:
+        yield client
 
 
 # -- helpers for the attack tests ---------------------------------------------------------
