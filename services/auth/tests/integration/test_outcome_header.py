@@ -4,9 +4,9 @@ the key a keyed hash of the account (never the address), the same for look-alike
 
 from __future__ import annotations
 
-import pytest
-
 import re
+
+import pytest
 
 from auth_svc.entrypoints.http import OUTCOME_HEADER
 
