@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -205,17 +206,27 @@ async def auth(
         yield AuthClient(http, server, clock, settings, event_log)
 
 
-def gateway_settings(
-    settings_overrides: dict[str, Any], auth: AuthClient, tmp_path: Path, **extra: Any
-) -> GatewaySettings:
-    """A real gateway's settings: the production route table (rate limits raised: the
-    limits are the gateway's own tests' subject), auth as its ``auth`` upstream, auth's JWKS
-    and revoked-session list, the test's broker exchange (it hears auth's revocations)."""
-    table = yaml.safe_load(DEFAULT_ROUTES_FILE.read_text())
+def raised_limits_table() -> dict[str, Any]:
+    """The production route table with every rate limit raised (the limits are the subject of
+    the gateway's own tests and of ``test_credential_limits``)."""
+    table: dict[str, Any] = yaml.safe_load(DEFAULT_ROUTES_FILE.read_text())
     for policy in table["rate_limits"].values():
         policy["limit"] = 1_000_000
+    return table
+
+
+def gateway_settings(
+    settings_overrides: dict[str, Any],
+    auth: AuthClient,
+    tmp_path: Path,
+    table: dict[str, Any] | None = None,
+    **extra: Any,
+) -> GatewaySettings:
+    """A real gateway's settings: ``table`` (default: :func:`raised_limits_table`), auth as
+    its ``auth`` upstream, auth's JWKS and revoked-session list, the test's broker exchange
+    (it hears auth's revocations)."""
     routes = tmp_path / f"routes-{free_port()}.yaml"
-    routes.write_text(yaml.safe_dump(table))
+    routes.write_text(yaml.safe_dump(table if table is not None else raised_limits_table()))
     options: dict[str, Any] = {
         **settings_overrides,
         "port": free_port(),
@@ -231,19 +242,18 @@ def gateway_settings(
     return GatewaySettings(**{**options, **extra})
 
 
-@pytest.fixture
-async def edge(
-    auth: AuthClient, settings_overrides: dict[str, Any], tmp_path: Path
+@asynccontextmanager
+async def behind_gateway(
+    auth: AuthClient,
+    settings_overrides: dict[str, Any],
+    tmp_path: Path,
+    table: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> AsyncIterator[AuthClient]:
-    """The ``auth`` service behind a real gateway (:func:`gateway_settings`: public and
-    protected routes, body limits, identity-header stripping), its token verifier on the
-    service's manual clock.
-
-    Only the rate limits are raised: ``auth-strict`` (10/min per address) would stop these
-    tests at the door after ten requests.
-    Metrics stay on the service's own port (``auth``): the gateway's /metrics is its own.
-    """
-    settings = gateway_settings(settings_overrides, auth, tmp_path)
+    """``auth`` behind a real gateway (:func:`gateway_settings`), its token verifier on the
+    service's manual clock. Metrics stay on the service's own port (``auth``): the gateway's
+    /metrics is its own."""
+    settings = gateway_settings(settings_overrides, auth, tmp_path, table, **extra)
     verifier = TokenVerifier(
         jwks_url=settings.jwks_url,
         issuer=ISSUER,
@@ -257,6 +267,17 @@ async def edge(
             yield replace(auth, http=http)
     finally:
         await gateway.stop(grace=0.5)
+
+
+@pytest.fixture
+async def edge(
+    auth: AuthClient, settings_overrides: dict[str, Any], tmp_path: Path
+) -> AsyncIterator[AuthClient]:
+    """The ``auth`` service behind a real gateway with the production route table (public
+    and protected routes, body limits, identity-header stripping), only the rate limits
+    raised: ``auth-address`` and the per-account limits would stop these tests at the door."""
+    async with behind_gateway(auth, settings_overrides, tmp_path) as client:
+        yield client
 
 
 # -- helpers for the attack tests ---------------------------------------------------------

@@ -1,7 +1,10 @@
 """Auth tells the gateway how a credential check went (issue 12: failed attempts weigh more than
-successful ones in the gateway's limits): ``X-Auth-Outcome: success|failure``."""
+successful ones in the gateway's limits): ``X-Auth-Outcome: success|failure; account=<key>``,
+the key a keyed hash of the account (never the address), the same for look-alike spellings."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -11,19 +14,31 @@ from .conftest import STRONG_PASSWORD, AuthClient
 
 pytestmark = [pytest.mark.integration]
 
+OUTCOME = re.compile(r"(?P<verdict>success|failure); account=(?P<account>[A-Za-z0-9_-]{22})")
+
+
+def outcome(headers: object) -> tuple[str, str]:
+    match = OUTCOME.fullmatch(headers[OUTCOME_HEADER])  # type: ignore[index]
+    assert match is not None, headers
+    return match["verdict"], match["account"]
+
 
 async def test_credential_checks_say_whether_the_secret_was_right(auth: AuthClient) -> None:
     pair = await auth.signed_up("outcome@example.com")
 
     right = await auth.login("outcome@example.com")
-    assert (right.status, right.headers[OUTCOME_HEADER]) == (200, "success")
-    wrong = await auth.login("outcome@example.com", "not-the-password-at-all")
-    assert (wrong.status, wrong.headers[OUTCOME_HEADER]) == (401, "failure")
+    assert right.status == 200
+    verdict, account = outcome(right.headers)
+    assert verdict == "success" and "outcome" not in account
+    wrong = await auth.login("OUTCOME@example.com", "not-the-password-at-all")
+    assert (wrong.status, outcome(wrong.headers)) == (401, ("failure", account))
     unknown = await auth.login("nobody@example.com", STRONG_PASSWORD)
-    assert (unknown.status, unknown.headers[OUTCOME_HEADER]) == (401, "failure")
+    assert unknown.status == 401
+    assert outcome(unknown.headers)[0] == "failure" and outcome(unknown.headers)[1] != account
 
     code = await auth.post("/verify-email", {"email": "outcome@example.com", "code": "000000"})
-    assert (code.status, code.headers[OUTCOME_HEADER]) == (400, "failure")
+    assert (code.status, outcome(code.headers)) == (400, ("failure", account))
+    # A refresh token names no account: the verdict alone.
     refreshed = await auth.post("/refresh", {"refresh_token": pair["refresh_token"]})
     assert (refreshed.status, refreshed.headers[OUTCOME_HEADER]) == (200, "success")
     token = await auth.post(
@@ -44,4 +59,4 @@ async def test_credential_checks_say_whether_the_secret_was_right(auth: AuthClie
     for _ in range(auth.settings.lockout_threshold):
         await auth.login("outcome@example.com", "not-the-password-at-all")
     locked = await auth.login("outcome@example.com")
-    assert (locked.status, locked.headers[OUTCOME_HEADER]) == (429, "failure")
+    assert (locked.status, outcome(locked.headers)) == (429, ("failure", account))

@@ -80,7 +80,10 @@ def echo_app(record: Upstream) -> web.Application:
                 left -= len(block)
             await response.write_eof()
             return response
-        return web.json_response(hit, status=status)
+        response = web.json_response(hit, status=status)
+        if "outcome" in request.query:  # as auth answers a credential check
+            response.headers["X-Auth-Outcome"] = request.query["outcome"]
+        return response
 
     async def websocket(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
@@ -142,6 +145,7 @@ def route_table(main: str, **groups: list[str]) -> dict[str, Any]:
             "default": {"limit": 1000, "window": 60},
             "tight": {"limit": 3, "window": 1},
             "login": {"limit": 2, "window": 60},
+            "login-account": {"limit": 2, "window": 60},
         },
         "defaults": {"timeout": 2, "max_body_bytes": 1024 * 1024},
         "routes": [
@@ -152,6 +156,8 @@ def route_table(main: str, **groups: list[str]) -> dict[str, Any]:
                 "methods": ["POST"],
                 "auth": "public",
                 "rate_limit": "login",
+                # failed checks (X-Auth-Outcome from the upstream) per (account, address)
+                "outcome": {"failure_cost": 1, "account_limit": "login-account"},
             },
             {"name": "public", "upstream": "main", "prefix": "/public", "auth": "public"},
             {

@@ -9,9 +9,11 @@ broken upstream: ``answer-101`` gets a ``101`` it never asked for, after which t
 connection goes on as HTTP/1.1; ``answer-twice`` gets a second, stray response in the
 same write, and every later answer on that connection comes 0.1 s late (an upstream off
 by one: whoever takes the connection next would read the answer meant for the request
-before). Every response carries the request id and the upstream's own sequence number,
-so a response handed to the wrong client is visible, and a ``Server`` header naming its
-software, which the gateway must drop (``shout`` in the target spells it ``SERVER``).
+before); ``answer-outcome`` answers as auth does a failed credential check
+(``X-Auth-Outcome: failure; account=corpus``), which the gateway must read and never relay.
+Every response carries the request id and the upstream's own sequence number, so a response
+handed to the wrong client is visible, and a ``Server`` header naming its software, which the
+gateway must drop (``shout`` in the target spells it ``SERVER``).
 
 :class:`Accounting` records what the gateway itself says it did with each request (the
 exchange as its access-log line is written): :func:`check` then compares the two sides.
@@ -130,9 +132,14 @@ class _UpstreamSide(asyncio.Protocol):
             return
         # Spelled as aiohttp spells it, and shouting: neither may reach a client.
         server = b"SERVER" if b"shout" in seen.target else b"Server"
+        outcome = (
+            b"X-Auth-Outcome: failure; account=corpus\r\n"
+            if b"answer-outcome" in seen.target
+            else b""
+        )
         head = (
             b"HTTP/1.1 %s\r\n%s: Python/3.11 aiohttp/3.9.5\r\nContent-Type: text/plain\r\n"
-            b"Content-Length: %d\r\n\r\n" % (status, server, len(body))
+            b"%sContent-Length: %d\r\n\r\n" % (status, server, outcome, len(body))
         )
         answer = head if seen.method == "HEAD" else head + body
         if b"answer-twice" in seen.target:
@@ -256,8 +263,9 @@ def check(
 ) -> None:
     """The oracle: the upstream saw exactly the requests the gateway forwarded — same
     count, method, canonical target and body length — no identity header the gateway
-    did not set, one Authorization header at most (the one the gateway verified), and
-    none of ``hop_by_hop`` (names the client listed in ``Connection``)."""
+    did not set, one Authorization header at most (the one the gateway verified), no
+    ``X-Auth-Outcome`` (auth's word to the gateway, never a client's), and none of
+    ``hop_by_hop`` (names the client listed in ``Connection``)."""
     forwarded = [entry for entry in accounted if entry.forwarded]
     ours = Counter((e.request_id, e.method, e.url) for e in forwarded)
     theirs = Counter(((s.request_id or b""), s.method, s.target) for s in seen)
@@ -286,5 +294,7 @@ def check(
         assert sorted(identity) == sorted(expected), f"{label}: identity headers {identity}"
         tokens = [name for name, _ in request.headers if name.lower() == b"authorization"]
         assert len(tokens) <= 1, f"{label}: {len(tokens)} Authorization headers forwarded"
+        outcome = [name for name, _ in request.headers if name.lower() == b"x-auth-outcome"]
+        assert not outcome, f"{label}: a client's X-Auth-Outcome reached the upstream"
         leaked = [name for name, _ in request.headers if name.lower() in hop_by_hop]
         assert not leaked, f"{label}: hop-by-hop headers {leaked} reached the upstream"

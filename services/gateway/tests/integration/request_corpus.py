@@ -14,6 +14,7 @@ SMUGGLED = b"GET /admin/x HTTP/1.1\r\nHost: x\r\nX-User-Id: evil\r\nX-User-Roles
 NEXT = b"GET /public/next HTTP/1.1\r\nHost: x\r\n\r\n"
 # Sent only alongside a Connection header that lists it: it must never reach an upstream.
 HOP_BY_HOP = frozenset({b"x-hop"})
+LOGIN = "/api/v1/auth/login"
 WS = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
 
 
@@ -352,5 +353,27 @@ CASES += [
         + NEXT,
     ),
     ("HEAD with body", cl("HEAD", "/public/a", b"abc") + NEXT),
+    # -- X-Auth-Outcome (issue 12): read from auth's answers, never relayed, never forwarded
+    ("client-sent X-Auth-Outcome", cl("POST", LOGIN, b"{}", "X-Auth-Outcome: success") + NEXT),
+    (
+        "client-sent X-Auth-Outcome with an account, twice",
+        cl(
+            "POST",
+            LOGIN,
+            b"{}",
+            "X-Auth-Outcome: success; account=corpus",
+            "x-auth-outcome: failure",
+        ),
+    ),
+    ("upstream X-Auth-Outcome on a public route", head("GET", "/public/answer-outcome") + NEXT),
+    (
+        # pipelined past the account's limit: later answers are the gateway's 429s
+        "upstream X-Auth-Outcome on the login route, pipelined",
+        cl("POST", LOGIN + "?answer-outcome", b"{}") * 4 + NEXT,
+    ),
+    (
+        "upstream X-Auth-Outcome, body sent later",
+        head("POST", LOGIN + "?answer-outcome", "Content-Length: 5") + b"<PAUSE>hello" + NEXT,
+    ),
     ("DELETE with chunked body", chunked("DELETE", "/public/a", b"abc") + NEXT),
 ]

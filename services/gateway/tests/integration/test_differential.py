@@ -59,6 +59,8 @@ TOKENS = [
     b"chunked",
     b"/ws/chat",
     b"/api/v1/auth/login",
+    b"?answer-outcome",
+    b"X-Auth-Outcome: success\r\n",
     NEXT,
     SMUGGLED,
 ]
@@ -119,6 +121,7 @@ async def run_case(
     assert f"rid={victim_id} ".encode() in answer, f"{label}: the victim got {answer!r}"
     assert b"aiohttp/" not in answer + attacker_saw, f"{label}: an upstream Server header passed"
     assert victim_id.encode() not in attacker_saw, f"{label}: the attacker got the victim's answer"
+    assert b"x-auth-outcome" not in (answer + attacker_saw).lower(), f"{label}: outcome relayed"
     await quiet(gateway, upstream)
     # Both clients are gone: their sockets close within a few loop turns. Waiting a
     # moment (far below the 0.5 s header timeout, so no hold is hidden) keeps a loaded

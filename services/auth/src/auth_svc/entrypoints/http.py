@@ -7,10 +7,12 @@ that holds the gateway's route table to the same answers all read it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import math
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +38,7 @@ from auth_svc.domain.errors import (
     WrongPassword,
 )
 from auth_svc.domain.passwords import PasswordRejected
-from auth_svc.domain.users import is_user_id
+from auth_svc.domain.users import email_key, is_user_id
 from auth_svc.entrypoints import oauth
 from auth_svc.entrypoints.bodies import (
     ChangePasswordBody,
@@ -175,7 +177,9 @@ async def register(request: web.Request) -> web.Response:
 
 async def verify_email(request: web.Request) -> web.Response:
     body = await read_json(request, VerifyEmailBody)
-    pair = await handlers.verify_email(email=body.email, code=body.code, deps=request.app[DEPS])
+    pair = await handlers.verify_email(
+        email=_checking(request, body.email), code=body.code, deps=request.app[DEPS]
+    )
     return json_response(pair.body())
 
 
@@ -191,7 +195,9 @@ async def resend_code(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     body = await read_json(request, LoginBody)
-    pair = await handlers.login(email=body.email, password=body.password, deps=request.app[DEPS])
+    pair = await handlers.login(
+        email=_checking(request, body.email), password=body.password, deps=request.app[DEPS]
+    )
     return json_response(pair.body())
 
 
@@ -228,7 +234,7 @@ async def request_sign_in_code(request: web.Request) -> web.Response:
 async def sign_in_with_code(request: web.Request) -> web.Response:
     body = await read_json(request, SignInCodeVerifyBody)
     pair = await handlers.sign_in_with_code(
-        email=body.email, code=body.code, deps=request.app[DEPS]
+        email=_checking(request, body.email), code=body.code, deps=request.app[DEPS]
     )
     return json_response(pair.body())
 
@@ -237,7 +243,10 @@ async def reset_password(request: web.Request) -> web.Response:
     body = await read_json(request, ResetBody)
     try:
         await handlers.reset_password(
-            email=body.email, code=body.code, new_password=body.new_password, deps=request.app[DEPS]
+            email=_checking(request, body.email),
+            code=body.code,
+            new_password=body.new_password,
+            deps=request.app[DEPS],
         )
     except PasswordRejected as error:
         raise _password_problem(error, "new_password") from None
@@ -441,6 +450,10 @@ PUBLIC_PATHS = frozenset(route.path for route in ROUTES if route.public)
 # -- the outcome of a credential check, for the gateway's rate limits -----------------------
 
 OUTCOME_HEADER = "X-Auth-Outcome"
+# The account a credential check was about (set by the handler once the body is read).
+CHECKED_ACCOUNT = web.RequestKey("auth.checked_account", str)
+# Development and tests without IDEMPOTENCY_SECRET: one key per process.
+_EPHEMERAL_SECRET = secrets.token_bytes(32)
 # Endpoints whose answer says whether a secret (password, code, refresh token) was right.
 CREDENTIAL_CHECKS = frozenset(
     {
@@ -455,16 +468,44 @@ CREDENTIAL_CHECKS = frozenset(
 _FAILED = frozenset({400, 401, 403, 429})
 
 
+def _checking(request: web.Request, email: str) -> str:
+    """Note whose secret this request checks (for :func:`tell_outcome`); returns ``email``."""
+    request[CHECKED_ACCOUNT] = email
+    return email
+
+
+def account_key(secret: bytes, email: str) -> str:
+    """What the gateway keys an account's limits by: an HMAC of the address's comparison
+    form (look-alikes are one account), 128 bits in base64url. Never the address itself,
+    and not guessable from a list of addresses without the secret."""
+    mac = hmac.new(secret, b"gateway-account-limit\0" + email_key(email).encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()[:16]).rstrip(b"=").decode()
+
+
+def _outcome_secret(request: web.Request) -> bytes:
+    """IDEMPOTENCY_SECRET (shared by every replica, so an account is one key at the gateway
+    whichever replica answered; :func:`account_key` labels its use of it)."""
+    value = request.app[keys.SETTINGS].idempotency_secret
+    return _EPHEMERAL_SECRET if value is None else value.get_secret_value().encode()
+
+
 async def tell_outcome(request: web.Request, response: web.StreamResponse) -> None:
-    """``X-Auth-Outcome: success|failure`` on the answers of credential checks, so the gateway
-    can weigh failed attempts more than successful ones (it strips the header). A request
-    refused before any check (413, 415, 422) or failed by the server (5xx) gets none."""
+    """``X-Auth-Outcome: success|failure[; account=<key>]`` on the answers of credential
+    checks, so the gateway can weigh failed attempts more than successful ones and limit
+    failures per account (it strips the header). A request refused before any check (413,
+    415, 422) or failed by the server (5xx) gets none; a refresh token names no account."""
     if request.path not in CREDENTIAL_CHECKS or request.method != "POST":
         return
     if 200 <= response.status < 300:
-        response.headers[OUTCOME_HEADER] = "success"
+        outcome = "success"
     elif response.status in _FAILED:
-        response.headers[OUTCOME_HEADER] = "failure"
+        outcome = "failure"
+    else:
+        return
+    email = request.get(CHECKED_ACCOUNT)
+    if email is not None:
+        outcome += "; account=" + account_key(_outcome_secret(request), email)
+    response.headers[OUTCOME_HEADER] = outcome
 
 
 def add_routes(app: web.Application) -> None:

@@ -24,7 +24,9 @@ _TAT = struct.Struct("<d")
 
 
 class AsyncLimiterStore(Protocol):
-    async def check(self, key: bytes, policy: RateLimitPolicy) -> Decision: ...
+    async def check(
+        self, key: bytes, policy: RateLimitPolicy, cost: int = 1, *, debit: bool = False
+    ) -> Decision: ...
 
     async def close(self) -> None: ...
 
@@ -64,7 +66,11 @@ class LocalStore:
             self._hashes[key] = hashed
         return hashed
 
-    def check(self, key: bytes, policy: RateLimitPolicy) -> Decision:
+    def check(
+        self, key: bytes, policy: RateLimitPolicy, cost: int = 1, *, debit: bool = False
+    ) -> Decision:
+        """One GCRA decision for ``key`` (see :func:`~gateway_svc.domain.ratelimit.gcra`
+        for ``cost`` and ``debit``)."""
         hashed = self._slot_hash(key)
         bucket = hashed % self.buckets
         offset = bucket * _BUCKET.size
@@ -93,7 +99,7 @@ class LocalStore:
                 slot = oldest
                 _KEY.pack_into(self._memory, offset + 8 * slot, hashed)
                 _TAT.pack_into(self._memory, offset + 64 + 8 * slot, now)
-            decision, new_tat = gcra(policy, tat, now)
+            decision, new_tat = gcra(policy, tat, now, cost, debit=debit)
             if new_tat != tat:
                 _TAT.pack_into(self._memory, offset + 64 + 8 * slot, new_tat)
             return decision
@@ -107,18 +113,32 @@ class LocalStore:
 
 # GCRA in one atomic step, on Redis' clock so every replica agrees on "now".
 # Times in microseconds; values are written with %.0f so Lua never emits 1e+15.
+# ARGV: interval, window, cost, debit (1: settle after the fact, never refused; a negative
+# cost gives back; TAT stays within [now, now + 2 windows]).
 _GCRA_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]))
 if (not tat) or tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - window
+if ARGV[4] == '1' then
+  local new_tat = math.min(math.max(tat + cost * interval, now), now + 2 * window)
+  if new_tat <= now then
+    redis.call('DEL', KEYS[1])
+    return {1, '0', '0'}
+  end
+  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+  if new_tat - window <= now then return {1, string.format('%.0f', new_tat - now), '0'} end
+  return {0, string.format('%.0f', new_tat - now), '0'}
+end
+local allow_at = tat + math.max(cost, 1) * interval - window
 if now < allow_at then
   return {0, string.format('%.0f', tat - now), string.format('%.0f', allow_at - now)}
 end
+if cost == 0 then return {1, string.format('%.0f', tat - now), '0'} end
+local new_tat = tat + cost * interval
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
 return {1, string.format('%.0f', new_tat - now), '0'}
 """
@@ -143,14 +163,16 @@ class RedisStore:
         self._last_warning = 0.0
         self.errors = 0
 
-    async def check(self, key: bytes, policy: RateLimitPolicy) -> Decision:
+    async def check(
+        self, key: bytes, policy: RateLimitPolicy, cost: int = 1, *, debit: bool = False
+    ) -> Decision:
         import redis
 
         interval = round(policy.emission_interval * 1_000_000)
         window = round(policy.window * 1_000_000)
         try:
             allowed, reset, retry = await self._script(
-                keys=[self.prefix + key], args=[interval, window]
+                keys=[self.prefix + key], args=[interval, window, cost, 1 if debit else 0]
             )
         except (TimeoutError, redis.RedisError, OSError) as error:
             self.errors += 1
@@ -161,7 +183,7 @@ class RedisStore:
                     "Redis rate limiting failed; using the host-local table",
                     extra={"error": repr(error)},
                 )
-            return self.fallback.check(key, policy)
+            return self.fallback.check(key, policy, cost, debit=debit)
         reset_s = int(reset) / 1_000_000
         if int(allowed):
             remaining = int((window - int(reset)) / interval + 1e-6)

@@ -26,16 +26,28 @@ class Decision:
     retry_after: float  # seconds until one request would pass (0 when allowed)
 
 
-def gcra(policy: RateLimitPolicy, tat: float, now: float) -> tuple[Decision, float]:
-    """Decide one request; returns the decision and the TAT to store (unchanged on refusal)."""
+def gcra(
+    policy: RateLimitPolicy, tat: float, now: float, cost: int = 1, *, debit: bool = False
+) -> tuple[Decision, float]:
+    """Decide one request; returns the decision and the TAT to store (unchanged on refusal).
+
+    ``cost`` is how many requests' worth the request spends: 0 only asks whether one more
+    would pass (nothing is spent). ``debit=True`` settles an account after the fact, never
+    refused: a positive cost is spent even past the limit (a debt of at most one more
+    window delays the key's next requests), a negative one is given back.
+    """
     interval = policy.emission_interval
     if tat < now:
         tat = now
-    new_tat = tat + interval
-    allow_at = new_tat - policy.window
+    if debit:
+        new_tat = min(max(tat + cost * interval, now), now + 2 * policy.window)
+        allowed = new_tat - policy.window <= now
+        return Decision(allowed, 0, new_tat - now, 0.0), new_tat
+    allow_at = tat + max(cost, 1) * interval - policy.window
     if now < allow_at:
         remaining = 0
         return Decision(False, remaining, tat - now, allow_at - now), tat
+    new_tat = tat + cost * interval
     remaining = int((policy.window - (new_tat - now)) / interval + 1e-6)
     return Decision(True, remaining, new_tat - now, 0.0), new_tat
 

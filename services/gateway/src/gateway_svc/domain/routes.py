@@ -51,6 +51,18 @@ class RateLimitConfig(_Strict):
     window: float = Field(gt=0)
 
 
+class OutcomeConfig(_Strict):
+    """Limits charged after the answer, from the upstream's ``X-Auth-Outcome`` (auth says
+    whether a password or code was right, and whose account it was: a keyed hash)."""
+
+    # What a request costs on the route's own (address) limit: spent at admission as if
+    # the check failed, all but 1 given back when auth answers that it succeeded.
+    failure_cost: int = Field(default=1, ge=1, le=100)
+    # Failed checks per account: a policy name, keyed by (account, address) or the account alone.
+    account_limit: str
+    per_address: bool = True
+
+
 class RouteConfig(_Strict):
     name: str
     upstream: str
@@ -66,6 +78,7 @@ class RouteConfig(_Strict):
     max_body_bytes: int | None = Field(default=None, ge=0)
     websocket: bool = False
     sticky: Sticky = "none"
+    outcome: OutcomeConfig | None = None
 
     @model_validator(mode="after")
     def _one_matcher(self) -> RouteConfig:
@@ -102,6 +115,10 @@ class RouteFile(_Strict):
             policy = route.rate_limit or self.defaults.rate_limit
             if policy not in self.rate_limits:
                 raise ValueError(f"route {route.name!r} names unknown rate limit {policy!r}")
+            if route.outcome and route.outcome.account_limit not in self.rate_limits:
+                raise ValueError(
+                    f"route {route.name!r} names unknown rate limit {route.outcome.account_limit!r}"
+                )
         return self
 
 
@@ -142,6 +159,15 @@ class RateLimitPolicy:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class OutcomeLimits:
+    """A route's after-the-answer limits, compiled (see :class:`OutcomeConfig`)."""
+
+    refund: int  # given back to the route's (address) limit after a success
+    account: RateLimitPolicy
+    per_address: bool
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Route:
     """A compiled route: everything the proxy needs to know per request."""
 
@@ -155,6 +181,8 @@ class Route:
     sticky: Sticky
     methods: frozenset[bytes] | None
     when_query: tuple[bytes, ...]
+    outcome: OutcomeLimits | None = None
+    cost: int = 1  # spent on the route's policy at admission
 
     @property
     def public(self) -> bool:
@@ -203,6 +231,16 @@ class RouteTable:
                 sticky=cfg.sticky,
                 methods=frozenset(m.upper().encode() for m in cfg.methods) if cfg.methods else None,
                 when_query=tuple(name.encode() for name in cfg.when_query),
+                outcome=(
+                    OutcomeLimits(
+                        cfg.outcome.failure_cost - 1,
+                        self.policies[cfg.outcome.account_limit],
+                        cfg.outcome.per_address,
+                    )
+                    if cfg.outcome
+                    else None
+                ),
+                cost=cfg.outcome.failure_cost if cfg.outcome else 1,
             )
             self.routes.append(route)
             for path in cfg.paths:
@@ -249,6 +287,7 @@ class RouteTable:
                     "max_body_bytes": route.max_body_bytes,
                     "websocket": route.websocket,
                     "sticky": route.sticky,
+                    "outcome": cfg.outcome.model_dump() if cfg.outcome else None,
                 }
             )
         return out

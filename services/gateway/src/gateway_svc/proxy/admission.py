@@ -12,10 +12,24 @@ from a cache, the local rate-limit table is in memory) and returns
 A refused token counts against the caller's (IP) limit before its 401, so a flood of
 missing or forged tokens is throttled like any other traffic, and the 401 carries
 the RateLimit headers.
+
+On credential routes (a route with ``outcome``) the answer is weighed too:
+:meth:`Admission.answered` reads auth's ``X-Auth-Outcome: success|failure; account=<key>``
+(the key is auth's keyed hash of the account, never the email). Admission spent a failure's
+cost on the route's (address) limit; a success gives all of it but 1 back (so a flood of
+concurrent guesses is priced before any answer). Failures are charged to the account's limit,
+keyed by (account, address) or the account alone. An answer for an account whose limit is
+spent is replaced by a 429, whatever it said, so guessing on past the limit learns nothing.
+The body is never parsed: the account is only known from the answer. With the local table
+the verdict is immediate; with Redis it costs a round trip after the answer, so the verdict
+stops the account's next answers on this worker (remembered until its Retry-After) and
+each worker relays at most the one answer that crossed the limit.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from typing import TYPE_CHECKING, Final
 
 from gateway_svc.domain.ratelimit import Decision, retry_after_seconds
@@ -26,7 +40,7 @@ from switchyard.tokens import InvalidToken
 if TYPE_CHECKING:
     from gateway_svc.adapters.limiter_store import AsyncLimiterStore, LocalStore
     from gateway_svc.adapters.token_cache import CachedVerifier
-    from gateway_svc.domain.routes import Route
+    from gateway_svc.domain.routes import RateLimitPolicy, Route
     from gateway_svc.metrics import GatewayMetrics
     from gateway_svc.proxy.edges import Cors
     from gateway_svc.proxy.exchange_state import ExchangeState
@@ -86,6 +100,8 @@ class Admission:
         self.limiter_async = limiter_async
         self.cors = cors
         self.metrics = metrics
+        # With Redis: accounts whose limit is spent, until when (time.monotonic()).
+        self.held: dict[bytes, float] = {}
 
     def preflight(
         self, origin: bytes, requested_headers: bytes | None
@@ -116,7 +132,9 @@ class Admission:
             refused = NO_TOKEN
         if self.limiter_async is not None:
             return LIMIT_FIRST if refused is None else Pending(verify=False, unauthorized=refused)
-        decision = exchange.decision = self.limiter.check(_limit_key(exchange, route), route.policy)
+        decision = exchange.decision = self.limiter.check(
+            _limit_key(exchange, route), route.policy, route.cost
+        )
         if not decision.allowed:
             return self._too_many(route, decision)
         return ADMITTED if refused is None else unauthorized(refused)
@@ -142,11 +160,11 @@ class Admission:
                     return FOR_ADMINS
         key = _limit_key(exchange, route)
         if self.limiter_async is not None:
-            decision = await self.limiter_async.check(key, route.policy)
+            decision = await self.limiter_async.check(key, route.policy, route.cost)
             if exchange.finished:
                 return None
         else:
-            decision = self.limiter.check(key, route.policy)
+            decision = self.limiter.check(key, route.policy, route.cost)
             if refused is None and exchange.finished:
                 return None
         exchange.decision = decision
@@ -154,13 +172,107 @@ class Admission:
             return self._too_many(route, decision)
         return ADMITTED if refused is None else unauthorized(refused)
 
-    def _too_many(self, route: Route, decision: Decision) -> Refusal:
+    def answered(self, exchange: ExchangeState, route: Route, outcome: bytes) -> Refusal | None:
+        """Charge a credential check's outcome (the route has ``outcome``); a 429 to give
+        instead of the upstream's answer when the account's limit is spent."""
+        rule = route.outcome
+        parsed = parse_outcome(outcome)
+        if rule is None or parsed is None:
+            return None
+        failed, account = parsed
+        refund = 0 if failed else rule.refund
+        address_key = _limit_key(exchange, route)
+        account_key = None
+        if account is not None:
+            account_key = rule.account.key_prefix + account
+            if rule.per_address:
+                account_key += b"@" + _address(exchange)
+        cost = 1 if failed else 0  # a success only asks whether the account may go on
+        limiter_async = self.limiter_async
+        if limiter_async is None:
+            if refund:
+                self.limiter.check(address_key, route.policy, -refund, debit=True)
+            if account_key is None:
+                return None
+            decision = self.limiter.check(account_key, rule.account, cost)
+            return None if decision.allowed else self._too_many(route, decision, rule.account)
+        exchange.context.spawn(
+            self._charge_slowly(limiter_async, route, address_key, refund, account_key, cost)
+        )
+        if account_key is None:
+            return None
+        held = self.held.get(account_key)
+        if held is None:
+            return None
+        wait = held - time.monotonic()
+        if wait <= 0:
+            del self.held[account_key]
+            return None
+        return self._too_many(route, Decision(False, 0, wait, wait), rule.account)
+
+    async def _charge_slowly(
+        self,
+        limiter: AsyncLimiterStore,
+        route: Route,
+        address_key: bytes,
+        refund: int,
+        account_key: bytes | None,
+        cost: int,
+    ) -> None:
+        """:meth:`answered` on Redis: its verdict holds the account's next answers here."""
+        assert route.outcome is not None
+        if refund:
+            await limiter.check(address_key, route.policy, -refund, debit=True)
+        if account_key is None:
+            return
+        decision = await limiter.check(account_key, route.outcome.account, cost)
+        if not decision.allowed:
+            held = self.held
+            now = time.monotonic()
+            if len(held) >= HELD_LIMIT:
+                for key in [key for key, until in held.items() if until <= now]:
+                    del held[key]
+                if len(held) >= HELD_LIMIT:
+                    held.clear()
+            held[account_key] = now + decision.retry_after
+
+    def _too_many(
+        self, route: Route, decision: Decision, policy: RateLimitPolicy | None = None
+    ) -> Refusal:
         """429 with Retry-After."""
-        self.metrics.rate_limited(route.name, route.policy.name)
+        self.metrics.rate_limited(route.name, (policy or route.policy).name)
         wait = retry_after_seconds(decision)
         return Refusal(
             429, f"Too many requests; retry in {wait} s.", headers=b"Retry-After: %d\r\n" % wait
         )
+
+
+HELD_LIMIT = 65536  # accounts held at once (per worker, with Redis)
+_ACCOUNT = re.compile(rb"[A-Za-z0-9_-]{1,64}")
+
+
+def parse_outcome(value: bytes) -> tuple[bool, bytes | None] | None:
+    """``success|failure[; account=<key>]`` as (failed, account key); None when it is neither."""
+    verdict, _, rest = value.partition(b";")
+    verdict = verdict.strip()
+    if verdict == b"failure":
+        failed = True
+    elif verdict == b"success":
+        failed = False
+    else:
+        return None
+    name, _, account = rest.partition(b"=")
+    if name.strip() == b"account" and _ACCOUNT.fullmatch(account.strip()):
+        return failed, account.strip()
+    return failed, None
+
+
+def _address(exchange: ExchangeState) -> bytes:
+    """The client's address, as limit keys spell it."""
+    conn = exchange.conn
+    if conn.peer_trusted:
+        return b"ip:" + exchange.client_ip().encode()
+    return conn.ip_key
 
 
 def _limit_key(exchange: ExchangeState, route: Route) -> bytes:
@@ -168,7 +280,4 @@ def _limit_key(exchange: ExchangeState, route: Route) -> bytes:
     caller = exchange.caller
     if caller is not None:
         return route.policy.key_prefix + caller.limit_key
-    conn = exchange.conn
-    if conn.peer_trusted:
-        return route.policy.key_prefix + b"ip:" + exchange.client_ip().encode()
-    return route.policy.key_prefix + conn.ip_key
+    return route.policy.key_prefix + _address(exchange)

@@ -91,6 +91,7 @@ class ExchangeState:
     response_length: bytes | None = None
     response_chunked = False
     security_seen = 0  # a bit per security header the upstream set itself
+    auth_outcome: bytes | None = None  # X-Auth-Outcome: how a credential check went
     interim = False
     upstream_keep_alive = True
     bytes_out = 0

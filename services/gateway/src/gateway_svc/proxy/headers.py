@@ -50,6 +50,7 @@ REQUEST_HEADERS = {
     b"x-real-ip": NOT_FORWARDED,
     b"x-user-id": NOT_FORWARDED,
     b"x-user-roles": NOT_FORWARDED,
+    b"x-auth-outcome": NOT_FORWARDED,  # auth's word to the gateway, never a client's
     b"origin": ORIGIN,
     b"content-length": CONTENT_LENGTH,
     b"transfer-encoding": TRANSFER_ENCODING,
@@ -89,7 +90,7 @@ REQUEST_HEADERS_AS_SPELLED = {
 # -- response headers: hop-by-hop ones and our own are dropped; security headers the
 # upstream set itself are kept (and not added twice: their kind is their bit in a mask)
 
-NOT_RELAYED, UPSTREAM_LENGTH, UPSTREAM_TRANSFER_ENCODING = -1, -2, -3
+NOT_RELAYED, UPSTREAM_LENGTH, UPSTREAM_TRANSFER_ENCODING, AUTH_OUTCOME = -1, -2, -3, -4
 RELAYED_UNCHANGED = 99
 
 RESPONSE_HEADERS = {
@@ -105,6 +106,8 @@ RESPONSE_HEADERS = {
     b"ratelimit-policy": NOT_RELAYED,
     # What software (and version) an upstream runs is nobody's business outside.
     b"server": NOT_RELAYED,
+    # how a credential check went, for the gateway's limits: read, never relayed
+    b"x-auth-outcome": AUTH_OUTCOME,
     b"content-length": UPSTREAM_LENGTH,
     b"transfer-encoding": UPSTREAM_TRANSFER_ENCODING,
     **{name: bit for bit, (name, _) in enumerate(SECURITY_HEADERS)},
@@ -115,6 +118,7 @@ RESPONSE_HEADERS_AS_SPELLED = {
     b"X-Request-ID": NOT_RELAYED,
     b"RateLimit": NOT_RELAYED,
     b"RateLimit-Policy": NOT_RELAYED,
+    b"X-Auth-Outcome": AUTH_OUTCOME,
     **{
         _name: RELAYED_UNCHANGED
         for _common in (

@@ -260,7 +260,9 @@ class UpstreamConnection(asyncio.Protocol):
         )
 
     def on_body(self, body: bytes) -> None:
-        self.exchange.on_upstream_body(body)  # type: ignore[union-attr]
+        exchange = self.exchange
+        if exchange is not None:  # None: the gateway answered instead (the body is dropped)
+            exchange.on_upstream_body(body)
 
     def on_message_complete(self) -> None:
         exchange = self.exchange

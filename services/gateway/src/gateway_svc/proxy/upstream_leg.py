@@ -20,6 +20,7 @@ from gateway_svc.proxy.exchange_state import (
     BODY_UNTIL_CLOSE,
 )
 from gateway_svc.proxy.headers import (
+    AUTH_OUTCOME,
     CONTINUE,
     RELAYED_UNCHANGED,
     RESPONSE_HEADERS,
@@ -255,6 +256,8 @@ class UpstreamLeg(Responses):
             self.response_length = value
         elif kind == UPSTREAM_TRANSFER_ENCODING:
             self.response_chunked = b"chunked" in value.lower()
+        elif kind == AUTH_OUTCOME:
+            self.auth_outcome = value
         # NOT_RELAYED: hop-by-hop, or the gateway's own
 
     def on_upstream_headers_complete(
@@ -264,6 +267,7 @@ class UpstreamLeg(Responses):
             self.interim = True  # 1xx other than 101 is not forwarded; its end is skipped too
             self.response_headers = []
             self.security_seen = 0
+            self.auth_outcome = None
             return
         if status == 101 and not self.websocket:
             # A switch no one asked for: never a raw tunnel past the gateway's checks.
@@ -278,6 +282,12 @@ class UpstreamLeg(Responses):
             host.breaker.success()
             host.ok += 1
         self.probe = False
+        route = self.route
+        if self.auth_outcome is not None and route is not None and route.outcome is not None:
+            refusal = context.admission.answered(self, route, self.auth_outcome)
+            if refusal is not None:
+                self.answer(refusal)  # instead of the upstream's answer, whatever it said
+                return
         self.status = status
         self.upstream_keep_alive = keep_alive
         self.progress = context.loop.time()
