@@ -240,7 +240,7 @@ async def test_failed_checks_limit_the_account_and_later_answers_are_replaced(
     async with client.post(gateway.url + outcome("success", "acc-3"), json={}) as response:
         assert response.status == 200 and "X-Auth-Outcome" not in response.headers
 
-    async with client.get(gateway.url + "/metrics") as response:
+    async with client.get(gateway.admin_url + "/metrics") as response:
         text = await response.text()
     assert 'policy="login-account",route="login"' in text
 
