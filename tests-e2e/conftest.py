@@ -186,6 +186,7 @@ def _environ(inbox: SmtpSink, run_id: str, ports: dict[str, int], root: Path) ->
         "BUS_EXCHANGE": f"switchyard.events.{run_id}",
         "BUS_QUEUE_PREFIX": f"{run_id}.",
         "BUS_QUEUE_EXPIRES_MS": "120000",
+        "BUS_QUEUE_TYPE": "classic",
         "SOCKETIO_EXCHANGE": f"switchyard.socketio.{run_id}",
         "LOG_FORMAT": "console",
     }

@@ -26,8 +26,6 @@ def service_settings(
         {
             "smtp_host": "127.0.0.1",
             "mail_from": "Switchyard <no-reply@switchyard.test>",
-            # Leftover test queues go within a minute instead of five (quorum queues are heavy).
-            "bus_queue_expires_ms": 60_000,
         },
     )
 

@@ -206,7 +206,9 @@ class RevocationFeed:
         self._channel = channel = await connection.channel()
         await channel.set_qos(prefetch_count=256)
         exchange = await declare_exchange(channel, self.bus.exchange_name)
-        await declare_queue(channel, self.dlq_name, queue_arguments(self.bus.queue_expires_ms))
+        await declare_queue(
+            channel, self.dlq_name, queue_arguments(self.bus.queue_expires_ms, self.bus.queue_type)
+        )
         # Exclusive: deleted with this process's connection; a reconnection declares it anew
         # (aio-pika's robust channel restores queue, binding and consumer).
         self._queue = queue = await channel.declare_queue(

@@ -67,6 +67,11 @@ class ServiceSettings(BaseSettings):
     bus_handler_timeout: float = Field(60.0, gt=0, validation_alias="BUS_HANDLER_TIMEOUT")
     # Only for throwaway namespaces (tests): queues unused this long are deleted by the broker.
     bus_queue_expires_ms: int | None = Field(None, ge=1000, validation_alias="BUS_QUEUE_EXPIRES_MS")
+    # Quorum in production. "classic" only for throwaway namespaces that expire (the tests):
+    # RabbitMQ 3.10 stalls the broker while expiring quorum queues are deleted.
+    bus_queue_type: Literal["quorum", "classic"] = Field(
+        "quorum", validation_alias="BUS_QUEUE_TYPE"
+    )
 
     outbox_poll_interval: float = Field(0.5, gt=0, validation_alias="OUTBOX_POLL_INTERVAL")
     outbox_linger: float = Field(0.01, ge=0, le=1, validation_alias="OUTBOX_LINGER")

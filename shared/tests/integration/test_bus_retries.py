@@ -122,6 +122,7 @@ async def test_a_message_handed_out_past_the_delivery_limit_is_parked_not_loopin
     """A message the consumer can never settle (here: its retry tier cannot be written)
     goes back to the broker each time; the queue's explicit delivery limit parks it."""
     bus = make_bus(settings_overrides)
+    bus.queue_type = "quorum"  # the delivery limit is the quorum queue's
     bus.delivery_limit = 2
     await bus.connect()
     recorder = Recorder(always_fail=True)

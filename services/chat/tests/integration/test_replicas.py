@@ -106,6 +106,7 @@ async def cluster(
         "BUS_EXCHANGE": settings_overrides["bus_exchange"],
         "BUS_QUEUE_PREFIX": settings_overrides["bus_queue_prefix"],
         "BUS_QUEUE_EXPIRES_MS": "60000",
+        "BUS_QUEUE_TYPE": "classic",
         "BUS_RETRY_DELAYS": "0.3,0.6",
         "OUTBOX_POLL_INTERVAL": "0.1",
         "JWKS_URL": jwks_server.jwks_url,

@@ -228,6 +228,7 @@ async def bus_settings(amqp_url: str, unique_name: str) -> AsyncIterator[dict[st
         "bus_exchange": exchange,
         "bus_queue_prefix": f"{unique_name}.",
         "bus_queue_expires_ms": 60_000,
+        "bus_queue_type": "classic",
         "internal_api_token": TEST_INTERNAL_TOKEN,
     }
     await delete_exchange(amqp_url, exchange)
@@ -346,6 +347,7 @@ def gateway_process(tmp_path: Path, bus_settings: dict[str, Any]) -> Any:
             "BUS_EXCHANGE": bus_settings["bus_exchange"],
             "BUS_QUEUE_PREFIX": bus_settings["bus_queue_prefix"],
             "BUS_QUEUE_EXPIRES_MS": str(bus_settings["bus_queue_expires_ms"]),
+            "BUS_QUEUE_TYPE": "classic",
             "INTERNAL_API_TOKEN": TEST_INTERNAL_TOKEN,
         }
         log_path = tmp_path / f"gateway-proc-{len(processes)}.log"

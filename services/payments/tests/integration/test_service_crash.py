@@ -88,6 +88,7 @@ def process_env(
         "BUS_EXCHANGE": settings_overrides["bus_exchange"],
         "BUS_QUEUE_PREFIX": settings_overrides["bus_queue_prefix"],
         "BUS_QUEUE_EXPIRES_MS": "60000",
+        "BUS_QUEUE_TYPE": "classic",
         "JWKS_URL": jwks_server.jwks_url,
         "AUTH_ISSUER": jwks_server.issuer,
         "JWT_AUDIENCE": jwks_server.audience,

@@ -35,6 +35,7 @@ def bus_for(settings: ServiceSettings, metrics: Metrics) -> Bus:
         retry_delays=settings.bus_retry_delays,
         prefetch=settings.bus_prefetch,
         queue_expires_ms=settings.bus_queue_expires_ms,
+        queue_type=settings.bus_queue_type,
         delivery_limit=settings.bus_delivery_limit,
         handler_timeout=settings.bus_handler_timeout,
     )

@@ -14,7 +14,7 @@ from opentelemetry import context as otel_context
 from pamqp.commands import Basic
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from switchyard.bus.topology import DEFAULT_DELIVERY_LIMIT, declare_exchange
+from switchyard.bus.topology import DEFAULT_DELIVERY_LIMIT, QueueType, declare_exchange
 from switchyard.envelope import Envelope
 from switchyard.metrics import Metrics
 from switchyard.tracing import context_from_traceparent
@@ -73,6 +73,7 @@ class Bus:
         prefetch: int = 32,
         publish_timeout: float = 30.0,
         queue_expires_ms: int | None = None,
+        queue_type: QueueType = "quorum",
         delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
         handler_timeout: float = 60.0,
     ) -> None:
@@ -85,6 +86,7 @@ class Bus:
         self.prefetch = prefetch
         self.publish_timeout = publish_timeout
         self.queue_expires_ms = queue_expires_ms
+        self.queue_type: QueueType = queue_type
         self.delivery_limit = delivery_limit
         self.handler_timeout = handler_timeout
         self._published: dict[str, Any] = {}

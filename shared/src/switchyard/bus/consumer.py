@@ -204,6 +204,7 @@ class Consumer:
             self.retry_delays,
             self.bus.queue_expires_ms,
             self.bus.delivery_limit,
+            self.bus.queue_type,
         )
         return self._queue
 

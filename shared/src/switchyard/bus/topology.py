@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import aio_pika
 import aiormq
@@ -34,7 +34,10 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
 log = logging.getLogger("switchyard.bus.topology")
 
-QUORUM = {"x-queue-type": "quorum"}
+# Quorum queues in production. Classic only for throwaway namespaces (the tests): RabbitMQ
+# 3.10 stalls the whole broker (no new connections for 5-45 s) while a batch of used quorum
+# queues with ``x-expires`` is deleted; with classic queues the same churn stalls nothing.
+QueueType = Literal["quorum", "classic"]
 H_ATTEMPT = "x-switchyard-attempt"  # failed attempts so far (retry tiers passed)
 DEFAULT_DELIVERY_LIMIT = 20
 # Headers the broker owns: never copied into a message we publish ourselves.
@@ -65,39 +68,53 @@ def dlq_name(queue: str) -> str:
     return f"{queue}.dlq"
 
 
-def queue_arguments(expires_ms: int | None = None) -> dict[str, Any]:
-    arguments: dict[str, Any] = dict(QUORUM)
+def queue_arguments(
+    expires_ms: int | None = None, queue_type: QueueType = "quorum"
+) -> dict[str, Any]:
+    arguments: dict[str, Any] = {"x-queue-type": queue_type}
     if expires_ms is not None:
         arguments["x-expires"] = expires_ms
     return arguments
 
 
 def retry_queue_arguments(
-    queue: str, delay_seconds: float, expires_ms: int | None = None
+    queue: str,
+    delay_seconds: float,
+    expires_ms: int | None = None,
+    queue_type: QueueType = "quorum",
 ) -> dict[str, Any]:
     return {
-        **queue_arguments(expires_ms),
+        **queue_arguments(expires_ms, queue_type),
         "x-message-ttl": max(1, int(delay_seconds * 1000)),
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": queue,
-        # Quorum queues dead-letter at-most-once unless told otherwise.
-        "x-dead-letter-strategy": "at-least-once",
+        **_quorum_only(queue_type, {}),
         "x-overflow": "reject-publish",
     }
 
 
+def _quorum_only(queue_type: QueueType, arguments: dict[str, Any]) -> dict[str, Any]:
+    """``arguments`` plus at-least-once dead-lettering (quorum queues dead-letter at-most-once
+    unless told otherwise), for quorum queues; nothing for classic ones, which refuse both."""
+    if queue_type != "quorum":
+        return {}
+    return {**arguments, "x-dead-letter-strategy": "at-least-once"}
+
+
 def consumer_queue_arguments(
-    queue: str, delivery_limit: int = DEFAULT_DELIVERY_LIMIT, expires_ms: int | None = None
+    queue: str,
+    delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+    expires_ms: int | None = None,
+    queue_type: QueueType = "quorum",
 ) -> dict[str, Any]:
     """``Q``: quorum, an explicit delivery limit, and ``Q.dlq`` as dead-letter target
     (at-least-once dead-lettering, which needs ``reject-publish`` overflow; no length
     limit is set, so nothing is ever refused for it)."""
     return {
-        **queue_arguments(expires_ms),
-        "x-delivery-limit": delivery_limit,
+        **queue_arguments(expires_ms, queue_type),
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": dlq_name(queue),
-        "x-dead-letter-strategy": "at-least-once",
+        **_quorum_only(queue_type, {"x-delivery-limit": delivery_limit}),
         "x-overflow": "reject-publish",
     }
 
@@ -181,20 +198,21 @@ async def declare_consumer_queues(
     retry_delays: Sequence[float],
     expires_ms: int | None = None,
     delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+    queue_type: QueueType = "quorum",
 ) -> AbstractQueue:
     """Declare ``queue`` with its retry tiers and DLQ, and bind it; returns the queue.
 
     The DLQ comes first: it is the consumer queue's dead-letter target.
     """
-    await declare_queue(channel, dlq_name(queue), queue_arguments(expires_ms))
+    await declare_queue(channel, dlq_name(queue), queue_arguments(expires_ms, queue_type))
     for tier, delay in enumerate(retry_delays, start=1):
         await declare_queue(
             channel,
             retry_queue_name(queue, tier),
-            retry_queue_arguments(queue, delay, expires_ms),
+            retry_queue_arguments(queue, delay, expires_ms, queue_type),
         )
     consumer_queue = await declare_queue(
-        channel, queue, consumer_queue_arguments(queue, delivery_limit, expires_ms)
+        channel, queue, consumer_queue_arguments(queue, delivery_limit, expires_ms, queue_type)
     )
     for pattern in patterns:
         await consumer_queue.bind(exchange, routing_key=pattern)

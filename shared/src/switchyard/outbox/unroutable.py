@@ -96,7 +96,7 @@ class UnroutableEvents:
         await channel.declare_queue(
             self.parking_queue,
             durable=True,
-            arguments=queue_arguments(self.parking.queue_expires_ms),
+            arguments=queue_arguments(self.parking.queue_expires_ms, self.parking.queue_type),
         )
         self._declared = True
 

@@ -33,6 +33,7 @@ def service_bus(
     arguments: dict[str, Any] = {
         "retry_delays": overrides["bus_retry_delays"],
         "queue_expires_ms": overrides["bus_queue_expires_ms"],
+        "queue_type": overrides.get("bus_queue_type", "quorum"),
         **options,
     }
     return Bus(
