@@ -28,7 +28,23 @@ class _Strict(BaseModel):
 
 class BreakerConfig(_Strict):
     failures: int = Field(default=5, ge=1)
-    open_seconds: float = Field(default=10.0, gt=0)
+    # The first opening lasts open_seconds, each further one (without a successful
+    # response in between) twice as long, up to max_open_seconds.
+    open_seconds: float = Field(default=1.0, gt=0)
+    max_open_seconds: float = Field(default=30.0, gt=0)
+    # While open, GET probe_path every probe_interval s; a 200 closes the circuit
+    # (null: no active probe, only the half-open request once the open time is over).
+    probe_path: str | None = Field(default="/readyz", pattern=r"^/[!-~]*$")
+    probe_interval: float = Field(default=0.5, gt=0)
+    # Every host of the upstream open: route to them anyway rather than refuse
+    # (Envoy's panic threshold); false → 503 with Retry-After.
+    panic: bool = True
+
+    @model_validator(mode="after")
+    def _cap_not_below_base(self) -> BreakerConfig:
+        if self.max_open_seconds < self.open_seconds:
+            raise ValueError("max_open_seconds must be at least open_seconds")
+        return self
 
 
 class UpstreamConfig(_Strict):
