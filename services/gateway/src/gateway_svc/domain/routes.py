@@ -176,8 +176,8 @@ class Route:
     def public(self) -> bool:
         return self.auth == "public"
 
-    def accepts(self, method: bytes, query: bytes) -> bool:
-        if self.methods is not None and method not in self.methods:
+    def accepts(self, method: bytes, query: bytes, *, any_method: bool = False) -> bool:
+        if not any_method and self.methods is not None and method not in self.methods:
             return False
         if self.when_query:
             names = {part.split(b"=", 1)[0] for part in query.split(b"&")}
@@ -242,6 +242,26 @@ class RouteTable:
             ):
                 return route
         return None
+
+    def allowed_methods(self, path: bytes, query: bytes) -> frozenset[bytes]:
+        """The methods the routes serving ``path`` take (for a 405's ``Allow``, after
+        :meth:`match` found none for the request's method); empty when no route serves
+        the path at all (a 404)."""
+        serving = [
+            route
+            for route in self._exact.get(path, ())
+            if route.accepts(b"", query, any_method=True)
+        ]
+        serving += [
+            route
+            for prefix, route in self._prefixes
+            if path.startswith(prefix)
+            and _boundary_ok(path, prefix)
+            and route.accepts(b"", query, any_method=True)
+        ]
+        if any(route.methods is None for route in serving):
+            return frozenset()  # a route takes every method: not a method problem
+        return frozenset().union(*(route.methods or () for route in serving))
 
     def describe(self) -> list[dict[str, Any]]:
         """The table as plain data, for the admin endpoint."""
