@@ -200,6 +200,7 @@ async def gateway_in_front(
     workdir = tempfile.mkdtemp(prefix="gateway-routes-")
     routes = Path(workdir) / "routes.yaml"
     routes.write_text(yaml_module.safe_dump(table))
+    upstreams: dict[str, Any] = {f"{service}_upstreams": [service_url]}
     settings = GatewaySettings(
         environment="test",
         port=free_port(),
@@ -209,7 +210,7 @@ async def gateway_in_front(
         jwt_audience=keys.audience,
         access_log="off",
         shutdown_timeout=1.0,
-        **{f"{service}_upstreams": [service_url]},
+        **upstreams,
     )
     gateway = create_app(settings, verifier=verifier)
     await gateway.start()
