@@ -249,8 +249,8 @@ class Gateway:
 
     async def _tick(self) -> None:
         """Timeouts, batching and housekeeping: a watchdog for requests waiting on an
-        upstream (0.1 s resolution, instead of a timer per request), access-log flush,
-        idle sweeps, metrics snapshots."""
+        upstream (0.1 s resolution, instead of a timer per request), readiness probers
+        for open circuits, access-log flush, idle sweeps, metrics snapshots."""
         settings = self.settings
         ticks = 0
         while True:
@@ -273,6 +273,10 @@ class Gateway:
             for exchange in expired:
                 if exchange.watched:
                     exchange.timed_out(now)
+            for host in self._hosts():
+                if host.needs_prober():  # a circuit opened: probe its readiness until it closes
+                    host.prober = True
+                    self.spawn(host.probe_until_closed())
             self.access_log.flush()
             if ticks % 10:
                 continue

@@ -115,6 +115,7 @@ class GatewayMetrics(ServiceMetrics):
             "outcomes": [[g, u, o, n] for (g, u, o), n in outcomes.items()],
             "retries": [[r, n] for r, n in self.retries.items()],
             "refusals": [[g, n] for g, n in self.refusals.items()],
+            "panics": [[h.group, h.url, h.panicked] for h in self.hosts() if h.panicked],
             "circuits": [
                 [h.group, h.url, int(h.breaker.state), h.breaker.opened] for h in self.hosts()
             ],
@@ -148,7 +149,7 @@ class GatewayMetrics(ServiceMetrics):
         """This worker's live numbers plus every other worker's last snapshot."""
         total = self.snapshot()
         sums: dict[str, dict[tuple[Any, ...], Any]] = {}
-        for name in ("requests", "limited", "outcomes", "retries", "refusals"):
+        for name in ("requests", "limited", "outcomes", "retries", "refusals", "panics"):
             sums[name] = {tuple(row[:-1]): row[-1] for row in total[name]}
         hists = {
             name: {tuple(row[:-1]): list(row[-1]) for row in total[name]}
@@ -268,6 +269,16 @@ class _Collector(Collector):
         for (group,), count in sorted(sums["refusals"].items()):
             refusals.add_metric([service, group], count)
         yield refusals
+
+        panics = CounterMetricFamily(
+            "gateway_panic_routed_total",
+            "Requests sent to a host whose circuit was open, because every host of its"
+            " upstream was (panic routing)",
+            labels=["service", "upstream", "host"],
+        )
+        for (group, url), count in sorted(sums["panics"].items()):
+            panics.add_metric([service, group, url], count)
+        yield panics
 
         state = GaugeMetricFamily(
             "gateway_circuit_state",

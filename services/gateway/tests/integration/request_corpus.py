@@ -252,6 +252,10 @@ CASES += [
     ),
     ("pipelined after local answer", head("GET", "/healthz") + head("GET", "/public/b")),
     ("pipelined after 404", cl("POST", "/nope", b"abc") + head("GET", "/public/b")),
+    (
+        "pipelined after 405 (a served path, another method)",
+        cl("PUT", "/api/v1/auth/login", b"abc") + head("GET", "/public/b"),
+    ),
     ("pipelined after 401", cl("POST", "/api/v1/chat/x", b"abc") + head("GET", "/public/b")),
     ("pipelined garbage", head("GET", "/public/a") + b"GARBAGE\r\n\r\n" + SMUGGLED),
     (

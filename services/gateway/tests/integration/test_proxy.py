@@ -78,6 +78,10 @@ async def test_upstream_errors_and_unknown_routes(
         assert body["status"] == 404
         assert body["instance"] == "/nowhere"
         assert body["request_id"] == response.headers["X-Request-ID"]
+    async with client.get(gateway.url + "/api/v1/auth/login") as response:
+        assert response.status == 405  # served, for POST only (RFC 9110 §15.5.6)
+        assert response.headers["Allow"] == "POST"
+        assert (await response.json())["type"].endswith("/method-not-allowed")
     for path in ("/public/../admin/x", "/public/%2e%2e/admin/x", "/public/a%2Fb"):
         status, _, _ = await raw_request(gateway.port, "GET", path)
         assert status == 400  # refused, never normalised into another route

@@ -1,16 +1,30 @@
 """Upstream failures: 502 on refused connections, 504 on slow answers, circuit breakers
-that open and recover, and retries only where they are safe."""
+that open and recover (by a half-open request, or as soon as the host's readiness probe
+answers), panic routing when every host is out, and retries only where they are safe."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from switchyard.testing import TcpProxy
+from gateway_svc.app import Gateway
+from gateway_svc.domain.breaker import CircuitState
+from switchyard.testing import TcpProxy, eventually
 
 from .conftest import GatewayFactory, Upstream, dead_url, route_table
+
+
+def with_breaker(table: dict[str, Any], upstream: str, **options: Any) -> dict[str, Any]:
+    table["upstreams"][upstream]["breaker"].update(options)
+    return table
+
+
+async def metrics_text(client: aiohttp.ClientSession, gateway: Gateway) -> str:
+    async with client.get(gateway.url + "/metrics") as response:
+        return await response.text()
 
 
 async def test_upstream_down_gives_502(
@@ -37,12 +51,13 @@ async def test_slow_upstream_gives_504(
 async def test_breaker_opens_then_a_probe_closes_it(
     make_gateway: GatewayFactory, upstream: Upstream, client: aiohttp.ClientSession
 ) -> None:
+    """The passive breaker alone (no readiness probe, no panic): fail fast with 503 while
+    open, one half-open request once the open time is over."""
     target = urlsplit(upstream.url)
     proxy = await TcpProxy(target.hostname or "127.0.0.1", target.port or 80).start()
     try:
-        gateway = await make_gateway(
-            route_table(upstream.url, flaky=[f"http://127.0.0.1:{proxy.port}"])
-        )
+        table = route_table(upstream.url, flaky=[f"http://127.0.0.1:{proxy.port}"])
+        gateway = await make_gateway(with_breaker(table, "flaky", probe_path=None, panic=False))
         async with client.get(gateway.url + "/flaky/ok") as response:
             assert response.status == 200
         await proxy.cut()
@@ -78,7 +93,8 @@ async def test_breaker_opens_then_a_probe_closes_it(
 async def test_probe_failure_reopens_the_circuit(
     make_gateway: GatewayFactory, upstream: Upstream, client: aiohttp.ClientSession
 ) -> None:
-    gateway = await make_gateway(route_table(upstream.url, down=[dead_url()]))
+    table = route_table(upstream.url, down=[dead_url()])
+    gateway = await make_gateway(with_breaker(table, "down", probe_path=None, panic=False))
     for _ in range(3):
         async with client.get(gateway.url + "/down/x"):
             pass
@@ -86,7 +102,89 @@ async def test_probe_failure_reopens_the_circuit(
     async with client.get(gateway.url + "/down/probe") as response:
         assert response.status == 502  # the probe went through, and failed
     async with client.get(gateway.url + "/down/x") as response:
-        assert response.status == 503  # so the circuit is open again
+        assert response.status == 503  # so the circuit is open again, for twice as long
+        assert int(response.headers["Retry-After"]) == 2
+    assert gateway.groups["down"].hosts[0].breaker.open_for == 2
+
+
+async def test_the_readiness_probe_closes_the_circuit_as_soon_as_the_host_is_back(
+    make_gateway: GatewayFactory, upstream: Upstream, client: aiohttp.ClientSession
+) -> None:
+    """An open time far longer than the outage does not extend it: the gateway asks the
+    host's /readyz every 0.2 s while the circuit is open and closes it on the first 200."""
+    target = urlsplit(upstream.url)
+    proxy = await TcpProxy(target.hostname or "127.0.0.1", target.port or 80).start()
+    try:
+        table = route_table(upstream.url, flaky=[f"http://127.0.0.1:{proxy.port}"])
+        with_breaker(
+            table, "flaky", open_seconds=60, max_open_seconds=60, probe_interval=0.2, panic=False
+        )
+        gateway = await make_gateway(table)
+        host = gateway.groups["flaky"].hosts[0]
+        await proxy.cut()
+        for _ in range(3):
+            async with client.get(gateway.url + "/flaky/x") as response:
+                assert response.status == 502
+        async with client.get(gateway.url + "/flaky/x") as response:
+            assert response.status == 503
+            assert int(response.headers["Retry-After"]) >= 59
+
+        async def prober_running() -> bool:
+            return host.prober
+
+        await eventually(prober_running, timeout=10)
+        assert upstream.count("/readyz") == 0  # the probes cannot reach it yet
+        await proxy.restore()
+
+        async def closed() -> bool:
+            return host.breaker.state is CircuitState.CLOSED
+
+        await eventually(closed, timeout=10)
+        assert upstream.count("/readyz", "GET") >= 1
+        async with client.get(gateway.url + "/flaky/back") as response:
+            assert response.status == 200
+
+        async def prober_ended() -> bool:
+            return not host.prober
+
+        await eventually(prober_ended, timeout=10)
+        probes = upstream.count("/readyz")
+        await asyncio.sleep(0.5)
+        assert upstream.count("/readyz") == probes  # no probing while closed
+    finally:
+        await proxy.close()
+
+
+async def test_every_host_out_routes_to_them_anyway(
+    make_gateway: GatewayFactory, upstream: Upstream, client: aiohttp.ClientSession
+) -> None:
+    """Panic routing (Envoy's panic threshold): with every host of the upstream ejected,
+    requests still go to them instead of a certain 503, so a host that came back answers
+    at once, before any probe or open time says so."""
+    target = urlsplit(upstream.url)
+    proxy = await TcpProxy(target.hostname or "127.0.0.1", target.port or 80).start()
+    try:
+        table = route_table(upstream.url, flaky=[f"http://127.0.0.1:{proxy.port}"])
+        with_breaker(table, "flaky", open_seconds=60, max_open_seconds=60, probe_path=None)
+        gateway = await make_gateway(table)
+        host = gateway.groups["flaky"].hosts[0]
+        await proxy.cut()
+        statuses = []
+        for _ in range(5):
+            async with client.get(gateway.url + "/flaky/x") as response:
+                statuses.append(response.status)
+        assert statuses == [502] * 5  # the host's own answer, never a 503 from the gateway
+        assert host.breaker.state is CircuitState.OPEN and host.breaker.opened == 1
+        await proxy.restore()
+        async with client.get(gateway.url + "/flaky/back") as response:
+            assert response.status == 200
+        assert host.breaker.state is CircuitState.CLOSED
+        text = await metrics_text(client, gateway)
+        labels = f'host="http://127.0.0.1:{proxy.port}",service="gateway",upstream="flaky"'
+        assert f"gateway_panic_routed_total{{{labels}}} 3.0" in text
+        assert "gateway_circuit_open_refusals_total{" not in text
+    finally:
+        await proxy.close()
 
 
 async def test_idempotent_requests_retry_on_another_upstream(

@@ -126,3 +126,12 @@ def test_the_unsubscribe_link_has_its_own_small_limit_and_body_cap(table: RouteT
     public = load_route_file(DEFAULT_ROUTES_FILE).rate_limits["public"]
     assert matched.policy.limit / matched.policy.window < public.limit / public.window
     assert matched.max_body_bytes <= 4096
+
+
+def test_the_methods_a_served_path_takes(table: RouteTable) -> None:
+    """For a 405's Allow: the path is served, by routes that take other methods only."""
+    assert table.match(b"PUT", b"/.well-known/jwks.json", b"") is None
+    assert table.allowed_methods(b"/.well-known/jwks.json", b"") == {b"GET", b"HEAD"}
+    assert table.allowed_methods(b"/nowhere", b"") == frozenset()  # 404: nothing serves it
+    # the auth prefix takes every method: never a method problem there
+    assert table.allowed_methods(b"/api/v1/auth/register", b"") == frozenset()

@@ -28,7 +28,23 @@ class _Strict(BaseModel):
 
 class BreakerConfig(_Strict):
     failures: int = Field(default=5, ge=1)
-    open_seconds: float = Field(default=10.0, gt=0)
+    # The first opening lasts open_seconds, each further one (without a successful
+    # response in between) twice as long, up to max_open_seconds.
+    open_seconds: float = Field(default=1.0, gt=0)
+    max_open_seconds: float = Field(default=30.0, gt=0)
+    # While open, GET probe_path every probe_interval s; a 200 closes the circuit
+    # (null: no active probe, only the half-open request once the open time is over).
+    probe_path: str | None = Field(default="/readyz", pattern=r"^/[!-~]*$")
+    probe_interval: float = Field(default=0.5, gt=0)
+    # Every host of the upstream open: route to them anyway rather than refuse
+    # (Envoy's panic threshold); false → 503 with Retry-After.
+    panic: bool = True
+
+    @model_validator(mode="after")
+    def _cap_not_below_base(self) -> BreakerConfig:
+        if self.max_open_seconds < self.open_seconds:
+            raise ValueError("max_open_seconds must be at least open_seconds")
+        return self
 
 
 class UpstreamConfig(_Strict):
@@ -188,8 +204,8 @@ class Route:
     def public(self) -> bool:
         return self.auth == "public"
 
-    def accepts(self, method: bytes, query: bytes) -> bool:
-        if self.methods is not None and method not in self.methods:
+    def accepts(self, method: bytes, query: bytes, *, any_method: bool = False) -> bool:
+        if not any_method and self.methods is not None and method not in self.methods:
             return False
         if self.when_query:
             names = {part.split(b"=", 1)[0] for part in query.split(b"&")}
@@ -264,6 +280,26 @@ class RouteTable:
             ):
                 return route
         return None
+
+    def allowed_methods(self, path: bytes, query: bytes) -> frozenset[bytes]:
+        """The methods the routes serving ``path`` take (for a 405's ``Allow``, after
+        :meth:`match` found none for the request's method); empty when no route serves
+        the path at all (a 404)."""
+        serving = [
+            route
+            for route in self._exact.get(path, ())
+            if route.accepts(b"", query, any_method=True)
+        ]
+        serving += [
+            route
+            for prefix, route in self._prefixes
+            if path.startswith(prefix)
+            and _boundary_ok(path, prefix)
+            and route.accepts(b"", query, any_method=True)
+        ]
+        if any(route.methods is None for route in serving):
+            return frozenset()  # a route takes every method: not a method problem
+        return frozenset().union(*(route.methods or () for route in serving))
 
     def describe(self) -> list[dict[str, Any]]:
         """The table as plain data, for the admin endpoint."""

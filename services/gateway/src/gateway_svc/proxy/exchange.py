@@ -214,6 +214,16 @@ class Exchange(UpstreamLeg):
             return
         route = context.routes.match(method, path, self.query)
         if route is None:
+            allowed = context.routes.allowed_methods(path, self.query)
+            if allowed:
+                # RFC 9110 §15.5.6: the path is served, not with this method.
+                self.problem(
+                    405,
+                    "This path does not take this method.",
+                    slug="method-not-allowed",
+                    headers=b"Allow: " + b", ".join(sorted(allowed)) + b"\r\n",
+                )
+                return
             self.problem(404, "No route serves this path.")
             return
         self.route = route

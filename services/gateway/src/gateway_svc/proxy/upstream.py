@@ -1,9 +1,11 @@
-"""Upstream side of the proxy: hosts with keep-alive pools and breakers, the
-round-robin balancer, and the protocol that reads one upstream connection."""
+"""Upstream side of the proxy: hosts with keep-alive pools, breakers and readiness
+probers, the round-robin balancer (with Envoy's panic mode), and the protocol that reads
+one upstream connection."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import zlib
 from collections import deque
 from collections.abc import Iterable
@@ -17,6 +19,8 @@ from gateway_svc.domain.routes import UpstreamConfig
 
 if TYPE_CHECKING:
     from gateway_svc.proxy.upstream_leg import UpstreamLeg
+
+log = logging.getLogger("gateway.upstream")
 
 
 class UpstreamHost:
@@ -32,9 +36,13 @@ class UpstreamHost:
         "idle",
         "max_idle",
         "breaker",
+        "probe_request",
+        "probe_interval",
+        "prober",
         "in_flight",
         "connections",
         "ok",
+        "panicked",
     )
 
     def __init__(self, group: str, url: str, config: UpstreamConfig, max_idle: int) -> None:
@@ -47,10 +55,22 @@ class UpstreamHost:
         self.connect_timeout = config.connect_timeout
         self.idle: deque[UpstreamConnection] = deque()
         self.max_idle = max_idle
-        self.breaker = CircuitBreaker(config.breaker.failures, config.breaker.open_seconds)
+        breaker = config.breaker
+        self.breaker = CircuitBreaker(
+            breaker.failures, breaker.open_seconds, breaker.max_open_seconds
+        )
+        self.probe_request = (
+            b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+            % (breaker.probe_path.encode(), self.authority)
+            if breaker.probe_path
+            else None
+        )
+        self.probe_interval = breaker.probe_interval
+        self.prober = False  # a readiness prober runs for this host (one per host and process)
         self.in_flight = 0
         self.connections = 0
         self.ok = 0  # successful responses (counted here: the hot path's cheapest place)
+        self.panicked = 0  # requests routed here in panic (every host of the group out)
 
     def take_idle(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -80,6 +100,42 @@ class UpstreamHost:
     def healthy(self) -> bool:
         return self.breaker.state is CircuitState.CLOSED
 
+    def needs_prober(self) -> bool:
+        return not self.prober and self.probe_request is not None and not self.healthy
+
+    async def probe_until_closed(self) -> None:
+        """While the circuit is not closed, ask the host's readiness path every
+        ``probe_interval`` s on a fresh connection; its first 200 closes the circuit.
+        (Started by the gateway's ticker; ends when the circuit closes, by this probe or
+        by a real response; the ticker sets ``prober`` before starting it.)"""
+        try:
+            while not self.healthy:
+                await asyncio.sleep(self.probe_interval)
+                if self.healthy:
+                    break
+                if await self._ready():
+                    log.info("upstream ready again", extra={"upstream": self.url})
+                    self.breaker.recovered()
+        finally:
+            self.prober = False
+
+    async def _ready(self) -> bool:
+        """One readiness request: its status line says 200 within the probe interval."""
+        assert self.probe_request is not None
+        writer = None
+        try:
+            async with asyncio.timeout(max(self.probe_interval, 0.2)):
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+                writer.write(self.probe_request)
+                status_line = await reader.readline()
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            if writer is not None:
+                writer.transport.abort()  # nothing more to read; no TIME_WAIT per probe
+        parts = status_line.split(None, 2)
+        return len(parts) >= 2 and parts[0].startswith(b"HTTP/1.") and parts[1] == b"200"
+
     def describe(self, now: float) -> dict[str, Any]:
         breaker = self.breaker
         return {
@@ -96,13 +152,16 @@ class UpstreamHost:
 
 class UpstreamGroup:
     """The hosts behind one upstream name, chosen round-robin (or by client IP when
-    sticky); hosts whose circuit is open are skipped (passive health)."""
+    sticky); hosts whose circuit is open are skipped (passive health) — unless every
+    host is out, when they are all used anyway (panic: a refusal is certain, a host that
+    just came back may answer)."""
 
-    __slots__ = ("name", "hosts", "_next")
+    __slots__ = ("name", "hosts", "panic", "_next")
 
     def __init__(self, name: str, config: UpstreamConfig, max_idle: int) -> None:
         self.name = name
         self.hosts = [UpstreamHost(name, url, config, max_idle) for url in config.urls]
+        self.panic = config.breaker.panic
         self._next = 0
 
     def choose(
@@ -121,6 +180,12 @@ class UpstreamGroup:
                 continue
             if host.breaker.allow(now):
                 return host
+        if self.panic:
+            for step in range(count):
+                host = hosts[(start + step) % count]
+                if host not in exclude:
+                    host.panicked += 1
+                    return host
         return None
 
     def retry_after(self, now: float) -> float:
