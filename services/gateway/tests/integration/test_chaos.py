@@ -89,6 +89,7 @@ async def auth(
         "BUS_EXCHANGE": settings_overrides["bus_exchange"],
         "BUS_QUEUE_PREFIX": settings_overrides["bus_queue_prefix"],
         "BUS_QUEUE_EXPIRES_MS": str(settings_overrides["bus_queue_expires_ms"]),
+        "BUS_QUEUE_TYPE": settings_overrides["bus_queue_type"],
         "OUTBOX_POLL_INTERVAL": str(settings_overrides["outbox_poll_interval"]),
         "INTERNAL_API_TOKEN": settings_overrides["internal_api_token"],
         "AUTH_KEYS_DIR": str(tmp_path / "keys"),
