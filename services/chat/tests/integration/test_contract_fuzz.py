@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 async def test_the_chat_contract_holds_under_fuzzing(
-    start_world: Callable[..., Any], jwks_server: JwksServer
+    start_world: Callable[..., Any], jwks_server: JwksServer, settings_overrides: dict[str, Any]
 ) -> None:
     world = await start_world(gateway=False)
     caller, other, third = await world.user(), await world.user(), await world.user()
@@ -34,7 +34,9 @@ async def test_the_chat_contract_holds_under_fuzzing(
     )
     assert sent.status == 201, sent.body
     await _body_refusals_are_as_documented(world, caller, group)
-    async with gateway_in_front("chat", world.replicas[0].url, jwks_server) as edge:
+    async with gateway_in_front(
+        "chat", world.replicas[0].url, jwks_server, settings_overrides
+    ) as edge:
         result = await fuzz_contract(
             "chat",
             edge,

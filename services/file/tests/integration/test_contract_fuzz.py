@@ -24,10 +24,11 @@ async def test_the_file_contract_holds_under_fuzzing(
     start_app: Any,
     jwks_server: JwksServer,
     broker_cleanup: None,
+    settings_overrides: dict[str, Any],
 ) -> None:
     server = await start_app(create_app(file_settings()))
     token = jwks_server.token("0190a1b2c3d4e5f60718293a4b5c6d7e", ["customer"])
-    async with gateway_in_front("file", server.url, jwks_server) as edge:
+    async with gateway_in_front("file", server.url, jwks_server, settings_overrides) as edge:
         result = await fuzz_contract("file", edge, headers={"Authorization": f"Bearer {token}"})
     assert result.passed, result.report
     assert "Authentication failed" not in result.report, result.report

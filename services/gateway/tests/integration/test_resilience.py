@@ -23,7 +23,7 @@ def with_breaker(table: dict[str, Any], upstream: str, **options: Any) -> dict[s
 
 
 async def metrics_text(client: aiohttp.ClientSession, gateway: Gateway) -> str:
-    async with client.get(gateway.url + "/metrics") as response:
+    async with client.get(gateway.admin_url + "/metrics") as response:
         return await response.text()
 
 

@@ -18,11 +18,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 async def test_the_notification_contract_holds_under_fuzzing(
-    start_service: Callable[..., Any], smtp_sink: SmtpSink, jwks_server: JwksServer
+    start_service: Callable[..., Any],
+    smtp_sink: SmtpSink,
+    jwks_server: JwksServer,
+    settings_overrides: dict[str, Any],
 ) -> None:
     service = await start_service(smtp_port=smtp_sink.port)
     token = jwks_server.token("0190a1b2c3d4e5f60718293a4b5c6d7e", ["customer", "admin"])
-    async with gateway_in_front("notification", service.url, jwks_server) as edge:
+    async with gateway_in_front(
+        "notification", service.url, jwks_server, settings_overrides
+    ) as edge:
         result = await fuzz_contract(
             "notification", edge, headers={"Authorization": f"Bearer {token}"}
         )

@@ -182,12 +182,19 @@ class TokenKeys(Protocol):
 
 @asynccontextmanager
 async def gateway_in_front(
-    service: str, service_url: str, keys: TokenKeys, *, verifier: Any = None
+    service: str,
+    service_url: str,
+    keys: TokenKeys,
+    overrides: Mapping[str, Any],
+    *,
+    verifier: Any = None,
 ) -> AsyncIterator[str]:
     """A real gateway on loopback (its shipped route table) whose ``service`` upstream is
-    ``service_url``; yields its base URL. Only the rate limits are raised: a fuzz run is
-    hundreds of requests from one address, and the limits are the gateway's tests'
-    subject. ``verifier`` replaces the gateway's token verifier (one on a test's clock)."""
+    ``service_url``, on the test's broker namespace (``settings_overrides``: it follows
+    session revocations there) and its admin listener on a free port; yields its base URL.
+    Only the rate limits are raised: a fuzz run is hundreds of requests from one address,
+    and the limits are the gateway's tests' subject. ``verifier`` replaces the gateway's
+    token verifier (one on a test's clock)."""
     import yaml as yaml_module
 
     from gateway_svc.app import create_app
@@ -201,9 +208,19 @@ async def gateway_in_front(
     routes = Path(workdir) / "routes.yaml"
     routes.write_text(yaml_module.safe_dump(table))
     upstreams: dict[str, Any] = {f"{service}_upstreams": [service_url]}
+    namespace = (
+        "amqp_url",
+        "bus_exchange",
+        "bus_queue_prefix",
+        "bus_queue_expires_ms",
+        "bus_queue_type",
+        "internal_api_token",
+    )
     settings = GatewaySettings(
+        **{name: overrides[name] for name in namespace},
         environment="test",
         port=free_port(),
+        admin_port=0,
         routes_file=routes,
         jwks_url=keys.jwks_url,
         auth_issuer=keys.issuer,
