@@ -66,7 +66,7 @@ class SocketClient:
     def connected(self) -> bool:
         return bool(self.client.connected)
 
-    async def connect(self, *, transports: list[str] | None = None, timeout: float = 10.0) -> None:
+    async def connect(self, *, transports: list[str] | None = None, timeout: float = 20.0) -> None:
         """Connect (raises ``socketio.exceptions.ConnectionError`` when refused)."""
         auth = {"token": self.token} if self.token is not None else None
         await self.client.connect(
@@ -78,7 +78,7 @@ class SocketClient:
             wait_timeout=timeout,
         )
 
-    async def call(self, event: str, data: Any = None, *, timeout: float = 10.0) -> Any:
+    async def call(self, event: str, data: Any = None, *, timeout: float = 20.0) -> Any:
         """Emit ``event`` and return the server's ack."""
         if data is None:
             return await self.client.call(event, timeout=timeout)
@@ -92,7 +92,7 @@ class SocketClient:
         name: str,
         predicate: Callable[[Any], bool] = lambda _: True,
         *,
-        timeout: float = 10.0,
+        timeout: float = 20.0,
     ) -> Any:
         """The first received ``name`` event whose data satisfies ``predicate``."""
         deadline = time.monotonic() + timeout
@@ -112,7 +112,7 @@ class SocketClient:
             except TimeoutError:
                 continue
 
-    async def wait_disconnected(self, timeout: float = 10.0) -> None:
+    async def wait_disconnected(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while self.client.connected:
             if time.monotonic() > deadline:
