@@ -189,6 +189,8 @@ def _environ(inbox: SmtpSink, run_id: str, ports: dict[str, int], root: Path) ->
         "BUS_QUEUE_TYPE": "classic",
         "SOCKETIO_EXCHANGE": f"switchyard.socketio.{run_id}",
         "LOG_FORMAT": "console",
+        # The admin listener too: 9080 may be a `make run` on the same machine.
+        "GATEWAY_ADMIN_PORT": str(free_port()),
     }
     # The gateway's route file names the default ports; point it at this run's.
     for name in available_services(root):

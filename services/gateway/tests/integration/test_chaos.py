@@ -106,17 +106,23 @@ async def auth(
         service.stop()
 
 
-async def gateway_for(auth: Auth, tmp_path: Path) -> Gateway:
+async def gateway_for(auth: Auth, overrides: dict[str, Any], tmp_path: Path) -> Gateway:
     """The production route table (its breaker defaults included) in front of ``auth``;
-    only the rate limits are raised, so the door refuses nothing by policy."""
+    only the rate limits are raised, so the door refuses nothing by policy. On the test's
+    broker namespace (it follows auth's revocations there), admin listener on a free port."""
     table = yaml.safe_load(DEFAULT_ROUTES_FILE.read_text())
     for policy in table["rate_limits"].values():
         policy["limit"] = 1_000_000
     routes = tmp_path / "routes.yaml"
     routes.write_text(yaml.safe_dump(table))
+    namespace = ("amqp_url", "bus_exchange", "bus_queue_prefix", "internal_api_token")
     settings = GatewaySettings(
+        **{name: overrides[name] for name in namespace},
+        bus_queue_expires_ms=overrides["bus_queue_expires_ms"],
+        bus_queue_type=overrides["bus_queue_type"],
         environment="test",
         port=free_port(),
+        admin_port=0,
         routes_file=routes,
         auth_upstreams=[auth.url],
         jwks_url=auth.url + "/.well-known/jwks.json",
@@ -136,7 +142,7 @@ async def test_auth_killed_three_times_during_sign_ups_loses_nothing_after_it_is
     tap = await tap_events(settings_overrides, "auth.#")  # every event routable
     ready_at = [await auth.start()]
     killed_at: list[float] = []
-    gateway = await gateway_for(auth, tmp_path)
+    gateway = await gateway_for(auth, settings_overrides, tmp_path)
     sent: list[Sent] = []
     numbers = itertools.count()
     stop = asyncio.Event()

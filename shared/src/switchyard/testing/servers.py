@@ -4,15 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import random
 import socket
 from types import TracebackType
 from typing import Self
 
 from aiohttp import web
 
+# Ports handed to test servers: below the kernel's ephemeral range (32768-60999 by default),
+# which every outgoing connection draws from, so a port found with bind(0) could be taken by
+# some client between the check and the server's bind. Each pytest-xdist worker has its own
+# slice and walks it in turn (from a random start), so two workers never race for one port.
+_PORTS_FROM, _PORTS_TO, _SLICE = 20_000, 32_000, 1_500
+_next_port: dict[str, int] = {}
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port free now on 127.0.0.1, for a server the test starts next."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) if worker.isdigit() else 0
+    first = _PORTS_FROM + (index * _SLICE) % (_PORTS_TO - _PORTS_FROM)
+    for _ in range(_SLICE):
+        offset = _next_port.get("offset", random.randrange(_SLICE))
+        _next_port["offset"] = (offset + 1) % _SLICE
+        port = first + offset
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # the slice is full: whatever the kernel has
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
