@@ -291,3 +291,23 @@ async def test_outcome_headers_from_clients_go_nowhere(
             statuses.append(response.status)
     assert statuses == [200, 200, 429, 429]
     assert all("x-auth-outcome" not in hit["headers"] for hit in upstream.hits)
+
+
+async def test_a_bearer_token_does_not_buy_a_credential_route_a_fresh_address_limit(
+    make_gateway: GatewayFactory, upstream: Upstream, keys: Keys, client: aiohttp.ClientSession
+) -> None:
+    """The address limit of a credential route (credential stuffing) holds for the address:
+    an attacker attaching a token of one of their own accounts to each guess does not get
+    that account's quota instead of the address's."""
+    table = route_table(upstream.url)
+    table["rate_limits"]["login-account"] = {"limit": 1000, "window": 60}
+    gateway = await make_gateway(table)
+    statuses = []
+    for name in ("mallory-1", "mallory-2", "mallory-3", "mallory-4"):
+        async with client.post(
+            gateway.url + outcome("failure", f"victim-{name}"),
+            json={},
+            headers={"Authorization": "Bearer " + keys.token(name)},
+        ) as response:
+            statuses.append(response.status)
+    assert statuses == [200, 200, 429, 429]  # "login": two per minute per address

@@ -276,8 +276,9 @@ def _address(exchange: ExchangeState) -> bytes:
 
 
 def _limit_key(exchange: ExchangeState, route: Route) -> bytes:
-    """Whose quota a request spends: the caller's, else the client address's."""
+    """Whose quota a request spends: the caller's, else (or when the policy is per address)
+    the client address's."""
     caller = exchange.caller
-    if caller is not None:
+    if caller is not None and not route.policy.per_address:
         return route.policy.key_prefix + caller.limit_key
     return route.policy.key_prefix + _address(exchange)
