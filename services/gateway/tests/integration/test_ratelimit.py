@@ -174,8 +174,9 @@ async def test_worker_processes_share_the_local_limit_and_metrics(
 async def test_readiness_names_failing_checks_without_internal_names(
     upstream: Upstream, gateway_process: object
 ) -> None:
-    """No signing keys fetched yet, Redis unreachable: 503 naming the checks, each `failing`
-    (DESIGN §4: no exception class names in answers; the reason is logged)."""
+    """No signing keys fetched yet, no revoked sessions read, Redis unreachable: 503 naming
+    the checks, each `failing` (DESIGN §4: no exception class names in answers; the reason
+    is logged)."""
     from .conftest import dead_url
 
     env = {"RATE_LIMIT_REDIS_URL": dead_url().replace("http://", "redis://") + "/0"}
@@ -185,7 +186,7 @@ async def test_readiness_names_failing_checks_without_internal_names(
         async with session.get(process.url + "/readyz") as response:
             assert response.status == 503
             body = await response.json(content_type=None)
-    assert body["checks"] == {"jwks": "failing", "redis": "failing"}
+    assert body["checks"] == {"jwks": "failing", "revocations": "failing", "redis": "failing"}
     assert not re.search(r"Error|Exception|Timeout|unavailable", str(body))
 
 
