@@ -312,3 +312,25 @@ async def test_a_bearer_token_does_not_buy_a_credential_route_a_fresh_address_li
         ) as response:
             statuses.append(response.status)
     assert statuses == [200, 200, 429, 429]  # "login": two per minute per address
+
+
+async def test_an_ipv6_client_is_one_address_per_64_prefix(
+    make_gateway: GatewayFactory, upstream: Upstream, client: aiohttp.ClientSession
+) -> None:
+    """Anyone on IPv6 holds a whole /64 (2^64 addresses): keyed per address, a stuffer would
+    send each guess from a new one. Limits key an IPv6 client by its /64, and an IPv4 client
+    written as IPv6 (``::ffff:a.b.c.d``) as that IPv4 address."""
+    gateway = await make_gateway(route_table(upstream.url), trusted_proxies=["127.0.0.1/32"])
+
+    async def status(forwarded: str) -> int:
+        async with client.post(
+            gateway.url + LOGIN, json={}, headers={"X-Forwarded-For": forwarded}
+        ) as response:
+            return response.status
+
+    # "login": two per minute per address
+    same_64 = ["2001:db8:1:2::1", "2001:db8:1:2:ffff:1:2:3", "2001:DB8:1:2::abcd"]
+    assert [await status(address) for address in same_64] == [200, 200, 429]
+    assert await status("2001:db8:1:3::1") == 200  # the next /64 is someone else
+    mapped = ["198.51.100.9", "::ffff:198.51.100.9", "::ffff:c633:6409"]
+    assert [await status(address) for address in mapped] == [200, 200, 429]

@@ -33,7 +33,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from gateway_svc.domain.ratelimit import Decision, retry_after_seconds
-from gateway_svc.proxy.edges import bearer_token
+from gateway_svc.proxy.edges import address_key, bearer_token
 from gateway_svc.proxy.responses import Refusal, unauthorized
 from switchyard.tokens import InvalidToken
 
@@ -271,7 +271,7 @@ def _address(exchange: ExchangeState) -> bytes:
     """The client's address, as limit keys spell it."""
     conn = exchange.conn
     if conn.peer_trusted:
-        return b"ip:" + exchange.client_ip().encode()
+        return address_key(exchange.client_ip())
     return conn.ip_key
 
 
