@@ -34,6 +34,7 @@ import heapq
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -77,20 +78,34 @@ class DenyList:
 
     :attr:`entries` is the plain dict the verifier looks ``sid`` up in (kept the same
     object for the list's life). Each of :attr:`listeners` is called with a session id when
-    it is newly denied (a service holding long-lived connections closes that session's). At ``capacity`` the entry closest to its end is dropped
-    first (counted in :attr:`evicted`): its token is the next to expire anyway.
+    it is newly denied (a service holding long-lived connections closes that session's).
+
+    Anyone can revoke sessions of their own (sign in, sign out) as fast as the limits let
+    them, so the list bounds each user (``per_user``, default 1 % of ``capacity``): a user
+    past it loses their own oldest entry, never someone else's (only their own revoked
+    sessions' tokens come back). At ``capacity`` the entry closest to its end is dropped
+    first: its token is the next to expire anyway. Both count in :attr:`evicted`.
     """
 
     def __init__(
         self,
         *,
         capacity: int = DEFAULT_CAPACITY,
+        per_user: int | None = None,
         leeway: float = DEFAULT_LEEWAY,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be positive")
         self.capacity = capacity
+        self.per_user = per_user if per_user is not None else max(1, capacity // 100)
+        if self.per_user < 1:
+            raise ValueError("per_user must be positive")
+        # Whose each entry is (when known), and each user's session ids, oldest first (ids
+        # already gone are skipped, and compacted away once they outnumber the live ones).
+        self._owner: dict[str, str] = {}
+        self._by_user: dict[str, deque[str]] = {}
+        self._live: dict[str, int] = {}  # live entries per user
         self.leeway = leeway
         self.clock = clock
         self.entries: dict[str, float] = {}
@@ -104,9 +119,10 @@ class DenyList:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def add(self, session_id: str, expires_at: float) -> bool:
-        """Deny ``session_id`` until ``expires_at`` (epoch seconds) plus the leeway; False when
-        it is already past that (nothing to deny) or already denied at least as long."""
+    def add(self, session_id: str, expires_at: float, user_id: str | None = None) -> bool:
+        """Deny ``session_id`` (of ``user_id``, when known) until ``expires_at`` (epoch
+        seconds) plus the leeway; False when it is already past that (nothing to deny) or
+        already denied at least as long."""
         until = expires_at + self.leeway
         now = self.clock()
         if until <= now:
@@ -114,6 +130,8 @@ class DenyList:
         known = self.entries.get(session_id)
         if known is not None and known >= until:
             return False
+        if known is None and user_id is not None:
+            self._own(session_id, user_id)
         if known is None and len(self.entries) >= self.capacity:
             self.prune(now)
             while len(self.entries) >= self.capacity:
@@ -141,7 +159,7 @@ class DenyList:
         while self._ends and self._ends[0][0] <= now:
             until, session_id = heapq.heappop(self._ends)
             if self.entries.get(session_id) == until:
-                del self.entries[session_id]
+                self._forget(session_id)
                 removed += 1
         return removed
 
@@ -149,8 +167,40 @@ class DenyList:
         while self._ends:
             until, session_id = heapq.heappop(self._ends)
             if self.entries.get(session_id) == until:
-                del self.entries[session_id]
+                self._forget(session_id)
                 return
+
+    def _own(self, session_id: str, user_id: str) -> None:
+        """Note ``session_id`` (about to be added) as ``user_id``'s; past ``per_user`` live
+        entries, that user's oldest goes (its heap item is skipped when it comes up)."""
+        sessions = self._by_user.get(user_id)
+        if sessions is None:
+            sessions = self._by_user[user_id] = deque()
+        live = self._live.get(user_id, 0)
+        if len(sessions) > 2 * live + 16:  # ids pruned meanwhile: drop them
+            sessions = self._by_user[user_id] = deque(
+                sid for sid in sessions if self._owner.get(sid) == user_id
+            )
+        while live >= self.per_user and sessions:
+            oldest = sessions.popleft()
+            if self._owner.get(oldest) == user_id:
+                self._forget(oldest)
+                self.evicted += 1
+                live -= 1
+        sessions.append(session_id)
+        self._owner[session_id] = user_id
+        self._live[user_id] = live + 1
+
+    def _forget(self, session_id: str) -> None:
+        del self.entries[session_id]
+        user_id = self._owner.pop(session_id, None)
+        if user_id is not None:
+            live = self._live[user_id] - 1
+            if live:
+                self._live[user_id] = live
+            else:
+                del self._live[user_id]
+                del self._by_user[user_id]
 
 
 def revoked_sessions_url(jwks_url: str) -> str:
@@ -256,7 +306,7 @@ class RevocationFeed:
             await self._dead_letter(message, poison)
             return
         data = event.data
-        self.deny_list.add(data.session_id, data.expires_at.timestamp())
+        self.deny_list.add(data.session_id, data.expires_at.timestamp(), data.user_id)
         await message.ack()
 
     async def _dead_letter(self, message: AbstractIncomingMessage, error: PoisonMessage) -> None:
@@ -330,7 +380,12 @@ class RevocationFeed:
                 session_id = item.get("session_id") if isinstance(item, dict) else None
                 if not isinstance(session_id, str) or not session_id:
                     raise ValueError("a revoked session without a session_id")
-                if self.deny_list.add(session_id, _epoch(item.get("expires_at"))):
+                user_id = item.get("user_id")
+                if self.deny_list.add(
+                    session_id,
+                    _epoch(item.get("expires_at")),
+                    user_id if isinstance(user_id, str) and user_id else None,
+                ):
                     added += 1
             cursor = body.get("next_cursor")
             if not cursor:
