@@ -19,9 +19,11 @@ Then:
   (``<service>.revocations.<random>``) bound to ``auth.session.revoked``, so every replica
   hears every revocation — and from auth's list of the sessions revoked and not yet expired
   (``GET /internal/v1/auth/revoked-sessions``, ``INTERNAL_API_TOKEN`` as a bearer token), read
-  once the queue exists (no gap between the two) and again after every broker reconnection
-  (revocations published while the connection was down are not lost). Until the first read
-  succeeds it is retried in the background; the service serves meanwhile.
+  once the queue exists (no gap between the two), every ``POLL_WHILE_DISCONNECTED`` seconds
+  while the broker connection is down (no queue hears announcements then, however long the
+  outage lasts) and again after every reconnection (revocations published while the
+  connection was down are not lost). Until the first read succeeds it is retried in the
+  background; the service serves meanwhile.
 
 A message on the queue that is not a valid ``auth.session.revoked`` is poison: it is parked
 in ``<service>.revocations.dlq`` (durable) with the reason headers, like any consumer's.
@@ -71,6 +73,7 @@ DEFAULT_CAPACITY = 200_000
 PRUNE_INTERVAL = 30.0
 FETCH_TIMEOUT = 10.0
 FETCH_RETRY_MAX = 5.0
+POLL_WHILE_DISCONNECTED = 2.0
 
 
 class DenyList:
@@ -231,6 +234,7 @@ class RevocationFeed:
         catalog: EventCatalog = CATALOG,
         prune_interval: float = PRUNE_INTERVAL,
         fetch_retry_max: float = FETCH_RETRY_MAX,
+        poll_interval: float = POLL_WHILE_DISCONNECTED,
     ) -> None:
         self.bus = bus
         self.deny_list = deny_list
@@ -239,6 +243,7 @@ class RevocationFeed:
         self.catalog = catalog
         self.prune_interval = prune_interval
         self.fetch_retry_max = fetch_retry_max
+        self.poll_interval = poll_interval
         self.queue_name = bus.queue_name(f"revocations.{uuid.uuid4().hex[:16]}")
         self.dlq_name = bus.queue_name("revocations.dlq")
         self.fetched = asyncio.Event()  # set after each complete read of auth's list
@@ -249,6 +254,7 @@ class RevocationFeed:
         self._consumer_tag: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._fetching: asyncio.Task[None] | None = None
+        self._polling: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -267,6 +273,7 @@ class RevocationFeed:
         await queue.bind(exchange, routing_key=REVOKED_EVENT)
         self._consumer_tag = await queue.consume(self._on_message)
         connection.reconnect_callbacks.add(self._on_reconnect)
+        connection.close_callbacks.add(self._on_connection_lost)
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT))
         self.refetch()
         self._spawn(self._prune_forever())
@@ -275,6 +282,7 @@ class RevocationFeed:
     async def stop(self) -> None:
         if self._connection is not None:
             self._connection.reconnect_callbacks.discard(self._on_reconnect)
+            self._connection.close_callbacks.discard(self._on_connection_lost)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -324,6 +332,29 @@ class RevocationFeed:
             "revocation message parked in the DLQ",
             extra={"queue": self.dlq_name, "error": str(error)[:200]},
         )
+
+    def _on_connection_lost(self, *_: Any) -> None:
+        # No queue of ours exists until the connection is back: read auth's list meanwhile.
+        if self._polling is None or self._polling.done():
+            self._polling = self._spawn(self._poll_while_disconnected())
+
+    async def _poll_while_disconnected(self) -> None:
+        connection = self._connection
+        assert connection is not None
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            if connection.connected.is_set():
+                return  # the reconnection reads the list once more (_on_reconnect)
+            try:
+                added = await self.fetch()
+            except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+                log.warning(
+                    "could not read the revoked sessions from auth while disconnected",
+                    extra={"url": self.url, "error": repr(error)[:300]},
+                )
+            else:
+                if added:
+                    log.info("revoked sessions read while disconnected", extra={"added": added})
 
     def _on_reconnect(self, *_: Any) -> None:
         # Revocations published while the connection was down reached no queue of ours.
