@@ -191,6 +191,7 @@ class DenyList:
                 self.evicted += 1
                 live -= 1
         sessions.append(session_id)
+        self._by_user[user_id] = sessions  # again: the user's last live entry may have gone
         self._owner[session_id] = user_id
         self._live[user_id] = live + 1
 
@@ -203,7 +204,7 @@ class DenyList:
                 self._live[user_id] = live
             else:
                 del self._live[user_id]
-                del self._by_user[user_id]
+                self._by_user.pop(user_id, None)
 
 
 def revoked_sessions_url(jwks_url: str) -> str:

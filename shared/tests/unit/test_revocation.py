@@ -146,3 +146,16 @@ def test_one_users_flood_of_revocations_never_evicts_anothers() -> None:
     clock.now += 20_000
     deny.prune()
     assert len(deny) == 0 and not deny._by_user and not deny._owner and not deny._live
+
+
+def test_one_entry_per_user_keeps_the_newest_and_the_bookkeeping_whole() -> None:
+    clock = Clock()
+    deny = DenyList(capacity=50, per_user=1, leeway=0, clock=clock)
+    for number in range(5):
+        deny.add(f"a{number}", clock.now + 100 + number, user_id="alice")
+        deny.add(f"b{number}", clock.now + 100 + number, user_id="bob")
+    assert set(deny.entries) == {"a4", "b4"}
+    assert deny._live == {"alice": 1, "bob": 1} and set(deny._by_user) == {"alice", "bob"}
+    clock.now += 1_000
+    assert deny.prune() == 2
+    assert not deny.entries and not deny._live and not deny._by_user and not deny._owner
