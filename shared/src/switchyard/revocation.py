@@ -19,9 +19,11 @@ Then:
   (``<service>.revocations.<random>``) bound to ``auth.session.revoked``, so every replica
   hears every revocation — and from auth's list of the sessions revoked and not yet expired
   (``GET /internal/v1/auth/revoked-sessions``, ``INTERNAL_API_TOKEN`` as a bearer token), read
-  once the queue exists (no gap between the two) and again after every broker reconnection
-  (revocations published while the connection was down are not lost). Until the first read
-  succeeds it is retried in the background; the service serves meanwhile.
+  once the queue exists (no gap between the two), every ``POLL_WHILE_DISCONNECTED`` seconds
+  while the broker connection is down (no queue hears announcements then, however long the
+  outage lasts) and again after every reconnection (revocations published while the
+  connection was down are not lost). Until the first read succeeds it is retried in the
+  background; the service serves meanwhile.
 
 A message on the queue that is not a valid ``auth.session.revoked`` is poison: it is parked
 in ``<service>.revocations.dlq`` (durable) with the reason headers, like any consumer's.
@@ -34,6 +36,7 @@ import heapq
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -70,6 +73,7 @@ DEFAULT_CAPACITY = 200_000
 PRUNE_INTERVAL = 30.0
 FETCH_TIMEOUT = 10.0
 FETCH_RETRY_MAX = 5.0
+POLL_WHILE_DISCONNECTED = 2.0
 
 
 class DenyList:
@@ -77,20 +81,34 @@ class DenyList:
 
     :attr:`entries` is the plain dict the verifier looks ``sid`` up in (kept the same
     object for the list's life). Each of :attr:`listeners` is called with a session id when
-    it is newly denied (a service holding long-lived connections closes that session's). At ``capacity`` the entry closest to its end is dropped
-    first (counted in :attr:`evicted`): its token is the next to expire anyway.
+    it is newly denied (a service holding long-lived connections closes that session's).
+
+    Anyone can revoke sessions of their own (sign in, sign out) as fast as the limits let
+    them, so the list bounds each user (``per_user``, default 1 % of ``capacity``): a user
+    past it loses their own oldest entry, never someone else's (only their own revoked
+    sessions' tokens come back). At ``capacity`` the entry closest to its end is dropped
+    first: its token is the next to expire anyway. Both count in :attr:`evicted`.
     """
 
     def __init__(
         self,
         *,
         capacity: int = DEFAULT_CAPACITY,
+        per_user: int | None = None,
         leeway: float = DEFAULT_LEEWAY,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be positive")
         self.capacity = capacity
+        self.per_user = per_user if per_user is not None else max(1, capacity // 100)
+        if self.per_user < 1:
+            raise ValueError("per_user must be positive")
+        # Whose each entry is (when known), and each user's session ids, oldest first (ids
+        # already gone are skipped, and compacted away once they outnumber the live ones).
+        self._owner: dict[str, str] = {}
+        self._by_user: dict[str, deque[str]] = {}
+        self._live: dict[str, int] = {}  # live entries per user
         self.leeway = leeway
         self.clock = clock
         self.entries: dict[str, float] = {}
@@ -104,9 +122,10 @@ class DenyList:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def add(self, session_id: str, expires_at: float) -> bool:
-        """Deny ``session_id`` until ``expires_at`` (epoch seconds) plus the leeway; False when
-        it is already past that (nothing to deny) or already denied at least as long."""
+    def add(self, session_id: str, expires_at: float, user_id: str | None = None) -> bool:
+        """Deny ``session_id`` (of ``user_id``, when known) until ``expires_at`` (epoch
+        seconds) plus the leeway; False when it is already past that (nothing to deny) or
+        already denied at least as long."""
         until = expires_at + self.leeway
         now = self.clock()
         if until <= now:
@@ -114,6 +133,8 @@ class DenyList:
         known = self.entries.get(session_id)
         if known is not None and known >= until:
             return False
+        if known is None and user_id is not None:
+            self._own(session_id, user_id)
         if known is None and len(self.entries) >= self.capacity:
             self.prune(now)
             while len(self.entries) >= self.capacity:
@@ -141,7 +162,7 @@ class DenyList:
         while self._ends and self._ends[0][0] <= now:
             until, session_id = heapq.heappop(self._ends)
             if self.entries.get(session_id) == until:
-                del self.entries[session_id]
+                self._forget(session_id)
                 removed += 1
         return removed
 
@@ -149,8 +170,41 @@ class DenyList:
         while self._ends:
             until, session_id = heapq.heappop(self._ends)
             if self.entries.get(session_id) == until:
-                del self.entries[session_id]
+                self._forget(session_id)
                 return
+
+    def _own(self, session_id: str, user_id: str) -> None:
+        """Note ``session_id`` (about to be added) as ``user_id``'s; past ``per_user`` live
+        entries, that user's oldest goes (its heap item is skipped when it comes up)."""
+        sessions = self._by_user.get(user_id)
+        if sessions is None:
+            sessions = self._by_user[user_id] = deque()
+        live = self._live.get(user_id, 0)
+        if len(sessions) > 2 * live + 16:  # ids pruned meanwhile: drop them
+            sessions = self._by_user[user_id] = deque(
+                sid for sid in sessions if self._owner.get(sid) == user_id
+            )
+        while live >= self.per_user and sessions:
+            oldest = sessions.popleft()
+            if self._owner.get(oldest) == user_id:
+                self._forget(oldest)
+                self.evicted += 1
+                live -= 1
+        sessions.append(session_id)
+        self._by_user[user_id] = sessions  # again: the user's last live entry may have gone
+        self._owner[session_id] = user_id
+        self._live[user_id] = live + 1
+
+    def _forget(self, session_id: str) -> None:
+        del self.entries[session_id]
+        user_id = self._owner.pop(session_id, None)
+        if user_id is not None:
+            live = self._live[user_id] - 1
+            if live:
+                self._live[user_id] = live
+            else:
+                del self._live[user_id]
+                self._by_user.pop(user_id, None)
 
 
 def revoked_sessions_url(jwks_url: str) -> str:
@@ -181,6 +235,7 @@ class RevocationFeed:
         catalog: EventCatalog = CATALOG,
         prune_interval: float = PRUNE_INTERVAL,
         fetch_retry_max: float = FETCH_RETRY_MAX,
+        poll_interval: float = POLL_WHILE_DISCONNECTED,
     ) -> None:
         self.bus = bus
         self.deny_list = deny_list
@@ -189,6 +244,7 @@ class RevocationFeed:
         self.catalog = catalog
         self.prune_interval = prune_interval
         self.fetch_retry_max = fetch_retry_max
+        self.poll_interval = poll_interval
         self.queue_name = bus.queue_name(f"revocations.{uuid.uuid4().hex[:16]}")
         self.dlq_name = bus.queue_name("revocations.dlq")
         self.fetched = asyncio.Event()  # set after each complete read of auth's list
@@ -199,6 +255,7 @@ class RevocationFeed:
         self._consumer_tag: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._fetching: asyncio.Task[None] | None = None
+        self._polling: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -217,6 +274,7 @@ class RevocationFeed:
         await queue.bind(exchange, routing_key=REVOKED_EVENT)
         self._consumer_tag = await queue.consume(self._on_message)
         connection.reconnect_callbacks.add(self._on_reconnect)
+        connection.close_callbacks.add(self._on_connection_lost)
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT))
         self.refetch()
         self._spawn(self._prune_forever())
@@ -225,6 +283,7 @@ class RevocationFeed:
     async def stop(self) -> None:
         if self._connection is not None:
             self._connection.reconnect_callbacks.discard(self._on_reconnect)
+            self._connection.close_callbacks.discard(self._on_connection_lost)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -256,7 +315,7 @@ class RevocationFeed:
             await self._dead_letter(message, poison)
             return
         data = event.data
-        self.deny_list.add(data.session_id, data.expires_at.timestamp())
+        self.deny_list.add(data.session_id, data.expires_at.timestamp(), data.user_id)
         await message.ack()
 
     async def _dead_letter(self, message: AbstractIncomingMessage, error: PoisonMessage) -> None:
@@ -274,6 +333,29 @@ class RevocationFeed:
             "revocation message parked in the DLQ",
             extra={"queue": self.dlq_name, "error": str(error)[:200]},
         )
+
+    def _on_connection_lost(self, *_: Any) -> None:
+        # No queue of ours exists until the connection is back: read auth's list meanwhile.
+        if self._polling is None or self._polling.done():
+            self._polling = self._spawn(self._poll_while_disconnected())
+
+    async def _poll_while_disconnected(self) -> None:
+        connection = self._connection
+        assert connection is not None
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            if connection.connected.is_set():
+                return  # the reconnection reads the list once more (_on_reconnect)
+            try:
+                added = await self.fetch()
+            except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+                log.warning(
+                    "could not read the revoked sessions from auth while disconnected",
+                    extra={"url": self.url, "error": repr(error)[:300]},
+                )
+            else:
+                if added:
+                    log.info("revoked sessions read while disconnected", extra={"added": added})
 
     def _on_reconnect(self, *_: Any) -> None:
         # Revocations published while the connection was down reached no queue of ours.
@@ -330,7 +412,12 @@ class RevocationFeed:
                 session_id = item.get("session_id") if isinstance(item, dict) else None
                 if not isinstance(session_id, str) or not session_id:
                     raise ValueError("a revoked session without a session_id")
-                if self.deny_list.add(session_id, _epoch(item.get("expires_at"))):
+                user_id = item.get("user_id")
+                if self.deny_list.add(
+                    session_id,
+                    _epoch(item.get("expires_at")),
+                    user_id if isinstance(user_id, str) and user_id else None,
+                ):
                     added += 1
             cursor = body.get("next_cursor")
             if not cursor:

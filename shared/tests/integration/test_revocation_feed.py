@@ -192,3 +192,37 @@ async def test_after_a_broker_outage_the_list_is_read_again(
         await feed.stop()
         await bus.close()
         await proxy.close()
+
+
+async def test_while_the_broker_is_unreachable_auths_list_is_polled(
+    jwks_server: JwksServer, settings_overrides: dict[str, Any]
+) -> None:
+    """No queue hears announcements while the connection is down, however long the outage:
+    the feed reads auth's list every ``poll_interval`` meanwhile, so a session revoked during
+    a broker outage is refused within seconds, not only once the broker is back."""
+    broker_port = int(settings_overrides["amqp_url"].rsplit(":", 1)[1].strip("/"))
+    proxy = await TcpProxy("127.0.0.1", broker_port).start()
+    bus = service_bus(
+        settings_overrides, "payments", url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
+    )
+    await bus.connect()
+    feed = RevocationFeed(
+        bus,
+        DenyList(),
+        url=revoked_sessions_url(jwks_server.jwks_url),
+        token=TEST_INTERNAL_TOKEN,
+        fetch_retry_max=0.2,
+        poll_interval=0.2,
+    )
+    await feed.start()
+    try:
+        await until(feed.fetched.is_set)
+        await proxy.cut()
+        jwks_server.revoke("during-outage", time.time() + 600)
+        await until(lambda: "during-outage" in feed.deny_list)
+        assert feed._connection is not None and not feed._connection.connected.is_set()
+        await proxy.restore()
+    finally:
+        await feed.stop()
+        await bus.close()
+        await proxy.close()

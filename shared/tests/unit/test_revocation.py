@@ -126,3 +126,36 @@ def test_auths_list_is_found_beside_its_jwks() -> None:
         revoked_sessions_url("http://auth:8081/.well-known/jwks.json")
         == "http://auth:8081/internal/v1/auth/revoked-sessions"
     )
+
+
+def test_one_users_flood_of_revocations_never_evicts_anothers() -> None:
+    """Anyone can revoke sessions of their own (sign in, sign out) as fast as the limits let
+    them: at capacity, a user's own oldest entries go first, so a flood from a few accounts
+    cannot push a victim's revoked session out and re-admit its stolen tokens."""
+    clock = Clock()
+    deny = DenyList(capacity=100, per_user=10, leeway=0, clock=clock)
+    deny.add("victim-session", clock.now + 300, user_id="victim")
+    for number in range(10_000):
+        deny.add(f"m{number}", clock.now + 600 + number, user_id=f"mallory-{number % 3}")
+    assert "victim-session" in deny
+    assert len(deny) == 31  # the victim's one and each of mallory's three accounts' newest 10
+    assert {f"m{number}" for number in range(9_970, 10_000)} <= set(deny.entries)
+    assert deny.evicted == 10_000 - 30
+    # what the per-user bookkeeping holds stays bounded too
+    assert sum(len(queue) for queue in deny._by_user.values()) <= 3 * (2 * 10 + 16) + 1
+    clock.now += 20_000
+    deny.prune()
+    assert len(deny) == 0 and not deny._by_user and not deny._owner and not deny._live
+
+
+def test_one_entry_per_user_keeps_the_newest_and_the_bookkeeping_whole() -> None:
+    clock = Clock()
+    deny = DenyList(capacity=50, per_user=1, leeway=0, clock=clock)
+    for number in range(5):
+        deny.add(f"a{number}", clock.now + 100 + number, user_id="alice")
+        deny.add(f"b{number}", clock.now + 100 + number, user_id="bob")
+    assert set(deny.entries) == {"a4", "b4"}
+    assert deny._live == {"alice": 1, "bob": 1} and set(deny._by_user) == {"alice", "bob"}
+    clock.now += 1_000
+    assert deny.prune() == 2
+    assert not deny.entries and not deny._live and not deny._by_user and not deny._owner

@@ -28,7 +28,7 @@ from auth_svc.entrypoints.http import OUTCOME_HEADER
 from auth_svc.keys import DEPS
 from gateway_svc.settings import DEFAULT_ROUTES_FILE
 
-from .conftest import STRONG_PASSWORD, AuthClient, Reply, behind_gateway, metric
+from .conftest import STRONG_PASSWORD, AuthClient, Reply, behind_gateway, metric, settle
 
 pytestmark = [pytest.mark.integration]
 
@@ -175,13 +175,14 @@ async def test_credential_stuffing_from_one_address_is_limited(door: AuthClient)
 
 async def test_code_verification_stays_strictly_limited_per_account(door: AuthClient) -> None:
     carol, dave = await active_accounts(door, "codes", 2)
+    # six-digit codes (sign-in codes are limited per account and address: see the test below)
     wrong = [
-        ("/login/code/verify", {"email": carol, "code": "ABCD-EFGH-JKMN-PQR0"}),
+        ("/verify-email", {"email": carol, "code": "000000"}),
         ("/password/reset", {"email": carol, "code": "000001", "new_password": STRONG_PASSWORD}),
         ("/verify-email", {"email": carol, "code": "000002"}),
-        ("/login/code/verify", {"email": carol, "code": "ABCD-EFGH-JKMN-PQR3"}),
+        ("/password/reset", {"email": carol, "code": "000003", "new_password": STRONG_PASSWORD}),
         ("/verify-email", {"email": carol, "code": "000004"}),
-        ("/login/code/verify", {"email": carol, "code": "ABCD-EFGH-JKMN-PQR5"}),
+        ("/verify-email", {"email": carol, "code": "000005"}),
         ("/password/reset", {"email": carol, "code": "000006", "new_password": STRONG_PASSWORD}),
     ]
     replies = []
@@ -189,7 +190,7 @@ async def test_code_verification_stays_strictly_limited_per_account(door: AuthCl
         # each guess from another address: the account's limit holds from anywhere
         address = f"203.0.113.{100 + index}"
         replies.append(await door.post(path, body, headers={"X-Forwarded-For": address}))
-    # five failed guesses across the three code endpoints, then the gateway's 429
+    # five failed guesses across the two code endpoints, then the gateway's 429
     assert all(reply.status in (400, 401) for reply in replies[:5]), replies
     assert all(reply.headers.get(OUTCOME_HEADER) is None for reply in replies)
     for reply in replies[5:]:
@@ -201,3 +202,29 @@ async def test_code_verification_stays_strictly_limited_per_account(door: AuthCl
         headers={"X-Forwarded-For": "203.0.113.100"},
     )
     assert other.status in (400, 401)
+
+
+async def test_guesses_from_elsewhere_do_not_close_the_owners_sign_in_by_code(
+    door: AuthClient,
+) -> None:
+    """Password sign-in locked by an attacker (auth's lockout, any address), the owner signs
+    in with an emailed code: 80 bits, so auth spends no budget on wrong guesses and an
+    attacker has nothing to exhaust. The gateway must not add one: an attacker's wrong
+    sign-in codes from other addresses leave the owner's right code answered."""
+    (erin,) = await active_accounts(door, "escape", 1)
+    owner = {"X-Forwarded-For": "192.0.2.80"}
+    assert (await door.post("/login/code", {"email": erin}, headers=owner)).status == 202
+    await settle(door)
+    sent = await door.events.wait_for("auth.login_code.requested", lambda d: d.email == erin)
+    for index in range(8):
+        guess = await door.post(
+            "/login/code/verify",
+            {"email": erin, "code": "ABCD-EFGH-JKMN-PQR" + "23456789"[index]},
+            headers={"X-Forwarded-For": f"203.0.113.{150 + index}"},
+        )
+        assert guess.status == 400, guess.body
+    signed_in = await door.post(
+        "/login/code/verify", {"email": erin, "code": sent.data.code}, headers=owner
+    )
+    assert signed_in.status == 200, signed_in.body
+    assert "access_token" in signed_in.body

@@ -114,6 +114,7 @@ class Gateway:
             tokens=self.tokens,
             redis=self.limiter_async,
             metrics=self.metrics,
+            revocations=self.revocations,
         )
         self.connections: set[ClientConnection] = set()
         self.in_flight: set[ExchangeState] = set()  # requests waiting on an upstream (timeouts)

@@ -144,7 +144,7 @@ def route_table(main: str, **groups: list[str]) -> dict[str, Any]:
         "rate_limits": {
             "default": {"limit": 1000, "window": 60},
             "tight": {"limit": 3, "window": 1},
-            "login": {"limit": 2, "window": 60},
+            "login": {"limit": 2, "window": 60, "per": "address"},
             "login-account": {"limit": 2, "window": 60},
         },
         "defaults": {"timeout": 2, "max_body_bytes": 1024 * 1024},

@@ -122,7 +122,7 @@ async def gateway_for(auth: Auth, overrides: dict[str, Any], tmp_path: Path) -> 
         bus_queue_type=overrides["bus_queue_type"],
         environment="test",
         port=free_port(),
-        admin_port=0,
+        admin_port=0,  # the admin listener on any free port (9080 may be a running suite's)
         routes_file=routes,
         auth_upstreams=[auth.url],
         jwks_url=auth.url + "/.well-known/jwks.json",

@@ -174,8 +174,9 @@ async def test_worker_processes_share_the_local_limit_and_metrics(
 async def test_readiness_names_failing_checks_without_internal_names(
     upstream: Upstream, gateway_process: object
 ) -> None:
-    """No signing keys fetched yet, Redis unreachable: 503 naming the checks, each `failing`
-    (DESIGN §4: no exception class names in answers; the reason is logged)."""
+    """No signing keys fetched yet, no revoked sessions read, Redis unreachable: 503 naming
+    the checks, each `failing` (DESIGN §4: no exception class names in answers; the reason
+    is logged)."""
     from .conftest import dead_url
 
     env = {"RATE_LIMIT_REDIS_URL": dead_url().replace("http://", "redis://") + "/0"}
@@ -185,7 +186,7 @@ async def test_readiness_names_failing_checks_without_internal_names(
         async with session.get(process.url + "/readyz") as response:
             assert response.status == 503
             body = await response.json(content_type=None)
-    assert body["checks"] == {"jwks": "failing", "redis": "failing"}
+    assert body["checks"] == {"jwks": "failing", "revocations": "failing", "redis": "failing"}
     assert not re.search(r"Error|Exception|Timeout|unavailable", str(body))
 
 
@@ -291,3 +292,45 @@ async def test_outcome_headers_from_clients_go_nowhere(
             statuses.append(response.status)
     assert statuses == [200, 200, 429, 429]
     assert all("x-auth-outcome" not in hit["headers"] for hit in upstream.hits)
+
+
+async def test_a_bearer_token_does_not_buy_a_credential_route_a_fresh_address_limit(
+    make_gateway: GatewayFactory, upstream: Upstream, keys: Keys, client: aiohttp.ClientSession
+) -> None:
+    """The address limit of a credential route (credential stuffing) holds for the address:
+    an attacker attaching a token of one of their own accounts to each guess does not get
+    that account's quota instead of the address's."""
+    table = route_table(upstream.url)
+    table["rate_limits"]["login-account"] = {"limit": 1000, "window": 60}
+    gateway = await make_gateway(table)
+    statuses = []
+    for name in ("mallory-1", "mallory-2", "mallory-3", "mallory-4"):
+        async with client.post(
+            gateway.url + outcome("failure", f"victim-{name}"),
+            json={},
+            headers={"Authorization": "Bearer " + keys.token(name)},
+        ) as response:
+            statuses.append(response.status)
+    assert statuses == [200, 200, 429, 429]  # "login": two per minute per address
+
+
+async def test_an_ipv6_client_is_one_address_per_64_prefix(
+    make_gateway: GatewayFactory, upstream: Upstream, client: aiohttp.ClientSession
+) -> None:
+    """Anyone on IPv6 holds a whole /64 (2^64 addresses): keyed per address, a stuffer would
+    send each guess from a new one. Limits key an IPv6 client by its /64, and an IPv4 client
+    written as IPv6 (``::ffff:a.b.c.d``) as that IPv4 address."""
+    gateway = await make_gateway(route_table(upstream.url), trusted_proxies=["127.0.0.1/32"])
+
+    async def status(forwarded: str) -> int:
+        async with client.post(
+            gateway.url + LOGIN, json={}, headers={"X-Forwarded-For": forwarded}
+        ) as response:
+            return response.status
+
+    # "login": two per minute per address
+    same_64 = ["2001:db8:1:2::1", "2001:db8:1:2:ffff:1:2:3", "2001:DB8:1:2::abcd"]
+    assert [await status(address) for address in same_64] == [200, 200, 429]
+    assert await status("2001:db8:1:3::1") == 200  # the next /64 is someone else
+    mapped = ["198.51.100.9", "::ffff:198.51.100.9", "::ffff:c633:6409"]
+    assert [await status(address) for address in mapped] == [200, 200, 429]

@@ -87,3 +87,28 @@ async def test_every_worker_refuses_a_revoked_session(
     assert after == [401] * 20
     assert len(workers) == 2  # refused by both workers
     assert upstream.count("/api/v1/chat/c") == forwarded  # and never forwarded
+
+
+async def test_a_gateway_blind_to_revocations_is_not_ready(
+    make_gateway: Any, upstream: Upstream, keys: Keys
+) -> None:
+    """A (re)started gateway that could not read auth's list of revoked sessions yet would
+    accept their tokens: /readyz says so (503, ``revocations: failing``), so a load balancer
+    sends it no traffic until it has read the list; one that has read it is ready."""
+    from .conftest import dead_url
+
+    blind = await make_gateway(route_table(upstream.url), revoked_sessions_url=dead_url())
+    seeing = await make_gateway(route_table(upstream.url))
+    async with aiohttp.ClientSession() as session:
+        async with session.get(blind.admin_url + "/readyz") as response:
+            assert response.status == 503
+            body = await response.json(content_type=None)
+        assert body["checks"] == {"jwks": "ok", "revocations": "failing"}
+        deadline = time.monotonic() + 10
+        while True:
+            async with session.get(seeing.admin_url + "/readyz") as response:
+                body = await response.json(content_type=None)
+                if response.status == 200:
+                    break
+            assert time.monotonic() < deadline, body
+        assert body["checks"] == {"jwks": "ok", "revocations": "ok"}

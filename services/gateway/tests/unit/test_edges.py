@@ -11,6 +11,7 @@ from gateway_svc.proxy.edges import (
     TrustedProxies,
     accept_request_id,
     accept_traceparent,
+    address_key,
     bearer_token,
     unsafe_path,
 )
@@ -67,3 +68,19 @@ def test_bearer_token() -> None:
     assert bearer_token(b"bearer  abc ") == b"abc"
     assert bearer_token(b"Basic abc") is None
     assert bearer_token(b"Bearer ") is None
+
+
+def test_address_keys_hold_an_ipv6_client_by_its_64_and_a_mapped_ipv4_as_ipv4() -> None:
+    assert address_key("203.0.113.7") == b"ip:203.0.113.7"
+    assert address_key("::ffff:203.0.113.7") == b"ip:203.0.113.7"
+    assert address_key("::ffff:cb00:7107") == b"ip:203.0.113.7"
+    one = address_key("2001:db8:1:2::1")
+    assert one == b"ip6:2001:db8:1:2::/64"
+    for same in (
+        "2001:db8:1:2:ffff:ffff:ffff:ffff",
+        "2001:DB8:1:2:0:0:0:9",
+        "2001:db8:1:2::1%eth0",
+    ):
+        assert address_key(same) == one
+    assert address_key("2001:db8:1:3::1") != one
+    assert address_key("not-an-address:") == b"ip:not-an-address:"

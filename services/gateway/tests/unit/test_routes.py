@@ -22,7 +22,7 @@ def table() -> RouteTable:
         (b"POST", b"/api/v1/auth/register", b"", "auth-credentials", "public"),
         (b"POST", b"/api/v1/auth/password/reset", b"", "auth-codes", "public"),
         (b"POST", b"/api/v1/auth/login/code", b"", "auth-credentials", "public"),
-        (b"POST", b"/api/v1/auth/login/code/verify", b"", "auth-codes", "public"),
+        (b"POST", b"/api/v1/auth/login/code/verify", b"", "auth-sign-in-code", "public"),
         (b"POST", b"/api/v1/auth/users/u1/logout-all", b"", "auth", "required"),
         (b"POST", b"/api/v1/auth/refresh", b"", "auth-refresh", "public"),
         (b"GET", b"/api/v1/auth/login", b"", "auth", "required"),  # only POST is public

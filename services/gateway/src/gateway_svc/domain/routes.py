@@ -65,6 +65,10 @@ class UpstreamConfig(_Strict):
 class RateLimitConfig(_Strict):
     limit: int = Field(ge=1)
     window: float = Field(gt=0)
+    # Whose quota: "caller" = the user when a valid token came with the request, else the
+    # client address; "address" = always the client address (credential endpoints: a token
+    # of the attacker's own account must not buy a fresh quota for guesses).
+    per: Literal["caller", "address"] = "caller"
 
 
 class OutcomeConfig(_Strict):
@@ -154,12 +158,21 @@ def load_route_file(
 class RateLimitPolicy:
     """A named limit; the bytes the hot path needs are rendered once."""
 
-    __slots__ = ("name", "limit", "window", "emission_interval", "key_prefix", "headers")
+    __slots__ = (
+        "name",
+        "limit",
+        "window",
+        "per_address",
+        "emission_interval",
+        "key_prefix",
+        "headers",
+    )
 
-    def __init__(self, name: str, limit: int, window: float) -> None:
+    def __init__(self, name: str, limit: int, window: float, *, per_address: bool = False) -> None:
         self.name = name
         self.limit = limit
         self.window = window
+        self.per_address = per_address  # keyed by the client address even with a token
         self.emission_interval = window / limit
         self.key_prefix = name.encode() + b":"
         # RateLimit-Policy, then the head of the RateLimit field (its r and t follow).
@@ -224,7 +237,7 @@ class RouteTable:
     def __init__(self, source: RouteFile) -> None:
         self.source = source
         self.policies = {
-            name: RateLimitPolicy(name, cfg.limit, cfg.window)
+            name: RateLimitPolicy(name, cfg.limit, cfg.window, per_address=cfg.per == "address")
             for name, cfg in source.rate_limits.items()
         }
         defaults = source.defaults

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from gateway_svc.metrics import GatewayMetrics
     from gateway_svc.proxy.exchange import Exchange
     from gateway_svc.proxy.upstream import UpstreamGroup
+    from switchyard.revocation import RevocationFeed
 
 log = logging.getLogger("gateway.admin")
 
@@ -37,8 +38,10 @@ class AdminEndpoints:
         tokens: CachedVerifier,
         redis: RedisStore | None,
         metrics: GatewayMetrics,
+        revocations: RevocationFeed | None = None,
     ) -> None:
         self.routes = routes
+        self.revocations = revocations
         self.upstreams = upstreams
         self.verifier = verifier
         self.tokens = tokens
@@ -71,6 +74,16 @@ class AdminEndpoints:
         checks["jwks"] = "ok" if has_keys is None or has_keys else "failing"
         if checks["jwks"] != "ok":
             log.warning("readiness check failing", extra={"check": "jwks", "error": "no keys yet"})
+        revocations = self.revocations
+        if revocations is not None:
+            # Until auth's list of revoked sessions has been read once, this process would
+            # accept their tokens: no traffic for it yet (a restarted replica is not blind).
+            checks["revocations"] = "ok" if revocations.fetches else "failing"
+            if not revocations.fetches:
+                log.warning(
+                    "readiness check failing",
+                    extra={"check": "revocations", "error": "revoked sessions not read yet"},
+                )
         redis = self.redis
         if redis is not None:
             try:

@@ -33,7 +33,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from gateway_svc.domain.ratelimit import Decision, retry_after_seconds
-from gateway_svc.proxy.edges import bearer_token
+from gateway_svc.proxy.edges import address_key, bearer_token
 from gateway_svc.proxy.responses import Refusal, unauthorized
 from switchyard.tokens import InvalidToken
 
@@ -271,13 +271,14 @@ def _address(exchange: ExchangeState) -> bytes:
     """The client's address, as limit keys spell it."""
     conn = exchange.conn
     if conn.peer_trusted:
-        return b"ip:" + exchange.client_ip().encode()
+        return address_key(exchange.client_ip())
     return conn.ip_key
 
 
 def _limit_key(exchange: ExchangeState, route: Route) -> bytes:
-    """Whose quota a request spends: the caller's, else the client address's."""
+    """Whose quota a request spends: the caller's, else (or when the policy is per address)
+    the client address's."""
     caller = exchange.caller
-    if caller is not None:
+    if caller is not None and not route.policy.per_address:
         return route.policy.key_prefix + caller.limit_key
     return route.policy.key_prefix + _address(exchange)

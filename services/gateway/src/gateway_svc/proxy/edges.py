@@ -63,6 +63,34 @@ def accept_traceparent(value: bytes | None) -> bytes:
     return b"00-%032x-%016x-01" % (bits(128) | 1, bits(64) | 1)
 
 
+_ADDRESS_KEYS: dict[str, bytes] = {}
+
+
+def address_key(address: str) -> bytes:
+    """What rate limits key a client address by: an IPv4 address as itself (also when
+    written as IPv6, ``::ffff:a.b.c.d``), an IPv6 address by its /64 — whoever has one
+    address of a /64 has them all (2^64), so a per-address limit would hold nobody."""
+    if ":" not in address:
+        return b"ip:" + address.encode()
+    key = _ADDRESS_KEYS.get(address)
+    if key is None:
+        try:
+            ip = ipaddress.IPv6Address(address.split("%", 1)[0])
+        except ValueError:
+            key = b"ip:" + address.encode()
+        else:
+            mapped = ip.ipv4_mapped
+            if mapped is not None:
+                key = b"ip:" + str(mapped).encode()
+            else:
+                network = ipaddress.IPv6Network((int(ip) >> 64 << 64, 64))
+                key = b"ip6:" + str(network).encode()
+        if len(_ADDRESS_KEYS) >= 4096:
+            _ADDRESS_KEYS.clear()
+        _ADDRESS_KEYS[address] = key
+    return key
+
+
 class TrustedProxies:
     """Which peers may tell us the client address (X-Forwarded-For) and scheme."""
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from gateway_svc.proxy.edges import address_key
 from gateway_svc.proxy.exchange import PENDING_LIMIT, Exchange
 from gateway_svc.proxy.headers import METHODS
 
@@ -75,7 +76,7 @@ class ClientConnection(asyncio.Protocol):
         self.peer_trusted = bool(context.trusted_proxies) and context.trusted_proxies.trusts(
             self.peer
         )
-        self.ip_key = b"ip:" + self.peer_bytes
+        self.ip_key = address_key(self.peer)
         self.forwarded_headers = (
             b"X-Forwarded-For: " + self.peer_bytes + b"\r\nX-Forwarded-Proto: http\r\n"
         )
