@@ -46,6 +46,7 @@ DOMAIN = {
         "gateway_upstream_outcomes_total",
         "gateway_circuit_opened_total",
         "gateway_circuit_open_refusals_total",
+        "gateway_panic_routed_total",
         "gateway_retries_total",
     ],
 }
