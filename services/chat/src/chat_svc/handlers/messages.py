@@ -3,8 +3,9 @@ edit and delete."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
@@ -255,25 +256,65 @@ async def edit_message(
 ) -> dict[str, Any]:
     conversation = await _member_conversation(chat, user_id, conversation_id)
     text = clean_body(body)
-    found = await _own_message(chat, user_id, conversation_id, message_id, "edits")
-    now = utcnow()
-    event = new_envelope(
-        MessageUpdated(
+    return await _change_own_message(
+        chat,
+        user_id,
+        conversation,
+        message_id,
+        "edits",
+        lambda found, now: MessageUpdated(
             message_id=message_id,
             conversation_id=conversation_id,
             seq=found.seq,
             sender_id=user_id,
             edited_at=now,
         ),
-        service="chat",
-        subject=conversation_id,
+        lambda now: {"$set": {"body": text, "edited": stored_time(now)}},
     )
-    updated = await chat.store.update_message(
-        conversation_id,
-        message_id,
+
+
+async def delete_message(
+    *, chat: Chat, user_id: str, conversation_id: str, message_id: str
+) -> None:
+    conversation = await _member_conversation(chat, user_id, conversation_id)
+    await _change_own_message(
+        chat,
         user_id,
-        {"$set": {"body": text, "edited": stored_time(now)}},
-        [event],
+        conversation,
+        message_id,
+        "deletes",
+        lambda found, now: MessageDeleted(
+            message_id=message_id,
+            conversation_id=conversation_id,
+            seq=found.seq,
+            sender_id=user_id,
+            deleted_at=now,
+        ),
+        lambda now: {"$set": {"deleted": True, "body": "", "attachments": []}},
+    )
+
+
+async def _change_own_message(
+    chat: Chat,
+    user_id: str,
+    conversation: Conversation,
+    message_id: str,
+    verb: str,
+    event_data: Callable[[Message, datetime], Any],
+    change: Callable[[datetime], dict[str, Any]],
+) -> dict[str, Any]:
+    """Change the caller's own live message (else 404, or 403 for someone else's) with its
+    event in the same write, and show every member the new version."""
+    conversation_id = conversation.id
+    found = await chat.store.message(conversation_id, message_id)
+    if found is None or found.deleted:
+        raise ChatError("message-not-found", "No such message.", 404)
+    if found.sender_id != user_id:
+        raise forbidden(f"Only the sender {verb} a message.")
+    now = utcnow()
+    event = new_envelope(event_data(found, now), service="chat", subject=conversation_id)
+    updated = await chat.store.update_message(
+        conversation_id, message_id, user_id, change(now), [event]
     )
     if updated is None:
         raise ChatError("message-not-found", "No such message.", 404)
@@ -281,45 +322,3 @@ async def edit_message(
     view = updated.view()
     await chat.realtime.to_users("message", {"message": view}, conversation.member_ids)
     return view
-
-
-async def _own_message(
-    chat: Chat, user_id: str, conversation_id: str, message_id: str, verb: str
-) -> Any:
-    """The caller's own live message, else 404 (gone) or 403 (someone else's)."""
-    found = await chat.store.message(conversation_id, message_id)
-    if found is None or found.deleted:
-        raise ChatError("message-not-found", "No such message.", 404)
-    if found.sender_id != user_id:
-        raise forbidden(f"Only the sender {verb} a message.")
-    return found
-
-
-async def delete_message(
-    *, chat: Chat, user_id: str, conversation_id: str, message_id: str
-) -> None:
-    conversation = await _member_conversation(chat, user_id, conversation_id)
-    found = await _own_message(chat, user_id, conversation_id, message_id, "deletes")
-    now = utcnow()
-    event = new_envelope(
-        MessageDeleted(
-            message_id=message_id,
-            conversation_id=conversation_id,
-            seq=found.seq,
-            sender_id=user_id,
-            deleted_at=now,
-        ),
-        service="chat",
-        subject=conversation_id,
-    )
-    updated = await chat.store.update_message(
-        conversation_id,
-        message_id,
-        user_id,
-        {"$set": {"deleted": True, "body": "", "attachments": []}},
-        [event],
-    )
-    if updated is None:
-        raise ChatError("message-not-found", "No such message.", 404)
-    chat.published()
-    await chat.realtime.to_users("message", {"message": updated.view()}, conversation.member_ids)
