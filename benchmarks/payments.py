@@ -165,14 +165,13 @@ async def _store_floor(mongo_url: str, name: str) -> tuple[float, float, float]:
 async def _measure(amqp_url: str, scratch: Path) -> list[dict[str, Any]]:
     import aio_pika
     import aiohttp
-    import yaml
     from pymongo import AsyncMongoClient
 
-    from gateway_svc.settings import DEFAULT_ROUTES_FILE
     from switchyard.directory import UserDirectory
     from switchyard.envelope import utcnow
     from switchyard.mongo.embedded import EmbeddedMongo
     from switchyard.testing import JwksServer
+    from switchyard.testing.gateway import raised_limits_routes
     from switchyard.testing.servers import delete_exchange, free_port
 
     name = "bench" + uuid.uuid4().hex[:10]
@@ -211,11 +210,7 @@ async def _measure(amqp_url: str, scratch: Path) -> list[dict[str, Any]]:
         scratch / "payments.log",
     )
     # The shipped route table with quotas no benchmark reaches (every request still checked).
-    table = yaml.safe_load(DEFAULT_ROUTES_FILE.read_text())
-    for policy in table["rate_limits"].values():
-        policy["limit"] = 10**7
-    routes = scratch / "routes.yaml"
-    routes.write_text(yaml.safe_dump(table))
+    routes = raised_limits_routes(scratch, 10**7)
     gateway = ServiceProcess(
         ["-m", "gateway_svc"],
         {

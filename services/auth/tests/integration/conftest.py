@@ -25,10 +25,11 @@ from auth_svc.domain.clock import ManualClock
 from auth_svc.keys import AUTH_METRICS, DEPS
 from auth_svc.settings import AuthSettings
 from gateway_svc.app import create_app as create_gateway
-from gateway_svc.settings import DEFAULT_ROUTES_FILE, GatewaySettings
+from gateway_svc.settings import GatewaySettings
 from switchyard.bus import Consumer, Subscription
 from switchyard.envelope import Event
 from switchyard.testing import service_bus
+from switchyard.testing.gateway import raised_limits_table
 from switchyard.testing.servers import AppServer, free_port
 from switchyard.tokens import TokenVerifier
 
@@ -204,15 +205,6 @@ async def auth(
     server = await start_app(create_app(settings, clock=clock))
     async with aiohttp.ClientSession(server.url) as http:
         yield AuthClient(http, server, clock, settings, event_log)
-
-
-def raised_limits_table() -> dict[str, Any]:
-    """The production route table with every rate limit raised (the limits are the subject of
-    the gateway's own tests and of ``test_credential_limits``)."""
-    table: dict[str, Any] = yaml.safe_load(DEFAULT_ROUTES_FILE.read_text())
-    for policy in table["rate_limits"].values():
-        policy["limit"] = 1_000_000
-    return table
 
 
 def gateway_settings(

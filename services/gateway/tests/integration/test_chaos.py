@@ -24,11 +24,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 
 from gateway_svc.app import Gateway, create_app
-from gateway_svc.settings import DEFAULT_ROUTES_FILE, GatewaySettings
+from gateway_svc.settings import GatewaySettings
 from switchyard.testing import eventually, tap_events
+from switchyard.testing.gateway import gateway_namespace, raised_limits_routes
 from switchyard.testing.processes import ServiceProcess
 from switchyard.testing.servers import free_port
 
@@ -110,20 +110,12 @@ async def gateway_for(auth: Auth, overrides: dict[str, Any], tmp_path: Path) -> 
     """The production route table (its breaker defaults included) in front of ``auth``;
     only the rate limits are raised, so the door refuses nothing by policy. On the test's
     broker namespace (it follows auth's revocations there), admin listener on a free port."""
-    table = yaml.safe_load(DEFAULT_ROUTES_FILE.read_text())
-    for policy in table["rate_limits"].values():
-        policy["limit"] = 1_000_000
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(yaml.safe_dump(table))
-    namespace = ("amqp_url", "bus_exchange", "bus_queue_prefix", "internal_api_token")
     settings = GatewaySettings(
-        **{name: overrides[name] for name in namespace},
-        bus_queue_expires_ms=overrides["bus_queue_expires_ms"],
-        bus_queue_type=overrides["bus_queue_type"],
+        **gateway_namespace(overrides),
         environment="test",
         port=free_port(),
         admin_port=0,  # the admin listener on any free port (9080 may be a running suite's)
-        routes_file=routes,
+        routes_file=raised_limits_routes(tmp_path),
         auth_upstreams=[auth.url],
         jwks_url=auth.url + "/.well-known/jwks.json",
         auth_issuer=ISSUER,

@@ -195,29 +195,16 @@ async def gateway_in_front(
     Only the rate limits are raised: a fuzz run is hundreds of requests from one address,
     and the limits are the gateway's tests' subject. ``verifier`` replaces the gateway's
     token verifier (one on a test's clock)."""
-    import yaml as yaml_module
-
     from gateway_svc.app import create_app
-    from gateway_svc.settings import DEFAULT_ROUTES_FILE, GatewaySettings
+    from gateway_svc.settings import GatewaySettings
+    from switchyard.testing.gateway import gateway_namespace, raised_limits_routes
     from switchyard.testing.servers import free_port
 
-    table = yaml_module.safe_load(DEFAULT_ROUTES_FILE.read_text())
-    for policy in table["rate_limits"].values():
-        policy["limit"] = 1_000_000
     workdir = tempfile.mkdtemp(prefix="gateway-routes-")
-    routes = Path(workdir) / "routes.yaml"
-    routes.write_text(yaml_module.safe_dump(table))
+    routes = raised_limits_routes(Path(workdir))
     upstreams: dict[str, Any] = {f"{service}_upstreams": [service_url]}
-    namespace = (
-        "amqp_url",
-        "bus_exchange",
-        "bus_queue_prefix",
-        "bus_queue_expires_ms",
-        "bus_queue_type",
-        "internal_api_token",
-    )
     settings = GatewaySettings(
-        **{name: overrides[name] for name in namespace},
+        **gateway_namespace(overrides),
         environment="test",
         port=free_port(),
         admin_port=0,
