@@ -132,6 +132,15 @@ class ServiceSettings(BaseSettings):
         return self.mongo_database or self.service_name
 
     @model_validator(mode="after")
+    def _classic_queues_only_where_they_expire(self) -> ServiceSettings:
+        if self.bus_queue_type == "classic" and self.bus_queue_expires_ms is None:
+            raise ValueError(
+                "BUS_QUEUE_TYPE=classic is for throwaway namespaces whose queues expire "
+                "(BUS_QUEUE_EXPIRES_MS set): durable queues are quorum queues"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _reject_placeholder_secrets(self) -> ServiceSettings:
         if self.environment == "development" or self.environment == "test":
             return self

@@ -54,3 +54,12 @@ async def test_the_consumer_topology_declares_on_the_broker_with_each_type(
         for name in names:
             await cleanup.queue_delete(name)
         await connection.close()
+
+
+def test_classic_queues_are_refused_where_queues_do_not_expire() -> None:
+    with pytest.raises(ValueError, match="BUS_QUEUE_TYPE=classic"):
+        ServiceSettings(environment="development", bus_queue_type="classic")
+    settings = ServiceSettings(
+        environment="development", bus_queue_type="classic", bus_queue_expires_ms=60_000
+    )
+    assert settings.bus_queue_type == "classic"

@@ -83,22 +83,17 @@ def retry_queue_arguments(
     expires_ms: int | None = None,
     queue_type: QueueType = "quorum",
 ) -> dict[str, Any]:
-    return {
+    arguments = {
         **queue_arguments(expires_ms, queue_type),
         "x-message-ttl": max(1, int(delay_seconds * 1000)),
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": queue,
-        **_quorum_only(queue_type, {}),
         "x-overflow": "reject-publish",
     }
-
-
-def _quorum_only(queue_type: QueueType, arguments: dict[str, Any]) -> dict[str, Any]:
-    """``arguments`` plus at-least-once dead-lettering (quorum queues dead-letter at-most-once
-    unless told otherwise), for quorum queues; nothing for classic ones, which refuse both."""
-    if queue_type != "quorum":
-        return {}
-    return {**arguments, "x-dead-letter-strategy": "at-least-once"}
+    if queue_type == "quorum":  # classic queues refuse it
+        # Quorum queues dead-letter at-most-once unless told otherwise.
+        arguments["x-dead-letter-strategy"] = "at-least-once"
+    return arguments
 
 
 def consumer_queue_arguments(
@@ -109,14 +104,18 @@ def consumer_queue_arguments(
 ) -> dict[str, Any]:
     """``Q``: quorum, an explicit delivery limit, and ``Q.dlq`` as dead-letter target
     (at-least-once dead-lettering, which needs ``reject-publish`` overflow; no length
-    limit is set, so nothing is ever refused for it)."""
-    return {
+    limit is set, so nothing is ever refused for it). A classic queue (throwaway test
+    namespaces) gets neither the delivery limit nor the strategy: it refuses both."""
+    arguments = {
         **queue_arguments(expires_ms, queue_type),
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": dlq_name(queue),
-        **_quorum_only(queue_type, {"x-delivery-limit": delivery_limit}),
         "x-overflow": "reject-publish",
     }
+    if queue_type == "quorum":
+        arguments["x-delivery-limit"] = delivery_limit
+        arguments["x-dead-letter-strategy"] = "at-least-once"
+    return arguments
 
 
 def _count(value: Any, what: str) -> int:
