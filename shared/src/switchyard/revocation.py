@@ -112,7 +112,7 @@ class DenyList:
         self._by_user: dict[str, deque[str]] = {}
         self._live: dict[str, int] = {}  # live entries per user
         # Users (None: the entries of no known user) by their live entries, and the most
-        # anyone holds: at capacity, the first of the top tier loses an entry (O(1) to keep;
+        # anyone holds: at capacity, the last of the top tier loses an entry (O(1) to keep;
         # ordered dicts, as a plain dict's first key is slow to find after many deletions).
         self._tiers: dict[int, OrderedDict[str | None, None]] = {}
         self._top = 0
@@ -198,7 +198,8 @@ class DenyList:
     def _drop_from_the_largest(self) -> None:
         """Forget an entry of the user holding the most live entries: their oldest (of no
         known user: the one closest to its end)."""
-        user_id = next(iter(self._tiers[self._top]))
+        # the last to reach that many: an older entry is never dropped for a newer tie
+        user_id = next(reversed(self._tiers[self._top]))
         if user_id is not None:
             sessions = self._by_user[user_id]
             while sessions:

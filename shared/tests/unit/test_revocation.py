@@ -185,6 +185,10 @@ def test_at_capacity_many_accounts_flooding_never_evict_a_victims_one_entry(
     for number in range(300):
         deny.add(f"anon{number}", clock.now + 400 + number)
     assert "victim-session" in deny and len(deny) == 100
+    # and so do accounts of one entry each, however many: the last to get there loses it
+    for number in range(300):
+        deny.add(f"one{number}", clock.now + 700 + number, user_id=f"single-{number}")
+    assert "victim-session" in deny and len(deny) == 100
 
 
 def test_capacity_eviction_keeps_the_bookkeeping_whole() -> None:
