@@ -292,6 +292,22 @@ def _epoch(text: Any) -> float:
     return moment.timestamp()
 
 
+def _revoked_item(item: Any) -> tuple[str, float, str | None]:
+    """``(session id, expires at, user id or None)`` of an item of auth's list; ValueError
+    when it is malformed."""
+    if not isinstance(item, dict):
+        raise ValueError("a revoked session that is not an object")
+    session_id = item.get("session_id")
+    if not isinstance(session_id, str) or not session_id:
+        raise ValueError("a revoked session without a session_id")
+    user_id = item.get("user_id")
+    return (
+        session_id,
+        _epoch(item.get("expires_at")),
+        user_id if isinstance(user_id, str) and user_id else None,
+    )
+
+
 class RevocationFeed:
     """Keeps a :class:`DenyList` up to date from the bus and auth's list (see the module)."""
 
@@ -371,8 +387,14 @@ class RevocationFeed:
     def _spawn(self, work: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """Forget a finished task; an unexpected failure is logged, never lost."""
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a revocation feed task failed", exc_info=task.exception())
 
     # -- the bus ---------------------------------------------------------------------------
 
@@ -479,19 +501,21 @@ class RevocationFeed:
             if not isinstance(body, dict) or not isinstance(body.get("items"), list):
                 raise ValueError("auth's revoked-session list has an unexpected shape")
             for item in body["items"]:
-                session_id = item.get("session_id") if isinstance(item, dict) else None
-                if not isinstance(session_id, str) or not session_id:
-                    raise ValueError("a revoked session without a session_id")
-                user_id = item.get("user_id")
-                if self.deny_list.add(
-                    session_id,
-                    _epoch(item.get("expires_at")),
-                    user_id if isinstance(user_id, str) and user_id else None,
-                ):
+                try:
+                    session_id, expires_at, user_id = _revoked_item(item)
+                except ValueError as error:  # one bad item must not hide the others
+                    log.warning(
+                        "skipped a malformed item of auth's revoked-session list",
+                        extra={"error": str(error), "item": repr(item)[:200]},
+                    )
+                    continue
+                if self.deny_list.add(session_id, expires_at, user_id):
                     added += 1
             cursor = body.get("next_cursor")
             if not cursor:
                 return added
+            if not isinstance(cursor, str):
+                raise ValueError("auth's revoked-session list has a malformed next_cursor")
 
     async def _prune_forever(self) -> None:
         while True:
