@@ -36,7 +36,7 @@ import heapq
 import logging
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -86,8 +86,10 @@ class DenyList:
     Anyone can revoke sessions of their own (sign in, sign out) as fast as the limits let
     them, so the list bounds each user (``per_user``, default 1 % of ``capacity``): a user
     past it loses their own oldest entry, never someone else's (only their own revoked
-    sessions' tokens come back). At ``capacity`` the entry closest to its end is dropped
-    first: its token is the next to expire anyway. Both count in :attr:`evicted`.
+    sessions' tokens come back). At ``capacity`` the user holding the most live entries
+    loses their oldest (entries of no known user count as one more "user" and lose the one
+    closest to its end): however many accounts flood the list, a user with fewer entries
+    than each of them keeps theirs. Both count in :attr:`evicted`.
     """
 
     def __init__(
@@ -109,6 +111,14 @@ class DenyList:
         self._owner: dict[str, str] = {}
         self._by_user: dict[str, deque[str]] = {}
         self._live: dict[str, int] = {}  # live entries per user
+        # Users (None: the entries of no known user) by their live entries, and the most
+        # anyone holds: at capacity, the last of the top tier loses an entry (O(1) to keep;
+        # ordered dicts, as a plain dict's first key is slow to find after many deletions).
+        self._tiers: dict[int, OrderedDict[str | None, None]] = {}
+        self._top = 0
+        self._unowned: set[str] = set()
+        self._unowned_ends: list[tuple[float, str]] = []  # a heap, like _ends
+        self.capacity_evicted = 0
         self.leeway = leeway
         self.clock = clock
         self.entries: dict[str, float] = {}
@@ -134,19 +144,27 @@ class DenyList:
         if known is not None and known >= until:
             return False
         if known is None and user_id is not None:
-            self._own(session_id, user_id)
+            self._trim(user_id)
         if known is None and len(self.entries) >= self.capacity:
             self.prune(now)
             while len(self.entries) >= self.capacity:
-                self._drop_first()
+                self._drop_from_the_largest()
                 self.evicted += 1
-            if self.evicted and self.evicted % 1000 == 1:
-                log.warning(
-                    "the deny-list is full; dropping the sessions closest to expiry",
-                    extra={"capacity": self.capacity, "evicted": self.evicted},
-                )
+                self.capacity_evicted += 1
+                if self.capacity_evicted % 1000 == 1:
+                    log.warning(
+                        "the deny-list is full; dropping entries of the users holding the most",
+                        extra={"capacity": self.capacity, "evicted": self.capacity_evicted},
+                    )
+            ends = self._ends  # items of the entries just dropped, when on top: gone too
+            while ends and self.entries.get(ends[0][1]) != ends[0][0]:
+                heapq.heappop(ends)
         self.entries[session_id] = until
-        heapq.heappush(self._ends, (until, session_id))
+        self._push(self._ends, until, session_id, len(self.entries))
+        if known is None:
+            self._own(session_id, user_id)
+        if session_id in self._unowned:
+            self._push(self._unowned_ends, until, session_id, len(self._unowned))
         if known is None:
             for listener in self.listeners:
                 try:
@@ -166,19 +184,58 @@ class DenyList:
                 removed += 1
         return removed
 
-    def _drop_first(self) -> None:
-        while self._ends:
-            until, session_id = heapq.heappop(self._ends)
-            if self.entries.get(session_id) == until:
-                self._forget(session_id)
-                return
+    def _push(
+        self, heap: list[tuple[float, str]], until: float, session_id: str, live: int
+    ) -> None:
+        """Push onto ``heap``; once items of entries gone or extended (skipped when they come
+        up) outnumber the live ones, rebuild it from the live entries."""
+        heapq.heappush(heap, (until, session_id))
+        if len(heap) > 2 * live + 16:
+            ids = self._unowned if heap is self._unowned_ends else self.entries
+            heap[:] = [(self.entries[sid], sid) for sid in ids]
+            heapq.heapify(heap)
 
-    def _own(self, session_id: str, user_id: str) -> None:
-        """Note ``session_id`` (about to be added) as ``user_id``'s; past ``per_user`` live
-        entries, that user's oldest goes (its heap item is skipped when it comes up)."""
+    def _drop_from_the_largest(self) -> None:
+        """Forget an entry of the user holding the most live entries: their oldest (of no
+        known user: the one closest to its end)."""
+        # the last to reach that many: an older entry is never dropped for a newer tie
+        user_id = next(reversed(self._tiers[self._top]))
+        if user_id is not None:
+            sessions = self._by_user[user_id]
+            while sessions:
+                oldest = sessions.popleft()
+                if self._owner.get(oldest) == user_id:
+                    self._forget(oldest)
+                    return
+        else:
+            heap = self._unowned_ends
+            while heap:
+                until, session_id = heapq.heappop(heap)
+                if session_id in self._unowned and self.entries.get(session_id) == until:
+                    self._forget(session_id)
+                    return
+        raise AssertionError("the deny-list's bookkeeping lost an entry")  # pragma: no cover
+
+    def _move(self, user_id: str | None, before: int, after: int) -> None:
+        """Note that ``user_id`` now holds ``after`` live entries instead of ``before``."""
+        tiers = self._tiers
+        if before:
+            tier = tiers[before]
+            del tier[user_id]
+            if not tier:
+                del tiers[before]
+                if self._top == before and after < before:
+                    self._top = after
+        if after:
+            tiers.setdefault(after, OrderedDict())[user_id] = None
+            self._top = max(self._top, after)
+
+    def _trim(self, user_id: str) -> None:
+        """Make room for one more entry of ``user_id``: past ``per_user`` live entries, that
+        user's oldest goes (its heap item is skipped when it comes up)."""
         sessions = self._by_user.get(user_id)
         if sessions is None:
-            sessions = self._by_user[user_id] = deque()
+            return
         live = self._live.get(user_id, 0)
         if len(sessions) > 2 * live + 16:  # ids pruned meanwhile: drop them
             sessions = self._by_user[user_id] = deque(
@@ -190,21 +247,34 @@ class DenyList:
                 self._forget(oldest)
                 self.evicted += 1
                 live -= 1
-        sessions.append(session_id)
-        self._by_user[user_id] = sessions  # again: the user's last live entry may have gone
+
+    def _own(self, session_id: str, user_id: str | None) -> None:
+        """Note the newly added ``session_id`` as ``user_id``'s (None: no known user's)."""
+        if user_id is None:
+            self._unowned.add(session_id)
+            self._move(None, len(self._unowned) - 1, len(self._unowned))
+            return
+        self._by_user.setdefault(user_id, deque()).append(session_id)
         self._owner[session_id] = user_id
+        live = self._live.get(user_id, 0)
         self._live[user_id] = live + 1
+        self._move(user_id, live, live + 1)
 
     def _forget(self, session_id: str) -> None:
         del self.entries[session_id]
         user_id = self._owner.pop(session_id, None)
         if user_id is not None:
-            live = self._live[user_id] - 1
+            before = self._live[user_id]
+            live = before - 1
             if live:
                 self._live[user_id] = live
             else:
                 del self._live[user_id]
                 self._by_user.pop(user_id, None)
+            self._move(user_id, before, live)
+        elif session_id in self._unowned:
+            self._unowned.discard(session_id)
+            self._move(None, len(self._unowned) + 1, len(self._unowned))
 
 
 def revoked_sessions_url(jwks_url: str) -> str:
@@ -220,6 +290,22 @@ def _epoch(text: Any) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def _revoked_item(item: Any) -> tuple[str, float, str | None]:
+    """``(session id, expires at, user id or None)`` of an item of auth's list; ValueError
+    when it is malformed."""
+    if not isinstance(item, dict):
+        raise ValueError("a revoked session that is not an object")
+    session_id = item.get("session_id")
+    if not isinstance(session_id, str) or not session_id:
+        raise ValueError("a revoked session without a session_id")
+    user_id = item.get("user_id")
+    return (
+        session_id,
+        _epoch(item.get("expires_at")),
+        user_id if isinstance(user_id, str) and user_id else None,
+    )
 
 
 class RevocationFeed:
@@ -301,8 +387,14 @@ class RevocationFeed:
     def _spawn(self, work: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """Forget a finished task; an unexpected failure is logged, never lost."""
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a revocation feed task failed", exc_info=task.exception())
 
     # -- the bus ---------------------------------------------------------------------------
 
@@ -409,19 +501,21 @@ class RevocationFeed:
             if not isinstance(body, dict) or not isinstance(body.get("items"), list):
                 raise ValueError("auth's revoked-session list has an unexpected shape")
             for item in body["items"]:
-                session_id = item.get("session_id") if isinstance(item, dict) else None
-                if not isinstance(session_id, str) or not session_id:
-                    raise ValueError("a revoked session without a session_id")
-                user_id = item.get("user_id")
-                if self.deny_list.add(
-                    session_id,
-                    _epoch(item.get("expires_at")),
-                    user_id if isinstance(user_id, str) and user_id else None,
-                ):
+                try:
+                    session_id, expires_at, user_id = _revoked_item(item)
+                except ValueError as error:  # one bad item must not hide the others
+                    log.warning(
+                        "skipped a malformed item of auth's revoked-session list",
+                        extra={"error": str(error), "item": repr(item)[:200]},
+                    )
+                    continue
+                if self.deny_list.add(session_id, expires_at, user_id):
                     added += 1
             cursor = body.get("next_cursor")
             if not cursor:
                 return added
+            if not isinstance(cursor, str):
+                raise ValueError("auth's revoked-session list has a malformed next_cursor")
 
     async def _prune_forever(self) -> None:
         while True:

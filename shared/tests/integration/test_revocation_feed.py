@@ -226,3 +226,70 @@ async def test_while_the_broker_is_unreachable_auths_list_is_polled(
         await feed.stop()
         await bus.close()
         await proxy.close()
+
+
+async def test_malformed_items_of_auths_list_are_skipped_and_polling_goes_on(
+    jwks_server: JwksServer, settings_overrides: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A malformed item of auth's list is skipped with a warning: the valid ones are denied,
+    the start-up read completes and the polling during an outage keeps going."""
+    jwks_server.malformed_revoked.extend(
+        [
+            "not an object",
+            {"expires_at": "2030-01-01T00:00:00+00:00"},
+            {"session_id": "bad-time", "expires_at": 12},
+            {"session_id": "bad-text", "expires_at": "tomorrow"},
+        ]
+    )
+    jwks_server.revoke("valid-before", time.time() + 600)
+    broker_port = int(settings_overrides["amqp_url"].rsplit(":", 1)[1].strip("/"))
+    proxy = await TcpProxy("127.0.0.1", broker_port).start()
+    bus = service_bus(
+        settings_overrides, "payments", url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
+    )
+    await bus.connect()
+    feed = RevocationFeed(
+        bus,
+        DenyList(),
+        url=revoked_sessions_url(jwks_server.jwks_url),
+        token=TEST_INTERNAL_TOKEN,
+        fetch_retry_max=0.2,
+        poll_interval=0.2,
+    )
+    await feed.start()
+    try:
+        await until(feed.fetched.is_set)
+        assert "valid-before" in feed.deny_list and len(feed.deny_list) == 1
+        skipped = [r for r in caplog.records if "malformed item" in r.getMessage()]
+        assert len(skipped) >= 4
+        await proxy.cut()
+        for number in range(2):  # each read skips the same items and goes on
+            jwks_server.revoke(f"during-outage-{number}", time.time() + 600)
+            await until(lambda number=number: f"during-outage-{number}" in feed.deny_list)  # type: ignore[misc]
+        assert feed._polling is not None and not feed._polling.done()
+        await proxy.restore()
+    finally:
+        await feed.stop()
+        await bus.close()
+        await proxy.close()
+
+
+async def test_an_unexpected_failure_of_a_feed_task_is_logged(
+    settings_overrides: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    feed = RevocationFeed(
+        service_bus(settings_overrides, "payments"),
+        DenyList(),
+        url="http://127.0.0.1:9/",
+        token=None,
+    )
+
+    async def broken() -> None:
+        raise KeyError("a bug")
+
+    task = feed._spawn(broken())
+    await until(task.done)
+    await until(lambda: not feed._tasks)
+    failed = [r for r in caplog.records if r.getMessage() == "a revocation feed task failed"]
+    assert len(failed) == 1 and failed[0].exc_info is not None
+    assert isinstance(failed[0].exc_info[1], KeyError)

@@ -159,3 +159,63 @@ def test_one_entry_per_user_keeps_the_newest_and_the_bookkeeping_whole() -> None
     clock.now += 1_000
     assert deny.prune() == 2
     assert not deny.entries and not deny._live and not deny._by_user and not deny._owner
+
+
+@pytest.mark.parametrize("attackers", [10, 11, 50])
+def test_at_capacity_many_accounts_flooding_never_evict_a_victims_one_entry(
+    attackers: int,
+) -> None:
+    """capacity // per_user accounts (or more), each at its per-user share, fill the list: at
+    capacity the account holding the most loses its oldest entry, never the victim's one."""
+    clock = Clock()
+    deny = DenyList(capacity=100, per_user=10, leeway=0, clock=clock)
+    deny.add("victim-session", clock.now + 300, user_id="victim")
+    for number in range(20 * attackers):
+        deny.add(f"m{number}", clock.now + 600 + number, user_id=f"mallory-{number % attackers}")
+    assert "victim-session" in deny
+    assert len(deny) == 100
+    assert (
+        max(deny._live.values())
+        - min(count for user, count in deny._live.items() if user != "victim")
+        <= 1
+    )
+    assert deny.capacity_evicted > 0
+    assert deny.evicted == 20 * attackers + 1 - 100
+    # entries of no known user count as one more "user": the victim's one stays too
+    for number in range(300):
+        deny.add(f"anon{number}", clock.now + 400 + number)
+    assert "victim-session" in deny and len(deny) == 100
+    # and so do accounts of one entry each, however many: the last to get there loses it
+    for number in range(300):
+        deny.add(f"one{number}", clock.now + 700 + number, user_id=f"single-{number}")
+    assert "victim-session" in deny and len(deny) == 100
+
+
+def test_capacity_eviction_keeps_the_bookkeeping_whole() -> None:
+    clock = Clock()
+    deny = DenyList(capacity=20, per_user=5, leeway=0, clock=clock)
+    for number in range(500):
+        user = None if number % 7 == 0 else f"u{number % 9}"
+        deny.add(f"s{number}", clock.now + 100 + (number * 37) % 400, user_id=user)
+        assert len(deny) <= 20
+        assert sum(deny._live.values()) + len(deny._unowned) == len(deny)
+        assert set(deny._owner) | deny._unowned == set(deny.entries)
+        counts = [*deny._live.values(), len(deny._unowned)]
+        assert deny._top == max(counts)
+        assert {tier for tier, users in deny._tiers.items() if users} == {c for c in counts if c}
+    clock.now += 1_000
+    deny.prune()
+    assert not deny.entries and not deny._live and not deny._unowned and not deny._tiers
+
+
+def test_heap_items_of_entries_evicted_per_user_stay_bounded() -> None:
+    """A user past their share loses entries that are not next to expire: their heap items
+    stay until compacted, never more than twice the live entries (plus a little)."""
+    clock = Clock()
+    deny = DenyList(capacity=1000, per_user=2, leeway=0, clock=clock)
+    deny.add("long", clock.now + 100_000, user_id="someone")
+    for number in range(5_000):
+        deny.add(f"s{number}", clock.now + 10_000 - number, user_id="flooder")
+        assert len(deny._ends) <= 2 * len(deny) + 16 + 1
+        assert len(deny._unowned_ends) <= 2 * len(deny._unowned) + 16 + 1
+    assert set(deny.entries) == {"long", "s4998", "s4999"}

@@ -15,7 +15,9 @@ request of one route, status, upstream and verdict, so it is encoded once and ca
 thread sends the batches (``OTEL_BSP_SCHEDULE_DELAY`` ms apart, default 1000, or as soon
 as ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, default 512, are waiting; at most
 ``OTEL_BSP_MAX_QUEUE_SIZE``, default 8192, wait — beyond that spans are dropped and
-counted), with ``OTEL_EXPORTER_OTLP_HEADERS`` and ``OTEL_EXPORTER_OTLP_TIMEOUT``.
+counted), with ``OTEL_EXPORTER_OTLP_HEADERS`` and ``OTEL_EXPORTER_OTLP_TIMEOUT``. An
+endpoint or header http.client could not use is refused at start-up (naming the variable);
+an unexpected error in the thread is logged and counted, and the thread goes on.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import http.client
 import logging
 import os
+import re
 import struct
 import threading
 import time
@@ -91,12 +94,46 @@ def _attributes(number: int, attributes: dict[str, Scalar]) -> bytes:
     return b"".join(_field(number, _key_value(key, value)) for key, value in attributes.items())
 
 
+# RFC 9110 token characters: what a header name may hold.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_ENDPOINT_VARIABLES = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT"
+_HEADER_VARIABLES = "OTEL_EXPORTER_OTLP_TRACES_HEADERS / OTEL_EXPORTER_OTLP_HEADERS"
+
+
+def _endpoint(url: str) -> urllib.parse.SplitResult:
+    """The collector's URL, split; ValueError naming the variables when it is unusable."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        parts.port  # noqa: B018  (raises ValueError for a port that is not one)
+    except ValueError as error:
+        raise ValueError(f"{_ENDPOINT_VARIABLES}: {url!r} has a bad port ({error})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{_ENDPOINT_VARIABLES}: {url!r} is not an http(s) URL with a host")
+    return parts
+
+
+def _headers(headers: dict[str, str]) -> dict[str, str]:
+    """``headers``, when each is one http.client can send; else ValueError naming the
+    variables (the name, never the value: it is often a credential)."""
+    for name, value in headers.items():
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"{_HEADER_VARIABLES}: {name!r} is not a valid header name")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(f"{_HEADER_VARIABLES}: the value of {name!r} is not latin-1") from None
+        if any(char in value for char in "\r\n\0"):
+            raise ValueError(f"{_HEADER_VARIABLES}: the value of {name!r} has a line break or NUL")
+    return headers
+
+
 class SpanRecorder:
     """Encodes the gateway's server spans and sends them in batches (see the module)."""
 
     def __init__(self, service: str, url: str, headers: dict[str, str] | None = None) -> None:
-        self.url = urllib.parse.urlsplit(url)
-        self.headers = {"Content-Type": "application/x-protobuf", **(headers or {})}
+        # Refused here, at start-up: in the thread they would only drop every span.
+        self.url = _endpoint(url)
+        self.headers = {"Content-Type": "application/x-protobuf", **_headers(headers or {})}
         self.timeout = float(os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT", "10"))
         self.delay = float(os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "1000")) / 1000
         self.batch_size = int(os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "512"))
@@ -114,13 +151,22 @@ class SpanRecorder:
         self._tails: dict[tuple[object, ...], bytes] = {}
         # Appended by the event loop, taken by the thread (deque: both ends are atomic).
         self.pending: deque[bytes] = deque()
-        self.dropped = 0
+        # Each counter has one writer: spans refused with the queue full (the event loop),
+        # spans the thread could not send (see :attr:`dropped` for both).
+        self.dropped_full = 0
+        self.dropped_unsent = 0
         self.exported = 0
+        self.export_failures = 0  # unexpected errors of the thread (logged, then it goes on)
         self._wake = threading.Event()
         self._stopping = False
         self._connection: http.client.HTTPConnection | None = None
         self._thread = threading.Thread(target=self._run, name="gateway-spans", daemon=True)
         self._thread.start()
+
+    @property
+    def dropped(self) -> int:
+        """The spans dropped: refused with the queue full plus those that could not be sent."""
+        return self.dropped_full + self.dropped_unsent
 
     @classmethod
     def from_environment(cls, service: str) -> SpanRecorder | None:
@@ -171,7 +217,7 @@ class SpanRecorder:
             return
         pending = self.pending
         if len(pending) >= self.max_queue:
-            self.dropped += 1
+            self.dropped_full += 1
             return
         decision = exchange.decision
         upstream = exchange.upstream
@@ -247,7 +293,14 @@ class SpanRecorder:
         pending = self.pending
         while pending:
             take = pending.popleft
-            self._send([take() for _ in range(min(len(pending), self.batch_size))])
+            spans = [take() for _ in range(min(len(pending), self.batch_size))]
+            try:
+                self._send(spans)
+            except Exception:  # a bug must not end the thread: every later span would be lost
+                self.export_failures += 1
+                self.dropped_unsent += len(spans)
+                self._disconnect()
+                log.exception("exporting spans failed unexpectedly", extra={"spans": len(spans)})
 
     def _send(self, spans: list[bytes]) -> None:
         scope_spans = self._scope + b"".join(_field(2, span) for span in spans)
@@ -270,13 +323,16 @@ class SpanRecorder:
                 raise OSError(f"the collector answered {response.status}")
             self.exported += len(spans)
         except (OSError, http.client.HTTPException) as error:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-            self.dropped += len(spans)
+            self._disconnect()
+            self.dropped_unsent += len(spans)
             log.warning(
                 "could not export spans", extra={"spans": len(spans), "error": repr(error)[:200]}
             )
+
+    def _disconnect(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     def close(self) -> None:
         """Export what is still waiting, then stop the thread."""

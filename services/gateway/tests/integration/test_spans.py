@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from gateway_svc.spans import SpanRecorder
 from switchyard.testing import eventually
 from switchyard.testing.otlp import OtlpReceiver, ReceivedSpan
 
@@ -102,3 +103,52 @@ async def test_without_an_endpoint_nothing_is_recorded_and_the_traceparent_passe
     status, _, _ = await raw_request(gateway.port, "GET", "/public/a", {"traceparent": INCOMING})
     assert status == 200
     assert upstream.hits[-1]["headers"]["traceparent"] == INCOMING
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "refusal"),
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:notaport", "bad port"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://127.0.0.1:4318", "not an http\\(s\\) URL"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=secret%0Aevil", "line break"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "bad name=1", "not a valid header name"),
+    ],
+)
+def test_a_bad_otlp_endpoint_or_header_is_refused_at_start_up_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, refusal: str
+) -> None:
+    """In the export thread these would drop every span silently: refused at start-up."""
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=refusal) as refused:
+        SpanRecorder.from_environment("gateway")
+    assert variable in str(refused.value)
+    assert "secret" not in str(refused.value)
+
+
+async def test_an_unexpected_export_error_is_logged_counted_and_the_thread_goes_on(
+    make_gateway: GatewayFactory,
+    upstream: Upstream,
+    receiver: OtlpReceiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gateway = await make_gateway(route_table(upstream.url))
+    spans = gateway.spans
+    assert spans is not None
+    spans.headers["X-Broken"] = "a\nb"  # what http.client refuses with a ValueError
+    status, _, _ = await raw_request(gateway.port, "GET", "/public/a", {"traceparent": INCOMING})
+    assert status == 200
+
+    async def failed() -> bool:
+        return spans.export_failures >= 1
+
+    await eventually(failed, timeout=10)
+    assert spans.dropped >= 1 and spans.dropped_unsent >= 1
+    assert any(r.getMessage() == "exporting spans failed unexpectedly" for r in caplog.records)
+    del spans.headers["X-Broken"]
+    status, _, _ = await raw_request(gateway.port, "GET", "/public/b", {"traceparent": INCOMING})
+    assert status == 200
+    (span,) = await spans_of(receiver, 1)  # the thread still exports
+    assert span.trace_id == TRACE_ID

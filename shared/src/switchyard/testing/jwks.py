@@ -57,6 +57,7 @@ class JwksServer(AppServer):
         self.internal_token = internal_token
         self.revoked: dict[str, tuple[str, float]] = {}  # session id -> (user id, expires at)
         self.revoked_reads = 0
+        self.malformed_revoked: list[Any] = []  # listed too, before the well-formed items
         app = web.Application()
         app.router.add_get(JWKS_PATH, self._serve)
         app.router.add_get(REVOKED_SESSIONS_PATH, self._serve_revoked)
@@ -94,7 +95,7 @@ class JwksServer(AppServer):
         if request.headers.get("Authorization") != f"Bearer {self.internal_token}":
             return web.json_response({"title": "Unauthorized"}, status=401)
         self.revoked_reads += 1
-        items = [
+        items = self.malformed_revoked + [
             {
                 "user_id": user_id,
                 "session_id": session_id,
