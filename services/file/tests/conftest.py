@@ -123,6 +123,7 @@ async def start_gateway(file_url: str, keys_server: JwksServer, **overrides: Any
     )
     gateway = create_gateway(settings)
     await gateway.start()
+    await gateway.revocations_read()  # it takes bearer tokens from then on
     return gateway
 
 

@@ -262,11 +262,7 @@ async def start_door(
         gateway = create_gateway(settings)
         await gateway.start()
         started.append(gateway)
-
-        async def read() -> bool:
-            return gateway.revocations.fetched.is_set()
-
-        await eventually(read, timeout=10)
+        await gateway.revocations_read(timeout=10)
         return Gate(gateway, hits)
 
     yield start

@@ -124,6 +124,7 @@ class Gateway:
         self._server: asyncio.AbstractServer | None = None
         self._admin_server: asyncio.AbstractServer | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._taking_tokens = asyncio.Event()  # set with admission.revocations_known
         self.port = settings.port
         self.admin_port = settings.admin_port
 
@@ -196,6 +197,7 @@ class Gateway:
             lambda: ClientConnection(admin_context), sock=admin_sock
         )
         self._ticker = asyncio.create_task(self._tick(), name="gateway-tick")
+        self.spawn(self._note_revocations_read())
         log.info(
             "gateway listening",
             extra={"url": self.url, "admin": self.admin_url, "routes": len(self.table.routes)},
@@ -236,6 +238,18 @@ class Gateway:
         for server in (self._server, self._admin_server):
             if server is not None:
                 await server.wait_closed()
+
+    async def _note_revocations_read(self) -> None:
+        """Until its first read of auth's revoked sessions the worker takes no token (503):
+        it could not tell a revoked session's token from a live one (a plain bool after)."""
+        await self.revocations.fetched.wait()
+        self.admission.revocations_known = True
+        self._taking_tokens.set()
+        log.info("revoked sessions read; taking bearer tokens")
+
+    async def revocations_read(self, timeout: float = 15.0) -> None:
+        """Wait until this gateway takes bearer tokens (tests and benchmarks, after start())."""
+        await asyncio.wait_for(self._taking_tokens.wait(), timeout)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a slow-path step in a task; its failure is logged, never lost."""

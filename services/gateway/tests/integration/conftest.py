@@ -261,6 +261,8 @@ async def make_gateway(
         gateway = create_app(GatewaySettings(**options))
         await gateway.start()
         started.append(gateway)
+        if "revoked_sessions_url" not in overrides:
+            await gateway.revocations_read()  # it takes bearer tokens from then on
         return gateway
 
     yield make

@@ -125,6 +125,7 @@ async def gateway_for(auth: Auth, overrides: dict[str, Any], tmp_path: Path) -> 
     )
     gateway = create_app(settings)
     await gateway.start()
+    await gateway.revocations_read()  # it takes bearer tokens from then on
     return gateway
 
 

@@ -14,7 +14,9 @@ import aiohttp
 
 from switchyard.envelope import new_envelope
 from switchyard.events.auth import SessionRevoked
-from switchyard.testing import service_bus
+from switchyard.problems import problem_type
+from switchyard.revocation import REVOKED_SESSIONS_PATH
+from switchyard.testing import TcpProxy, service_bus
 
 from .conftest import AUDIENCE, ISSUER, Keys, Upstream, route_table
 
@@ -54,9 +56,12 @@ async def test_every_worker_refuses_a_revoked_session(
     live = keys.token("u1", claims={"sid": "live-session"})
     ended = keys.token("u1", claims={"sid": "ended-before-start"})
 
-    accepted, workers = await statuses(url, live, 20)
-    assert accepted == [200] * 20
-    assert len(workers) == 2  # both workers are up, their queues bound
+    # A worker takes tokens once it has read auth's list (503 until then, a moment).
+    deadline = time.monotonic() + 15
+    while (accepted := await statuses(url, live, 20))[0] != [200] * 20:
+        assert set(accepted[0]) <= {200, 503}, accepted
+        assert time.monotonic() < deadline, "a worker never read the revoked sessions"
+    assert len(accepted[1]) == 2  # both workers are up, their queues bound
     refused, _ = await statuses(url, ended, 10)  # auth's list, read at start-up
     assert refused == [401] * 10
 
@@ -112,3 +117,42 @@ async def test_a_gateway_blind_to_revocations_is_not_ready(
                     break
             assert time.monotonic() < deadline, body
         assert body["checks"] == {"jwks": "ok", "revocations": "ok"}
+
+
+async def test_a_worker_takes_no_token_before_it_has_read_the_revoked_sessions(
+    make_gateway: Any, upstream: Upstream, keys: Keys
+) -> None:
+    """Whichever worker a connection lands on must not accept a token of a session revoked
+    before it started: until its first read of auth's list, a bearer token gets 503
+    ``revocations-unknown`` (Retry-After), while public routes serve; then the list counts."""
+    keys.revoke("ended-before-start", time.time() + 600)
+    proxy = await TcpProxy("127.0.0.1", keys.port).start()
+    await proxy.cut()  # auth's list unreachable
+    gateway = await make_gateway(
+        route_table(upstream.url),
+        revoked_sessions_url=f"http://127.0.0.1:{proxy.port}{REVOKED_SESSIONS_PATH}",
+    )
+    live = {"Authorization": "Bearer " + keys.token("u1", claims={"sid": "live-session"})}
+    ended = {"Authorization": "Bearer " + keys.token("u1", claims={"sid": "ended-before-start"})}
+    try:
+        async with aiohttp.ClientSession() as session:
+            for headers in (live, ended):
+                async with session.get(gateway.url + "/api/v1/chat/c", headers=headers) as response:
+                    assert response.status == 503
+                    assert response.headers["Retry-After"] == "1"
+                    assert response.content_type == "application/problem+json"
+                    body = await response.json(content_type=None)
+                    assert body["type"] == problem_type("revocations-unknown")
+            async with session.get(gateway.url + "/small/x") as response:
+                assert response.status == 200  # a public route serves without a token
+            assert upstream.count("/api/v1/chat/c") == 0
+
+            await proxy.restore()
+            await gateway.revocations_read()
+            async with session.get(gateway.url + "/api/v1/chat/c", headers=live) as response:
+                assert response.status == 200
+            async with session.get(gateway.url + "/api/v1/chat/c", headers=ended) as response:
+                assert response.status == 401
+            assert upstream.count("/api/v1/chat/c") == 1
+    finally:
+        await proxy.close()

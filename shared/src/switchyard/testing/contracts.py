@@ -218,6 +218,7 @@ async def gateway_in_front(
     )
     gateway = create_app(settings, verifier=verifier)
     await gateway.start()
+    await gateway.revocations_read()  # it takes bearer tokens from then on
     try:
         yield gateway.url
     finally:

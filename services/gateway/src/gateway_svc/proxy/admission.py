@@ -5,7 +5,8 @@ audience, the CORS allow-list and the rate limit.
 from a cache, the local rate-limit table is in memory) and returns
 
 - :data:`ADMITTED`: forward the request;
-- a :class:`~gateway_svc.proxy.responses.Refusal`: answer it (401, 403, 429);
+- a :class:`~gateway_svc.proxy.responses.Refusal`: answer it (401, 403, 429, or 503 while the worker has
+  not read auth's revoked sessions yet: it takes no bearer token until then);
 - a :class:`Pending`: the verdict needs a wait (a JWKS refetch for an unknown key
   id, or the Redis limiter): :meth:`Admission.admit_slowly` finishes it in a task.
 
@@ -84,6 +85,14 @@ ORIGIN_NOT_ALLOWED: Final = Refusal(
     403, "This origin is not allowed.", slug="cors-origin-not-allowed"
 )
 NO_TOKEN = "This route needs a bearer access token."
+# A worker that has not read auth's revoked-session list yet cannot tell a revoked session's
+# token from a live one: it takes no token until then (public routes serve without one).
+REVOCATIONS_UNKNOWN: Final = Refusal(
+    503,
+    "This gateway worker has not read the revoked sessions yet; retry shortly.",
+    slug="revocations-unknown",
+    headers=b"Retry-After: 1\r\n",
+)
 
 
 class Admission:
@@ -102,6 +111,8 @@ class Admission:
         self.metrics = metrics
         # With Redis: accounts whose limit is spent, until when (time.monotonic()).
         self.held: dict[bytes, float] = {}
+        # Set once, after this worker's first complete read of auth's revoked sessions.
+        self.revocations_known = False
 
     def preflight(
         self, origin: bytes, requested_headers: bytes | None
@@ -117,6 +128,8 @@ class Admission:
         authorization = exchange.authorization
         token = bearer_token(authorization) if authorization is not None else None
         if token is not None:
+            if not self.revocations_known:
+                return REVOCATIONS_UNKNOWN
             try:
                 caller = exchange.caller = self.tokens.verify(token)
             except InvalidToken as error:
