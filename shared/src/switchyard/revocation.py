@@ -361,10 +361,23 @@ class RevocationFeed:
         self._consumer_tag = await queue.consume(self._on_message)
         connection.reconnect_callbacks.add(self._on_reconnect)
         connection.close_callbacks.add(self._on_connection_lost)
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT))
+        self._open_session()
         self.refetch()
         self._spawn(self._prune_forever())
         log.info("following session revocations", extra={"queue": self.queue_name})
+
+    def poll_until_started(self) -> None:
+        """For a process that serves before :meth:`start` (the broker may be down): read
+        auth's list now (retried until it succeeds, ``fetched`` set then) and every
+        ``poll_interval`` seconds until :meth:`start` has a connected queue."""
+        self._open_session()
+        self.refetch()
+        self._on_connection_lost()
+
+    def _open_session(self) -> None:
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT)
+            self._session = aiohttp.ClientSession(timeout=timeout)
 
     async def stop(self) -> None:
         if self._connection is not None:
@@ -432,11 +445,10 @@ class RevocationFeed:
             self._polling = self._spawn(self._poll_while_disconnected())
 
     async def _poll_while_disconnected(self) -> None:
-        connection = self._connection
-        assert connection is not None
         while True:
             await asyncio.sleep(self.poll_interval)
-            if connection.connected.is_set():
+            connection = self._connection  # None before start() (poll_until_started)
+            if connection is not None and connection.connected.is_set():
                 return  # the reconnection reads the list once more (_on_reconnect)
             try:
                 added = await self.fetch()

@@ -36,6 +36,7 @@ from gateway_svc.settings import GatewaySettings
 from gateway_svc.spans import SpanRecorder
 from switchyard.authn import token_verifier
 from switchyard.bus.app import bus_for
+from switchyard.bus.connection import TRANSIENT_ERRORS
 from switchyard.metrics import Metrics, MetricsRegistry
 from switchyard.revocation import RevocationFeed, deny_list_for, feed_for
 from switchyard.tokens import TokenVerifier
@@ -43,6 +44,7 @@ from switchyard.tokens import TokenVerifier
 log = logging.getLogger("gateway")
 
 TICK_SECONDS = 0.1
+BUS_RETRY_SECONDS = 1.0  # between attempts to reach the broker (each retries 30 s itself)
 LINGER_SECONDS = 2.0  # a closed client connection drains what the client still sends
 
 
@@ -125,6 +127,7 @@ class Gateway:
         self._admin_server: asyncio.AbstractServer | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._taking_tokens = asyncio.Event()  # set with admission.revocations_known
+        self._queue_bound = asyncio.Event()  # the revocation queue hears the bus
         self.port = settings.port
         self.admin_port = settings.admin_port
 
@@ -184,8 +187,9 @@ class Gateway:
         context = self.context = self._proxy_context(loop)
         admin_context = dataclasses.replace(context, local_paths=LOCAL_PATHS, proxies=False)
         await self.verifier.start()
-        await self.bus.connect()
-        await self.revocations.start()
+        # The broker only feeds revocations here: the gateway serves without it (auth's list
+        # read over HTTP every few seconds meanwhile), connecting in the background.
+        self.revocations.poll_until_started()
         if sock is None:
             sock = listen_socket(self.settings.host, self.settings.port)
         self.port = sock.getsockname()[1]
@@ -198,6 +202,7 @@ class Gateway:
         )
         self._ticker = asyncio.create_task(self._tick(), name="gateway-tick")
         self.spawn(self._note_revocations_read())
+        self.spawn(self._follow_revocations())
         log.info(
             "gateway listening",
             extra={"url": self.url, "admin": self.admin_url, "routes": len(self.table.routes)},
@@ -239,6 +244,26 @@ class Gateway:
             if server is not None:
                 await server.wait_closed()
 
+    async def _follow_revocations(self) -> None:
+        """Connect the bus and start the revocation queue, retrying until the broker is
+        there (each attempt retries for 30 s itself); cancelled by :meth:`stop`."""
+        connected = False
+        while True:
+            try:
+                if not connected:
+                    await self.bus.connect()
+                    connected = True
+                await self.revocations.start()
+            except TRANSIENT_ERRORS as error:
+                log.warning(
+                    "the broker is unreachable; reading revocations over HTTP, retrying",
+                    extra={"error": repr(error)[:300], "retry_in": BUS_RETRY_SECONDS},
+                )
+                await asyncio.sleep(BUS_RETRY_SECONDS)
+            else:
+                self._queue_bound.set()
+                return
+
     async def _note_revocations_read(self) -> None:
         """Until its first read of auth's revoked sessions the worker takes no token (503):
         it could not tell a revoked session's token from a live one (a plain bool after)."""
@@ -247,9 +272,13 @@ class Gateway:
         self._taking_tokens.set()
         log.info("revoked sessions read; taking bearer tokens")
 
-    async def revocations_read(self, timeout: float = 15.0) -> None:
-        """Wait until this gateway takes bearer tokens (tests and benchmarks, after start())."""
-        await asyncio.wait_for(self._taking_tokens.wait(), timeout)
+    async def revocations_read(self, timeout: float = 15.0, *, queue: bool = True) -> None:
+        """Wait until this gateway takes bearer tokens and (``queue``) its revocation queue
+        hears the bus (tests and benchmarks, after start())."""
+        async with asyncio.timeout(timeout):
+            await self._taking_tokens.wait()
+            if queue:
+                await self._queue_bound.wait()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a slow-path step in a task; its failure is logged, never lost."""

@@ -261,7 +261,7 @@ async def make_gateway(
         gateway = create_app(GatewaySettings(**options))
         await gateway.start()
         started.append(gateway)
-        if "revoked_sessions_url" not in overrides:
+        if not {"revoked_sessions_url", "amqp_url"} & overrides.keys():  # not cut off
             await gateway.revocations_read()  # it takes bearer tokens from then on
         return gateway
 

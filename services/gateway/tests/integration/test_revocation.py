@@ -6,6 +6,7 @@ queue, so whichever worker a connection lands on refuses the session's tokens.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from switchyard.events.auth import SessionRevoked
 from switchyard.problems import problem_type
 from switchyard.revocation import REVOKED_SESSIONS_PATH
 from switchyard.testing import TcpProxy, service_bus
+from switchyard.testing.servers import free_port
 
 from .conftest import AUDIENCE, ISSUER, Keys, Upstream, route_table
 
@@ -36,6 +38,29 @@ async def statuses(url: str, token: str, count: int) -> tuple[list[int], set[str
             seen.append(response.status)
             workers.add(response.headers["X-Request-ID"][:16])
     return seen, workers
+
+
+async def announce_revoked(bus_settings: dict[str, Any], session_id: str) -> None:
+    """Publish ``auth.session.revoked`` for ``session_id`` (as auth would; not listed)."""
+    publisher = service_bus({**bus_settings, "bus_retry_delays": [0.2]}, "auth")
+    await publisher.connect()
+    try:
+        now = datetime.now(UTC)
+        await publisher.publish(
+            new_envelope(
+                SessionRevoked(
+                    user_id="u1",
+                    session_id=session_id,
+                    expires_at=now + timedelta(minutes=15),
+                    revoked_at=now,
+                    reason="logout_all",
+                ),
+                service="auth",
+                subject="u1",
+            )
+        )
+    finally:
+        await publisher.close()
 
 
 async def test_every_worker_refuses_a_revoked_session(
@@ -65,25 +90,14 @@ async def test_every_worker_refuses_a_revoked_session(
     refused, _ = await statuses(url, ended, 10)  # auth's list, read at start-up
     assert refused == [401] * 10
 
-    publisher = service_bus({**bus_settings, "bus_retry_delays": [0.2]}, "auth")
-    await publisher.connect()
-    try:
-        now = datetime.now(UTC)
-        await publisher.publish(
-            new_envelope(
-                SessionRevoked(
-                    user_id="u1",
-                    session_id="live-session",
-                    expires_at=now + timedelta(minutes=15),
-                    revoked_at=now,
-                    reason="logout_all",
-                ),
-                service="auth",
-                subject="u1",
-            )
-        )
-    finally:
-        await publisher.close()
+    # The workers connect to the broker in the background: a first revocation, announced
+    # only on the bus, shows both queues are bound (the timed one follows).
+    probe = keys.token("u1", claims={"sid": "probe-session"})
+    await announce_revoked(bus_settings, "probe-session")
+    deadline = time.monotonic() + 15
+    while (await statuses(url, probe, 10))[0] != [401] * 10:
+        assert time.monotonic() < deadline, "a worker never heard the bus"
+    await announce_revoked(bus_settings, "live-session")
     published = time.monotonic()
     while (await statuses(url, live, 1))[0] != [401]:
         assert time.monotonic() - published < REFUSE_WITHIN, "still accepted"
@@ -156,3 +170,35 @@ async def test_a_worker_takes_no_token_before_it_has_read_the_revoked_sessions(
             assert upstream.count("/api/v1/chat/c") == 1
     finally:
         await proxy.close()
+
+
+async def test_a_gateway_starts_and_follows_revocations_while_the_broker_is_down(
+    make_gateway: Any, upstream: Upstream, keys: Keys
+) -> None:
+    """The broker only feeds revocations: with it down the gateway still starts and serves,
+    public routes at once, tokens once auth's list was read over HTTP, and a revocation
+    listed afterwards is refused through polling (every 2 s) until the broker is back."""
+    keys.revoke("ended-before-start", time.time() + 600)
+    gateway = await make_gateway(
+        route_table(upstream.url), amqp_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    )
+    live = {"Authorization": "Bearer " + keys.token("u1", claims={"sid": "live-session"})}
+    ended = {"Authorization": "Bearer " + keys.token("u1", claims={"sid": "ended-before-start"})}
+    url = gateway.url + "/api/v1/chat/c"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(gateway.url + "/small/x") as response:
+            assert response.status == 200
+        await gateway.revocations_read(queue=False)
+        async with session.get(url, headers=live) as response:
+            assert response.status == 200
+        async with session.get(url, headers=ended) as response:
+            assert response.status == 401
+        keys.revoke("live-session", time.time() + 600)
+        deadline = time.monotonic() + 15
+        while True:
+            async with session.get(url, headers=live) as response:
+                if response.status == 401:
+                    break
+                assert response.status == 200
+            assert time.monotonic() < deadline, "the revocation was never polled"
+            await asyncio.sleep(0.2)
