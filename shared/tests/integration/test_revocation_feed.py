@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -194,12 +195,12 @@ async def test_after_a_broker_outage_the_list_is_read_again(
         await proxy.close()
 
 
-async def test_while_the_broker_is_unreachable_auths_list_is_polled(
+@asynccontextmanager
+async def feed_behind_a_proxy(
     jwks_server: JwksServer, settings_overrides: dict[str, Any]
-) -> None:
-    """No queue hears announcements while the connection is down, however long the outage:
-    the feed reads auth's list every ``poll_interval`` meanwhile, so a session revoked during
-    a broker outage is refused within seconds, not only once the broker is back."""
+) -> AsyncIterator[tuple[RevocationFeed, TcpProxy]]:
+    """A started feed reading ``jwks_server``'s list every 0.2 s, its broker connection
+    through a proxy the test can cut."""
     broker_port = int(settings_overrides["amqp_url"].rsplit(":", 1)[1].strip("/"))
     proxy = await TcpProxy("127.0.0.1", broker_port).start()
     bus = service_bus(
@@ -216,16 +217,26 @@ async def test_while_the_broker_is_unreachable_auths_list_is_polled(
     )
     await feed.start()
     try:
+        yield feed, proxy
+    finally:
+        await feed.stop()
+        await bus.close()
+        await proxy.close()
+
+
+async def test_while_the_broker_is_unreachable_auths_list_is_polled(
+    jwks_server: JwksServer, settings_overrides: dict[str, Any]
+) -> None:
+    """No queue hears announcements while the connection is down, however long the outage:
+    the feed reads auth's list every ``poll_interval`` meanwhile, so a session revoked during
+    a broker outage is refused within seconds, not only once the broker is back."""
+    async with feed_behind_a_proxy(jwks_server, settings_overrides) as (feed, proxy):
         await until(feed.fetched.is_set)
         await proxy.cut()
         jwks_server.revoke("during-outage", time.time() + 600)
         await until(lambda: "during-outage" in feed.deny_list)
         assert feed._connection is not None and not feed._connection.connected.is_set()
         await proxy.restore()
-    finally:
-        await feed.stop()
-        await bus.close()
-        await proxy.close()
 
 
 async def test_malformed_items_of_auths_list_are_skipped_and_polling_goes_on(
@@ -242,22 +253,7 @@ async def test_malformed_items_of_auths_list_are_skipped_and_polling_goes_on(
         ]
     )
     jwks_server.revoke("valid-before", time.time() + 600)
-    broker_port = int(settings_overrides["amqp_url"].rsplit(":", 1)[1].strip("/"))
-    proxy = await TcpProxy("127.0.0.1", broker_port).start()
-    bus = service_bus(
-        settings_overrides, "payments", url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
-    )
-    await bus.connect()
-    feed = RevocationFeed(
-        bus,
-        DenyList(),
-        url=revoked_sessions_url(jwks_server.jwks_url),
-        token=TEST_INTERNAL_TOKEN,
-        fetch_retry_max=0.2,
-        poll_interval=0.2,
-    )
-    await feed.start()
-    try:
+    async with feed_behind_a_proxy(jwks_server, settings_overrides) as (feed, proxy):
         await until(feed.fetched.is_set)
         assert "valid-before" in feed.deny_list and len(feed.deny_list) == 1
         skipped = [r for r in caplog.records if "malformed item" in r.getMessage()]
@@ -268,10 +264,6 @@ async def test_malformed_items_of_auths_list_are_skipped_and_polling_goes_on(
             await until(lambda number=number: f"during-outage-{number}" in feed.deny_list)  # type: ignore[misc]
         assert feed._polling is not None and not feed._polling.done()
         await proxy.restore()
-    finally:
-        await feed.stop()
-        await bus.close()
-        await proxy.close()
 
 
 async def test_an_unexpected_failure_of_a_feed_task_is_logged(
