@@ -207,6 +207,25 @@ async def auth(
         yield AuthClient(http, server, clock, settings, event_log)
 
 
+async def replica_with_admin(
+    auth: AuthClient,
+    settings_overrides: dict[str, Any],
+    start_app: Any,
+    admin_email: str,
+    admin_password: str,
+) -> aiohttp.ClientSession:
+    """A second replica on ``auth``'s database, started with ``ADMIN_EMAIL``/``ADMIN_PASSWORD``
+    (the bootstrap runs at its start); a client of it (close it)."""
+    settings = auth_settings_for(
+        settings_overrides,
+        auth.settings.keys_dir,
+        admin_email=admin_email,
+        admin_password=admin_password,
+    )
+    server = await start_app(create_app(settings, clock=auth.clock))
+    return aiohttp.ClientSession(server.url)
+
+
 def gateway_settings(
     settings_overrides: dict[str, Any],
     auth: AuthClient,

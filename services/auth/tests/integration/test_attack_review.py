@@ -11,21 +11,22 @@ import hashlib
 import random
 import statistics
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import aiohttp
 import pytest
 from argon2 import PasswordHasher, Type
 
-from auth_svc.app import create_app
 from switchyard import keys
 from switchyard.testing import eventually
 
 from .conftest import (
     STRONG_PASSWORD,
     AuthClient,
-    auth_settings_for,
+    Reply,
     metric,
+    replica_with_admin,
     settle,
     token_claims,
 )
@@ -69,6 +70,22 @@ async def verifying(auth: AuthClient, before: float) -> None:
     await eventually(started, timeout=10)
 
 
+async def reset_during(
+    auth: AuthClient, edge: AuthClient, email: str, code: str, request: Awaitable[Reply]
+) -> Reply:
+    """Send ``request`` (which checks the old password), reset the password with ``code`` while
+    that check runs, and return the request's answer."""
+    before = metric(auth, "auth_password_verifications_total")
+    task = asyncio.ensure_future(request)
+    await verifying(auth, before)
+    reset = await edge.post(
+        "/password/reset", {"email": email, "code": code, "new_password": NEW_PASSWORD}
+    )
+    assert reset.status == 204, reset.body
+    assert not task.done(), "the reset did not land inside the request"
+    return await task
+
+
 # -- 1. a sign-in in flight while the account changes ---------------------------------------
 
 
@@ -82,16 +99,8 @@ async def test_sign_in_in_flight_during_a_password_reset_is_refused(
     code = await edge.events.code_for(email, "reset_password")
     await slow_stored_hash(edge, email, STRONG_PASSWORD)
 
-    before = metric(auth, "auth_password_verifications_total")
-    sign_in_task = asyncio.create_task(edge.login(email, STRONG_PASSWORD))
-    await verifying(auth, before)
     # The owner resets the password while the old one is being checked.
-    reset = await edge.post(
-        "/password/reset", {"email": email, "code": code, "new_password": NEW_PASSWORD}
-    )
-    assert reset.status == 204, reset.body
-    assert not sign_in_task.done(), "the reset did not land inside the sign-in"
-    stale = await sign_in_task
+    stale = await reset_during(auth, edge, email, code, edge.login(email, STRONG_PASSWORD))
     # The old password must not open a session that outlives the reset.
     assert stale.status == 401, stale.body
     assert stale.body["type"].endswith("/sign-in-interrupted")
@@ -136,17 +145,13 @@ async def test_account_deletion_in_flight_during_a_password_reset_is_refused(
     code = await edge.events.code_for(email, "reset_password")
     await slow_stored_hash(edge, email, STRONG_PASSWORD)
 
-    before = metric(auth, "auth_password_verifications_total")
-    delete_task = asyncio.create_task(
-        edge.call("DELETE", "/me", {"password": STRONG_PASSWORD}, token=pair["access_token"])
+    deleted = await reset_during(
+        auth,
+        edge,
+        email,
+        code,
+        edge.call("DELETE", "/me", {"password": STRONG_PASSWORD}, token=pair["access_token"]),
     )
-    await verifying(auth, before)
-    reset = await edge.post(
-        "/password/reset", {"email": email, "code": code, "new_password": NEW_PASSWORD}
-    )
-    assert reset.status == 204, reset.body
-    assert not delete_task.done(), "the reset did not land inside the deletion"
-    deleted = await delete_task
     assert deleted.status == 401, deleted.body
     assert (await edge.login(email, NEW_PASSWORD)).status == 200
     assert not edge.events.of_type("auth.user.deleted")
@@ -336,14 +341,8 @@ async def test_the_bootstrap_does_not_promote_a_lookalike_address(
 ) -> None:
     # An attacker proves a look-alike of the operator's address before the first admin exists.
     await auth.signed_up(LOOKALIKE, "amber-tunnel-52-osprey-mill")
-    settings = auth_settings_for(
-        settings_overrides,
-        auth.settings.keys_dir,
-        admin_email=ADMIN_EMAIL,
-        admin_password=ADMIN_PASSWORD,
-    )
-    server = await start_app(create_app(settings, clock=auth.clock))
-    async with aiohttp.ClientSession(server.url) as http:
+    replica = replica_with_admin(auth, settings_overrides, start_app, ADMIN_EMAIL, ADMIN_PASSWORD)
+    async with await replica as http:
         async with http.post(
             "/api/v1/auth/login",
             json={"email": LOOKALIKE, "password": "amber-tunnel-52-osprey-mill"},
@@ -364,14 +363,8 @@ async def test_the_bootstrap_takes_a_pending_lookalike_for_the_configured_addres
     # Pending: nobody proved it. The admin account must mail ADMIN_EMAIL, not the look-alike
     # (a reset code mailed there would hand the admin account to whoever reads it).
     assert (await auth.register(LOOKALIKE, "amber-tunnel-52-osprey-mill")).status == 201
-    settings = auth_settings_for(
-        settings_overrides,
-        auth.settings.keys_dir,
-        admin_email=ADMIN_EMAIL,
-        admin_password=ADMIN_PASSWORD,
-    )
-    server = await start_app(create_app(settings, clock=auth.clock))
-    async with aiohttp.ClientSession(server.url) as http:
+    replica = replica_with_admin(auth, settings_overrides, start_app, ADMIN_EMAIL, ADMIN_PASSWORD)
+    async with await replica as http:
         async with http.post(
             "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
         ) as login:

@@ -7,9 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from auth_svc.app import create_app
-
-from .conftest import AuthClient, auth_settings_for
+from .conftest import AuthClient, replica_with_admin
 
 pytestmark = pytest.mark.integration
 
@@ -21,15 +19,9 @@ SQUATTER_PASSWORD = "amber-tunnel-52-osprey-mill"
 async def restart_with_admin(
     auth: AuthClient, settings_overrides: dict[str, Any], start_app: Any
 ) -> aiohttp.ClientSession:
-    """A second replica on the same database, started with ADMIN_EMAIL/ADMIN_PASSWORD."""
-    settings = auth_settings_for(
-        settings_overrides,
-        auth.settings.keys_dir,
-        admin_email=ADMIN_EMAIL,
-        admin_password=ADMIN_PASSWORD,
+    return await replica_with_admin(
+        auth, settings_overrides, start_app, ADMIN_EMAIL, ADMIN_PASSWORD
     )
-    server = await start_app(create_app(settings, clock=auth.clock))
-    return aiohttp.ClientSession(server.url)
 
 
 async def test_unverified_account_on_the_admin_email_does_not_keep_its_password(
