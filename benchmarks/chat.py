@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.processes import ServiceProcess
+from benchmarks.processes import ServiceProcess, gateway_process, service_process
 from benchmarks.rows import row
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -231,7 +231,6 @@ async def _chat_runs(amqp_url: str, scratch: Path) -> dict[str, Any]:
     from switchyard.envelope import utcnow
     from switchyard.mongo.embedded import EmbeddedMongo
     from switchyard.testing import JwksServer
-    from switchyard.testing.gateway import raised_limits_routes
     from switchyard.testing.servers import delete_exchange, free_port
 
     name = "bench" + uuid.uuid4().hex[:10]
@@ -255,43 +254,31 @@ async def _chat_runs(amqp_url: str, scratch: Path) -> dict[str, Any]:
         "AUTH_ISSUER": jwks.issuer,
         "JWT_AUDIENCE": jwks.audience,
     }
-    chat = ServiceProcess(
-        ["-m", "chat_svc"],
-        {
-            **common,
-            "CHAT_PORT": str(chat_port),
-            "AMQP_URL": amqp_url,
-            "MONGO_URL": mongo.url,
-            "MONGO_DATABASE": name,
-            "BUS_EXCHANGE": exchange,
-            "BUS_QUEUE_PREFIX": f"{name}.",
-            "BUS_QUEUE_EXPIRES_MS": "60000",
-            "SOCKETIO_EXCHANGE": socketio_exchange,
-            # the saturation lanes send faster than a person: the flood limit is lifted
-            "CHAT_SOCKET_EVENT_RATE": "100000",
-            "CHAT_SOCKET_EVENT_BURST": "100000",
-        },
-        scratch / "chat.log",
+    namespace = {
+        "AMQP_URL": amqp_url,
+        "MONGO_URL": mongo.url,
+        "MONGO_DATABASE": name,
+        "BUS_EXCHANGE": exchange,
+        "BUS_QUEUE_PREFIX": f"{name}.",
+        "BUS_QUEUE_EXPIRES_MS": "60000",
+    }
+    chat = service_process(
+        "chat",
+        chat_port,
+        common,
+        namespace,
+        scratch,
+        SOCKETIO_EXCHANGE=socketio_exchange,
+        # the saturation lanes send faster than a person: the flood limit is lifted
+        CHAT_SOCKET_EVENT_RATE="100000",
+        CHAT_SOCKET_EVENT_BURST="100000",
     )
-    # The shipped route table with quotas no benchmark reaches (every request still checked).
-    routes = raised_limits_routes(scratch, 10**7)
-    gateway = ServiceProcess(
-        ["-m", "gateway_svc"],
-        {
-            **common,
-            "GATEWAY_PORT": str(gateway_port),
-            "GATEWAY_ADMIN_PORT": "0",  # the admin listener on any free port
-            "GATEWAY_ROUTES_FILE": str(routes),
-            "GATEWAY_CHAT_UPSTREAMS": f"http://127.0.0.1:{chat_port}",
-            "GATEWAY_ACCESS_LOG": "off",
-        },
-        scratch / "gateway.log",
-    )
+    gateway = gateway_process("chat", chat_port, gateway_port, common, namespace, scratch)
     url = f"http://127.0.0.1:{gateway_port}"
     results: dict[Any, Any] = {}
     try:
         await chat.ready(f"http://127.0.0.1:{chat_port}/readyz")
-        await gateway.ready(url + "/healthz")
+        await gateway.ready(url + "/readyz")
         users = [f"bench-{n}" for n in range(SOCKETS)]
         store: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo.url, tz_aware=True)
         directory = UserDirectory(store[name]["chat_users"])  # what auth's events would write

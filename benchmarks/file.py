@@ -45,6 +45,7 @@ from benchmarks.gateway import NGINX, _children, _free_port, _nginx, _rss, _wait
 from benchmarks.rows import row
 from switchyard.mongo.embedded import EmbeddedMongo
 from switchyard.testing import JwksServer
+from switchyard.testing.jwks import TEST_INTERNAL_TOKEN
 from switchyard.testing.servers import delete_exchange
 
 MIB = 1024 * 1024
@@ -212,6 +213,11 @@ def _measure_all(
         "JWKS_URL": keys.jwks_url,
         "AUTH_ISSUER": "bench",
         "JWT_AUDIENCE": "switchyard",
+        "INTERNAL_API_TOKEN": TEST_INTERNAL_TOKEN,  # the revoked-session list of JwksServer
+        "AMQP_URL": AMQP_URL,
+        "BUS_EXCHANGE": exchange,
+        "BUS_QUEUE_PREFIX": exchange + ".",
+        "BUS_QUEUE_EXPIRES_MS": "60000",
     }
     file_env = {
         **base_env,
@@ -222,10 +228,6 @@ def _measure_all(
         "FILE_QUOTA_BYTES": str(64 * BIG_BYTES),
         "MONGO_URL": mongo_url,
         "MONGO_DATABASE": "file_bench",
-        "AMQP_URL": AMQP_URL,
-        "BUS_EXCHANGE": exchange,
-        "BUS_QUEUE_PREFIX": exchange + ".",
-        "BUS_QUEUE_EXPIRES_MS": "60000",
     }
     gateway_env = {
         **base_env,
@@ -250,6 +252,7 @@ def _measure_all(
     ):
         _wait_ready(file_port)
         _wait_port(gateway_port)
+        _wait_ready(gateway_port)  # takes tokens once it has read the revoked sessions
         file_id = _upload_for_id(direct_url, small, token)
         blob = next(storage.glob(f"blobs/*/*/{file_id}"))
         assert (
@@ -303,7 +306,7 @@ def _wait_ready(port: int, timeout: float = 60.0) -> None:
                 if response.status == 200:
                     return
         time.sleep(0.2)
-    raise TimeoutError("the file service did not become ready")
+    raise TimeoutError(f"127.0.0.1:{port} did not become ready")
 
 
 def _rows(

@@ -34,7 +34,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchmarks.processes import ServiceProcess
+from benchmarks.processes import gateway_process, service_process
 from benchmarks.rows import row
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -171,7 +171,6 @@ async def _measure(amqp_url: str, scratch: Path) -> list[dict[str, Any]]:
     from switchyard.envelope import utcnow
     from switchyard.mongo.embedded import EmbeddedMongo
     from switchyard.testing import JwksServer
-    from switchyard.testing.gateway import raised_limits_routes
     from switchyard.testing.servers import delete_exchange, free_port
 
     name = "bench" + uuid.uuid4().hex[:10]
@@ -195,34 +194,16 @@ async def _measure(amqp_url: str, scratch: Path) -> list[dict[str, Any]]:
         "AUTH_ISSUER": jwks.issuer,
         "JWT_AUDIENCE": jwks.audience,
     }
-    payments = ServiceProcess(
-        ["-m", "payments_svc"],
-        {
-            **common,
-            "PAYMENTS_PORT": str(payments_port),
-            "AMQP_URL": amqp_url,
-            "MONGO_URL": mongo.url,
-            "MONGO_DATABASE": name,
-            "BUS_EXCHANGE": exchange,
-            "BUS_QUEUE_PREFIX": f"{name}.",
-            "BUS_QUEUE_EXPIRES_MS": "60000",
-        },
-        scratch / "payments.log",
-    )
-    # The shipped route table with quotas no benchmark reaches (every request still checked).
-    routes = raised_limits_routes(scratch, 10**7)
-    gateway = ServiceProcess(
-        ["-m", "gateway_svc"],
-        {
-            **common,
-            "GATEWAY_PORT": str(gateway_port),
-            "GATEWAY_ADMIN_PORT": "0",  # the admin listener on any free port
-            "GATEWAY_ROUTES_FILE": str(routes),
-            "GATEWAY_PAYMENTS_UPSTREAMS": f"http://127.0.0.1:{payments_port}",
-            "GATEWAY_ACCESS_LOG": "off",
-        },
-        scratch / "gateway.log",
-    )
+    namespace = {
+        "AMQP_URL": amqp_url,
+        "MONGO_URL": mongo.url,
+        "MONGO_DATABASE": name,
+        "BUS_EXCHANGE": exchange,
+        "BUS_QUEUE_PREFIX": f"{name}.",
+        "BUS_QUEUE_EXPIRES_MS": "60000",
+    }
+    payments = service_process("payments", payments_port, common, namespace, scratch)
+    gateway = gateway_process("payments", payments_port, gateway_port, common, namespace, scratch)
     base = f"http://127.0.0.1:{gateway_port}/api/v1/payments"
     contractor = "bench-contractor"
     customers = [f"bench-customer-{n}" for n in range(CUSTOMERS)]
@@ -235,7 +216,7 @@ async def _measure(amqp_url: str, scratch: Path) -> list[dict[str, Any]]:
     failures: Counter[int] = Counter()
     try:
         await payments.ready(f"http://127.0.0.1:{payments_port}/readyz", timeout=60)
-        await gateway.ready(f"http://127.0.0.1:{gateway_port}/healthz", timeout=60)
+        await gateway.ready(f"http://127.0.0.1:{gateway_port}/readyz", timeout=60)
         store: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo.url, tz_aware=True)
         directory = UserDirectory(store[name]["payments_users"])  # what auth's events would write
         for uid in [contractor, *customers]:
