@@ -30,7 +30,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from auth_svc.domain.sessions import LiveSession, SessionEvents, SessionFamily
-from switchyard.mongo import Index, loaded_time, stored_time, time_range
+from switchyard.mongo import Index, loaded_time, stored_time, time_range, time_sort_key
 from switchyard.mongo.client import Document, asc
 from switchyard.outbox import Expiry, stage_events, with_events
 
@@ -40,7 +40,12 @@ ROTATED = "rotated_refresh_tokens"
 # by the outbox relay's sweep (never by a TTL index: a family may hold an unrelayed event).
 EXPIRY = Expiry(SESSIONS, "expires", after_seconds=86400)
 ROTATED_EXPIRY = Expiry(ROTATED, "expires", after_seconds=86400)
-INDEXES = [Index(SESSIONS, asc("user_id"))]
+INDEXES = [
+    Index(SESSIONS, asc("user_id")),
+    # The revoked-session list every replica of every service pages through at start and
+    # after each reconnection: revoked families whose access tokens may still be alive.
+    Index(SESSIONS, asc(time_sort_key("access_until"))),
+]
 # Fields a reader never needs.
 _LEAN = {"outbox": 0}
 _LIVE_FIELDS = {"_id": 1, "user_id": 1, "access_until": 1}

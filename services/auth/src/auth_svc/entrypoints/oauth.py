@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from auth_svc import handlers
-from auth_svc.domain.errors import AuthError
+from auth_svc.domain.errors import InvalidRefreshToken
 from auth_svc.keys import DEPS
 
 TOKEN_PATH = "/api/v1/auth/token"
@@ -100,7 +100,7 @@ async def _token(request: web.Request) -> web.StreamResponse:
         return oauth_error(400, "invalid_scope", "Tokens carry no scope; omit the parameter.")
     try:
         pair = await handlers.refresh(refresh_token=refresh_token, deps=request.app[DEPS])
-    except AuthError:
+    except InvalidRefreshToken:  # anything else (busy, …) is the service's problem, not the token's
         return oauth_error(
             400, "invalid_grant", "The refresh token is invalid, expired or revoked."
         )
