@@ -286,7 +286,12 @@ def revoked_sessions_url(jwks_url: str) -> str:
 def _epoch(text: Any) -> float:
     if not isinstance(text, str):
         raise ValueError("expires_at is not a string")
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return _utc_epoch(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+def _utc_epoch(moment: datetime) -> float:
+    """Epoch seconds of ``moment``; a time without an offset is UTC (never the host's zone),
+    whether it came from auth's list or from the bus."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
@@ -420,7 +425,7 @@ class RevocationFeed:
             await self._dead_letter(message, poison)
             return
         data = event.data
-        self.deny_list.add(data.session_id, data.expires_at.timestamp(), data.user_id)
+        self.deny_list.add(data.session_id, _utc_epoch(data.expires_at), data.user_id)
         await message.ack()
 
     async def _dead_letter(self, message: AbstractIncomingMessage, error: PoisonMessage) -> None:

@@ -219,3 +219,24 @@ def test_heap_items_of_entries_evicted_per_user_stay_bounded() -> None:
         assert len(deny._ends) <= 2 * len(deny) + 16 + 1
         assert len(deny._unowned_ends) <= 2 * len(deny._unowned) + 16 + 1
     assert set(deny.entries) == {"long", "s4998", "s4999"}
+
+
+def test_a_time_without_an_offset_is_utc_whatever_the_hosts_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``expires_at`` without an offset (from the bus or auth's list) is UTC: on a host in
+    another zone the session must not be denied hours too long or too short."""
+    import time as time_module
+    from datetime import UTC, datetime
+
+    from switchyard.revocation import _epoch, _utc_epoch
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time_module.tzset()
+    try:
+        expected = datetime(2030, 1, 1, 12, tzinfo=UTC).timestamp()
+        assert _utc_epoch(datetime(2030, 1, 1, 12)) == expected
+        assert _epoch("2030-01-01T12:00:00") == expected
+    finally:
+        monkeypatch.delenv("TZ")
+        time_module.tzset()

@@ -24,10 +24,12 @@ def free_port() -> int:
     """A port free now on 127.0.0.1, for a server the test starts next."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     index = int(worker) if worker.isdigit() else 0
-    first = _PORTS_FROM + (index * _SLICE) % (_PORTS_TO - _PORTS_FROM)
-    for _ in range(_SLICE):
-        offset = _next_port.get("offset", random.randrange(_SLICE))
-        _next_port["offset"] = (offset + 1) % _SLICE
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    width = min(_SLICE, (_PORTS_TO - _PORTS_FROM) // max(workers, 1))  # slices never overlap
+    first = _PORTS_FROM + index * width
+    for _ in range(width):
+        offset = _next_port.get("offset", random.randrange(width)) % width
+        _next_port["offset"] = (offset + 1) % width
         port = first + offset
         with socket.socket() as sock:
             try:
