@@ -437,6 +437,8 @@ class RevocationFeed:
             dlq=self.dlq_name,
             attempts=0,
             reason="poison",
+            # this process's queue goes with it: a replay goes to every replica's, by event
+            exchange=self.bus.exchange_name,
         )
         await message.ack()
         log.error(

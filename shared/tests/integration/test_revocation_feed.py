@@ -14,7 +14,7 @@ import aiormq
 import pytest
 
 from switchyard.bus import Bus
-from switchyard.bus.headers import H_REASON
+from switchyard.bus.headers import H_ORIGINAL_EXCHANGE, H_ORIGINAL_ROUTING_KEY, H_REASON
 from switchyard.envelope import new_envelope
 from switchyard.events.auth import SessionRevoked
 from switchyard.revocation import REVOKED_EVENT, DenyList, RevocationFeed, revoked_sessions_url
@@ -129,6 +129,9 @@ async def test_poison_is_parked_with_a_reason_and_the_feed_goes_on(
         message = await dlq.get(timeout=5, fail=True)
         assert message is not None and message.body == b"{not json"
         assert message.headers[H_REASON] == "poison"
+        # replayable after this process (and its queue) is gone: through the exchange
+        assert message.headers[H_ORIGINAL_EXCHANGE] == settings_overrides["bus_exchange"]
+        assert message.headers[H_ORIGINAL_ROUTING_KEY] == REVOKED_EVENT
         await message.ack()
     finally:
         await connection.close()

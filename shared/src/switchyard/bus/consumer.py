@@ -45,6 +45,7 @@ from switchyard.bus.headers import (
     H_EXC_TYPE,
     H_FIRST_FAILURE,
     H_LAST_FAILURE,
+    H_ORIGINAL_EXCHANGE,
     H_ORIGINAL_QUEUE,
     H_ORIGINAL_ROUTING_KEY,
     H_REASON,
@@ -138,9 +139,12 @@ async def park(
     dlq: str,
     attempts: int,
     reason: str,
+    exchange: str | None = None,
 ) -> None:
     """Put a copy of ``message`` into ``dlq`` with the reason headers (confirmed); the caller
-    acks the original afterwards."""
+    acks the original afterwards. ``exchange``: replay routes the message through it again
+    (its original routing key) rather than to ``queue`` — for a queue that does not outlive
+    its process."""
     headers = _republished_headers(message)
     now = _now_text()
     headers.setdefault(H_FIRST_FAILURE, now)
@@ -151,6 +155,8 @@ async def park(
     headers[H_EXC_MESSAGE] = str(error)[:_MAX_MESSAGE_CHARS]
     headers[H_ATTEMPTS] = attempts
     headers[H_ORIGINAL_QUEUE] = queue
+    if exchange is not None:
+        headers[H_ORIGINAL_EXCHANGE] = exchange
     await bus.send_to_queue(dlq, message.body, headers=headers, properties=_properties(message))
 
 
