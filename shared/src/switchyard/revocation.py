@@ -338,6 +338,14 @@ class RevocationFeed:
         self.poll_interval = poll_interval
         self.queue_name = bus.queue_name(f"revocations.{uuid.uuid4().hex[:16]}")
         self.dlq_name = bus.queue_name("revocations.dlq")
+        # Counted under the service's revocations name, not the process's random queue (one
+        # series per service, not per restart).
+        self._consumed = {
+            outcome: bus.metrics.events_consumed.labels(
+                bus.service, bus.queue_name("revocations"), outcome
+            )
+            for outcome in ("ok", "dead")
+        }
         self.fetched = asyncio.Event()  # set after each complete read of auth's list
         self.fetches = 0
         self._connection: AbstractRobustConnection | None = None
@@ -427,6 +435,7 @@ class RevocationFeed:
         data = event.data
         self.deny_list.add(data.session_id, _utc_epoch(data.expires_at), data.user_id)
         await message.ack()
+        self._consumed["ok"].inc()
 
     async def _dead_letter(self, message: AbstractIncomingMessage, error: PoisonMessage) -> None:
         await park(
@@ -441,6 +450,7 @@ class RevocationFeed:
             exchange=self.bus.exchange_name,
         )
         await message.ack()
+        self._consumed["dead"].inc()
         log.error(
             "revocation message parked in the DLQ",
             extra={"queue": self.dlq_name, "error": str(error)[:200]},

@@ -133,6 +133,10 @@ async def test_poison_is_parked_with_a_reason_and_the_feed_goes_on(
         assert message.headers[H_ORIGINAL_EXCHANGE] == settings_overrides["bus_exchange"]
         assert message.headers[H_ORIGINAL_ROUTING_KEY] == REVOKED_EVENT
         await message.ack()
+        counted = buses[0].metrics.value
+        revocations = buses[0].queue_name("revocations")
+        assert counted("events_consumed_total", queue=revocations, outcome="dead") == 1
+        assert counted("events_consumed_total", queue=revocations, outcome="ok") >= 1
     finally:
         await connection.close()
         await feed.stop()
