@@ -66,7 +66,7 @@ HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 COLLECTION = "idempotency_keys"
 FINGERPRINT_SCHEME = "hmac-sha256-canonical-v1"
-_VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_VALID_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _REPLAYED_HEADERS = ("Location", "Content-Type")
 # Development and tests without IDEMPOTENCY_SECRET: one key per process.
 _EPHEMERAL_SECRET = secrets.token_bytes(32)
@@ -170,6 +170,19 @@ def idempotent_request(request: web.Request) -> IdempotentRequest | None:
     return request.get(_REQUEST)
 
 
+def request_key(request: web.Request) -> str | None:
+    """The request's ``Idempotency-Key`` (None without one); 400 ``invalid-idempotency-key``
+    unless it is 1–255 visible ASCII characters, nothing else (not even a trailing newline)."""
+    key = request.headers.get(HEADER)
+    if key is not None and not _VALID_KEY.fullmatch(key):
+        raise Problem(
+            400,
+            f"{HEADER} must be 1–255 visible ASCII characters.",
+            slug="invalid-idempotency-key",
+        )
+    return key
+
+
 def idempotent(
     scope: str,
     *,
@@ -185,15 +198,9 @@ def idempotent(
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def wrapper(request: web.Request) -> web.StreamResponse:
-            key = request.headers.get(HEADER)
+            key = request_key(request)
             if key is None:
                 return await handler(request)
-            if not _VALID_KEY.match(key):
-                raise Problem(
-                    400,
-                    f"{HEADER} must be 1–255 visible ASCII characters.",
-                    slug="invalid-idempotency-key",
-                )
             body = await request.read()  # cached: the handler reads it again for free
             identity = request.get(IDENTITY)
             caller = identity.user_id if identity is not None else "-"
@@ -360,4 +367,5 @@ __all__ = [
     "idempotency_indexes",
     "idempotent",
     "idempotent_request",
+    "request_key",
 ]

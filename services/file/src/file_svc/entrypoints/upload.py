@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Awaitable
 from typing import Any, TypeVar, get_args
 
@@ -37,7 +36,7 @@ from file_svc.domain.names import BadFilename, clean_filename
 from file_svc.metrics import FileMetrics, UploadOutcome
 from file_svc.uploads import AccountDeleted, KeyInUse, KeyReused, Replay, Upload
 from switchyard.authn import current_identity, require_auth
-from switchyard.idempotency import HEADER, REPLAYED_HEADER
+from switchyard.idempotency import REPLAYED_HEADER, request_key
 from switchyard.problems import Problem, validation_problem
 from switchyard.web import json_response
 
@@ -62,7 +61,6 @@ _STATUS: list[tuple[type[FileRejected], int, UploadOutcome]] = [
     (KeyInUse, 409, "invalid"),
     (KeyReused, 422, "invalid"),
 ]
-_VALID_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # as switchyard.idempotency
 
 
 def _field_problem(field: str, message: str, code: str) -> Problem:
@@ -143,14 +141,8 @@ def _check_part_encoding(part: BodyPartReader, name: str) -> None:
 
 def _idempotency_key(request: web.Request, user_id: str) -> str | None:
     """The caller's ``Idempotency-Key``, scoped to the caller (DESIGN §4)."""
-    key = request.headers.get(HEADER)
-    if key is None:
-        return None
-    if not _VALID_KEY.fullmatch(key):
-        raise Problem(
-            400, f"{HEADER} must be 1–255 visible ASCII characters.", slug="invalid-idempotency-key"
-        )
-    return f"{user_id}:{key}"
+    key = request_key(request)
+    return None if key is None else f"{user_id}:{key}"
 
 
 async def _new_upload(
