@@ -183,4 +183,6 @@ class AttemptBudget:
         """Forget the window ``reservation`` was granted in, and only that one: a budget of
         one used as a lease is released by its holder without touching a successor's (a
         holder stalled past its window finds a new window, opened later, ending later)."""
-        await delete_documents(self.collection, {"_id": self._id(key), **_window(reservation.until)})
+        await delete_documents(
+            self.collection, {"_id": self._id(key), **_window(reservation.until)}
+        )
