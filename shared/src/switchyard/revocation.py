@@ -24,8 +24,8 @@ Then:
   outage lasts) and again after every reconnection (revocations published while the
   connection was down are not lost). Until the first read succeeds it is retried in the
   background, and :func:`revocation_context` adds a readiness check, ``revocations``, that
-  fails until then: ``/readyz`` answers 503 (and the gateway's upstream probe sends the
-  service no traffic) while the process would still accept the tokens of sessions revoked
+  fails until then: ``/readyz`` answers 503 (an orchestrator sends a not-ready replica
+  no traffic) while the process would still accept the tokens of sessions revoked
   before it started. Later reads (after a reconnection) do not make it unready again: the
   entries already read stay, and only what was announced meanwhile is missing.
 
