@@ -23,7 +23,11 @@ Then:
   while the broker connection is down (no queue hears announcements then, however long the
   outage lasts) and again after every reconnection (revocations published while the
   connection was down are not lost). Until the first read succeeds it is retried in the
-  background; the service serves meanwhile.
+  background, and :func:`revocation_context` adds a readiness check, ``revocations``, that
+  fails until then: ``/readyz`` answers 503 (an orchestrator sends a not-ready replica
+  no traffic) while the process would still accept the tokens of sessions revoked
+  before it started. Later reads (after a reconnection) do not make it unready again: the
+  entries already read stay, and only what was announced meanwhile is missing.
 
 A message on the queue that is not a valid ``auth.session.revoked`` is poison: it is parked
 in ``<service>.revocations.dlq`` (durable) with the reason headers, like any consumer's.
@@ -313,6 +317,10 @@ def _revoked_item(item: Any) -> tuple[str, float, str | None]:
     )
 
 
+class RevocationsNotRead(Exception):
+    """A process's feed has not yet read auth's list of revoked sessions (not ready)."""
+
+
 class RevocationFeed:
     """Keeps a :class:`DenyList` up to date from the bus and auth's list (see the module)."""
 
@@ -348,6 +356,7 @@ class RevocationFeed:
         }
         self.fetched = asyncio.Event()  # set after each complete read of auth's list
         self.fetches = 0
+        self.read_once = False  # a complete read of auth's list has been done (any path)
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -542,9 +551,16 @@ class RevocationFeed:
                     added += 1
             cursor = body.get("next_cursor")
             if not cursor:
+                self.read_once = True
                 return added
             if not isinstance(cursor, str):
                 raise ValueError("auth's revoked-session list has a malformed next_cursor")
+
+    async def check_ready(self) -> None:
+        """The readiness check: raises :class:`RevocationsNotRead` until auth's list has
+        been read completely once."""
+        if not self.read_once:
+            raise RevocationsNotRead("auth's revoked-session list not read yet")
 
     async def _prune_forever(self) -> None:
         while True:
@@ -587,7 +603,8 @@ def revocation_context(
     *, capacity: int | None = None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A ``cleanup_ctx`` (after ``bus_context`` and ``verifier_context()``) that gives
-    ``app[switchyard.authn.VERIFIER]`` a deny-list fed by a :class:`RevocationFeed`."""
+    ``app[switchyard.authn.VERIFIER]`` a deny-list fed by a :class:`RevocationFeed`, and
+    the readiness check ``revocations`` (failing until auth's list has been read once)."""
     from switchyard.authn import VERIFIER
 
     async def context(app: web.Application) -> AsyncIterator[None]:
@@ -597,6 +614,9 @@ def revocation_context(
         await feed.start()
         app[DENY_LIST] = deny_list
         app[REVOCATION_FEED] = feed
+        # Not ready until auth's list has been read once (the tokens of sessions revoked
+        # before this process started would pass meanwhile).
+        app[keys.READINESS_CHECKS]["revocations"] = feed.check_ready
         try:
             yield
         finally:
@@ -612,6 +632,7 @@ __all__ = [
     "REVOKED_SESSIONS_PATH",
     "DenyList",
     "RevocationFeed",
+    "RevocationsNotRead",
     "deny_list_for",
     "feed_for",
     "revocation_context",

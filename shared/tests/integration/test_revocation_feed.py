@@ -10,16 +10,28 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aio_pika
+import aiohttp
 import aiormq
 import pytest
 
-from switchyard.bus import Bus
+from switchyard.authn import verifier_context
+from switchyard.bus import Bus, bus_context
 from switchyard.bus.headers import H_ORIGINAL_EXCHANGE, H_ORIGINAL_ROUTING_KEY, H_REASON
 from switchyard.envelope import new_envelope
 from switchyard.events.auth import SessionRevoked
-from switchyard.revocation import REVOKED_EVENT, DenyList, RevocationFeed, revoked_sessions_url
+from switchyard.revocation import (
+    DENY_LIST,
+    REVOCATION_FEED,
+    REVOKED_EVENT,
+    DenyList,
+    RevocationFeed,
+    revocation_context,
+    revoked_sessions_url,
+)
+from switchyard.settings import ServiceSettings
 from switchyard.testing import JwksServer, TcpProxy, eventually, service_bus
 from switchyard.testing.jwks import TEST_INTERNAL_TOKEN
+from switchyard.web import new_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("broker_cleanup")]
 
@@ -292,3 +304,34 @@ async def test_an_unexpected_failure_of_a_feed_task_is_logged(
     failed = [r for r in caplog.records if r.getMessage() == "a revocation feed task failed"]
     assert len(failed) == 1 and failed[0].exc_info is not None
     assert isinstance(failed[0].exc_info[1], KeyError)
+
+
+async def test_a_service_is_not_ready_until_auths_list_has_been_read(
+    start_app: Any, settings_overrides: dict[str, Any], jwks_server: JwksServer
+) -> None:
+    """Before the first read the process would accept tokens of sessions revoked before it
+    started: /readyz says so (503, check ``revocations``), and turns ready once read."""
+    jwks_server.revoke("revoked-earlier", time.time() + 600)
+    jwks_server.internal_token = "auth-refuses-for-now"  # the list answers 401 until reset
+    settings = ServiceSettings(
+        service_name="widgets", **{**settings_overrides, **jwks_server.auth_settings}
+    )
+    app = new_app(settings)
+    app.cleanup_ctx.extend([bus_context, verifier_context(), revocation_context()])
+    server = await start_app(app)
+    async with aiohttp.ClientSession(server.url) as http:
+        assert app[REVOCATION_FEED].fetches == 0 and jwks_server.revoked_reads == 0
+        async with http.get("/readyz") as response:
+            assert response.status == 503
+            body = await response.json(content_type=None)
+            assert body["checks"] == {"broker": "ok", "revocations": "failing"}
+        jwks_server.internal_token = TEST_INTERNAL_TOKEN  # a retry now reads the list
+
+        async def ready() -> bool:
+            async with http.get("/readyz") as response:
+                return response.status == 200
+
+        await eventually(ready, timeout=10)
+        assert "revoked-earlier" in app[DENY_LIST]
+        async with http.get("/readyz") as response:
+            assert (await response.json())["checks"] == {"broker": "ok", "revocations": "ok"}

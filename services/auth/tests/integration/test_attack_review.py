@@ -18,6 +18,9 @@ import aiohttp
 import pytest
 from argon2 import PasswordHasher, Type
 
+from auth_svc.handlers.deps import address_key
+from auth_svc.handlers.signup import SIGNUP_LEASE_SECONDS, _signup_lease
+from auth_svc.keys import DEPS
 from switchyard import keys
 from switchyard.testing import eventually
 
@@ -196,6 +199,34 @@ async def test_racing_sign_ups_leave_one_contested_account(edge: AuthClient) -> 
     # No racer's password was activated: the owner sets one with a reset code.
     for password in passwords:  # (the fifth wrong one locks the address: 429)
         assert (await edge.login(email, password)).status in (401, 429)
+
+
+async def test_a_stalled_registration_releases_only_its_own_lease(auth: AuthClient) -> None:
+    """A registration stalled past its lease (30 s) finds a successor holding a new one; its
+    release must leave that lease alone, or a third registration runs beside the successor
+    (the race the lease exists to prevent)."""
+    deps = auth.app[DEPS]
+    email = "stalled.lease@example.com"
+    key = address_key(email)
+    successor_holds = asyncio.Event()
+    successor_may_finish = asyncio.Event()
+
+    async def successor() -> None:
+        async with _signup_lease(email, deps=deps):
+            successor_holds.set()
+            await successor_may_finish.wait()
+
+    async with _signup_lease(email, deps=deps):
+        auth.clock.advance(SIGNUP_LEASE_SECONDS + 1)  # the holder stalls past its lease
+        task = asyncio.create_task(successor())
+        await asyncio.wait_for(successor_holds.wait(), 30)
+    # The stalled holder has released: the successor still holds the address.
+    third = await deps.signup_leases.reserve(key, auth.clock.now(), spaced=False)
+    assert not third.granted
+    successor_may_finish.set()
+    await task
+    after = await deps.signup_leases.reserve(key, auth.clock.now(), spaced=False)
+    assert after.granted  # and the successor's own release did free it
 
 
 # -- 3. wrong codes cost the same with or without an account ---------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from auth_svc.adapters.passwords import Passwords
@@ -205,6 +207,46 @@ async def test_login_rehashes_when_the_cost_changes(auth: AuthClient) -> None:
         assert after.startswith("$argon2id$v=19$m=2048,t=2,p=1$")
         assert (await auth.login(email)).status == 200
         assert (await users.find_one({"email": email}))["password_hash"] == after
+    finally:
+        deps.passwords.close()
+        deps.passwords = old_hasher
+
+
+class MeetingPasswords(Passwords):
+    """Real argon2; each comparison waits for ``meet`` comparisons to have finished, so that
+    that many sign-ins have all read the account (with the old hash) before any goes on."""
+
+    def __init__(self, parameters: Argon2Parameters, meet: int) -> None:
+        super().__init__(parameters, workers=2)
+        self.barrier = asyncio.Barrier(meet)
+        self.to_meet = meet
+
+    async def verify(self, stored_hash: str | None, password: str) -> bool:
+        right = await super().verify(stored_hash, password)
+        if self.to_meet > 0:  # later comparisons (a lost race's second one) do not wait
+            self.to_meet -= 1
+            await asyncio.wait_for(self.barrier.wait(), 30)
+        return right
+
+
+async def test_concurrent_sign_ins_due_a_rehash_all_succeed(auth: AuthClient) -> None:
+    """Two sign-ins with the right password read the old hash; one upgrades it first. The
+    other's guarded write loses, and that is no reason to refuse a right password."""
+    email = "rehash.race@example.com"
+    await auth.signed_up(email)
+    users = auth.app[keys.MONGO_DB]["users"]
+    deps = auth.app[DEPS]
+    old_hasher = deps.passwords
+    deps.passwords = MeetingPasswords(Argon2Parameters(time_cost=2, memory_kib=2048), meet=2)
+    try:
+        first, second = await asyncio.gather(auth.login(email), auth.login(email))
+        assert (first.status, second.status) == (200, 200), (first.body, second.body)
+        after = (await users.find_one({"email": email}))["password_hash"]
+        assert after.startswith("$argon2id$v=19$m=2048,t=2,p=1$")
+        # Both sessions are live: each refreshes.
+        for pair in (first.body, second.body):
+            rotated = await auth.post("/refresh", {"refresh_token": pair["refresh_token"]})
+            assert rotated.status == 200, rotated.body
     finally:
         deps.passwords.close()
         deps.passwords = old_hasher

@@ -403,6 +403,11 @@ class MemoryBudget:
     async def clear(self, key: str) -> None:
         self.budgets.pop(key, None)
 
+    async def release(self, key: str, reservation: Reservation) -> None:
+        budget = self.budgets.get(key)
+        if budget is not None and budget.window_ends == reservation.until:
+            del self.budgets[key]
+
 
 class InProcessStrength:
     """The password policy on the calling thread (the service runs it in worker processes)."""

@@ -112,6 +112,8 @@ async def cluster(
         "JWKS_URL": jwks_server.jwks_url,
         "AUTH_ISSUER": jwks_server.issuer,
         "JWT_AUDIENCE": jwks_server.audience,
+        # reads the revoked sessions from the JwksServer standing in for auth (not ready before)
+        "INTERNAL_API_TOKEN": jwks_server.internal_token,
         "SOCKETIO_EXCHANGE": f"switchyard.socketio.{unique_name}",
         "CHAT_PRESENCE_HEARTBEAT": "2",
         "CHAT_PRESENCE_TTL": "8",

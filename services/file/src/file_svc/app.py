@@ -21,6 +21,7 @@ from file_svc.deps import FileDeps
 from file_svc.domain.links import LinkSigner
 from file_svc.entrypoints.consumers import build_registry
 from file_svc.entrypoints.http import add_routes
+from file_svc.handlers import finish_thumbnails
 from file_svc.metrics import FileMetrics
 from file_svc.settings import FileSettings
 from file_svc.sweeper import sweeper_context
@@ -85,6 +86,8 @@ def deps_context(settings: FileSettings) -> Callable[[web.Application], AsyncIte
         try:
             yield
         finally:
+            # Thumbnails in the making use storage, the store and the pool: they end first.
+            await finish_thumbnails(app[keys.DEPS], timeout=settings.shutdown_timeout)
             images.close()
             await storage.close()
 

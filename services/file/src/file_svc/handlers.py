@@ -104,10 +104,38 @@ async def _make_thumbnail(stored: StoredFile, size: int, key: str, *, deps: File
         )
     finally:
         await deps.spool.remove(source)
-    await deps.storage.put(key, data)
-    if await deps.records.status(stored.id) != "ready":
-        await deps.storage.delete(key)  # deleted meanwhile: the sweeper may have passed already
+    try:
+        await deps.storage.put(key, data)
+        if await deps.records.status(stored.id) != "ready":
+            await deps.storage.delete(key)  # deleted meanwhile: the sweeper may have passed
+    except asyncio.CancelledError:
+        # Stopped (at shutdown) between storing and checking: a thumbnail is only a cache,
+        # so drop it rather than risk keeping one of a file deleted meanwhile.
+        await deps.storage.delete(key)
+        raise
     return data
+
+
+async def finish_thumbnails(deps: FileDeps, *, timeout: float) -> int:
+    """At shutdown, before storage and the image pool close: wait up to ``timeout`` seconds
+    for the thumbnails being made (their requesters may be gone; the work is not theirs),
+    then cancel the rest and wait for them to unwind. A cancelled one leaves its spool copy
+    removed and no thumbnail stored: the next request makes it. Returns how many were
+    cancelled."""
+    running = list(deps.thumbnail_work.values())
+    if not running:
+        return 0
+    log.info("waiting for the thumbnails being made", extra={"thumbnails": len(running)})
+    _, pending = await asyncio.wait(running, timeout=timeout)
+    for work in pending:
+        work.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    if pending:
+        log.warning(
+            "thumbnails still being made at shutdown were cancelled",
+            extra={"thumbnails": len(pending), "timeout": timeout},
+        )
+    return len(pending)
 
 
 # -- deleting ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 from notification_svc import keys
 from notification_svc.domain.deliveries import NewDelivery
 from switchyard.pagination import encode_cursor
+from switchyard.testing import eventually
 
 from ..support import user_id
 
@@ -92,10 +93,18 @@ async def test_admins_page_through_deliveries_newest_first(service, http, jwks_s
     assert item["created_at"].endswith("Z")
 
 
-async def test_ready_when_store_and_broker_answer(service, http) -> None:  # type: ignore[no-untyped-def]
+async def test_ready_once_store_broker_and_revoked_sessions_answer(service, http) -> None:  # type: ignore[no-untyped-def]
+    async def ready() -> bool:
+        async with http.get(service.url + "/readyz") as response:
+            return response.status == 200
+
+    await eventually(ready, timeout=10)  # auth's revoked sessions are read in the background
     async with http.get(service.url + "/readyz") as response:
-        assert response.status == 200
-        assert (await response.json())["checks"] == {"database": "ok", "broker": "ok"}
+        assert (await response.json())["checks"] == {
+            "database": "ok",
+            "broker": "ok",
+            "revocations": "ok",
+        }
 
 
 async def test_deliveries_need_an_admin_token(service, http, jwks_server) -> None:  # type: ignore[no-untyped-def]

@@ -92,6 +92,8 @@ def process_env(
         "JWKS_URL": jwks_server.jwks_url,
         "AUTH_ISSUER": jwks_server.issuer,
         "JWT_AUDIENCE": jwks_server.audience,
+        # reads the revoked sessions from the JwksServer standing in for auth (not ready before)
+        "INTERNAL_API_TOKEN": jwks_server.internal_token,
         "LEDGER_STALE_AFTER": "1",
         "LEDGER_SWEEP_INTERVAL": "0.2",
         "LOG_LEVEL": "WARNING",

@@ -7,7 +7,8 @@ stored times (``switchyard.mongo.dates``: compared to the microsecond on every b
 so however many requests arrive at once, no more than ``limit`` are let through to the
 costly or risky part (argon2, a code comparison, an email); the others are refused before
 they start. An attempt that turns out harmless gives its slot back (:meth:`refund`) or
-clears the key (:meth:`clear`).
+clears the key (:meth:`clear`); a budget of one serves as a lease, given back with
+:meth:`release` (guarded on the holder's own window).
 """
 
 from __future__ import annotations
@@ -177,3 +178,11 @@ class AttemptBudget:
     async def clear(self, key: str) -> None:
         """Forget every attempt (a successful sign-in)."""
         await delete_documents(self.collection, {"_id": self._id(key)})
+
+    async def release(self, key: str, reservation: Reservation) -> None:
+        """Forget the window ``reservation`` was granted in, and only that one: a budget of
+        one used as a lease is released by its holder without touching a successor's (a
+        holder stalled past its window finds a new window, opened later, ending later)."""
+        await delete_documents(
+            self.collection, {"_id": self._id(key), **_window(reservation.until)}
+        )

@@ -193,6 +193,10 @@ class AttemptBudget(Protocol):
 
     async def clear(self, key: str) -> None: ...
 
+    async def release(self, key: str, reservation: Reservation) -> None:
+        """Forget the window ``reservation`` was granted in, only if it is still the live one."""
+        ...
+
 
 class PasswordHasher(Protocol):
     async def hash(self, password: str) -> str: ...

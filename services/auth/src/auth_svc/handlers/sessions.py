@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from auth_svc.domain.attempts import Reservation
@@ -123,26 +124,49 @@ async def login(*, email: str, password: str, deps: Deps) -> TokenPair:
     if user.status is UserStatus.PENDING:
         deps.metrics.login("unverified")
         raise EmailNotVerified()
-    if stored_hash is not None and deps.passwords.needs_rehash(stored_hash):
-        # The cost parameters changed since this hash was made: upgrade it now, unless the
-        # account changed meanwhile (then this sign-in is stale).
-        rehashed = await deps.users.update(
-            user.id,
-            UserChange(password_hash=await deps.passwords.hash(password)),
-            expect_password_hash=stored_hash,
-            expect_version=user.version,
-        )
-        if rehashed is None:
-            deps.metrics.login("interrupted")
-            raise SignInInterrupted()
-        user = rehashed
     try:
+        if stored_hash is not None and deps.passwords.needs_rehash(stored_hash):
+            user = await _upgrade_hash(user, stored_hash, password, deps=deps)
         pair = await open_session(user, deps=deps)
     except SignInInterrupted:
         deps.metrics.login("interrupted")
         raise
     deps.metrics.login("success")
     return pair
+
+
+async def _upgrade_hash(user: User, stored_hash: str, password: str, *, deps: Deps) -> User:
+    """The cost parameters changed since ``stored_hash`` was made: store a new hash of the
+    (just verified) password, and return the account as that write left it.
+
+    The write is guarded on the version read, so any change to the account since makes this
+    sign-in stale (``SignInInterrupted``, as in :func:`open_session`) — except another
+    sign-in's upgrade of the same hash: of concurrent sign-ins upgrading one hash only one
+    write wins, and losing that race is no reason to refuse a right password. So a lost
+    guard reads the account again: when only the hash changed and the password still
+    matches it, the sign-in goes on from that state."""
+    rehashed = await deps.users.update(
+        user.id,
+        UserChange(password_hash=await deps.passwords.hash(password)),
+        expect_password_hash=stored_hash,
+        expect_version=user.version,
+    )
+    if rehashed is not None:
+        return rehashed
+    current = await deps.users.by_id(user.id)
+    if (
+        current is None
+        or current.password_hash is None
+        or current.password_hash == stored_hash
+        or _changed_for_sessions(user, replace(current, password_hash=user.password_hash))
+    ):
+        raise SignInInterrupted()
+    # One more comparison, only after a lost race: a reset to another password also
+    # changes only the hash as far as this check sees.
+    deps.metrics.password_compared()
+    if not await deps.passwords.verify(current.password_hash, password):
+        raise SignInInterrupted()
+    return current
 
 
 # -- refresh, logout --------------------------------------------------------------------------

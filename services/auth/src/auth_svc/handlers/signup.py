@@ -54,6 +54,10 @@ REGISTER_ATTEMPTS = 3
 # its holder die, and how long another registration waits for it before answering 503.
 SIGNUP_LEASE_SECONDS = 30
 SIGNUP_LEASE_WAIT = 10.0
+# A waiter asks for the lease again after a pause doubling from the first to the last
+# (each drawn from its upper half).
+LEASE_POLL_FIRST = 0.01
+LEASE_POLL_MAX = 0.25
 
 
 async def register(
@@ -112,17 +116,28 @@ async def register(
 @asynccontextmanager
 async def _signup_lease(email: str, *, deps: Deps) -> AsyncIterator[None]:
     """Hold the address's registration lease (a budget of one that expires after
-    ``SIGNUP_LEASE_SECONDS``, should a holder die); wait for it up to ``SIGNUP_LEASE_WAIT``."""
+    ``SIGNUP_LEASE_SECONDS``, should a holder die); wait for it up to ``SIGNUP_LEASE_WAIT``.
+
+    Released guarded on the holder's own window: a holder stalled past its lease, whose
+    successor holds a new one, releases nothing."""
     key = address_key(email)
-    deadline = asyncio.get_running_loop().time() + SIGNUP_LEASE_WAIT
-    while not (await deps.signup_leases.reserve(key, deps.clock.now(), spaced=False)).granted:
-        if asyncio.get_running_loop().time() > deadline:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SIGNUP_LEASE_WAIT
+    pause = LEASE_POLL_FIRST
+    while True:
+        lease = await deps.signup_leases.reserve(key, deps.clock.now(), spaced=False)
+        if lease.granted:
+            break
+        if loop.time() > deadline:
             raise ServiceBusy()
-        await asyncio.sleep(0.01 + secrets.randbelow(20) / 1000)
+        # Backoff with full jitter: waiters of one address spread out and, waiting long,
+        # ask the store a few times a second instead of 50 times.
+        await asyncio.sleep(pause / 2 + secrets.randbelow(1000) * pause / 2000)
+        pause = min(pause * 2, LEASE_POLL_MAX)
     try:
         yield
     finally:
-        await deps.signup_leases.clear(key)
+        await deps.signup_leases.release(key, lease)
 
 
 async def _resume(progress: Progress | None, email: str, *, deps: Deps) -> User | None:
