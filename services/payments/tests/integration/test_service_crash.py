@@ -57,7 +57,11 @@ class ServiceProcess:
                 except aiohttp.ClientError:
                     return False
 
-            await eventually(ready, timeout=60, interval=0.1)
+            # Generous (a cold start on a loaded CI box has taken over 60 s); the log says why.
+            try:
+                await eventually(ready, timeout=120, interval=0.1)
+            except AssertionError as error:
+                raise AssertionError(f"{error}; log: {self.log.read_text()[-3000:]}") from None
 
     def kill(self) -> None:
         assert self.process is not None
