@@ -369,6 +369,35 @@ def _apply_update(
     return guard, update, "applied"
 
 
+def wallet_entry_document(
+    account_id: str,
+    entry: Mapping[str, Any],
+    tid: str,
+    kind: str,
+    refs: Mapping[str, str],
+) -> Document:
+    """The history line of a wallet's applied entry (its ``_id`` is the wallet and seq)."""
+    seq = int(entry["seq"])
+    return {
+        "_id": f"{account_id}:{seq:012d}",
+        "account": account_id,
+        "seq": seq,
+        "transfer": tid,
+        "amount": int(entry["amount"]),
+        "after": int(entry["after"]),
+        "kind": kind,
+        "refs": dict(refs),
+        "at": stored_time(loaded_time({"unix_us": int(entry["at"])})),
+    }
+
+
+async def insert_wallet_entry(entries: Any, line: Document) -> None:
+    try:
+        await entries.insert_one(line)
+    except DuplicateKeyError:
+        return  # written already (by the executor or the pruner)
+
+
 async def write_wallet_entry(
     entries: Any,
     account_id: str,
@@ -377,20 +406,4 @@ async def write_wallet_entry(
     kind: str,
     refs: Mapping[str, str],
 ) -> None:
-    seq = int(entry["seq"])
-    try:
-        await entries.insert_one(
-            {
-                "_id": f"{account_id}:{seq:012d}",
-                "account": account_id,
-                "seq": seq,
-                "transfer": tid,
-                "amount": int(entry["amount"]),
-                "after": int(entry["after"]),
-                "kind": kind,
-                "refs": dict(refs),
-                "at": stored_time(loaded_time({"unix_us": int(entry["at"])})),
-            }
-        )
-    except DuplicateKeyError:
-        return  # written already (by the executor or the pruner)
+    await insert_wallet_entry(entries, wallet_entry_document(account_id, entry, tid, kind, refs))
