@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -137,6 +138,10 @@ class Ledger:
         self.entries = db[WALLET_ENTRIES]
         self.metrics = metrics or _NoMetrics()
         self.observer = observer
+        # The accounts as this process last read or wrote them, without their entries.
+        # Only ever used as a snapshot taken before a transfer is seen pending (I6): a
+        # stale one makes the guarded update miss, and the executor re-reads.
+        self._known: OrderedDict[str, Document] = OrderedDict()
 
     # -- accounts ------------------------------------------------------------------
 
@@ -208,20 +213,38 @@ class Ledger:
                 await outcome
 
     async def _snapshot(self, spec: TransferSpec, tid: str) -> dict[str, Document]:
+        """Both accounts as read before the transfer is seen pending: copies of what this
+        process last saw of them (read or written earlier, so before now), or a read.
+        No entry for ``tid`` is assumed of a copy; if one exists, the guard misses and
+        the executor re-reads and finds it."""
         wanted = {spec.debit.id: spec.debit, spec.credit.id: spec.credit}
-        projection = _projection(tid)
-        found = {
-            doc["_id"]: doc
-            async for doc in self.accounts.find({"_id": {"$in": list(wanted)}}, projection)
-        }
+        found: dict[str, Document] = {}
+        for account in wanted:
+            known = self._known.get(account)
+            if known is not None:
+                found[account] = dict(known)
+        unknown = [account for account in wanted if account not in found]
+        if unknown:
+            projection = _projection(tid)
+            async for doc in self.accounts.find({"_id": {"$in": unknown}}, projection):
+                found[doc["_id"]] = doc
+                self._remember(doc)
         missing = [account for account in wanted.values() if account.id not in found]
         for account in missing:
             await self.open(account)
-            doc = await self.accounts.find_one({"_id": account.id}, projection)
+            doc = await self.accounts.find_one({"_id": account.id}, _projection(tid))
             if doc is None:
                 raise LedgerError(f"account {account.id} could not be opened")
             found[account.id] = doc
+            self._remember(doc)
         return found
+
+    def _remember(self, account: Document) -> None:
+        """Keep what is needed of a snapshot (no entries) for later transfers."""
+        self._known[account["_id"]] = {field: account.get(field) for field in _SNAPSHOT}
+        self._known.move_to_end(account["_id"])
+        while len(self._known) > _KNOWN_ACCOUNTS:
+            self._known.popitem(last=False)
 
     async def _observe(self, spec: TransferSpec, tid: str) -> TransferState:
         document = {
@@ -276,10 +299,13 @@ class Ledger:
                 raise LedgerError("a credit is never refused")
             result = await self.accounts.update_one(guard, update)
             if result.modified_count == 1:
+                self._remember(_after(current, update, pruned))
                 if outcome == "applied" and current.get("sequenced"):
                     await self._journal(account_id, update["$set"][f"{APPLIED}.{tid}"], spec, tid)
                 return outcome
             current = await self.accounts.find_one({"_id": account_id}, projection)
+            if current is not None:
+                self._remember(current)
         raise LedgerError(f"transfer {tid} could not be applied to {account_id}")
 
     async def _journal(
@@ -314,6 +340,24 @@ def applied_entry(account: Mapping[str, Any], tid: str) -> Mapping[str, Any] | N
     if nested is not None:
         return nested  # type: ignore[no-any-return]
     return account.get(f"{APPLIED}.{tid}")
+
+
+# The fields of an account a snapshot needs, and how many accounts a process keeps.
+_SNAPSHOT = ("_id", "balance", "seq", "pruned", "never_negative", "sequenced")
+_KNOWN_ACCOUNTS = 4096
+
+
+def _after(account: Document, update: Document, pruned: int) -> Document:
+    """The account as ``update`` (just applied to it as read) left it, as far as this
+    process knows: exact for a wallet (compare-and-set), a guess for a ``$inc`` account
+    that others move concurrently (only ever used behind a guard)."""
+    after = dict(account)
+    after["pruned"] = pruned
+    after.update({k: v for k, v in update.get("$set", {}).items() if k in _SNAPSHOT})
+    for field, change in update.get("$inc", {}).items():
+        if field in _SNAPSHOT:
+            after[field] = int(after.get(field) or 0) + change
+    return after
 
 
 def _projection(tid: str) -> Document:
