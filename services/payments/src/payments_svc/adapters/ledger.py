@@ -34,7 +34,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -53,6 +53,8 @@ WALLET_ENTRIES = "wallet_entries"
 APPLIED = "applied"
 TransferState = Literal["pending", "posted", "failed"]
 Step = Literal["inserted", "debited", "refused", "credited", "posted", "failed"]
+T = TypeVar("T")
+U = TypeVar("U")
 # Guarded updates that lose a race are retried; this many losses in a row is a bug.
 _MAX_ATTEMPTS = 10_000
 
@@ -188,14 +190,23 @@ class Ledger:
         if state != "pending":
             return TransferResult(tid, state)
         try:
-            debit = await self._apply(snapshot[spec.debit.id], spec, tid, -1)
+            debit, debit_line = await self._apply(snapshot[spec.debit.id], spec, tid, -1)
             if debit == "refused":
                 await self._notify("refused", tid)
                 return await self._finish(spec, "failed")
             await self._notify("debited", tid)
-            await self._apply(snapshot[spec.credit.id], spec, tid, +1)
+            # A wallet's history line is written beside the next step, not before it: the
+            # pruner writes any line an executor did not (it reads them before pruning).
+            (_, credit_line), _ = await _both(
+                self._apply(snapshot[spec.credit.id], spec, tid, +1),
+                self._journal(spec.debit.id, debit_line, spec, tid),
+            )
             await self._notify("credited", tid)
-            return await self._finish(spec, "posted")
+            posted, _ = await _both(
+                self._finish(spec, "posted"),
+                self._journal(spec.credit.id, credit_line, spec, tid),
+            )
+            return posted
         except _Settled as settled:
             return TransferResult(tid, settled.state)
 
@@ -272,7 +283,9 @@ class Ledger:
 
     async def _apply(
         self, snapshot: Document, spec: TransferSpec, tid: str, sign: int
-    ) -> Literal["applied", "refused"]:
+    ) -> tuple[Literal["applied", "refused"], Mapping[str, Any] | None]:
+        """Apply (or refuse) ``tid`` on the account; with the wallet entry it wrote, whose
+        history line the caller writes."""
         account_id = snapshot["_id"]
         pruned = snapshot["pruned"]
         projection = _projection(tid)
@@ -282,7 +295,10 @@ class Ledger:
                 raise LedgerError(f"account {account_id} disappeared")
             entry = applied_entry(current, tid)
             if entry is not None:
-                return "refused" if entry.get("refused") else "applied"
+                # Applied before (its history line is written again: a duplicate is a no-op).
+                if entry.get("refused"):
+                    return "refused", None
+                return "applied", entry if current.get("sequenced") else None
             if current["pruned"] != pruned:
                 # A prune happened since ``pruned`` was read. ``current`` (read just now)
                 # was read before the state below: if the transfer is still pending, no
@@ -301,17 +317,19 @@ class Ledger:
             if result.modified_count == 1:
                 self._remember(_after(current, update, pruned))
                 if outcome == "applied" and current.get("sequenced"):
-                    await self._journal(account_id, update["$set"][f"{APPLIED}.{tid}"], spec, tid)
-                return outcome
+                    return outcome, update["$set"][f"{APPLIED}.{tid}"]
+                return outcome, None
             current = await self.accounts.find_one({"_id": account_id}, projection)
             if current is not None:
                 self._remember(current)
         raise LedgerError(f"transfer {tid} could not be applied to {account_id}")
 
     async def _journal(
-        self, account_id: str, entry: Mapping[str, Any], spec: TransferSpec, tid: str
+        self, account_id: str, entry: Mapping[str, Any] | None, spec: TransferSpec, tid: str
     ) -> None:
         """The wallet's history line (the pruner writes it too, should this process die)."""
+        if entry is None:
+            return
         await write_wallet_entry(self.entries, account_id, entry, tid, spec.kind, spec.refs)
 
     async def _finish(self, spec: TransferSpec, state: TransferState) -> TransferResult:
@@ -328,6 +346,15 @@ class Ledger:
         if stored is None or stored["state"] != state:
             raise LedgerError(f"transfer {tid} ended {stored and stored['state']}, not {state}")
         return TransferResult(tid, state)
+
+
+async def _both(first: Awaitable[T], second: Awaitable[U]) -> tuple[T, U]:
+    """Run two steps side by side; both end before an exception of either is raised."""
+    a, b = await asyncio.gather(first, second, return_exceptions=True)
+    for outcome in (a, b):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return a, b  # type: ignore[return-value]
 
 
 def applied_entry(account: Mapping[str, Any], tid: str) -> Mapping[str, Any] | None:
