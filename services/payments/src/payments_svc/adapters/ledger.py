@@ -147,11 +147,15 @@ class Ledger:
 
     # -- accounts ------------------------------------------------------------------
 
-    async def open(self, spec: AccountSpec, *, frozen: bool = False) -> None:
-        """Create the account unless it exists (idempotent; never changes an existing one)."""
+    async def open(self, spec: AccountSpec, *, frozen: bool = False) -> Document | None:
+        """Create the account unless it exists (idempotent; never changes an existing one).
+        Returns the account as created when this call created it, else None."""
         fields = new_account(spec)
         fields["frozen"] = frozen
-        await self.accounts.update_one({"_id": spec.id}, {"$setOnInsert": fields}, upsert=True)
+        result = await self.accounts.update_one(
+            {"_id": spec.id}, {"$setOnInsert": fields}, upsert=True
+        )
+        return {"_id": spec.id, **fields} if result.upserted_id is not None else None
 
     async def freeze(self, spec: AccountSpec) -> None:
         """Mark the account frozen, opening it frozen when it does not exist yet (so a late
@@ -234,6 +238,15 @@ class Ledger:
             known = self._known.get(account)
             if known is not None:
                 found[account] = dict(known)
+        # An offer's hold and escrow are opened by the transfer that first credits them:
+        # opening first saves reading an account that is not there yet. An account this
+        # call created is known exactly as created (before the transfer is seen pending).
+        for account in wanted.values():
+            if account.id not in found and account.kind in _OPENED_BY_FIRST_CREDIT:
+                created = await self.open(account)
+                if created is not None:
+                    found[account.id] = created
+                    self._remember(created)
         unknown = [account for account in wanted if account not in found]
         if unknown:
             projection = _projection(tid)
@@ -242,8 +255,9 @@ class Ledger:
                 self._remember(doc)
         missing = [account for account in wanted.values() if account.id not in found]
         for account in missing:
-            await self.open(account)
-            doc = await self.accounts.find_one({"_id": account.id}, _projection(tid))
+            doc = await self.open(account)
+            if doc is None:
+                doc = await self.accounts.find_one({"_id": account.id}, _projection(tid))
             if doc is None:
                 raise LedgerError(f"account {account.id} could not be opened")
             found[account.id] = doc
@@ -369,6 +383,7 @@ def applied_entry(account: Mapping[str, Any], tid: str) -> Mapping[str, Any] | N
     return account.get(f"{APPLIED}.{tid}")
 
 
+_OPENED_BY_FIRST_CREDIT = frozenset({"hold", "escrow"})
 # The fields of an account a snapshot needs, and how many accounts a process keeps.
 _SNAPSHOT = ("_id", "balance", "seq", "pruned", "never_negative", "sequenced")
 _KNOWN_ACCOUNTS = 4096
