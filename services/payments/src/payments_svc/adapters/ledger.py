@@ -234,20 +234,20 @@ class Ledger:
         the executor re-reads and finds it."""
         wanted = {spec.debit.id: spec.debit, spec.credit.id: spec.credit}
         found: dict[str, Document] = {}
-        for account in wanted:
-            known = self._known.get(account)
+        for account_id in wanted:
+            known = self._known.get(account_id)
             if known is not None:
-                found[account] = dict(known)
+                found[account_id] = dict(known)
         # An offer's hold and escrow are opened by the transfer that first credits them:
         # opening first saves reading an account that is not there yet. An account this
         # call created is known exactly as created (before the transfer is seen pending).
-        for account in wanted.values():
-            if account.id not in found and account.kind in _OPENED_BY_FIRST_CREDIT:
-                created = await self.open(account)
+        for spec_of in wanted.values():
+            if spec_of.id not in found and spec_of.kind in _OPENED_BY_FIRST_CREDIT:
+                created = await self.open(spec_of)
                 if created is not None:
-                    found[account.id] = created
+                    found[spec_of.id] = created
                     self._remember(created)
-        unknown = [account for account in wanted if account not in found]
+        unknown = [account_id for account_id in wanted if account_id not in found]
         if unknown:
             projection = _projection(tid)
             async for doc in self.accounts.find({"_id": {"$in": unknown}}, projection):
@@ -255,13 +255,13 @@ class Ledger:
                 self._remember(doc)
         missing = [account for account in wanted.values() if account.id not in found]
         for account in missing:
-            doc = await self.open(account)
-            if doc is None:
-                doc = await self.accounts.find_one({"_id": account.id}, _projection(tid))
-            if doc is None:
+            opened = await self.open(account)
+            if opened is None:
+                opened = await self.accounts.find_one({"_id": account.id}, _projection(tid))
+            if opened is None:
                 raise LedgerError(f"account {account.id} could not be opened")
-            found[account.id] = doc
-            self._remember(doc)
+            found[account.id] = opened
+            self._remember(opened)
         return found
 
     def _remember(self, account: Document) -> None:
