@@ -18,7 +18,10 @@ process, on loopback:
 - p50/p95/p99 of a money-moving request (create, accept, complete) at 50 flows/s offered
   open-loop; the target is p95 < 100 ms (the seed SLO).
 
-Bounded: about 40 s in all, with a hard stop at 120 s.
+Bounded: about 40 s in all, with a hard stop at 120 s. On a loaded machine the open-loop
+phase queues up (50 flows/s above what it sustains) and may not drain before the stop:
+``BENCH_PAYMENTS_LATENCY_SECONDS`` (default 8) offers fewer flows and
+``BENCH_PAYMENTS_HARD_LIMIT`` (default 120) allows longer.
 """
 
 from __future__ import annotations
@@ -44,10 +47,10 @@ LEDGER_SECONDS = 6.0
 ROUNDS = 4
 FLOW_SECONDS = 8.0
 OFFERED_FLOWS = 50.0
-LATENCY_SECONDS = 8.0
+LATENCY_SECONDS = float(os.environ.get("BENCH_PAYMENTS_LATENCY_SECONDS", "8"))
 CUSTOMERS = 40
 TARGET_P95_MS = 100.0
-HARD_LIMIT_SECONDS = 120.0
+HARD_LIMIT_SECONDS = float(os.environ.get("BENCH_PAYMENTS_HARD_LIMIT", "120"))
 WRITES = frozenset({"insert", "update", "findAndModify", "delete"})
 
 _row = functools.partial(row, "payments")

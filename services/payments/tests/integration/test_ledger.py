@@ -103,12 +103,15 @@ async def test_pruning_keeps_balances_and_history(ledger, control, mongo_db):
     assert report.balanced and report.total == 0
 
 
+@pytest.mark.parametrize("warm", [False, True], ids=["read", "remembered"])
 @pytest.mark.parametrize("pause_at", ["inserted", "debited", "credited"])
 async def test_a_stalled_executor_never_applies_after_another_posted_and_pruned(
-    mongo_db, control, pause_at
+    mongo_db, control, pause_at, warm
 ):
     """Executor A stalls at ``pause_at``; meanwhile B finishes the same transfer and the
-    pruner removes its entries. A wakes up and must move nothing more."""
+    pruner removes its entries. A wakes up and must move nothing more — whether A read
+    its snapshot of the wallet or took what it remembered of it from an earlier transfer
+    (``remembered``: A's own deposit before)."""
     await ensure_indexes(mongo_db, ledger_indexes())
     other = Ledger(mongo_db)
     pruner = Pruner(mongo_db, control)
@@ -129,9 +132,13 @@ async def test_a_stalled_executor_never_applies_after_another_posted_and_pruned(
             assert await pruner.prune() >= 2
 
     stalled = Ledger(mongo_db, observer=stall)
+    start = 1_000
+    if warm:
+        assert (await stalled.execute(deposit("u1", 5, "dep:warm"))).state == "posted"
+        start += 5
     assert (await stalled.execute(spec)).state == "posted"
     assert paused == [pause_at]
-    assert await stalled.balance(acct.wallet(USD, "u1")) == 600
+    assert await stalled.balance(acct.wallet(USD, "u1")) == start - 400
     assert await stalled.balance(acct.hold(USD, "of1")) == 400
     report = await LedgerCheck(mongo_db, control).run()
     assert report.balanced and report.total == 0

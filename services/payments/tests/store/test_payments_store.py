@@ -134,9 +134,11 @@ async def test_prune_unsets_several_map_keys_guarded_by_the_counter(mongo_db):
 async def test_open_and_freeze_upserts(mongo_db):
     col = mongo_db["accounts"]
     fresh = {"kind": "wallet", "balance": 0, "frozen": False}
-    await col.update_one({"_id": "wallet:USD:u1"}, {"$setOnInsert": fresh}, upsert=True)
+    opened = await col.update_one({"_id": "wallet:USD:u1"}, {"$setOnInsert": fresh}, upsert=True)
+    assert opened.upserted_id == "wallet:USD:u1"  # the ledger's snapshot of a new hold/escrow
     await col.update_one({"_id": "wallet:USD:u1"}, {"$inc": {"balance": 5}})
-    await col.update_one({"_id": "wallet:USD:u1"}, {"$setOnInsert": fresh}, upsert=True)  # no reset
+    again = await col.update_one({"_id": "wallet:USD:u1"}, {"$setOnInsert": fresh}, upsert=True)
+    assert again.upserted_id is None  # no reset, and it says so
     await col.update_one(
         {"_id": "wallet:USD:u1"},
         {"$setOnInsert": {"kind": "wallet", "balance": 0}, "$set": {"frozen": True}},

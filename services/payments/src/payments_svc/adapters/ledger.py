@@ -31,9 +31,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -52,6 +53,8 @@ WALLET_ENTRIES = "wallet_entries"
 APPLIED = "applied"
 TransferState = Literal["pending", "posted", "failed"]
 Step = Literal["inserted", "debited", "refused", "credited", "posted", "failed"]
+T = TypeVar("T")
+U = TypeVar("U")
 # Guarded updates that lose a race are retried; this many losses in a row is a bug.
 _MAX_ATTEMPTS = 10_000
 
@@ -137,14 +140,22 @@ class Ledger:
         self.entries = db[WALLET_ENTRIES]
         self.metrics = metrics or _NoMetrics()
         self.observer = observer
+        # The accounts as this process last read or wrote them, without their entries.
+        # Only ever used as a snapshot taken before a transfer is seen pending (I6): a
+        # stale one makes the guarded update miss, and the executor re-reads.
+        self._known: OrderedDict[str, Document] = OrderedDict()
 
     # -- accounts ------------------------------------------------------------------
 
-    async def open(self, spec: AccountSpec, *, frozen: bool = False) -> None:
-        """Create the account unless it exists (idempotent; never changes an existing one)."""
+    async def open(self, spec: AccountSpec, *, frozen: bool = False) -> Document | None:
+        """Create the account unless it exists (idempotent; never changes an existing one).
+        Returns the account as created when this call created it, else None."""
         fields = new_account(spec)
         fields["frozen"] = frozen
-        await self.accounts.update_one({"_id": spec.id}, {"$setOnInsert": fields}, upsert=True)
+        result = await self.accounts.update_one(
+            {"_id": spec.id}, {"$setOnInsert": fields}, upsert=True
+        )
+        return {"_id": spec.id, **fields} if result.upserted_id is not None else None
 
     async def freeze(self, spec: AccountSpec) -> None:
         """Mark the account frozen, opening it frozen when it does not exist yet (so a late
@@ -183,14 +194,23 @@ class Ledger:
         if state != "pending":
             return TransferResult(tid, state)
         try:
-            debit = await self._apply(snapshot[spec.debit.id], spec, tid, -1)
+            debit, debit_line = await self._apply(snapshot[spec.debit.id], spec, tid, -1)
             if debit == "refused":
                 await self._notify("refused", tid)
                 return await self._finish(spec, "failed")
             await self._notify("debited", tid)
-            await self._apply(snapshot[spec.credit.id], spec, tid, +1)
+            # A wallet's history line is written beside the next step, not before it: the
+            # pruner writes any line an executor did not (it reads them before pruning).
+            (_, credit_line), _ = await _both(
+                self._apply(snapshot[spec.credit.id], spec, tid, +1),
+                self._journal(spec.debit.id, debit_line, spec, tid),
+            )
             await self._notify("credited", tid)
-            return await self._finish(spec, "posted")
+            posted, _ = await _both(
+                self._finish(spec, "posted"),
+                self._journal(spec.credit.id, credit_line, spec, tid),
+            )
+            return posted
         except _Settled as settled:
             return TransferResult(tid, settled.state)
 
@@ -208,20 +228,48 @@ class Ledger:
                 await outcome
 
     async def _snapshot(self, spec: TransferSpec, tid: str) -> dict[str, Document]:
+        """Both accounts as read before the transfer is seen pending: copies of what this
+        process last saw of them (read or written earlier, so before now), or a read.
+        No entry for ``tid`` is assumed of a copy; if one exists, the guard misses and
+        the executor re-reads and finds it."""
         wanted = {spec.debit.id: spec.debit, spec.credit.id: spec.credit}
-        projection = _projection(tid)
-        found = {
-            doc["_id"]: doc
-            async for doc in self.accounts.find({"_id": {"$in": list(wanted)}}, projection)
-        }
+        found: dict[str, Document] = {}
+        for account_id in wanted:
+            known = self._known.get(account_id)
+            if known is not None:
+                found[account_id] = dict(known)
+        # An offer's hold and escrow are opened by the transfer that first credits them:
+        # opening first saves reading an account that is not there yet. An account this
+        # call created is known exactly as created (before the transfer is seen pending).
+        for spec_of in wanted.values():
+            if spec_of.id not in found and spec_of.kind in _OPENED_BY_FIRST_CREDIT:
+                created = await self.open(spec_of)
+                if created is not None:
+                    found[spec_of.id] = created
+                    self._remember(created)
+        unknown = [account_id for account_id in wanted if account_id not in found]
+        if unknown:
+            projection = _projection(tid)
+            async for doc in self.accounts.find({"_id": {"$in": unknown}}, projection):
+                found[doc["_id"]] = doc
+                self._remember(doc)
         missing = [account for account in wanted.values() if account.id not in found]
         for account in missing:
-            await self.open(account)
-            doc = await self.accounts.find_one({"_id": account.id}, projection)
-            if doc is None:
+            opened = await self.open(account)
+            if opened is None:
+                opened = await self.accounts.find_one({"_id": account.id}, _projection(tid))
+            if opened is None:
                 raise LedgerError(f"account {account.id} could not be opened")
-            found[account.id] = doc
+            found[account.id] = opened
+            self._remember(opened)
         return found
+
+    def _remember(self, account: Document) -> None:
+        """Keep what is needed of a snapshot (no entries) for later transfers."""
+        self._known[account["_id"]] = {field: account.get(field) for field in _SNAPSHOT}
+        self._known.move_to_end(account["_id"])
+        while len(self._known) > _KNOWN_ACCOUNTS:
+            self._known.popitem(last=False)
 
     async def _observe(self, spec: TransferSpec, tid: str) -> TransferState:
         document = {
@@ -249,7 +297,9 @@ class Ledger:
 
     async def _apply(
         self, snapshot: Document, spec: TransferSpec, tid: str, sign: int
-    ) -> Literal["applied", "refused"]:
+    ) -> tuple[Literal["applied", "refused"], Mapping[str, Any] | None]:
+        """Apply (or refuse) ``tid`` on the account; with the wallet entry it wrote, whose
+        history line the caller writes."""
         account_id = snapshot["_id"]
         pruned = snapshot["pruned"]
         projection = _projection(tid)
@@ -259,7 +309,10 @@ class Ledger:
                 raise LedgerError(f"account {account_id} disappeared")
             entry = applied_entry(current, tid)
             if entry is not None:
-                return "refused" if entry.get("refused") else "applied"
+                # Applied before (its history line is written again: a duplicate is a no-op).
+                if entry.get("refused"):
+                    return "refused", None
+                return "applied", entry if current.get("sequenced") else None
             if current["pruned"] != pruned:
                 # A prune happened since ``pruned`` was read. ``current`` (read just now)
                 # was read before the state below: if the transfer is still pending, no
@@ -276,16 +329,21 @@ class Ledger:
                 raise LedgerError("a credit is never refused")
             result = await self.accounts.update_one(guard, update)
             if result.modified_count == 1:
+                self._remember(_after(current, update, pruned))
                 if outcome == "applied" and current.get("sequenced"):
-                    await self._journal(account_id, update["$set"][f"{APPLIED}.{tid}"], spec, tid)
-                return outcome
+                    return outcome, update["$set"][f"{APPLIED}.{tid}"]
+                return outcome, None
             current = await self.accounts.find_one({"_id": account_id}, projection)
+            if current is not None:
+                self._remember(current)
         raise LedgerError(f"transfer {tid} could not be applied to {account_id}")
 
     async def _journal(
-        self, account_id: str, entry: Mapping[str, Any], spec: TransferSpec, tid: str
+        self, account_id: str, entry: Mapping[str, Any] | None, spec: TransferSpec, tid: str
     ) -> None:
         """The wallet's history line (the pruner writes it too, should this process die)."""
+        if entry is None:
+            return
         await write_wallet_entry(self.entries, account_id, entry, tid, spec.kind, spec.refs)
 
     async def _finish(self, spec: TransferSpec, state: TransferState) -> TransferResult:
@@ -304,6 +362,15 @@ class Ledger:
         return TransferResult(tid, state)
 
 
+async def _both(first: Awaitable[T], second: Awaitable[U]) -> tuple[T, U]:
+    """Run two steps side by side; both end before an exception of either is raised."""
+    a, b = await asyncio.gather(first, second, return_exceptions=True)
+    for outcome in (a, b):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return a, b  # type: ignore[return-value]
+
+
 def applied_entry(account: Mapping[str, Any], tid: str) -> Mapping[str, Any] | None:
     """The account's entry for ``tid`` from a document read with :func:`_projection`.
 
@@ -314,6 +381,25 @@ def applied_entry(account: Mapping[str, Any], tid: str) -> Mapping[str, Any] | N
     if nested is not None:
         return nested  # type: ignore[no-any-return]
     return account.get(f"{APPLIED}.{tid}")
+
+
+_OPENED_BY_FIRST_CREDIT = frozenset({"hold", "escrow"})
+# The fields of an account a snapshot needs, and how many accounts a process keeps.
+_SNAPSHOT = ("_id", "balance", "seq", "pruned", "never_negative", "sequenced")
+_KNOWN_ACCOUNTS = 4096
+
+
+def _after(account: Document, update: Document, pruned: int) -> Document:
+    """The account as ``update`` (just applied to it as read) left it, as far as this
+    process knows: exact for a wallet (compare-and-set), a guess for a ``$inc`` account
+    that others move concurrently (only ever used behind a guard)."""
+    after = dict(account)
+    after["pruned"] = pruned
+    after.update({k: v for k, v in update.get("$set", {}).items() if k in _SNAPSHOT})
+    for field, change in update.get("$inc", {}).items():
+        if field in _SNAPSHOT:
+            after[field] = int(after.get(field) or 0) + change
+    return after
 
 
 def _projection(tid: str) -> Document:
@@ -369,6 +455,35 @@ def _apply_update(
     return guard, update, "applied"
 
 
+def wallet_entry_document(
+    account_id: str,
+    entry: Mapping[str, Any],
+    tid: str,
+    kind: str,
+    refs: Mapping[str, str],
+) -> Document:
+    """The history line of a wallet's applied entry (its ``_id`` is the wallet and seq)."""
+    seq = int(entry["seq"])
+    return {
+        "_id": f"{account_id}:{seq:012d}",
+        "account": account_id,
+        "seq": seq,
+        "transfer": tid,
+        "amount": int(entry["amount"]),
+        "after": int(entry["after"]),
+        "kind": kind,
+        "refs": dict(refs),
+        "at": stored_time(loaded_time({"unix_us": int(entry["at"])})),
+    }
+
+
+async def insert_wallet_entry(entries: Any, line: Document) -> None:
+    try:
+        await entries.insert_one(line)
+    except DuplicateKeyError:
+        return  # written already (by the executor or the pruner)
+
+
 async def write_wallet_entry(
     entries: Any,
     account_id: str,
@@ -377,20 +492,4 @@ async def write_wallet_entry(
     kind: str,
     refs: Mapping[str, str],
 ) -> None:
-    seq = int(entry["seq"])
-    try:
-        await entries.insert_one(
-            {
-                "_id": f"{account_id}:{seq:012d}",
-                "account": account_id,
-                "seq": seq,
-                "transfer": tid,
-                "amount": int(entry["amount"]),
-                "after": int(entry["after"]),
-                "kind": kind,
-                "refs": dict(refs),
-                "at": stored_time(loaded_time({"unix_us": int(entry["at"])})),
-            }
-        )
-    except DuplicateKeyError:
-        return  # written already (by the executor or the pruner)
+    await insert_wallet_entry(entries, wallet_entry_document(account_id, entry, tid, kind, refs))

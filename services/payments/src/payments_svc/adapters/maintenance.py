@@ -39,8 +39,9 @@ from payments_svc.adapters.ledger import (
     WALLET_ENTRIES,
     Ledger,
     TransferResult,
+    insert_wallet_entry,
     now_us,
-    write_wallet_entry,
+    wallet_entry_document,
 )
 from switchyard.envelope import utcnow
 from switchyard.mongo.client import Document
@@ -181,72 +182,89 @@ class Pruner:
         if started is None:
             return 0
         epoch, unfinished = started
+        lease = _Lease(self.control, epoch)
         finished = False
         try:
             removed = 0
             if unfinished:  # a pass died half-way: its batch first
-                removed += await self._prune_batch(epoch, unfinished)
-            batch = await self._select(limit, batch_size)
-            if batch:
+                removed += await self._prune_batch(lease, unfinished)
+            selected = await self._select(limit, batch_size)
+            if selected is not None:
+                batch, transfers, accounts = selected
                 await self.control.record_batch(epoch, batch)
-                removed += await self._prune_batch(epoch, batch)
+                lease.renewed()
+                removed += await self._prune_batch(lease, batch, transfers, accounts)
             finished = True
             return removed
         finally:
             await self.control.end_pass(epoch, finished=finished)
 
-    async def _select(self, limit: int, batch_size: int) -> list[str]:
-        """Up to ``batch_size`` final transfers with entries still in accounts."""
+    async def _select(
+        self, limit: int, batch_size: int
+    ) -> tuple[list[str], dict[str, Document], list[Document]] | None:
+        """Up to ``batch_size`` final transfers with entries still in accounts, with the
+        transfers and the accounts as read (handed on, so the pass reads each once)."""
         found = await self.accounts.find(
-            {"entries": {"$gt": 0}}, {APPLIED: 1}, limit=limit
+            {"entries": {"$gt": 0}}, _PRUNE_PROJECTION, limit=limit
         ).to_list()
         ids = sorted({tid for doc in found for tid in (doc.get(APPLIED) or {})})
         if not ids:
-            return []
+            return None
         final = await self.transfers.find(
-            {"_id": {"$in": ids}, "state": {"$in": ["posted", "failed"]}}, {"_id": 1}
+            {"_id": {"$in": ids}, "state": {"$in": ["posted", "failed"]}}, _TRANSFER_PROJECTION
         ).to_list()
-        return [doc["_id"] for doc in final][:batch_size]
+        batch = sorted(doc["_id"] for doc in final)[:batch_size]
+        if not batch:
+            return None
+        chosen = set(batch)
+        return batch, {doc["_id"]: doc for doc in final if doc["_id"] in chosen}, found
 
-    async def _prune_batch(self, epoch: int, batch: list[str]) -> int:
+    async def _prune_batch(
+        self,
+        lease: _Lease,
+        batch: list[str],
+        transfers: dict[str, Document] | None = None,
+        known: list[Document] | None = None,
+    ) -> int:
         """Prune both sides of every transfer in ``batch`` (all final): outside a pass, no
-        transfer is pruned on one side only — the ledger check relies on that."""
-        final = {
-            doc["_id"]: doc
-            async for doc in self.transfers.find(
-                {"_id": {"$in": batch}, "state": {"$in": ["posted", "failed"]}},
-                {"state": 1, "kind": 1, "refs": 1, "debit": 1, "credit": 1},
-            )
-        }
+        transfer is pruned on one side only — the ledger check relies on that.
+
+        ``transfers`` and ``known`` (accounts) may come from this pass's selection: an
+        account read then is still exact for what is pruned here, since only a pass
+        removes entries or moves ``pruned`` and this pass holds the lease (entries of
+        transfers that arrived since are not final in ``batch`` and stay)."""
+        final = transfers
+        if final is None:
+            final = {
+                doc["_id"]: doc
+                async for doc in self.transfers.find(
+                    {"_id": {"$in": batch}, "state": {"$in": ["posted", "failed"]}},
+                    _TRANSFER_PROJECTION,
+                )
+            }
         touched = sorted({doc[side] for doc in final.values() for side in ("debit", "credit")})
-        accounts = await self.accounts.find(
-            {"_id": {"$in": touched}}, {APPLIED: 1, "pruned": 1, "sequenced": 1}
-        ).to_list()
+        read = {doc["_id"]: doc for doc in known or () if doc["_id"] in touched}
+        missing = [account for account in touched if account not in read]
+        if missing:
+            async for doc in self.accounts.find({"_id": {"$in": missing}}, _PRUNE_PROJECTION):
+                read[doc["_id"]] = doc
         removed = 0
-        for account in accounts:
+        for account_id in touched:
+            account = read.get(account_id)
+            if account is None:
+                continue
             applied = account.get(APPLIED) or {}
             done = [tid for tid in applied if tid in final]
             if not done:
                 continue
-            await self.control.renew(epoch)  # a pass that lost its lease stops here
+            await lease.keep()  # a pass that lost its lease stops here
             if account.get("sequenced"):
-                for tid in done:
-                    entry = applied[tid]
-                    if not entry.get("refused"):
-                        transfer = final[tid]
-                        await write_wallet_entry(
-                            self.entries,
-                            account["_id"],
-                            entry,
-                            tid,
-                            transfer["kind"],
-                            transfer.get("refs") or {},
-                        )
+                await self._journal(account_id, applied, done, final)
             pruned = int(account["pruned"])
             for start in range(0, len(done), UNSET_CHUNK):
                 chunk = done[start : start + UNSET_CHUNK]
                 result = await self.accounts.update_one(
-                    {"_id": account["_id"], "pruned": pruned},
+                    {"_id": account_id, "pruned": pruned},
                     {
                         "$unset": {f"{APPLIED}.{tid}": "" for tid in chunk},
                         "$inc": {"pruned": 1, "entries": -len(chunk)},
@@ -254,10 +272,66 @@ class Pruner:
                 )
                 if result.modified_count != 1:
                     # Only a pass that took over from this one changes ``pruned``.
-                    raise LeaseLost(epoch)
+                    raise LeaseLost(lease.epoch)
                 pruned += 1
                 removed += len(chunk)
         return removed
+
+    async def _journal(
+        self,
+        account_id: str,
+        applied: dict[str, Any],
+        done: list[str],
+        final: dict[str, Document],
+    ) -> None:
+        """Write the history lines of the wallet entries about to go that the executor did
+        not write (it died first): one read for the lot, an insert only for the missing."""
+        lines = [
+            wallet_entry_document(
+                account_id,
+                applied[tid],
+                tid,
+                final[tid]["kind"],
+                final[tid].get("refs") or {},
+            )
+            for tid in done
+            if not applied[tid].get("refused")
+        ]
+        if not lines:
+            return
+        present = {
+            doc["_id"]
+            async for doc in self.entries.find(
+                {"_id": {"$in": [line["_id"] for line in lines]}}, {"_id": 1}
+            )
+        }
+        for line in lines:
+            if line["_id"] not in present:
+                await insert_wallet_entry(self.entries, line)
+
+
+_PRUNE_PROJECTION: Document = {APPLIED: 1, "pruned": 1, "sequenced": 1}
+_TRANSFER_PROJECTION: Document = {"state": 1, "kind": 1, "refs": 1, "debit": 1, "credit": 1}
+
+
+class _Lease:
+    """A pass's lease, renewed before an account is touched once a quarter of it has gone
+    (not before every account: each renewal is a store write). Until then the pass still
+    holds at least three quarters of it, so no other pass can have taken over."""
+
+    def __init__(self, control: PruneControl, epoch: int) -> None:
+        self.control = control
+        self.epoch = epoch
+        self._renew_after = 0.0
+        self.renewed()
+
+    def renewed(self) -> None:
+        self._renew_after = time.monotonic() + self.control.lease_seconds / 4
+
+    async def keep(self) -> None:
+        if time.monotonic() >= self._renew_after:
+            await self.control.renew(self.epoch)
+            self.renewed()
 
 
 @dataclass

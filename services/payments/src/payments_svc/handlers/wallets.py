@@ -356,11 +356,11 @@ async def pay_out(withdrawal: Document, *, books: Books) -> Document:
             withdrawal, "fail", reason=outcome.reason or "payout-failed"
         )
     claimed = await books.withdrawals.claim(withdrawal["_id"], transition)
-    result = (
-        await books.withdrawals.drive(claimed)
-        if claimed
-        else await books.withdrawals.get(withdrawal["_id"])
-    )
+    if claimed is None:
+        # The sweeper's retry claimed it first: drive its claim alongside it (every step
+        # is guarded), so the answer is the outcome, not the in-between ``requested``.
+        claimed = await books.withdrawals.get(withdrawal["_id"])
+    result = await books.withdrawals.drive(claimed) if claimed else None
     books.published()
     assert result is not None
     return result
