@@ -90,6 +90,18 @@ async def test_unique_seq_and_client_id_indexes_and_ordered_reads(mongo_db):
                 "created": stored_time(now),
             }
         )
+    with pytest.raises(DuplicateKeyError):  # one client id per sender, in any conversation
+        await mongo_db["messages"].insert_one(
+            {
+                **base,
+                "_id": "dup-client-elsewhere",
+                "conversation_id": "c2",
+                "seq": 1,
+                "sender_id": "ada",
+                "client_msg_id": "k1",
+                "created": stored_time(now),
+            }
+        )
     # the same client_msg_id from another sender is another message
     await mongo_db["messages"].insert_one(
         {
@@ -107,6 +119,8 @@ async def test_unique_seq_and_client_id_indexes_and_ordered_reads(mongo_db):
     await store.fill_void("c1", 3, now)  # idempotent
     assert [m.seq for m in await store.after("c1", 2, 10)] == [3, 4, 5]
     assert (await store.at_seq("c1", 3)).deleted  # type: ignore[union-attr]
+    await store.fill_void("c2", 3, now)  # the same seq of another conversation
+    assert (await store.at_seq("c2", 3)).deleted  # type: ignore[union-attr]
     latest = await store.latest_visible("c1")
     assert latest is not None and latest.seq == 5
 

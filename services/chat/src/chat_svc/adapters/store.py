@@ -7,8 +7,9 @@ Single-document atomicity only (DESIGN §2):
 - ``members``: one document per (conversation, user) with the member's own state —
   ``last_read_seq`` / ``last_delivered_seq`` only move forward through guarded updates
   (``{"last_read_seq": {"$lt": seq}}``), ``muted``, and ``active`` for the listing by user;
-- ``messages``: unique (conversation, seq) and (conversation, sender, client_msg_id); each
-  message document carries its own events in its outbox (``with_events``/``stage_events``).
+- ``messages``: unique (conversation, seq) and (sender, client_msg_id) — a client id names one
+  message of its sender in any conversation (DESIGN §5); each message document carries its
+  own events in its outbox (``with_events``/``stage_events``).
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ OUTBOX_COLLECTIONS = [CONVERSATIONS, MESSAGES]
 def store_indexes() -> list[Index]:
     return [
         Index(MESSAGES, asc("conversation_id", "seq"), unique=True),
-        Index(MESSAGES, asc("conversation_id", "sender_id", "client_msg_id"), unique=True),
-        Index(MESSAGES, asc("sender_id")),
+        # Also serves lookups by sender (its prefix). Deployments created before this index
+        # still hold the narrower unique (conversation_id, sender_id, client_msg_id) one; it
+        # is redundant and may be dropped.
+        Index(MESSAGES, asc("sender_id", "client_msg_id"), unique=True),
         Index(MEMBERS, asc("user_id", "active", "conversation_id")),
         Index(MEMBERS, asc("conversation_id")),
     ]
@@ -230,16 +233,10 @@ class ChatStore:
         """Raises DuplicateKeyError when the seq or the (sender, client_msg_id) is taken."""
         await self.messages.insert_one(with_events(doc, events))
 
-    async def by_client_id(
-        self, conversation_id: str, sender_id: str, client_msg_id: str
-    ) -> Message | None:
+    async def by_client_id(self, sender_id: str, client_msg_id: str) -> Message | None:
+        """The sender's message with this client id, in whichever conversation."""
         doc = await self.messages.find_one(
-            {
-                "conversation_id": conversation_id,
-                "sender_id": sender_id,
-                "client_msg_id": client_msg_id,
-            },
-            {"outbox": 0},
+            {"sender_id": sender_id, "client_msg_id": client_msg_id}, {"outbox": 0}
         )
         return message_from(doc) if doc else None
 
@@ -298,7 +295,8 @@ class ChatStore:
                     "conversation_id": conversation_id,
                     "seq": seq,
                     "sender_id": "",
-                    "client_msg_id": f"void:{seq}",
+                    # Unique under (sender_id, client_msg_id) across conversations.
+                    "client_msg_id": f"void:{conversation_id}:{seq}",
                     "body": "",
                     "attachments": [],
                     "deleted": True,

@@ -50,11 +50,11 @@ async def send_message(
     text = clean_body(body)
     if len(attachments) > MAX_ATTACHMENTS:
         raise ChatError("too-many-attachments", f"At most {MAX_ATTACHMENTS} attachments.")
-    known = await chat.store.by_client_id(conversation_id, user_id, client_msg_id)
+    known = await chat.store.by_client_id(user_id, client_msg_id)
     if known is not None:
         if await chat.store.get_for_member(conversation_id, user_id) is None:
             raise not_found()
-        return Sent(known, created=False)
+        return _resent(known, conversation_id)
     refused = await chat.attachments.unusable(user_id, attachments)
     if refused:
         raise ChatError(
@@ -98,12 +98,12 @@ async def send_message(
         try:
             await chat.store.insert_message(_document(message), [event])
         except DuplicateKeyError:
-            known = await chat.store.by_client_id(conversation_id, user_id, client_msg_id)
+            known = await chat.store.by_client_id(user_id, client_msg_id)
             if known is not None:
                 # The same client_msg_id landed concurrently: ours is the duplicate, and
                 # the seq it reserved is filled so the numbering keeps no gap.
                 await chat.store.fill_void(conversation_id, seq, utcnow())
-                return Sent(known, created=False)
+                return _resent(known, conversation_id)
             continue  # our seq was voided by a reader (we were too slow): take another
         chat.published()
         chat.metrics.message_sent()
@@ -112,6 +112,22 @@ async def send_message(
         )
         return Sent(message, created=True)
     raise ChatError("busy", "The conversation is too busy; send again.", 503)
+
+
+def _resent(known: Message, conversation_id: str) -> Sent:
+    """A resend of a client_msg_id the sender already used (the caller checked that the
+    sender is a member of ``conversation_id``): the original message when it was sent to
+    this conversation. The same id sent to another conversation is a client bug (a retry
+    repeats its target): answering with a message of another conversation would let the
+    client believe this one was stored, so it is refused instead."""
+    if known.conversation_id != conversation_id:
+        raise ChatError(
+            "client-msg-id-reused",
+            "This client_msg_id was already used for a message in another conversation; "
+            "a new message needs a new client_msg_id.",
+            409,
+        )
+    return Sent(known, created=False)
 
 
 def _document(message: Message) -> dict[str, Any]:
