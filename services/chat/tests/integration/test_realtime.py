@@ -238,3 +238,36 @@ async def test_group_admins_manage_members(world: ChatWorld) -> None:
     assert removed.status == 204
     ack = await linus.call("send_message", send(cid, "x", "c1"))
     assert ack["error"]["code"] == "not-found"
+
+
+async def test_own_messages_are_never_unread_and_a_readers_mark_still_sends_a_receipt(
+    world: ChatWorld,
+) -> None:
+    """unread_count counts the other members' live messages after the read mark; sending
+    does not move the sender's read mark, so marking read later still tells the others."""
+    ada, grace, hedy = await world.user(), await world.user(), await world.user()
+    cid = await world.group(ada, [grace, hedy])
+    a = await world.socket(ada)
+    g = await world.socket(grace)
+
+    async def unread(uid: str) -> int:
+        listed = await world.call("GET", "/conversations", uid=uid)
+        [item] = [c for c in listed.body["items"] if c["id"] == cid]
+        single = await world.call("GET", f"/conversations/{cid}", uid=uid)
+        assert single.body["unread_count"] == item["unread_count"]
+        return int(item["unread_count"])
+
+    await a.call("send_message", send(cid, "one", "a1"))
+    await a.call("send_message", send(cid, "two", "a2"))
+    await g.call("send_message", send(cid, "three", "g1"))
+    assert (await unread(ada), await unread(grace), await unread(hedy)) == (1, 2, 3)
+    # Grace reads everything, including her own seq 3: Ada hears of it.
+    assert await g.call("mark_read", {"conversation_id": cid, "seq": 3}) == {"last_read_seq": 3}
+    await a.wait_for("receipt", lambda r: r["kind"] == "read" and r["user_id"] == grace)
+    await g.call("send_message", send(cid, "four", "g2"))
+    assert (await unread(ada), await unread(grace)) == (2, 0)
+    # A deleted message has nothing left to read.
+    four = (await g.call("sync", {"conversation_id": cid, "after_seq": 3}))["messages"][0]
+    deleted = await world.call("DELETE", f"/conversations/{cid}/messages/{four['id']}", uid=grace)
+    assert deleted.status == 204
+    assert await unread(ada) == 1

@@ -285,6 +285,18 @@ class ChatStore:
             return message_from(doc)
         return None
 
+    async def unread_count(self, conversation_id: str, user_id: str, after_seq: int) -> int:
+        """Messages after ``after_seq`` that ``user_id`` has to read: other members' and not
+        deleted (the user's own messages are never unread for them; a void is deleted)."""
+        return await self.messages.count_documents(
+            {
+                "conversation_id": conversation_id,
+                "seq": {"$gt": after_seq},
+                "sender_id": {"$ne": user_id},
+                "deleted": False,
+            }
+        )
+
     async def fill_void(self, conversation_id: str, seq: int, now: datetime) -> None:
         """Fill a reserved seq whose message will never land with a deleted placeholder
         (gap-free numbering); a real message that lands first wins the unique index."""

@@ -98,9 +98,15 @@ class Conversation:
         return user_id in self.admin_ids
 
     def view(
-        self, *, last_read_seq: int = 0, last_message: Message | None = None, muted: bool = False
+        self,
+        *,
+        unread_count: int,
+        last_read_seq: int = 0,
+        last_message: Message | None = None,
+        muted: bool = False,
     ) -> dict[str, Any]:
-        """The conversation object of DESIGN §5, as one member sees it."""
+        """The conversation object of DESIGN §5, as one member sees it; ``unread_count`` is
+        the other members' live messages after their read mark (``ChatStore.unread_count``)."""
         return {
             "id": self.id,
             "kind": self.kind,
@@ -111,7 +117,7 @@ class Conversation:
             "created_at": _rfc3339(self.created_at),
             "last_seq": self.last_seq,
             "last_message": last_message.view() if last_message else None,
-            "unread_count": max(0, self.last_seq - last_read_seq),
+            "unread_count": unread_count,
             "last_read_seq": last_read_seq,
             "muted": muted,
         }
