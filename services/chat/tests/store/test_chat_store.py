@@ -157,3 +157,67 @@ async def test_presence_expiry_and_generation_guard(mongo_db):
         {"$and": [{"user_id": "ada"}, time_range("expires", after=later)]}
     )
     assert found is None
+
+
+async def test_a_crash_while_creating_a_conversation_leaves_none_that_a_member_cannot_list(
+    mongo_db, monkeypatch
+):
+    """Member rows are written before the conversation: a process dying between the writes
+    (here: the second member's row fails) leaves no conversation, only harmless member rows
+    the listing skips; the retry creates it, listed by every member."""
+    from chat_svc.domain.conversations import Conversation, direct_conversation_id
+    from switchyard.envelope import new_envelope
+    from switchyard.events.chat import ConversationCreated
+
+    await ensure_indexes(mongo_db, store_indexes())
+    store = ChatStore(mongo_db)
+    now = utcnow()
+    cid = direct_conversation_id("ada", "grace")
+    conversation = Conversation(cid, "direct", None, ["ada", "grace"], [], "ada", 0, now)
+    event = new_envelope(
+        ConversationCreated(
+            conversation_id=cid,
+            kind="direct",
+            member_ids=["ada", "grace"],
+            created_by="ada",
+            created_at=now,
+        ),
+        service="chat",
+        subject=cid,
+    )
+    activate = store.activate_member
+
+    async def dies_at_grace(conversation_id: str, user_id: str, when) -> None:  # type: ignore[no-untyped-def]
+        if user_id == "grace":
+            raise ConnectionError("the process died here")
+        await activate(conversation_id, user_id, when)
+
+    monkeypatch.setattr(store, "activate_member", dies_at_grace)
+    with pytest.raises(ConnectionError):
+        await store.create_conversation(conversation, event, now)
+    stored = await store.get(cid)
+    listed = {uid: await store.page_of_member(uid, None, 10) for uid in ("ada", "grace")}
+    # Whatever is stored, no member is left out of a conversation that exists.
+    assert stored is None or all(cid in ids for ids in listed.values()), listed
+
+    monkeypatch.setattr(store, "activate_member", activate)
+    assert await store.create_conversation(conversation, event, now)  # the client's retry
+    assert [await store.page_of_member(uid, None, 10) for uid in ("ada", "grace")] == [[cid]] * 2
+    assert await store.create_conversation(conversation, event, now) is False
+
+
+async def test_member_rows_lost_before_rows_came_first_are_restored(mongo_db):
+    """A conversation stored by the old order (conversation first) without Grace's row: the
+    repair activates exactly the missing rows and keeps existing marks."""
+    from chat_svc.domain.conversations import Conversation
+
+    await ensure_indexes(mongo_db, store_indexes())
+    store = ChatStore(mongo_db)
+    now = utcnow()
+    conversation = Conversation("c1", "direct", None, ["ada", "grace"], [], "ada", 4, now)
+    await store.activate_member("c1", "ada", now)
+    await store.advance("c1", "ada", "last_read_seq", 3)
+    assert await store.page_of_member("grace", None, 10) == []
+    await store.restore_member_rows(conversation, now)
+    assert await store.page_of_member("grace", None, 10) == ["c1"]
+    assert (await store.member_state("c1", "ada"))["last_read_seq"] == 3

@@ -90,7 +90,14 @@ class ChatStore:
     async def create_conversation(
         self, conversation: Conversation, event: Envelope, now: datetime
     ) -> bool:
-        """Insert it with its ``chat.conversation.created`` event; False when the id exists."""
+        """Insert it with its ``chat.conversation.created`` event; False when the id exists.
+
+        The members' rows (the listing by user) are written first: a process dying between
+        the writes leaves rows of a conversation that does not exist, which the listing
+        skips and the client's retry completes — never a conversation a member cannot list.
+        Invariant: every id in a conversation's ``member_ids`` has an active member row."""
+        for user_id in conversation.member_ids:
+            await self.activate_member(conversation.id, user_id, now)
         doc = {
             "_id": conversation.id,
             "kind": conversation.kind,
@@ -106,9 +113,21 @@ class ChatStore:
             await self.conversations.insert_one(with_events(doc, [event]))
         except DuplicateKeyError:
             return False
-        for user_id in conversation.member_ids:
-            await self.activate_member(conversation.id, user_id, now)
         return True
+
+    async def restore_member_rows(self, conversation: Conversation, now: datetime) -> None:
+        """Activate the rows of members that lack one: conversations created before member
+        rows were written first could have lost them to a crash."""
+        keys = [member_key(conversation.id, uid) for uid in conversation.member_ids]
+        present = {
+            doc["user_id"]
+            async for doc in self.members.find(
+                {"_id": {"$in": keys}, "active": True}, {"user_id": 1}
+            )
+        }
+        for user_id in conversation.member_ids:
+            if user_id not in present:
+                await self.activate_member(conversation.id, user_id, now)
 
     async def get(self, conversation_id: str) -> Conversation | None:
         doc = await self.conversations.find_one({"_id": conversation_id}, {"outbox": 0})

@@ -53,6 +53,9 @@ async def create_conversation(
         conversation_id = direct_conversation_id(user_id, others[0])
         existing = await chat.store.get_for_member(conversation_id, user_id)
         if existing is not None:
+            # Opening a direct conversation again is where a member row lost to a crash
+            # (before rows were written first) comes back.
+            await chat.store.restore_member_rows(existing, now)
             return existing, False
         await _require_known_users(chat, others)
         members = sorted([user_id, others[0]])
