@@ -108,6 +108,13 @@ async def test_a_reserved_seq_whose_sender_died_becomes_a_deleted_message(world:
     later = await g.call("sync", {"conversation_id": cid, "after_seq": 1})
     assert [(m["seq"], m["deleted"]) for m in later["messages"]] == [(2, True), (3, False)]
     assert not later["has_more"]
+    # The placeholder is a plain deleted message: the reserved sender, no client id.
+    void = later["messages"][0]
+    assert (void["sender_id"], void["client_msg_id"]) == ("system", None)
+    assert (void["body"], void["attachments"], void["edited_at"]) == ("", [], None)
+    assert "sender_deleted" not in void
+    history = await world.call("GET", f"/conversations/{cid}/messages", uid=grace)
+    assert [m for m in history.body["items"] if m["seq"] == 2] == [void]
 
 
 async def test_typing_is_forwarded_throttled_and_expires(start_world) -> None:  # type: ignore[no-untyped-def]

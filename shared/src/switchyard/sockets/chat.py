@@ -62,10 +62,13 @@ class Message(_Shape):
     id: str
     conversation_id: str
     seq: int
-    sender_id: str
+    sender_id: str = Field(
+        description='"system" (no user has that id) for a void: a deleted placeholder '
+        "filling a seq whose sender never stored it"
+    )
     body: str
     attachments: list[str]
-    client_msg_id: str | None
+    client_msg_id: str | None = Field(description="null for a void")
     created_at: str
     edited_at: str | None = None
     deleted: bool = False

@@ -22,7 +22,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from chat_svc.domain.conversations import Conversation, Message
+from chat_svc.domain.conversations import VOID_SENDER, Conversation, Message
 from switchyard.envelope import Envelope
 from switchyard.mongo import loaded_time, stored_time, time_range
 from switchyard.mongo.client import Document, Index, asc
@@ -65,6 +65,21 @@ def conversation_from(doc: Document) -> Conversation:
 
 
 def message_from(doc: Document) -> Message:
+    if doc.get("void"):
+        # Its stored client id only keeps the unique index; voids stored before VOID_SENDER
+        # had an empty sender: both show as VOID_SENDER without a client_msg_id.
+        return Message(
+            id=doc["_id"],
+            conversation_id=doc["conversation_id"],
+            seq=int(doc["seq"]),
+            sender_id=VOID_SENDER,
+            body="",
+            attachments=[],
+            client_msg_id=None,
+            created_at=loaded_time(doc["created"]),
+            deleted=True,
+            void=True,
+        )
     return Message(
         id=doc["_id"],
         conversation_id=doc["conversation_id"],
@@ -325,7 +340,7 @@ class ChatStore:
                     "_id": f"v_{conversation_id}_{seq}",
                     "conversation_id": conversation_id,
                     "seq": seq,
-                    "sender_id": "",
+                    "sender_id": VOID_SENDER,
                     # Unique under (sender_id, client_msg_id) across conversations.
                     "client_msg_id": f"void:{conversation_id}:{seq}",
                     "body": "",

@@ -15,6 +15,10 @@ MAX_BODY = 4000
 PREVIEW = 140
 MAX_ATTACHMENTS = 10
 MAX_GROUP_MEMBERS = 500
+# The sender of a void: a placeholder filling a seq that was reserved and never stored (a
+# crashed sender, a racing resend), so the numbering has no gap. No user has this id
+# (auth's ids are 32 hex digits); clients see a deleted message without a client_msg_id.
+VOID_SENDER = "system"
 
 
 def direct_conversation_id(a: str, b: str) -> str:
@@ -58,6 +62,7 @@ class Message:
     created_at: datetime
     edited_at: datetime | None = None
     deleted: bool = False
+    void: bool = False  # a placeholder (VOID_SENDER, deleted, no client_msg_id)
 
     def view(self, *, sender_deleted: bool = False) -> dict[str, Any]:
         """The message object of DESIGN §5 (plus ``sender_deleted`` for a closed account)."""

@@ -153,7 +153,7 @@ async def _member_conversation(chat: Chat, user_id: str, conversation_id: str) -
 
 async def views(chat: Chat, messages: list[Message]) -> list[dict[str, Any]]:
     """Message objects, marking authors whose account was deleted."""
-    authors = await chat.directory.get_many({m.sender_id for m in messages if m.sender_id})
+    authors = await chat.directory.get_many({m.sender_id for m in messages if not m.void})
     return [
         m.view(sender_deleted=m.sender_id in authors and authors[m.sender_id].deleted)
         for m in messages
@@ -209,7 +209,7 @@ async def sync(
         await chat.store.fill_void(conversation_id, expected, utcnow())
     last = found[-1].seq if found else after_seq
     has_more = last < conversation.last_seq
-    received = [m for m in found if m.sender_id != user_id and m.sender_id]
+    received = [m for m in found if m.sender_id != user_id and not m.void]
     if received:
         await delivered(
             chat=chat,
