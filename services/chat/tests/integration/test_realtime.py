@@ -278,3 +278,29 @@ async def test_own_messages_are_never_unread_and_a_readers_mark_still_sends_a_re
     deleted = await world.call("DELETE", f"/conversations/{cid}/messages/{four['id']}", uid=grace)
     assert deleted.status == 204
     assert await unread(ada) == 1
+
+
+async def test_an_attachment_id_is_bounded_per_item(world: ChatWorld) -> None:
+    """Each attachment id is 1–64 characters of [A-Za-z0-9_-]: anything else is refused as
+    a malformed payload (socket: invalid-payload; REST: 422 validation problem), before any
+    lookup — not as an unknown file."""
+    ada, grace = await world.user(), await world.user()
+    cid = await world.direct(ada, grace)
+    mine = await world.file(ada)
+    a = await world.socket(ada)
+    for n, bad in enumerate(("f_" + "a" * 63, "", "../f_1", "f 1", "f_\u00e9")):
+        refused = await a.call("send_message", send(cid, "x", f"bad{n}", attachments=[mine, bad]))
+        assert refused["error"]["code"] == "invalid-payload", (bad, refused)
+        rest = await world.call(
+            "POST",
+            f"/conversations/{cid}/messages",
+            uid=ada,
+            body={"body": "x", "client_msg_id": f"rest{n}", "attachments": [mine, bad]},
+        )
+        assert rest.status == 422 and rest.body["type"].endswith("validation-error"), rest.body
+        assert rest.body["errors"][0]["location"] == "/attachments/1", rest.body
+    longest = "f_" + "a" * 62  # 64 characters: a well-formed id, just not a known file
+    unknown = await a.call("send_message", send(cid, "x", "ok-shape", attachments=[longest]))
+    assert unknown["error"]["code"] == "unknown-attachment"
+    ok = await a.call("send_message", send(cid, "x", "fine", attachments=[mine]))
+    assert ok["message"]["attachments"] == [mine] and ok["message"]["seq"] == 1
