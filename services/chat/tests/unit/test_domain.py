@@ -47,7 +47,7 @@ def test_views_hide_what_a_deletion_removed() -> None:
     message = Message("m1", "c1", 3, "ada", "secret", ["f1"], "k", NOW, deleted=True)
     view = message.view(sender_deleted=True)
     assert view["body"] == "" and view["attachments"] == [] and view["deleted"]
-    assert view["created_at"] == "2026-03-01T12:00:00Z" and view["sender_deleted"]
+    assert view["created_at"] == "2026-03-01T12:00:00.000Z" and view["sender_deleted"]
     conversation = Conversation("c1", "direct", None, ["ada", "grace"], [], "ada", 7, NOW)
     shown = conversation.view(unread_count=1, last_read_seq=5)
     assert (shown["last_seq"], shown["last_read_seq"], shown["unread_count"]) == (7, 5, 1)

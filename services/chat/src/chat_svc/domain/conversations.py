@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from chat_svc.domain.errors import ChatError
+from switchyard.envelope import format_time
 
 Kind = Literal["direct", "group"]
 MAX_BODY = 4000
@@ -74,8 +75,8 @@ class Message:
             "body": "" if self.deleted else self.body,
             "attachments": [] if self.deleted else list(self.attachments),
             "client_msg_id": self.client_msg_id,
-            "created_at": _rfc3339(self.created_at),
-            "edited_at": _rfc3339(self.edited_at) if self.edited_at else None,
+            "created_at": format_time(self.created_at),
+            "edited_at": format_time(self.edited_at) if self.edited_at else None,
             "deleted": self.deleted,
         }
         if sender_deleted:
@@ -119,14 +120,10 @@ class Conversation:
             "member_ids": list(self.member_ids),
             "admin_ids": list(self.admin_ids),
             "created_by": self.created_by,
-            "created_at": _rfc3339(self.created_at),
+            "created_at": format_time(self.created_at),
             "last_seq": self.last_seq,
             "last_message": last_message.view() if last_message else None,
             "unread_count": unread_count,
             "last_read_seq": last_read_seq,
             "muted": muted,
         }
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
