@@ -221,3 +221,28 @@ async def test_member_rows_lost_before_rows_came_first_are_restored(mongo_db):
     await store.restore_member_rows(conversation, now)
     assert await store.page_of_member("grace", None, 10) == ["c1"]
     assert (await store.member_state("c1", "ada"))["last_read_seq"] == 3
+
+
+async def test_delivered_marks_advance_in_one_bulk_write_and_report_which_moved(mongo_db):
+    """Batched delivery acks: each mark only moves forward, and the caller learns exactly
+    which moved (a receipt for each of those, none for the others)."""
+    await ensure_indexes(mongo_db, store_indexes())
+    store = ChatStore(mongo_db)
+    now = utcnow()
+    for cid, uid in (("c1", "ada"), ("c1", "grace"), ("c2", "ada")):
+        await store.activate_member(cid, uid, now)
+    await store.advance("c1", "grace", "last_delivered_seq", 5)
+    field = "last_delivered_seq"
+    moved = await store.advance_many(
+        field, [("c1", "ada", 3), ("c1", "grace", 4), ("c2", "ada", 1)]
+    )
+    assert moved == {("c1", "ada"), ("c2", "ada")}  # grace is already past 4
+    assert await store.advance_many(field, [("c1", "ada", 9), ("c2", "ada", 2)]) == {
+        ("c1", "ada"),
+        ("c2", "ada"),
+    }
+    assert await store.advance_many(field, [("c1", "ada", 9)]) == set()  # no repeat
+    states = [
+        await store.member_state(c, u) for c, u in (("c1", "ada"), ("c1", "grace"), ("c2", "ada"))
+    ]
+    assert [s[field] for s in states] == [9, 5, 2]

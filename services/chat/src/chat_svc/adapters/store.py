@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -239,6 +239,39 @@ class ChatStore:
             {"$set": {field: seq}},
         )
         return result.modified_count == 1
+
+    async def advance_many(
+        self, field: str, marks: Sequence[tuple[str, str, int]]
+    ) -> set[tuple[str, str]]:
+        """:meth:`advance` for many (conversation, user, seq) at once, in one bulk write;
+        the (conversation, user) pairs whose mark moved. When not all moved, the marks are
+        read back: one that now equals its seq counts as moved (another writer moving it to
+        exactly that seq at the same moment makes a repeated receipt, never a missing one)."""
+        if not marks:
+            return set()
+        if len(marks) == 1:
+            cid, uid, seq = marks[0]
+            return {(cid, uid)} if await self.advance(cid, uid, field, seq) else set()
+        result = await self.members.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": member_key(cid, uid), field: {"$lt": seq}}, {"$set": {field: seq}}
+                )
+                for cid, uid, seq in marks
+            ],
+            ordered=False,
+        )
+        if result.modified_count == len(marks):
+            return {(cid, uid) for cid, uid, _ in marks}
+        wanted = {member_key(cid, uid): seq for cid, uid, seq in marks}
+        cursor = self.members.find(
+            {"_id": {"$in": list(wanted)}}, {field: 1, "conversation_id": 1, "user_id": 1}
+        )
+        return {
+            (doc["conversation_id"], doc["user_id"])
+            async for doc in cursor
+            if doc.get(field) == wanted[doc["_id"]]
+        }
 
     async def set_muted(self, conversation_id: str, user_id: str, muted: bool) -> None:
         await self.members.update_one(

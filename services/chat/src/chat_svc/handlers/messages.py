@@ -241,13 +241,38 @@ async def delivered(
     tell the senders of those messages (a ``receipt`` of kind ``delivered``). Only the
     senders: in a group, telling every member of every member's delivery would be
     members² events per message."""
-    if not await chat.store.advance(conversation_id, user_id, "last_delivered_seq", seq):
-        return
-    await chat.realtime.to_users(
-        "receipt",
-        {"conversation_id": conversation_id, "user_id": user_id, "kind": "delivered", "seq": seq},
-        [uid for uid in senders if uid != user_id],
+    await delivered_many(
+        chat=chat, marks=[DeliveredMark(conversation_id, user_id, seq, list(senders))]
     )
+
+
+@dataclass(frozen=True)
+class DeliveredMark:
+    conversation_id: str
+    user_id: str  # the recipient
+    seq: int
+    senders: list[str]
+
+
+async def delivered_many(*, chat: Chat, marks: list[DeliveredMark]) -> None:
+    """:func:`delivered` for many recipients and conversations at once: one bulk write of
+    the guarded forward-only updates, then a ``receipt`` for each mark that moved."""
+    moved = await chat.store.advance_many(
+        "last_delivered_seq", [(m.conversation_id, m.user_id, m.seq) for m in marks]
+    )
+    for mark in marks:
+        if (mark.conversation_id, mark.user_id) not in moved:
+            continue
+        await chat.realtime.to_users(
+            "receipt",
+            {
+                "conversation_id": mark.conversation_id,
+                "user_id": mark.user_id,
+                "kind": "delivered",
+                "seq": mark.seq,
+            },
+            [uid for uid in mark.senders if uid != mark.user_id],
+        )
 
 
 async def mark_read(*, chat: Chat, user_id: str, conversation_id: str, seq: int) -> dict[str, Any]:
