@@ -3,6 +3,7 @@ join, send with acks, the peer's ``message``, idempotent resends, history, non-m
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -215,3 +216,58 @@ async def test_malformed_payloads_get_error_acks_and_the_socket_still_works(
         {"conversation_id": conversation, "body": "still here", "client_msg_id": "z"},
     )
     assert ok["message"]["seq"] == 1
+
+
+async def test_a_client_msg_id_names_one_message_of_its_sender_across_conversations(
+    world: ChatWorld,
+) -> None:
+    """DESIGN: the same (sender, client_msg_id) is the original message. Sent to another
+    conversation it is refused (409 client-msg-id-reused), not stored a second time."""
+    ada, grace, hedy = await world.user(), await world.user(), await world.user()
+    first = await world.direct(ada, grace)
+    second = await world.direct(ada, hedy)
+    a = await world.socket(ada)
+    original = await a.call(
+        "send_message", {"conversation_id": first, "body": "hi", "client_msg_id": "k1"}
+    )
+    assert original["message"]["seq"] == 1
+    elsewhere = await a.call(
+        "send_message", {"conversation_id": second, "body": "hi", "client_msg_id": "k1"}
+    )
+    assert elsewhere["error"]["code"] == "client-msg-id-reused", elsewhere
+    rest = await world.call(
+        "POST",
+        f"/conversations/{second}/messages",
+        uid=ada,
+        body={"body": "hi", "client_msg_id": "k1"},
+    )
+    assert rest.status == 409 and rest.body["type"].endswith("client-msg-id-reused"), rest.body
+    again = await a.call(
+        "send_message", {"conversation_id": first, "body": "hi", "client_msg_id": "k1"}
+    )
+    assert again["message"] == original["message"]
+    # Hedy's conversation got nothing: no message, no seq taken.
+    state = await world.call("GET", f"/conversations/{second}", uid=hedy)
+    assert state.body["last_seq"] == 0 and state.body["last_message"] is None
+
+    # The same id racing into two conversations: one message, the other send refused, and
+    # a seq the loser took is filled (deleted), so both numberings stay gap-free.
+    racing = await asyncio.gather(
+        *(
+            world.call(
+                "POST",
+                f"/conversations/{cid}/messages",
+                uid=ada,
+                body={"body": "race", "client_msg_id": "k2"},
+            )
+            for cid in (first, second)
+        )
+    )
+    assert sorted(r.status for r in racing) == [201, 409], [r.body for r in racing]
+    stored = [
+        m
+        for cid in (first, second)
+        for m in (await a.call("sync", {"conversation_id": cid, "after_seq": 0}))["messages"]
+        if not m["deleted"]
+    ]
+    assert [m["body"] for m in stored if m["client_msg_id"] == "k2"] == ["race"]

@@ -108,6 +108,13 @@ async def test_a_reserved_seq_whose_sender_died_becomes_a_deleted_message(world:
     later = await g.call("sync", {"conversation_id": cid, "after_seq": 1})
     assert [(m["seq"], m["deleted"]) for m in later["messages"]] == [(2, True), (3, False)]
     assert not later["has_more"]
+    # The placeholder is a plain deleted message: the reserved sender, no client id.
+    void = later["messages"][0]
+    assert (void["sender_id"], void["client_msg_id"]) == ("system", None)
+    assert (void["body"], void["attachments"], void["edited_at"]) == ("", [], None)
+    assert "sender_deleted" not in void
+    history = await world.call("GET", f"/conversations/{cid}/messages", uid=grace)
+    assert [m for m in history.body["items"] if m["seq"] == 2] == [void]
 
 
 async def test_typing_is_forwarded_throttled_and_expires(start_world) -> None:  # type: ignore[no-untyped-def]
@@ -238,3 +245,62 @@ async def test_group_admins_manage_members(world: ChatWorld) -> None:
     assert removed.status == 204
     ack = await linus.call("send_message", send(cid, "x", "c1"))
     assert ack["error"]["code"] == "not-found"
+
+
+async def test_own_messages_are_never_unread_and_a_readers_mark_still_sends_a_receipt(
+    world: ChatWorld,
+) -> None:
+    """unread_count counts the other members' live messages after the read mark; sending
+    does not move the sender's read mark, so marking read later still tells the others."""
+    ada, grace, hedy = await world.user(), await world.user(), await world.user()
+    cid = await world.group(ada, [grace, hedy])
+    a = await world.socket(ada)
+    g = await world.socket(grace)
+
+    async def unread(uid: str) -> int:
+        listed = await world.call("GET", "/conversations", uid=uid)
+        [item] = [c for c in listed.body["items"] if c["id"] == cid]
+        single = await world.call("GET", f"/conversations/{cid}", uid=uid)
+        assert single.body["unread_count"] == item["unread_count"]
+        return int(item["unread_count"])
+
+    await a.call("send_message", send(cid, "one", "a1"))
+    await a.call("send_message", send(cid, "two", "a2"))
+    await g.call("send_message", send(cid, "three", "g1"))
+    assert (await unread(ada), await unread(grace), await unread(hedy)) == (1, 2, 3)
+    # Grace reads everything, including her own seq 3: Ada hears of it.
+    assert await g.call("mark_read", {"conversation_id": cid, "seq": 3}) == {"last_read_seq": 3}
+    await a.wait_for("receipt", lambda r: r["kind"] == "read" and r["user_id"] == grace)
+    await g.call("send_message", send(cid, "four", "g2"))
+    assert (await unread(ada), await unread(grace)) == (2, 0)
+    # A deleted message has nothing left to read.
+    four = (await g.call("sync", {"conversation_id": cid, "after_seq": 3}))["messages"][0]
+    deleted = await world.call("DELETE", f"/conversations/{cid}/messages/{four['id']}", uid=grace)
+    assert deleted.status == 204
+    assert await unread(ada) == 1
+
+
+async def test_an_attachment_id_is_bounded_per_item(world: ChatWorld) -> None:
+    """Each attachment id is 1–64 characters of [A-Za-z0-9_-]: anything else is refused as
+    a malformed payload (socket: invalid-payload; REST: 422 validation problem), before any
+    lookup — not as an unknown file."""
+    ada, grace = await world.user(), await world.user()
+    cid = await world.direct(ada, grace)
+    mine = await world.file(ada)
+    a = await world.socket(ada)
+    for n, bad in enumerate(("f_" + "a" * 63, "", "../f_1", "f 1", "f_\u00e9")):
+        refused = await a.call("send_message", send(cid, "x", f"bad{n}", attachments=[mine, bad]))
+        assert refused["error"]["code"] == "invalid-payload", (bad, refused)
+        rest = await world.call(
+            "POST",
+            f"/conversations/{cid}/messages",
+            uid=ada,
+            body={"body": "x", "client_msg_id": f"rest{n}", "attachments": [mine, bad]},
+        )
+        assert rest.status == 422 and rest.body["type"].endswith("validation-error"), rest.body
+        assert rest.body["errors"][0]["location"] == "/attachments/1", rest.body
+    longest = "f_" + "a" * 62  # 64 characters: a well-formed id, just not a known file
+    unknown = await a.call("send_message", send(cid, "x", "ok-shape", attachments=[longest]))
+    assert unknown["error"]["code"] == "unknown-attachment"
+    ok = await a.call("send_message", send(cid, "x", "fine", attachments=[mine]))
+    assert ok["message"]["attachments"] == [mine] and ok["message"]["seq"] == 1

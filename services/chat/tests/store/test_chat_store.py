@@ -90,6 +90,18 @@ async def test_unique_seq_and_client_id_indexes_and_ordered_reads(mongo_db):
                 "created": stored_time(now),
             }
         )
+    with pytest.raises(DuplicateKeyError):  # one client id per sender, in any conversation
+        await mongo_db["messages"].insert_one(
+            {
+                **base,
+                "_id": "dup-client-elsewhere",
+                "conversation_id": "c2",
+                "seq": 1,
+                "sender_id": "ada",
+                "client_msg_id": "k1",
+                "created": stored_time(now),
+            }
+        )
     # the same client_msg_id from another sender is another message
     await mongo_db["messages"].insert_one(
         {
@@ -107,6 +119,8 @@ async def test_unique_seq_and_client_id_indexes_and_ordered_reads(mongo_db):
     await store.fill_void("c1", 3, now)  # idempotent
     assert [m.seq for m in await store.after("c1", 2, 10)] == [3, 4, 5]
     assert (await store.at_seq("c1", 3)).deleted  # type: ignore[union-attr]
+    await store.fill_void("c2", 3, now)  # the same seq of another conversation
+    assert (await store.at_seq("c2", 3)).deleted  # type: ignore[union-attr]
     latest = await store.latest_visible("c1")
     assert latest is not None and latest.seq == 5
 
@@ -143,3 +157,92 @@ async def test_presence_expiry_and_generation_guard(mongo_db):
         {"$and": [{"user_id": "ada"}, time_range("expires", after=later)]}
     )
     assert found is None
+
+
+async def test_a_crash_while_creating_a_conversation_leaves_none_that_a_member_cannot_list(
+    mongo_db, monkeypatch
+):
+    """Member rows are written before the conversation: a process dying between the writes
+    (here: the second member's row fails) leaves no conversation, only harmless member rows
+    the listing skips; the retry creates it, listed by every member."""
+    from chat_svc.domain.conversations import Conversation, direct_conversation_id
+    from switchyard.envelope import new_envelope
+    from switchyard.events.chat import ConversationCreated
+
+    await ensure_indexes(mongo_db, store_indexes())
+    store = ChatStore(mongo_db)
+    now = utcnow()
+    cid = direct_conversation_id("ada", "grace")
+    conversation = Conversation(cid, "direct", None, ["ada", "grace"], [], "ada", 0, now)
+    event = new_envelope(
+        ConversationCreated(
+            conversation_id=cid,
+            kind="direct",
+            member_ids=["ada", "grace"],
+            created_by="ada",
+            created_at=now,
+        ),
+        service="chat",
+        subject=cid,
+    )
+    activate = store.activate_member
+
+    async def dies_at_grace(conversation_id: str, user_id: str, when) -> None:  # type: ignore[no-untyped-def]
+        if user_id == "grace":
+            raise ConnectionError("the process died here")
+        await activate(conversation_id, user_id, when)
+
+    monkeypatch.setattr(store, "activate_member", dies_at_grace)
+    with pytest.raises(ConnectionError):
+        await store.create_conversation(conversation, event, now)
+    stored = await store.get(cid)
+    listed = {uid: await store.page_of_member(uid, None, 10) for uid in ("ada", "grace")}
+    # Whatever is stored, no member is left out of a conversation that exists.
+    assert stored is None or all(cid in ids for ids in listed.values()), listed
+
+    monkeypatch.setattr(store, "activate_member", activate)
+    assert await store.create_conversation(conversation, event, now)  # the client's retry
+    assert [await store.page_of_member(uid, None, 10) for uid in ("ada", "grace")] == [[cid]] * 2
+    assert await store.create_conversation(conversation, event, now) is False
+
+
+async def test_member_rows_lost_before_rows_came_first_are_restored(mongo_db):
+    """A conversation stored by the old order (conversation first) without Grace's row: the
+    repair activates exactly the missing rows and keeps existing marks."""
+    from chat_svc.domain.conversations import Conversation
+
+    await ensure_indexes(mongo_db, store_indexes())
+    store = ChatStore(mongo_db)
+    now = utcnow()
+    conversation = Conversation("c1", "direct", None, ["ada", "grace"], [], "ada", 4, now)
+    await store.activate_member("c1", "ada", now)
+    await store.advance("c1", "ada", "last_read_seq", 3)
+    assert await store.page_of_member("grace", None, 10) == []
+    await store.restore_member_rows(conversation, now)
+    assert await store.page_of_member("grace", None, 10) == ["c1"]
+    assert (await store.member_state("c1", "ada"))["last_read_seq"] == 3
+
+
+async def test_delivered_marks_advance_in_one_bulk_write_and_report_which_moved(mongo_db):
+    """Batched delivery acks: each mark only moves forward, and the caller learns exactly
+    which moved (a receipt for each of those, none for the others)."""
+    await ensure_indexes(mongo_db, store_indexes())
+    store = ChatStore(mongo_db)
+    now = utcnow()
+    for cid, uid in (("c1", "ada"), ("c1", "grace"), ("c2", "ada")):
+        await store.activate_member(cid, uid, now)
+    await store.advance("c1", "grace", "last_delivered_seq", 5)
+    field = "last_delivered_seq"
+    moved = await store.advance_many(
+        field, [("c1", "ada", 3), ("c1", "grace", 4), ("c2", "ada", 1)]
+    )
+    assert moved == {("c1", "ada"), ("c2", "ada")}  # grace is already past 4
+    assert await store.advance_many(field, [("c1", "ada", 9), ("c2", "ada", 2)]) == {
+        ("c1", "ada"),
+        ("c2", "ada"),
+    }
+    assert await store.advance_many(field, [("c1", "ada", 9)]) == set()  # no repeat
+    states = [
+        await store.member_state(c, u) for c, u in (("c1", "ada"), ("c1", "grace"), ("c2", "ada"))
+    ]
+    assert [s[field] for s in states] == [9, 5, 2]

@@ -43,14 +43,14 @@ def test_a_body_of_exactly_four_thousand_characters_after_trimming_is_fine() -> 
     assert len(preview("z" * 500)) == 140
 
 
-def test_views_hide_what_a_deletion_removed_and_count_unread() -> None:
+def test_views_hide_what_a_deletion_removed() -> None:
     message = Message("m1", "c1", 3, "ada", "secret", ["f1"], "k", NOW, deleted=True)
     view = message.view(sender_deleted=True)
     assert view["body"] == "" and view["attachments"] == [] and view["deleted"]
-    assert view["created_at"] == "2026-03-01T12:00:00Z" and view["sender_deleted"]
+    assert view["created_at"] == "2026-03-01T12:00:00.000Z" and view["sender_deleted"]
     conversation = Conversation("c1", "direct", None, ["ada", "grace"], [], "ada", 7, NOW)
-    assert conversation.view(last_read_seq=5)["unread_count"] == 2
-    assert conversation.view(last_read_seq=9)["unread_count"] == 0
+    shown = conversation.view(unread_count=1, last_read_seq=5)
+    assert (shown["last_seq"], shown["last_read_seq"], shown["unread_count"]) == (7, 5, 1)
 
 
 def test_the_flood_bucket_refuses_beyond_the_burst_and_refills() -> None:

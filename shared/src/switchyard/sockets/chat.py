@@ -7,7 +7,7 @@ Every client event is acknowledged: the success ack below, or ``ErrorAck``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,6 +15,10 @@ from switchyard.sockets.api import SocketApi, SocketEvent
 
 MAX_SYNC_PAGE = 100
 ConversationId = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")
+# A file id to attach (file's ids are ``f_`` + 32 hex digits): bounded per item so a send
+# cannot carry 50 ids of 40,000 characters each into the store's lookup; the REST body
+# (chat's SendBody) uses the same type.
+AttachmentId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 class _Payload(BaseModel):
@@ -39,7 +43,7 @@ class SendMessage(_Payload):
     # service's, with its own error codes (empty-body, body-too-long).
     body: str = Field(max_length=40_000)
     client_msg_id: str = Field(min_length=1, max_length=128)
-    attachments: list[str] = Field(default_factory=list, max_length=50)
+    attachments: list[AttachmentId] = Field(default_factory=list, max_length=50)
 
 
 class Typing(_Payload):
@@ -62,10 +66,13 @@ class Message(_Shape):
     id: str
     conversation_id: str
     seq: int
-    sender_id: str
+    sender_id: str = Field(
+        description='"system" (no user has that id) for a void: a deleted placeholder '
+        "filling a seq whose sender never stored it"
+    )
     body: str
     attachments: list[str]
-    client_msg_id: str | None
+    client_msg_id: str | None = Field(description="null for a void")
     created_at: str
     edited_at: str | None = None
     deleted: bool = False

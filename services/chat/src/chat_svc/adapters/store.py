@@ -7,8 +7,9 @@ Single-document atomicity only (DESIGN §2):
 - ``members``: one document per (conversation, user) with the member's own state —
   ``last_read_seq`` / ``last_delivered_seq`` only move forward through guarded updates
   (``{"last_read_seq": {"$lt": seq}}``), ``muted``, and ``active`` for the listing by user;
-- ``messages``: unique (conversation, seq) and (conversation, sender, client_msg_id); each
-  message document carries its own events in its outbox (``with_events``/``stage_events``).
+- ``messages``: unique (conversation, seq) and (sender, client_msg_id) — a client id names one
+  message of its sender in any conversation (DESIGN §5); each message document carries its
+  own events in its outbox (``with_events``/``stage_events``).
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from chat_svc.domain.conversations import Conversation, Message
+from chat_svc.domain.conversations import VOID_SENDER, Conversation, Message
 from switchyard.envelope import Envelope
 from switchyard.mongo import loaded_time, stored_time, time_range
 from switchyard.mongo.client import Document, Index, asc
@@ -36,8 +37,10 @@ OUTBOX_COLLECTIONS = [CONVERSATIONS, MESSAGES]
 def store_indexes() -> list[Index]:
     return [
         Index(MESSAGES, asc("conversation_id", "seq"), unique=True),
-        Index(MESSAGES, asc("conversation_id", "sender_id", "client_msg_id"), unique=True),
-        Index(MESSAGES, asc("sender_id")),
+        # Also serves lookups by sender (its prefix). Deployments created before this index
+        # still hold the narrower unique (conversation_id, sender_id, client_msg_id) one; it
+        # is redundant and may be dropped.
+        Index(MESSAGES, asc("sender_id", "client_msg_id"), unique=True),
         Index(MEMBERS, asc("user_id", "active", "conversation_id")),
         Index(MEMBERS, asc("conversation_id")),
     ]
@@ -62,6 +65,21 @@ def conversation_from(doc: Document) -> Conversation:
 
 
 def message_from(doc: Document) -> Message:
+    if doc.get("void"):
+        # Its stored client id only keeps the unique index; voids stored before VOID_SENDER
+        # had an empty sender: both show as VOID_SENDER without a client_msg_id.
+        return Message(
+            id=doc["_id"],
+            conversation_id=doc["conversation_id"],
+            seq=int(doc["seq"]),
+            sender_id=VOID_SENDER,
+            body="",
+            attachments=[],
+            client_msg_id=None,
+            created_at=loaded_time(doc["created"]),
+            deleted=True,
+            void=True,
+        )
     return Message(
         id=doc["_id"],
         conversation_id=doc["conversation_id"],
@@ -87,7 +105,14 @@ class ChatStore:
     async def create_conversation(
         self, conversation: Conversation, event: Envelope, now: datetime
     ) -> bool:
-        """Insert it with its ``chat.conversation.created`` event; False when the id exists."""
+        """Insert it with its ``chat.conversation.created`` event; False when the id exists.
+
+        The members' rows (the listing by user) are written first: a process dying between
+        the writes leaves rows of a conversation that does not exist, which the listing
+        skips and the client's retry completes — never a conversation a member cannot list.
+        Invariant: every id in a conversation's ``member_ids`` has an active member row."""
+        for user_id in conversation.member_ids:
+            await self.activate_member(conversation.id, user_id, now)
         doc = {
             "_id": conversation.id,
             "kind": conversation.kind,
@@ -103,9 +128,21 @@ class ChatStore:
             await self.conversations.insert_one(with_events(doc, [event]))
         except DuplicateKeyError:
             return False
-        for user_id in conversation.member_ids:
-            await self.activate_member(conversation.id, user_id, now)
         return True
+
+    async def restore_member_rows(self, conversation: Conversation, now: datetime) -> None:
+        """Activate the rows of members that lack one: conversations created before member
+        rows were written first could have lost them to a crash."""
+        keys = [member_key(conversation.id, uid) for uid in conversation.member_ids]
+        present = {
+            doc["user_id"]
+            async for doc in self.members.find(
+                {"_id": {"$in": keys}, "active": True}, {"user_id": 1}
+            )
+        }
+        for user_id in conversation.member_ids:
+            if user_id not in present:
+                await self.activate_member(conversation.id, user_id, now)
 
     async def get(self, conversation_id: str) -> Conversation | None:
         doc = await self.conversations.find_one({"_id": conversation_id}, {"outbox": 0})
@@ -203,6 +240,39 @@ class ChatStore:
         )
         return result.modified_count == 1
 
+    async def advance_many(
+        self, field: str, marks: Sequence[tuple[str, str, int]]
+    ) -> set[tuple[str, str]]:
+        """:meth:`advance` for many (conversation, user, seq) at once, in one bulk write;
+        the (conversation, user) pairs whose mark moved. When not all moved, the marks are
+        read back: one that now equals its seq counts as moved (another writer moving it to
+        exactly that seq at the same moment makes a repeated receipt, never a missing one)."""
+        if not marks:
+            return set()
+        if len(marks) == 1:
+            cid, uid, seq = marks[0]
+            return {(cid, uid)} if await self.advance(cid, uid, field, seq) else set()
+        result = await self.members.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": member_key(cid, uid), field: {"$lt": seq}}, {"$set": {field: seq}}
+                )
+                for cid, uid, seq in marks
+            ],
+            ordered=False,
+        )
+        if result.modified_count == len(marks):
+            return {(cid, uid) for cid, uid, _ in marks}
+        wanted = {member_key(cid, uid): seq for cid, uid, seq in marks}
+        cursor = self.members.find(
+            {"_id": {"$in": list(wanted)}}, {field: 1, "conversation_id": 1, "user_id": 1}
+        )
+        return {
+            (doc["conversation_id"], doc["user_id"])
+            async for doc in cursor
+            if doc.get(field) == wanted[doc["_id"]]
+        }
+
     async def set_muted(self, conversation_id: str, user_id: str, muted: bool) -> None:
         await self.members.update_one(
             {"_id": member_key(conversation_id, user_id)}, {"$set": {"muted": muted}}
@@ -230,16 +300,10 @@ class ChatStore:
         """Raises DuplicateKeyError when the seq or the (sender, client_msg_id) is taken."""
         await self.messages.insert_one(with_events(doc, events))
 
-    async def by_client_id(
-        self, conversation_id: str, sender_id: str, client_msg_id: str
-    ) -> Message | None:
+    async def by_client_id(self, sender_id: str, client_msg_id: str) -> Message | None:
+        """The sender's message with this client id, in whichever conversation."""
         doc = await self.messages.find_one(
-            {
-                "conversation_id": conversation_id,
-                "sender_id": sender_id,
-                "client_msg_id": client_msg_id,
-            },
-            {"outbox": 0},
+            {"sender_id": sender_id, "client_msg_id": client_msg_id}, {"outbox": 0}
         )
         return message_from(doc) if doc else None
 
@@ -288,6 +352,18 @@ class ChatStore:
             return message_from(doc)
         return None
 
+    async def unread_count(self, conversation_id: str, user_id: str, after_seq: int) -> int:
+        """Messages after ``after_seq`` that ``user_id`` has to read: other members' and not
+        deleted (the user's own messages are never unread for them; a void is deleted)."""
+        return await self.messages.count_documents(
+            {
+                "conversation_id": conversation_id,
+                "seq": {"$gt": after_seq},
+                "sender_id": {"$ne": user_id},
+                "deleted": False,
+            }
+        )
+
     async def fill_void(self, conversation_id: str, seq: int, now: datetime) -> None:
         """Fill a reserved seq whose message will never land with a deleted placeholder
         (gap-free numbering); a real message that lands first wins the unique index."""
@@ -297,8 +373,9 @@ class ChatStore:
                     "_id": f"v_{conversation_id}_{seq}",
                     "conversation_id": conversation_id,
                     "seq": seq,
-                    "sender_id": "",
-                    "client_msg_id": f"void:{seq}",
+                    "sender_id": VOID_SENDER,
+                    # Unique under (sender_id, client_msg_id) across conversations.
+                    "client_msg_id": f"void:{conversation_id}:{seq}",
                     "body": "",
                     "attachments": [],
                     "deleted": True,

@@ -9,12 +9,17 @@ from datetime import datetime
 from typing import Any, Literal
 
 from chat_svc.domain.errors import ChatError
+from switchyard.envelope import format_time
 
 Kind = Literal["direct", "group"]
 MAX_BODY = 4000
 PREVIEW = 140
 MAX_ATTACHMENTS = 10
 MAX_GROUP_MEMBERS = 500
+# The sender of a void: a placeholder filling a seq that was reserved and never stored (a
+# crashed sender, a racing resend), so the numbering has no gap. No user has this id
+# (auth's ids are 32 hex digits); clients see a deleted message without a client_msg_id.
+VOID_SENDER = "system"
 
 
 def direct_conversation_id(a: str, b: str) -> str:
@@ -58,6 +63,7 @@ class Message:
     created_at: datetime
     edited_at: datetime | None = None
     deleted: bool = False
+    void: bool = False  # a placeholder (VOID_SENDER, deleted, no client_msg_id)
 
     def view(self, *, sender_deleted: bool = False) -> dict[str, Any]:
         """The message object of DESIGN §5 (plus ``sender_deleted`` for a closed account)."""
@@ -69,8 +75,8 @@ class Message:
             "body": "" if self.deleted else self.body,
             "attachments": [] if self.deleted else list(self.attachments),
             "client_msg_id": self.client_msg_id,
-            "created_at": _rfc3339(self.created_at),
-            "edited_at": _rfc3339(self.edited_at) if self.edited_at else None,
+            "created_at": format_time(self.created_at),
+            "edited_at": format_time(self.edited_at) if self.edited_at else None,
             "deleted": self.deleted,
         }
         if sender_deleted:
@@ -98,9 +104,15 @@ class Conversation:
         return user_id in self.admin_ids
 
     def view(
-        self, *, last_read_seq: int = 0, last_message: Message | None = None, muted: bool = False
+        self,
+        *,
+        unread_count: int,
+        last_read_seq: int = 0,
+        last_message: Message | None = None,
+        muted: bool = False,
     ) -> dict[str, Any]:
-        """The conversation object of DESIGN §5, as one member sees it."""
+        """The conversation object of DESIGN §5, as one member sees it; ``unread_count`` is
+        the other members' live messages after their read mark (``ChatStore.unread_count``)."""
         return {
             "id": self.id,
             "kind": self.kind,
@@ -108,14 +120,10 @@ class Conversation:
             "member_ids": list(self.member_ids),
             "admin_ids": list(self.admin_ids),
             "created_by": self.created_by,
-            "created_at": _rfc3339(self.created_at),
+            "created_at": format_time(self.created_at),
             "last_seq": self.last_seq,
             "last_message": last_message.view() if last_message else None,
-            "unread_count": max(0, self.last_seq - last_read_seq),
+            "unread_count": unread_count,
             "last_read_seq": last_read_seq,
             "muted": muted,
         }
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")

@@ -14,6 +14,7 @@ from chat_svc.handlers import conversations, messages
 from switchyard.authn import current_identity, require_auth
 from switchyard.pagination import PageQuery, page, read_cursor
 from switchyard.problems import Problem
+from switchyard.sockets.chat import AttachmentId
 from switchyard.web import RequestModel, json_response, read_json, read_query
 
 PREFIX = "/api/v1/chat"
@@ -34,7 +35,7 @@ class CreateConversation(RequestModel):
 class SendBody(RequestModel):
     body: str = Field(max_length=40_000)
     client_msg_id: str = Field(min_length=1, max_length=128)
-    attachments: list[str] = Field(default_factory=list, max_length=50)
+    attachments: list[AttachmentId] = Field(default_factory=list, max_length=50)
 
 
 class EditBody(RequestModel):

@@ -53,6 +53,9 @@ async def create_conversation(
         conversation_id = direct_conversation_id(user_id, others[0])
         existing = await chat.store.get_for_member(conversation_id, user_id)
         if existing is not None:
+            # Opening a direct conversation again is where a member row lost to a crash
+            # (before rows were written first) comes back.
+            await chat.store.restore_member_rows(existing, now)
             return existing, False
         await _require_known_users(chat, others)
         members = sorted([user_id, others[0]])
@@ -108,10 +111,21 @@ async def conversation_view(*, chat: Chat, user_id: str, conversation_id: str) -
     if conversation is None:
         raise not_found()
     state = await chat.store.member_state(conversation_id, user_id)
-    last = await chat.store.latest_visible(conversation_id)
+    return await _member_view(chat, conversation, user_id, state)
+
+
+async def _member_view(
+    chat: Chat, conversation: Conversation, user_id: str, state: dict[str, Any]
+) -> dict[str, Any]:
+    """The conversation as ``user_id`` (with their member ``state``) sees it."""
+    last_read = int(state.get("last_read_seq", 0))
+    unread = 0
+    if conversation.last_seq > last_read:
+        unread = await chat.store.unread_count(conversation.id, user_id, last_read)
     return conversation.view(
-        last_read_seq=int(state.get("last_read_seq", 0)),
-        last_message=last,
+        unread_count=unread,
+        last_read_seq=last_read,
+        last_message=await chat.store.latest_visible(conversation.id),
         muted=bool(state.get("muted")),
     )
 
@@ -130,15 +144,7 @@ async def list_conversations(
         conversation = conversations.get(cid)
         if conversation is None or not conversation.is_member(user_id):
             continue  # membership changing under us: the conversation's list is the truth
-        state = states.get(cid, {})
-        last = await chat.store.latest_visible(cid)
-        items.append(
-            conversation.view(
-                last_read_seq=int(state.get("last_read_seq", 0)),
-                last_message=last,
-                muted=bool(state.get("muted")),
-            )
-        )
+        items.append(await _member_view(chat, conversation, user_id, states.get(cid, {})))
     return items, (ids[-1] if more and ids else None)
 
 

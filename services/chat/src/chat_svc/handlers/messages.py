@@ -50,11 +50,11 @@ async def send_message(
     text = clean_body(body)
     if len(attachments) > MAX_ATTACHMENTS:
         raise ChatError("too-many-attachments", f"At most {MAX_ATTACHMENTS} attachments.")
-    known = await chat.store.by_client_id(conversation_id, user_id, client_msg_id)
+    known = await chat.store.by_client_id(user_id, client_msg_id)
     if known is not None:
         if await chat.store.get_for_member(conversation_id, user_id) is None:
             raise not_found()
-        return Sent(known, created=False)
+        return _resent(known, conversation_id)
     refused = await chat.attachments.unusable(user_id, attachments)
     if refused:
         raise ChatError(
@@ -98,12 +98,12 @@ async def send_message(
         try:
             await chat.store.insert_message(_document(message), [event])
         except DuplicateKeyError:
-            known = await chat.store.by_client_id(conversation_id, user_id, client_msg_id)
+            known = await chat.store.by_client_id(user_id, client_msg_id)
             if known is not None:
                 # The same client_msg_id landed concurrently: ours is the duplicate, and
                 # the seq it reserved is filled so the numbering keeps no gap.
                 await chat.store.fill_void(conversation_id, seq, utcnow())
-                return Sent(known, created=False)
+                return _resent(known, conversation_id)
             continue  # our seq was voided by a reader (we were too slow): take another
         chat.published()
         chat.metrics.message_sent()
@@ -112,6 +112,22 @@ async def send_message(
         )
         return Sent(message, created=True)
     raise ChatError("busy", "The conversation is too busy; send again.", 503)
+
+
+def _resent(known: Message, conversation_id: str) -> Sent:
+    """A resend of a client_msg_id the sender already used (the caller checked that the
+    sender is a member of ``conversation_id``): the original message when it was sent to
+    this conversation. The same id sent to another conversation is a client bug (a retry
+    repeats its target): answering with a message of another conversation would let the
+    client believe this one was stored, so it is refused instead."""
+    if known.conversation_id != conversation_id:
+        raise ChatError(
+            "client-msg-id-reused",
+            "This client_msg_id was already used for a message in another conversation; "
+            "a new message needs a new client_msg_id.",
+            409,
+        )
+    return Sent(known, created=False)
 
 
 def _document(message: Message) -> dict[str, Any]:
@@ -137,7 +153,7 @@ async def _member_conversation(chat: Chat, user_id: str, conversation_id: str) -
 
 async def views(chat: Chat, messages: list[Message]) -> list[dict[str, Any]]:
     """Message objects, marking authors whose account was deleted."""
-    authors = await chat.directory.get_many({m.sender_id for m in messages if m.sender_id})
+    authors = await chat.directory.get_many({m.sender_id for m in messages if not m.void})
     return [
         m.view(sender_deleted=m.sender_id in authors and authors[m.sender_id].deleted)
         for m in messages
@@ -193,7 +209,7 @@ async def sync(
         await chat.store.fill_void(conversation_id, expected, utcnow())
     last = found[-1].seq if found else after_seq
     has_more = last < conversation.last_seq
-    received = [m for m in found if m.sender_id != user_id and m.sender_id]
+    received = [m for m in found if m.sender_id != user_id and not m.void]
     if received:
         await delivered(
             chat=chat,
@@ -225,13 +241,38 @@ async def delivered(
     tell the senders of those messages (a ``receipt`` of kind ``delivered``). Only the
     senders: in a group, telling every member of every member's delivery would be
     members² events per message."""
-    if not await chat.store.advance(conversation_id, user_id, "last_delivered_seq", seq):
-        return
-    await chat.realtime.to_users(
-        "receipt",
-        {"conversation_id": conversation_id, "user_id": user_id, "kind": "delivered", "seq": seq},
-        [uid for uid in senders if uid != user_id],
+    await delivered_many(
+        chat=chat, marks=[DeliveredMark(conversation_id, user_id, seq, list(senders))]
     )
+
+
+@dataclass(frozen=True)
+class DeliveredMark:
+    conversation_id: str
+    user_id: str  # the recipient
+    seq: int
+    senders: list[str]
+
+
+async def delivered_many(*, chat: Chat, marks: list[DeliveredMark]) -> None:
+    """:func:`delivered` for many recipients and conversations at once: one bulk write of
+    the guarded forward-only updates, then a ``receipt`` for each mark that moved."""
+    moved = await chat.store.advance_many(
+        "last_delivered_seq", [(m.conversation_id, m.user_id, m.seq) for m in marks]
+    )
+    for mark in marks:
+        if (mark.conversation_id, mark.user_id) not in moved:
+            continue
+        await chat.realtime.to_users(
+            "receipt",
+            {
+                "conversation_id": mark.conversation_id,
+                "user_id": mark.user_id,
+                "kind": "delivered",
+                "seq": mark.seq,
+            },
+            [uid for uid in mark.senders if uid != mark.user_id],
+        )
 
 
 async def mark_read(*, chat: Chat, user_id: str, conversation_id: str, seq: int) -> dict[str, Any]:

@@ -3,11 +3,9 @@ their conversation peers get ``presence`` events when that changes."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from chat_svc.adapters.presence import PresenceChange
 from chat_svc.handlers.common import Chat
-from switchyard.envelope import utcnow
+from switchyard.envelope import format_time, utcnow
 
 MAX_PEERS = 5000
 
@@ -16,12 +14,8 @@ def presence_view(change: PresenceChange) -> dict[str, object]:
     return {
         "user_id": change.user_id,
         "online": change.online,
-        "last_seen": _rfc3339(change.last_seen) if change.last_seen else None,
+        "last_seen": format_time(change.last_seen) if change.last_seen else None,
     }
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 async def peers_of(chat: Chat, user_id: str) -> list[str]:

@@ -1,7 +1,8 @@
-"""Delivery acks, coalesced: a client acks every ``message`` it gets, so a busy group would
-otherwise cost one store write and one receipt per member per message. Acks for the same
-(conversation, recipient) arriving within ``window`` seconds become one write of the highest
-seq and one ``receipt`` to the senders involved."""
+"""Delivery acks, batched: a client acks every ``message`` it gets, so a busy service would
+otherwise cost one store write and one receipt per recipient per message. Acks arriving
+within ``window`` seconds are written together: the highest seq per (conversation,
+recipient), all of them in one bulk write, and one ``receipt`` per mark that moved to the
+senders involved."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ class DeliveryBatcher:
         self.chat = chat
         self.window = window
         self._pending: dict[tuple[str, str], _Pending] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._flush: asyncio.Task[None] | None = None
+        self._writing: set[asyncio.Task[None]] = set()
 
     def acked(
         self, conversation_id: str, recipient: str, seq: int, sender: str, sent_at: datetime | None
@@ -39,30 +41,37 @@ class DeliveryBatcher:
         pending = self._pending.get(key)
         if pending is None:
             pending = self._pending[key] = _Pending(seq)
-            task = asyncio.create_task(self._flush_later(key))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
         pending.seq = max(pending.seq, seq)
         pending.senders.add(sender)
+        if self._flush is None:
+            self._flush = asyncio.create_task(self._flush_later())
 
-    async def _flush_later(self, key: tuple[str, str]) -> None:
+    async def _flush_later(self) -> None:
         await asyncio.sleep(self.window)
-        pending = self._pending.pop(key, None)
-        if pending is None:
+        # Acks arriving from here on start the next window while this one is written.
+        batch, self._pending, self._flush = self._pending, {}, None
+        if not batch:
             return
+        task = asyncio.current_task()
+        if task is not None:
+            self._writing.add(task)
         try:
-            await messages.delivered(
+            await messages.delivered_many(
                 chat=self.chat,
-                user_id=key[1],
-                conversation_id=key[0],
-                seq=pending.seq,
-                senders=sorted(pending.senders),
+                marks=[
+                    messages.DeliveredMark(cid, recipient, pending.seq, sorted(pending.senders))
+                    for (cid, recipient), pending in batch.items()
+                ],
             )
         except Exception:
             # The recipient's next sync or mark_read moves the mark again; nothing is lost.
-            log.exception("recording a delivery failed", extra={"seq": pending.seq})
+            log.exception("recording deliveries failed", extra={"marks": len(batch)})
+        finally:
+            if task is not None:
+                self._writing.discard(task)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
+        tasks = [t for t in (self._flush, *self._writing) if t is not None]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
