@@ -182,9 +182,7 @@ async def test_a_requester_still_waiting_spends_the_same_shutdown_budget(
     outcome = await asyncio.gather(requester, return_exceptions=True)
     assert isinstance(outcome[0], aiohttp.ClientError), outcome  # dropped at the drain's end
     assert work.cancelled()
-    waits = [
-        r for r in caplog.records if r.getMessage() == "waiting for the thumbnails being made"
-    ]
+    waits = [r for r in caplog.records if r.getMessage() == "waiting for the thumbnails being made"]
     assert len(waits) == 1
     assert getattr(waits[0], "timeout", None) == 0, vars(waits[0])
     assert key not in await stored_objects(deps)
