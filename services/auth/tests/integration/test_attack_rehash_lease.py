@@ -236,3 +236,32 @@ async def test_clients_vanishing_mid_registration_leave_no_lease(edge: AuthClien
     assert reply.status == 201, reply.body
     await settle(edge)
     assert await lease_document(edge, email) is None
+
+
+async def test_registrations_past_the_code_cap_do_not_lock_the_owner_out(
+    edge: AuthClient,
+) -> None:
+    """An attacker registers the owner's address as often as the hourly code cap allows
+    (every code goes to the owner's mailbox). The owner's own registration then replaces
+    the attacker's pending account but gets no new code (the cap): the last code the owner
+    received must still prove the mailbox — else five requests an hour keep the address
+    from ever being verified."""
+    email = "capped.owner@example.com"
+    cap = edge.settings.otp_codes_per_hour
+    for n in range(cap):
+        reply = await edge.register(email, f"mallory-harbour-{n}9-kettle")
+        assert reply.status == 201, reply.body
+    last = await edge.events.code_for(email, "verify_email", after=cap - 1)  # all arrived
+    owner = await edge.register(email, STRONG_PASSWORD, "Owner")
+    assert owner.status == 201, owner.body
+    await settle(edge)
+    mailed = [
+        e
+        for e in edge.events.of_type("auth.otp.requested")
+        if e.data.email == email and e.data.purpose == "verify_email"
+    ]
+    assert len(mailed) == cap  # the owner's registration got none (the cap)
+    verified = await edge.post("/verify-email", {"email": email, "code": last})
+    assert verified.status == 200, verified.body
+    # Contested (several passwords were registered): no password was activated.
+    assert (await edge.login(email, STRONG_PASSWORD)).status == 401
