@@ -335,3 +335,46 @@ async def test_a_service_is_not_ready_until_auths_list_has_been_read(
         assert "revoked-earlier" in app[DENY_LIST]
         async with http.get("/readyz") as response:
             assert (await response.json())["checks"] == {"broker": "ok", "revocations": "ok"}
+
+
+async def test_readiness_does_not_flap_when_a_later_read_of_auths_list_fails(
+    start_app: Any,
+    settings_overrides: dict[str, Any],
+    jwks_server: JwksServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Once read, the entries stay: a later read (after a reconnection) that auth refuses
+    leaves the process ready, however many times it is retried; a reconnection storm must
+    not take every replica out of the gateway's rotation at once."""
+    settings = ServiceSettings(
+        service_name="widgets", **{**settings_overrides, **jwks_server.auth_settings}
+    )
+    app = new_app(settings)
+    app.cleanup_ctx.extend([bus_context, verifier_context(), revocation_context()])
+    server = await start_app(app)
+    feed = app[REVOCATION_FEED]
+    async with aiohttp.ClientSession(server.url) as http:
+
+        async def ready() -> bool:
+            async with http.get("/readyz") as response:
+                return response.status == 200
+
+        await eventually(ready, timeout=10)
+        jwks_server.internal_token = "auth-refuses-now"
+        for _ in range(3):  # three reconnections, each reading the list again
+            feed.refetch()
+
+        def refusals() -> int:
+            return sum(
+                "could not read the revoked sessions" in r.getMessage() for r in caplog.records
+            )
+
+        async def refused_twice() -> bool:
+            return refusals() >= 2
+
+        await eventually(refused_twice, timeout=10)
+        assert not feed.fetched.is_set()  # the read is still being retried
+        async with http.get("/readyz") as response:
+            assert response.status == 200
+            assert (await response.json())["checks"]["revocations"] == "ok"
+        jwks_server.internal_token = TEST_INTERNAL_TOKEN

@@ -148,6 +148,12 @@ class MemoryCodes:
         self.codes[key] = dataclasses.replace(live, expires_at=later)
         return True
 
+    async def carry(
+        self, code: StoredCode, *, key: str, user_id: str, expires_at: datetime
+    ) -> None:
+        later = max(expires_at, code.expires_at)
+        self.codes[key] = dataclasses.replace(code, key=key, user_id=user_id, expires_at=later)
+
     async def live(self, key: str, *, now: datetime) -> StoredCode | None:
         code = self.codes.get(key)
         return code if code is not None and code.expires_at > now else None

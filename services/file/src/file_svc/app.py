@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -87,11 +88,27 @@ def deps_context(settings: FileSettings) -> Callable[[web.Application], AsyncIte
             yield
         finally:
             # Thumbnails in the making use storage, the store and the pool: they end first.
-            await finish_thumbnails(app[keys.DEPS], timeout=settings.shutdown_timeout)
+            await finish_thumbnails(app[keys.DEPS], timeout=shutdown_time_left(app, settings))
             images.close()
             await storage.close()
 
     return context
+
+
+async def _shutdown_began(app: web.Application) -> None:
+    app[keys.SHUTDOWN_BEGAN] = asyncio.get_running_loop().time()
+
+
+def shutdown_time_left(app: web.Application, settings: FileSettings) -> float:
+    """What is left of SHUTDOWN_TIMEOUT since shutdown began. aiohttp has already given the
+    requests in flight up to SHUTDOWN_TIMEOUT to finish (a thumbnail requester still
+    waiting among them): a second full timeout here would let the process run up to twice
+    the time it advertises. All of it when shutdown never began (startup failed)."""
+    began = app.get(keys.SHUTDOWN_BEGAN)
+    if began is None:
+        return settings.shutdown_timeout
+    spent = asyncio.get_running_loop().time() - began
+    return max(0.0, settings.shutdown_timeout - spent)
 
 
 def create_app(settings: FileSettings) -> web.Application:
@@ -100,6 +117,7 @@ def create_app(settings: FileSettings) -> web.Application:
     app = new_app(settings)
     app[keys.FILE_METRICS] = FileMetrics(app[shared_keys.METRICS])
     app.middlewares.append(authn_middleware())
+    app.on_shutdown.append(_shutdown_began)
     app.cleanup_ctx.extend(
         [
             mongo_context(indexes(settings)),

@@ -125,7 +125,10 @@ async def finish_thumbnails(deps: FileDeps, *, timeout: float) -> int:
     running = list(deps.thumbnail_work.values())
     if not running:
         return 0
-    log.info("waiting for the thumbnails being made", extra={"thumbnails": len(running)})
+    log.info(
+        "waiting for the thumbnails being made",
+        extra={"thumbnails": len(running), "timeout": timeout},
+    )
     _, pending = await asyncio.wait(running, timeout=timeout)
     for work in pending:
         work.cancel()

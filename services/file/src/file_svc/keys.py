@@ -11,3 +11,6 @@ from file_svc.sweeper import Sweeper
 DEPS = web.AppKey("file.deps", FileDeps)
 FILE_METRICS = web.AppKey("file.metrics", FileMetrics)
 SWEEPER = web.AppKey("file.sweeper", Sweeper)
+# The event loop's time when shutdown began (aiohttp's on_shutdown, before it drains the
+# requests in flight): every wait at shutdown shares one SHUTDOWN_TIMEOUT from there.
+SHUTDOWN_BEGAN = web.AppKey("file.shutdown_began", float)

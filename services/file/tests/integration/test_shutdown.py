@@ -140,3 +140,50 @@ async def test_thumbnails_past_the_shutdown_timeout_are_cancelled_and_made_again
         assert reply.headers["Content-Type"] == "image/webp"
     finally:
         await again.stop()
+
+
+async def test_a_requester_still_waiting_spends_the_same_shutdown_budget(
+    file_settings: Callable[..., FileSettings],
+    http: aiohttp.ClientSession,
+    jwks_server: JwksServer,
+    broker_cleanup: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SIGTERM while a client still waits for a thumbnail: aiohttp first drains the request
+    for up to SHUTDOWN_TIMEOUT (the runner's own, as ``run`` sets it), then cancels it. The
+    thumbnail wait that follows has only what is left of that one budget — not a second
+    SHUTDOWN_TIMEOUT, which would let the process run up to twice the time it advertises
+    (and be killed mid-write by a supervisor's grace period). The pool stays occupied, so
+    the drain uses the whole budget and nothing is left for the thumbnail wait."""
+    caplog.set_level(logging.INFO, logger="file.handlers")
+    settings = file_settings(shutdown_timeout=0.5)
+    app = create_app(settings)
+    server = await AppServer(app, shutdown_timeout=settings.shutdown_timeout).start()
+    deps = app[keys.DEPS]
+    stored = await uploaded_image(server, deps, http, jwks_server)
+    release = await occupy_image_pool(deps)
+    key = thumbnail_key(stored.id, SIZE)
+    token = jwks_server.token("u-ada", ["customer"])
+    requester = asyncio.create_task(
+        FileApi(http, server.url).request(
+            "GET", f"/api/v1/files/{stored.id}/thumbnail?size={SIZE}", token=token
+        )
+    )
+
+    async def in_the_making() -> bool:
+        return key in deps.thumbnail_work
+
+    await eventually(in_the_making)
+    work = deps.thumbnail_work[key]
+    try:
+        await server.stop()
+    finally:
+        release()
+    outcome = await asyncio.gather(requester, return_exceptions=True)
+    assert isinstance(outcome[0], aiohttp.ClientError), outcome  # dropped at the drain's end
+    assert work.cancelled()
+    waits = [r for r in caplog.records if r.getMessage() == "waiting for the thumbnails being made"]
+    assert len(waits) == 1
+    assert getattr(waits[0], "timeout", None) == 0, vars(waits[0])
+    assert key not in await stored_objects(deps)
+    assert spool_files(deps) == []

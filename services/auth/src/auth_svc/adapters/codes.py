@@ -103,6 +103,21 @@ class CodeRepository:
         )
         return result.modified_count == 1
 
+    async def carry(
+        self, code: StoredCode, *, key: str, user_id: str, expires_at: datetime
+    ) -> None:
+        """Store ``code`` (its hash, salt and tries) as the live code ``key`` of ``user_id``,
+        mailing nothing: the owner of the address already has it."""
+        fields = {
+            "user_id": user_id,
+            "purpose": code.purpose,
+            "attempts": code.attempts,
+            "code": _code_fields(
+                code.code_hash, code.salt, code.sent_at, max(expires_at, code.expires_at)
+            ),
+        }
+        await self.collection.update_one({"_id": key}, {"$set": fields}, upsert=True)
+
     async def live(self, key: str, *, now: datetime) -> StoredCode | None:
         """The live code without counting a try (sign-in codes: 80 bits, no tries to count)."""
         return _stored_code(

@@ -75,6 +75,13 @@ class Codes(Protocol):
         """Keep the live code valid until ``expires_at``; True when there was one."""
         ...
 
+    async def carry(
+        self, code: StoredCode, *, key: str, user_id: str, expires_at: datetime
+    ) -> None:
+        """Store ``code`` (its hash, salt and tries) as the live code ``key`` of ``user_id``,
+        mailing nothing: the owner of the address already has it."""
+        ...
+
     async def live(self, key: str, *, now: datetime) -> StoredCode | None:
         """The live code, counting no try."""
         ...

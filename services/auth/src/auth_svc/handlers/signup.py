@@ -18,6 +18,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import timedelta
 
 from auth_svc.domain import codes as otp
 from auth_svc.domain.errors import EmailTaken, InvalidCode, ServiceBusy
@@ -94,9 +95,13 @@ async def register(
             if existing is not None and existing.status is not UserStatus.PENDING:
                 raise EmailTaken(email)
             contested = False
+            last_code = None
             if existing is not None:
                 contested = existing.signup_contested or not await deps.passwords.verify(
                     existing.password_hash, password
+                )
+                last_code = await deps.codes.live(
+                    otp.code_key(existing.id, "verify_email"), now=deps.clock.now()
                 )
                 if not await _discard_pending(existing, deps=deps):
                     continue  # verified (or replaced by a lease-less writer) meanwhile
@@ -107,7 +112,8 @@ async def register(
             if progress is not None:
                 await progress.committed(user_id=user.id)
             deps.metrics.registered()
-            await issue_code(user, "verify_email", deps=deps, cooldown=False)
+            if not await issue_code(user, "verify_email", deps=deps, cooldown=False):
+                await _keep_last_code(last_code, user, deps=deps)
             deps.notify_outbox()
             return user
     raise EmailTaken(email)
@@ -138,6 +144,22 @@ async def _signup_lease(email: str, *, deps: Deps) -> AsyncIterator[None]:
         yield
     finally:
         await deps.signup_leases.release(key, lease)
+
+
+async def _keep_last_code(last_code: otp.StoredCode | None, user: User, *, deps: Deps) -> None:
+    """No new code could be mailed (the hourly cap): the replaced account's live code, the
+    last one mailed to this address, verifies the new account instead (as a resend past the
+    cap keeps the last code). Without it, registrations up to the cap by anyone would leave
+    the owner's own registration with no code at all, hour after hour. Safe: only the
+    mailbox has the code, and a contested account activates no password."""
+    if last_code is None:
+        return
+    await deps.codes.carry(
+        last_code,
+        key=otp.code_key(user.id, "verify_email"),
+        user_id=user.id,
+        expires_at=deps.clock.now() + timedelta(seconds=deps.otp_ttl),
+    )
 
 
 async def _resume(progress: Progress | None, email: str, *, deps: Deps) -> User | None:
