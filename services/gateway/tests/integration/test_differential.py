@@ -115,7 +115,7 @@ async def run_case(
     )
     answer = await read_available(v_reader, 2.0)
     v_writer.close()
-    attacker_saw = await read_available(reader, 0.01)
+    attacker_saw = await read_available(reader, 0.01, first=0.01)  # what already arrived
     writer.transport.abort()
     assert answer.startswith(b"HTTP/1.1 200 "), f"{label}: the victim got {answer[:200]!r}"
     assert f"rid={victim_id} ".encode() in answer, f"{label}: the victim got {answer!r}"
