@@ -299,7 +299,9 @@ class GatewayProcess:
                 stderr=log_file,
             )
 
-    async def wait_ready(self, timeout: float = 15.0) -> None:
+    async def wait_ready(self, timeout: float = 90.0) -> None:
+        """Until /healthz answers. Generous: a child process imports the whole gateway, and on
+        a loaded machine (three test workers on two cores) that took more than 15 s."""
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
