@@ -89,7 +89,7 @@ def test_workers_do_not_outlive_a_killed_service() -> None:
         assert len(pids) == 2 and all(alive(pid) for pid in pids)
         holder.send_signal(signal.SIGKILL)
         holder.wait(10)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # generous: a loaded machine; a quick one exits early
         while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not [pid for pid in pids if alive(pid)], "a worker outlived its service"
