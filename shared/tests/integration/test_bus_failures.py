@@ -30,7 +30,7 @@ async def spawn_consumer(config: dict) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
         sys.executable, str(PROC), json.dumps(config), stdout=asyncio.subprocess.PIPE
     )
-    line = await asyncio.wait_for(process.stdout.readline(), 30)
+    line = await asyncio.wait_for(process.stdout.readline(), 90)  # a loaded machine: > 30 s
     assert line.strip() == b"ready"
     return process
 
