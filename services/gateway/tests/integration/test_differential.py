@@ -180,6 +180,9 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
     return data
 
 
+# Hundreds of raw exchanges: over the default 120 s on a loaded machine (three test workers
+# on two cores); the subject is agreement, not speed.
+@pytest.mark.timeout(600)
 async def test_seeded_mutations_keep_the_gateway_and_the_upstream_in_agreement(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
