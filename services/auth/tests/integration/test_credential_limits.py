@@ -171,8 +171,12 @@ async def test_credential_stuffing_from_one_address_is_limited(door: AuthClient)
     # machine it took more than the 15 s this bound once assumed.
     answered = statuses.count(401)
     assert 55 <= answered <= 60 + CONCURRENCY + math.ceil(took) + 2, (took, statuses)
-    for reply in replies[-CONCURRENCY:]:
-        assert_refused_by_the_gateway(reply)
+    # Still refusing at the end; not every one of the last requests, as a slow run gets its
+    # one failure a second back meanwhile.
+    assert 429 in statuses[-CONCURRENCY:], statuses
+    for reply in replies:
+        if reply.status == 429:
+            assert_refused_by_the_gateway(reply)
     # refused at the door: auth never checked those
     assert metric(door, "auth_logins_total", outcome="invalid_credentials") == answered
     # the stuffer's address is limited, not everyone's
