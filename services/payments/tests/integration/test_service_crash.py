@@ -57,7 +57,7 @@ class ServiceProcess:
                 except aiohttp.ClientError:
                     return False
 
-            await eventually(ready, timeout=60, interval=0.1)
+            await eventually(ready, timeout=90, interval=0.1)  # a loaded machine took > 60 s
 
     def kill(self) -> None:
         assert self.process is not None
