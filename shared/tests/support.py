@@ -76,7 +76,10 @@ class Recorder:
         if self.always_fail or len(self.events) <= self.fail_times:
             raise RuntimeError(f"induced failure on delivery {len(self.events)}")
 
-    async def wait_for(self, count: int, timeout: float = 10.0) -> None:
+    async def wait_for(self, count: int, timeout: float = 30.0) -> None:
+        """Until ``count`` events arrived (30 s at most: a broker round trip on a loaded
+        machine can take seconds; an idle one returns at once)."""
+
         async def enough() -> None:
             async with self.arrived:
                 await self.arrived.wait_for(lambda: len(self.events) >= count)

@@ -294,7 +294,7 @@ class MotoServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a loaded machine took more than 30 s to start it
         import socket
 
         while time.monotonic() < deadline:

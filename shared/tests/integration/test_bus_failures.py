@@ -30,7 +30,7 @@ async def spawn_consumer(config: dict) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
         sys.executable, str(PROC), json.dumps(config), stdout=asyncio.subprocess.PIPE
     )
-    line = await asyncio.wait_for(process.stdout.readline(), 30)
+    line = await asyncio.wait_for(process.stdout.readline(), 90)  # a loaded machine: > 30 s
     assert line.strip() == b"ready"
     return process
 
@@ -190,9 +190,14 @@ async def test_store_outage_during_the_inbox_claim_retries_on_the_tiers_not_in_a
     await proxy.cut()
     envelope = thing("while-store-down")
     await bus.publish(envelope)
+
+    def retries() -> float:
+        return bus.metrics.events_consumed.labels("svc", consumer.queue_name, "retry")._value.get()
+
     await asyncio.sleep(2.0)
-    retries = bus.metrics.events_consumed.labels("svc", consumer.queue_name, "retry")._value.get()
-    assert 1 <= retries <= 4  # paced by the tiers, not redelivered as fast as the broker can
+    assert retries() <= 4  # paced by the tiers, not redelivered as fast as the broker can
+    # At least one retry: polled, as a loaded machine may not get to it within the 2 s.
+    await eventually(lambda: _true(retries() >= 1), timeout=20)
     assert recorder.events == []
     await proxy.restore()
     await recorder.wait_for(1, timeout=20)
@@ -219,7 +224,9 @@ async def test_a_message_that_cannot_be_settled_is_requeued_at_a_bounded_pace(se
     bus.send_to_queue = broken_send  # the failure happens while settling, not in the handler
     await bus.publish(thing("stuck"))
     await asyncio.sleep(2.5)
-    assert 1 <= len(recorder.events) <= 4  # ≈ one delivery per REQUEUE_PAUSE, not hundreds
+    assert len(recorder.events) <= 4  # ≈ one delivery per REQUEUE_PAUSE, not hundreds
+    # Delivered at all: polled, as a loaded machine may not get to it within the 2.5 s.
+    await eventually(lambda: _true(len(recorder.events) >= 1), timeout=20)
     assert consumer_module.REQUEUE_PAUSE >= 0.5
     await consumer.stop()
     await bus.close()
@@ -245,9 +252,14 @@ async def test_a_consumer_acks_while_the_publishing_connection_is_down(settings_
     marker = f"{settings_overrides['bus_queue_prefix']}) publish"
     assert await asyncio.to_thread(_close_connections, marker) == 1
     release.set()
-    await asyncio.sleep(1.5)
+
+    def acked() -> float:
+        return bus.metrics.value("events_consumed_total", queue=consumer.queue_name, outcome="ok")
+
+    await eventually(lambda: _true(acked() >= 1), timeout=20)
+    await asyncio.sleep(1.5)  # room for a wrong redelivery
     assert handled == [envelope.id]  # acked on its own connection: no redelivery
-    assert bus.metrics.value("events_consumed_total", queue=consumer.queue_name, outcome="ok") == 1
+    assert acked() == 1
     await consumer.stop()
     await bus.close()
 

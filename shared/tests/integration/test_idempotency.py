@@ -22,7 +22,7 @@ from switchyard.idempotency import (
 )
 from switchyard.mongo import mongo_context
 from switchyard.settings import ServiceSettings
-from switchyard.testing import TcpProxy
+from switchyard.testing import TcpProxy, eventually
 from switchyard.web import json_response, new_app
 
 pytestmark = pytest.mark.integration
@@ -53,6 +53,10 @@ async def post(url: str, body: Any, key: str, *, raw: bytes | None = None, query
             return response.status, await response.json(content_type=None), response.headers
 
 
+async def _holds(value: bool) -> bool:
+    return value
+
+
 async def test_concurrent_requests_under_one_key_run_the_handler_once(
     start_app, settings_overrides
 ):
@@ -73,16 +77,21 @@ async def test_concurrent_requests_under_one_key_run_the_handler_once(
 
 async def test_a_handler_slower_than_the_lock_keeps_it(start_app, settings_overrides):
     runs: list[int] = []
+    # The handler answers once the retry was refused (a fixed 2.5 s raced the 1.6 s wait
+    # below on a loaded machine: the retry then got the stored answer instead of a 409).
+    release = asyncio.Event()
 
     async def slow(request: web.Request) -> web.Response:
         runs.append(1)
-        await asyncio.sleep(2.5)
+        await release.wait()
         return json_response({"id": "slow"}, status=201)
 
     server = await start_app(make_app(settings_overrides, slow, lock_seconds=1.0))
     first = asyncio.create_task(post(server.url, {"n": 1}, "k-slow"))
+    await eventually(lambda: _holds(bool(runs)), timeout=20)  # the lock is taken
     await asyncio.sleep(1.6)  # past the lock: only its renewal keeps the retry out
     status, body, headers = await post(server.url, {"n": 1}, "k-slow")
+    release.set()
     assert status == 409 and body["type"].endswith("/idempotency-key-in-use")
     assert headers["Retry-After"] == "1"
     assert (await first)[0] == 201
@@ -99,8 +108,11 @@ async def test_a_claim_taken_over_from_a_stalled_owner_is_not_overwritten_by_it(
     proxy = await TcpProxy(host, int(port)).start()
     release_first, release_second = asyncio.Event(), asyncio.Event()
 
+    entered: list[str] = []  # a handler runs only once its owner holds the key
+
     def handler(name: str, gate: asyncio.Event) -> Behaviour:
         async def run(request: web.Request) -> web.Response:
+            entered.append(name)
             await gate.wait()
             return json_response({"by": name}, status=201)
 
@@ -115,15 +127,18 @@ async def test_a_claim_taken_over_from_a_stalled_owner_is_not_overwritten_by_it(
         )
     )
     other = await start_app(make_app(settings_overrides, handler("second", release_second)))
+    # Each step waits for what it needs (fixed sleeps raced a loaded machine): the first
+    # owner holds the key before the store is cut, the second holds it before the first
+    # may finish, and the first has answered before the second does.
     first = asyncio.create_task(post(stalled.url, {"n": 1}, "k-stall"))
-    await asyncio.sleep(0.3)
+    await eventually(lambda: _holds(entered == ["first"]), timeout=20)
     await proxy.cut()
     await asyncio.sleep(1.5)  # the first owner's lock has run out unrenewed
     second = asyncio.create_task(post(other.url, {"n": 1}, "k-stall"))
-    await asyncio.sleep(0.5)
+    await eventually(lambda: _holds(entered == ["first", "second"]), timeout=20)
     await proxy.restore()
     release_first.set()
-    await asyncio.sleep(0.5)  # the first owner answers and tries to store its result
+    await asyncio.wait({first}, timeout=20)  # the first owner answers, its result refused
     release_second.set()
     assert (await second)[:2] == (201, {"by": "second"})
     await first

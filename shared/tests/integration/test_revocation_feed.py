@@ -29,7 +29,7 @@ from switchyard.revocation import (
     revoked_sessions_url,
 )
 from switchyard.settings import ServiceSettings
-from switchyard.testing import JwksServer, TcpProxy, eventually, service_bus
+from switchyard.testing import JwksServer, Stopwatch, TcpProxy, eventually, service_bus
 from switchyard.testing.jwks import TEST_INTERNAL_TOKEN
 from switchyard.web import new_app
 
@@ -91,10 +91,12 @@ async def test_start_up_reads_auths_list_and_every_replica_hears_each_revocation
         publisher = service_bus(settings_overrides, "auth")
         await publisher.connect()
         try:
-            started = time.monotonic()
+            clock = Stopwatch()
             await publisher.publish(revoked("announced"))
             await until(lambda: all("announced" in feed.deny_list for feed in feeds))
-            assert time.monotonic() - started < 2.0
+            # Within 2 s of the time the CPUs were free: the broker and this process share
+            # two cores with other test workers (``until`` polls for 10 s at most).
+            assert clock.within(2.0), clock.report()
             # An announcement of a session whose tokens are all dead adds nothing.
             await publisher.publish(revoked("long-gone", minutes=-10))
             await publisher.publish(revoked("marker"))

@@ -37,7 +37,7 @@ async def test_sigterm_finishes_the_handler_in_flight_and_acks(settings_override
             except aiohttp.ClientError:
                 return False
 
-        await eventually(ready, timeout=30, interval=0.2)
+        await eventually(ready, timeout=90, interval=0.2)  # a loaded machine took > 30 s
     bus = make_bus(settings_overrides)
     await bus.connect()
     slow = new_envelope(

@@ -3,7 +3,6 @@ decorators (through real HTTP), and the Socket.IO connect helper."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -21,6 +20,7 @@ from switchyard.authn import (
 )
 from switchyard.problems import Problem
 from switchyard.settings import ServiceSettings
+from switchyard.testing import eventually
 from switchyard.tokens import (
     InvalidToken,
     JwksKeys,
@@ -133,10 +133,11 @@ async def test_jwks_sync_verify_schedules_background_refetch(jwks) -> None:  # t
         token = TokenSigner(key2, kid2, issuer=ISSUER, audience=AUDIENCE).issue("u2", [])
         with pytest.raises(InvalidToken):
             verifier.verify(token.token)
-        for _ in range(100):
-            if verifier.keys.get(kid2) is not None:
-                break
-            await asyncio.sleep(0.02)
+
+        async def fetched() -> bool:
+            return verifier.keys.get(kid2) is not None
+
+        await eventually(fetched, timeout=20)  # 2 s of polling was tight on a loaded machine
         assert verifier.verify(token.token).user_id == "u2"
 
 
@@ -149,10 +150,11 @@ async def test_jwks_background_refresh_and_late_start(jwks) -> None:  # type: ig
         assert not source.has_keys
         jwks.fail = False
         jwks.keys = {kid1: key1.public_key()}
-        for _ in range(200):
-            if source.has_keys:
-                break
-            await asyncio.sleep(0.02)
+
+        async def has_keys() -> bool:
+            return source.has_keys
+
+        await eventually(has_keys, timeout=20)  # 4 s of polling was tight on a loaded machine
         assert source.kids == [kid1]
     finally:
         await source.close()

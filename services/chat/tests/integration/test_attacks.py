@@ -20,7 +20,7 @@ import socketio
 from chat_svc import keys
 from switchyard.envelope import new_envelope
 from switchyard.events.auth import SessionRevoked
-from switchyard.testing import eventually
+from switchyard.testing import Stopwatch, eventually
 from switchyard.testing.sockets import SocketClient
 from switchyard.tokens import generate_signing_key
 
@@ -88,9 +88,12 @@ async def test_a_revoked_session_is_disconnected_within_two_seconds(world: ChatW
         ada, token=world.keys_server.token(ada, ["customer"], claims={"sid": other_session})
     )
     await _revoke(world, ada, session)
-    started = time.monotonic()
-    await a.wait_disconnected(timeout=2.0)
-    await a2.wait_disconnected(timeout=2.0 - (time.monotonic() - started))
+    clock = Stopwatch()
+    await a.wait_disconnected()
+    await a2.wait_disconnected()
+    # Two seconds of the time the CPUs were free: chat, the broker and this test share two
+    # cores with other test workers (wait_disconnected gives up after 20 s).
+    assert clock.within(2.0), clock.report()
     assert kept.connected
     client = SocketClient(world.base, token=revoked_token)
     with pytest.raises(socketio.exceptions.ConnectionError):
@@ -463,7 +466,7 @@ async def test_an_account_deleted_while_its_socket_connects_is_still_disconnecte
     await eventually(left)
     await asyncio.sleep(0.3)  # the deletion's handler is done closing what it knew
     release.set()
-    await g.wait_disconnected(timeout=5)
+    await g.wait_disconnected()  # 20 s: a loaded machine can take more than 5
 
 
 async def test_rest_idor_and_malformed_bodies_are_refused_cleanly(world: ChatWorld) -> None:
@@ -584,7 +587,9 @@ async def test_an_engineio_session_that_never_connects_is_closed(start_world: An
     url = world.base.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
     async with world.http.ws_connect(url) as ws:
         await ws.receive_str(timeout=10)
-        started = time.monotonic()
+        clock = Stopwatch()
         with pytest.raises(ConnectionError):
             await raw_next(ws, timeout=10)
-        assert time.monotonic() - started < 5
+        # Closed after the 1 s connect timeout, not at the 10 s read deadline; the bound is
+        # on the time the CPUs were free (the machine is shared with other test workers).
+        assert clock.within(5), clock.report()

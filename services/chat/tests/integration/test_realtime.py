@@ -118,7 +118,9 @@ async def test_a_reserved_seq_whose_sender_died_becomes_a_deleted_message(world:
 
 
 async def test_typing_is_forwarded_throttled_and_expires(start_world) -> None:  # type: ignore[no-untyped-def]
-    world: ChatWorld = await start_world(typing_throttle=1.0, typing_expiry=1.0)
+    # Throttle 10 s and expiry 2 s: the five calls below must fall inside one throttle window
+    # with no 'expiry' pause between two of them; at 1 s each, a loaded machine broke that.
+    world: ChatWorld = await start_world(typing_throttle=10.0, typing_expiry=2.0)
     ada, grace = await world.user(), await world.user()
     cid = await world.direct(ada, grace)
     a = await world.socket(ada)
@@ -128,7 +130,7 @@ async def test_typing_is_forwarded_throttled_and_expires(start_world) -> None:  
         assert await a.call("typing", {"conversation_id": cid, "is_typing": True}) == {}
     started = await g.wait_for("typing", lambda t: t["is_typing"])
     assert started == {"conversation_id": cid, "user_id": ada, "is_typing": True}
-    ended = await g.wait_for("typing", lambda t: not t["is_typing"], timeout=5)
+    ended = await g.wait_for("typing", lambda t: not t["is_typing"], timeout=20)
     assert ended["user_id"] == ada
     assert [t["is_typing"] for t in g.events("typing")] == [True, False]  # throttled, expired
     assert not a.events("typing")  # the typist is not told about themself
@@ -179,10 +181,12 @@ async def test_flooding_is_rate_limited_then_disconnected(start_world) -> None: 
 
 async def test_a_socket_is_disconnected_when_its_token_expires(world: ChatWorld) -> None:
     ada = await world.user()
-    short = world.keys_server.signer_with(lifetime=2).issue(ada, ["customer"]).token
+    # 5 s: connecting must finish inside the token's life (a 2 s token could expire first
+    # on a loaded machine, and the connection was refused instead).
+    short = world.keys_server.signer_with(lifetime=5).issue(ada, ["customer"]).token
     client = await world.socket(ada, token=short)
     assert client.connected
-    await client.wait_disconnected(timeout=10)
+    await client.wait_disconnected(timeout=30)
 
 
 async def test_attachments_must_be_known_own_and_not_deleted(world: ChatWorld) -> None:

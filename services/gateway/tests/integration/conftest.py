@@ -299,9 +299,9 @@ class GatewayProcess:
                 stderr=log_file,
             )
 
-    async def wait_ready(self, timeout: float = 60.0) -> None:
-        # Generous: a cold start imports the whole stack, and under a loaded CI box (three
-        # test workers on two cores) that took over 15 s.
+    async def wait_ready(self, timeout: float = 90.0) -> None:
+        """Until /healthz answers. Generous: a child process imports the whole gateway, and on
+        a loaded machine (three test workers on two cores) that took more than 15 s."""
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:

@@ -227,8 +227,10 @@ class Accounting:
         self.done.clear()
 
 
-async def quiet(gateway: Gateway, upstream: RecordingUpstream, timeout: float = 2.0) -> None:
-    """Wait until no client request is in progress and the upstream got all it was sent."""
+async def quiet(gateway: Gateway, upstream: RecordingUpstream, timeout: float = 10.0) -> None:
+    """Wait until no client request is in progress and the upstream got all it was sent
+    (``timeout`` is generous: on a loaded machine an exchange can take seconds, and the checks
+    after this call would then see it half done; a quiet gateway returns at once)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
@@ -241,12 +243,21 @@ async def quiet(gateway: Gateway, upstream: RecordingUpstream, timeout: float = 
     await asyncio.sleep(0.002)
 
 
-async def read_available(reader: asyncio.StreamReader, wait: float) -> bytes:
-    """What a client receives until the gateway closes or stays quiet for ``wait`` s."""
+# How long the first bytes of an answer may take. Generous: on a loaded machine (CI runs three
+# test workers on two cores) the gateway, the upstream and this client, all on one event loop,
+# can be kept off the CPU for a second; a short quiet window would read that as no answer.
+FIRST_BYTES = 10.0
+
+
+async def read_available(
+    reader: asyncio.StreamReader, wait: float, *, first: float = FIRST_BYTES
+) -> bytes:
+    """What a client receives until the gateway closes or stays quiet for ``wait`` s after
+    its last bytes (the first ones may take ``first`` s, at least ``wait``)."""
     data = b""
     try:
         while True:
-            chunk = await asyncio.wait_for(reader.read(65536), wait)
+            chunk = await asyncio.wait_for(reader.read(65536), wait if data else max(wait, first))
             if not chunk:
                 break
             data += chunk

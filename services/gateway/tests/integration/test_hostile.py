@@ -91,8 +91,10 @@ async def test_a_client_that_does_not_read_is_not_blamed_on_the_upstream(
     await asyncio.sleep(1.5)
     assert host.breaker.consecutive == 0
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-    writer.write(b"GET /slow/after HTTP/1.1\r\nHost: t\r\n\r\n")
-    status, _, _ = await read_response(reader)
+    # Same host, same breaker; a route with the default timeout (2 s), as the slow route's
+    # 0.5 s could pass on a loaded machine before even a quick answer came.
+    writer.write(b"GET /public/after HTTP/1.1\r\nHost: t\r\n\r\n")
+    status, _, _ = await asyncio.wait_for(read_response(reader), 30)
     assert status == 200  # not 503: three stalled clients did not open the circuit
     writer.close()
     for _, stalled_writer in stalled:
@@ -127,9 +129,9 @@ async def test_a_client_that_stops_reading_is_not_buffered_for_on_its_next_reque
     writer.write(b"GET /public/second?size=16000000 HTTP/1.1\r\nHost: t\r\n\r\n")
     await asyncio.sleep(0.7)
     assert side.transport.get_write_buffer_size() < 2 * 1024 * 1024
-    status, _, first = await asyncio.wait_for(read_response(reader), 5)
+    status, _, first = await asyncio.wait_for(read_response(reader), 30)
     assert status == 200 and len(first) == 200_000
-    status, _, second = await asyncio.wait_for(read_response(reader), 5)
+    status, _, second = await asyncio.wait_for(read_response(reader), 30)
     assert status == 200 and len(second) == 16_000_000
     writer.close()
 
@@ -138,13 +140,14 @@ async def test_a_streaming_response_is_not_cut_while_bytes_flow(
     make_gateway: GatewayFactory,
     start_app: Callable[[web.Application], Awaitable[Any]],
 ) -> None:
-    """The route timeout (0.5 s) is an idle timeout: small pieces every 0.15 s for 1.2 s
-    reach the client whole, and the breaker counts no failure."""
+    """The route timeout (1.5 s here) is an idle timeout: small pieces every 0.15 s for 2.4 s
+    reach the client whole, and the breaker counts no failure. (The table's 0.5 s left a
+    loaded machine 0.35 s of pause between two pieces before the stream was cut.)"""
 
     async def ticks(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
         await response.prepare(request)
-        for index in range(8):
+        for index in range(16):
             await response.write(b"tick %d\n" % index)
             await asyncio.sleep(0.15)
         await response.write_eof()
@@ -153,16 +156,19 @@ async def test_a_streaming_response_is_not_cut_while_bytes_flow(
     app = web.Application()
     app.router.add_get("/{tail:.*}", ticks)
     server = await start_app(app)
-    gateway = await make_gateway(route_table(server.url))
+    table = route_table(server.url)
+    [slow] = [route for route in table["routes"] if route["name"] == "slow"]
+    slow["timeout"] = 1.5
+    gateway = await make_gateway(table)
     host = gateway.groups["main"].hosts[0]
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     writer.write(b"GET /slow/stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-    data = await asyncio.wait_for(reader.read(-1), 5)
+    data = await asyncio.wait_for(reader.read(-1), 30)
     writer.close()
     head, _, chunked = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     assert chunked.endswith(b"0\r\n\r\n")  # the terminating chunk: not truncated
-    for index in range(8):
+    for index in range(16):
         assert b"tick %d\n" % index in chunked
     assert host.breaker.consecutive == 0
 
@@ -235,11 +241,11 @@ async def test_bytes_after_a_response_never_reach_the_next_request(
     gateway = await make_gateway(route_table(url))
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     writer.write(b"GET /public/one HTTP/1.1\r\nHost: t\r\n\r\n")
-    status, _, body = await asyncio.wait_for(read_response(reader), 2)
+    status, _, body = await asyncio.wait_for(read_response(reader), 30)
     assert (status, body) == (200, b"ok")
     await asyncio.sleep(0.1)
     writer.write(b"GET /public/two HTTP/1.1\r\nHost: t\r\n\r\n")
-    status, headers, body = await asyncio.wait_for(read_response(reader), 2)
+    status, headers, body = await asyncio.wait_for(read_response(reader), 30)
     assert (status, body) == (200, b"clean")
     assert "set-cookie" not in headers
     assert connections == 2

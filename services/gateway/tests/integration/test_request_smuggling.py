@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway_svc.app import Gateway
+from switchyard.testing import Stopwatch
 
 from .conftest import GatewayFactory, route_table
 from .recorder import Accounting, RecordingUpstream, check, quiet, read_available
@@ -185,8 +186,12 @@ async def test_an_early_local_answer_does_not_hold_the_connection(
     gateway, _ = await setup(make_gateway, recorder, header_timeout=1.0)
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 65000\r\n\r\n".encode())
-    data = await asyncio.wait_for(reader.read(), 4)  # the answer, then the close
+    clock = Stopwatch()
+    data = await asyncio.wait_for(reader.read(), 30)  # the answer, then the close
     assert statuses(data) in ([404], [401])
+    # Closed at once, not after the header timeout's wait for the body; the bound is on
+    # the time the CPUs were free (the machine is shared with other test workers).
+    assert clock.within(4), clock.report()
     writer.close()
     assert recorder.seen == []
 
@@ -197,8 +202,7 @@ async def test_a_trickled_body_hits_the_overall_body_deadline(
     gateway, _ = await setup(make_gateway, recorder, body_timeout=1.5)
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     writer.write(b"POST /upload/slowly HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    clock = Stopwatch()
 
     async def trickle() -> None:
         for _ in range(100):
@@ -206,10 +210,12 @@ async def test_a_trickled_body_hits_the_overall_body_deadline(
             writer.write(b"x")
 
     task = asyncio.create_task(trickle())
-    data = await asyncio.wait_for(reader.read(), 5)
+    data = await asyncio.wait_for(reader.read(), 30)
     task.cancel()
     assert statuses(data) == [408]
-    assert loop.time() - started < 3.5  # the upload route's timeout is 30 s
+    # The 1.5 s body deadline, not the upload route's 30 s timeout; the bound is on the time
+    # the CPUs were free (the machine is shared with other test workers).
+    assert clock.within(3.5), clock.report()
     writer.close()
 
 

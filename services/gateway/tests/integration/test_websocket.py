@@ -39,9 +39,10 @@ async def test_websocket_refused_on_plain_routes(
 @pytest.fixture
 async def socketio_upstream(start_app: Callable[[web.Application], Awaitable[Any]]) -> str:
     # A short ping interval keeps long-polls short (engine.io answers a waiting GET with
-    # a ping), so the polling client's disconnect does not wait the default 25 s.
+    # a ping), so the polling client's disconnect does not wait the default 25 s. The ping
+    # timeout is generous: a loaded machine can hold a pong back for seconds.
     server = socketio.AsyncServer(
-        async_mode="aiohttp", cors_allowed_origins=[], ping_interval=1, ping_timeout=2
+        async_mode="aiohttp", cors_allowed_origins=[], ping_interval=1, ping_timeout=10
     )
 
     @server.event
@@ -78,12 +79,12 @@ async def test_socketio_client_through_the_gateway(
     gateway = await make_gateway(table)
     client = socketio.AsyncClient(reconnection=False)
     await client.connect(
-        gateway.url, transports=[transport], auth={"token": "let-me-in"}, wait_timeout=5
+        gateway.url, transports=[transport], auth={"token": "let-me-in"}, wait_timeout=20
     )
     try:
         assert client.transport() == transport
         for index in range(3):
-            answer = await client.call("echo", {"n": index}, timeout=5)
+            answer = await client.call("echo", {"n": index}, timeout=20)
             assert answer["echo"] == {"n": index}
     finally:
         await client.disconnect()
@@ -91,6 +92,6 @@ async def test_socketio_client_through_the_gateway(
     refused = socketio.AsyncClient(reconnection=False)
     with pytest.raises(socketio.exceptions.ConnectionError):
         await refused.connect(
-            gateway.url, transports=[transport], auth={"token": "wrong"}, wait_timeout=5
+            gateway.url, transports=[transport], auth={"token": "wrong"}, wait_timeout=20
         )
     await refused.disconnect()

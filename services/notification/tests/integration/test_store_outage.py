@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,7 +28,7 @@ from switchyard.directory import UserDirectory
 from switchyard.envelope import CATALOG, utcnow
 from switchyard.metrics import Metrics
 from switchyard.mongo import ensure_indexes
-from switchyard.testing import TcpProxy
+from switchyard.testing import TcpProxy, eventually
 
 from ..support import event, otp, user_id
 
@@ -108,11 +109,14 @@ async def test_a_send_the_store_could_not_record_is_recorded_on_redelivery_not_s
 
 
 async def test_a_send_slower_than_the_claim_lease_keeps_its_claim(mongo_db, smtp_sink) -> None:
-    """The mail server takes 2.5 s to accept; the claim lease is 1 s. The sender renews its
+    """The mail server holds the message past the claim lease (1 s). The sender renews its
     claim meanwhile, so a copy of the event handled by another replica (a redelivery)
-    finds the delivery in progress instead of taking it over and mailing the code twice."""
+    finds the delivery in progress instead of taking it over and mailing the code twice.
+    (The server answers when the test says so: a fixed 2.5 s delay raced the 1.6 s wait
+    below on a loaded machine.)"""
     await ensure_indexes(mongo_db, delivery_indexes())
-    smtp_sink.handler.accept_delay = 2.5
+    accept = threading.Event()
+    smtp_sink.handler.accept_gate = accept
     mailer = SmtpMailer(
         host="127.0.0.1", port=smtp_sink.port, security="none", mail_from="S <n@s.test>"
     )
@@ -133,11 +137,18 @@ async def test_a_send_slower_than_the_claim_lease_keeps_its_claim(mongo_db, smtp
     request = otp_email(decoded.data, sent_at=utcnow())
     try:
         sending = asyncio.create_task(send_email(request, event=decoded, channel=replica()))
+
+        async def held() -> bool:  # the server has the message and holds its answer
+            return len(smtp_sink.messages) == 1
+
+        await eventually(held, timeout=20)
         await asyncio.sleep(1.6)  # past the first claim's lease
         with pytest.raises(DeliveryInProgress):
             await send_email(request, event=decoded, channel=replica())
+        accept.set()
         sent = await sending
         assert sent.status == "sent"
         assert len(smtp_sink.messages) == 1
     finally:
+        accept.set()
         await mailer.close()

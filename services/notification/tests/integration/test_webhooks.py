@@ -33,6 +33,7 @@ class Receiver:
 
     statuses: list[int] = field(default_factory=list)  # answers in order, then 200
     delay: float = 0.0
+    hold: asyncio.Event | None = None  # answers only once this is set
     redirect_to: str | None = None
     secret: str | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -55,6 +56,8 @@ class Receiver:
         self.requests.append({"headers": dict(request.headers), "at": time.monotonic()})
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.hold is not None:
+            await self.hold.wait()
         assert self.secret is not None
         try:
             payload = Webhook(self.secret).verify(body, dict(request.headers))
@@ -179,11 +182,18 @@ async def test_a_signed_event_reaches_its_owner_once_and_others_events_do_not(
     assert payload["data"]["user_id"] == ada and payload["id"] == mine.id
     assert sorted(v["id"] for v in admin.verified) == sorted([mine.id, theirs.id])
 
-    async with http.get(
-        service.url + f"{WEBHOOKS}/{created['id']}/deliveries",
-        headers=bearer(jwks_server.token(ada, ["customer"])),
-    ) as response:
-        log = (await response.json())["items"]
+    log: list[dict[str, Any]] = []
+
+    async def logged() -> bool:  # the sender records the answer after the receiver gave it
+        nonlocal log
+        async with http.get(
+            service.url + f"{WEBHOOKS}/{created['id']}/deliveries",
+            headers=bearer(jwks_server.token(ada, ["customer"])),
+        ) as response:
+            log = (await response.json())["items"]
+        return all(d["status"] == "delivered" for d in log)
+
+    await eventually(logged, 10)
     assert [(d["event_id"], d["status"], d["attempts"], d["response_code"]) for d in log] == [
         (mine.id, "delivered", 1, 200)
     ]
@@ -204,11 +214,21 @@ async def test_500_then_200_is_retried_and_delivered_once_and_redelivery_resends
     envelope = deposit(ada)
     await payments.publish(envelope)
     await until(lambda: len(receiver.verified) == 1, 10)
-    await asyncio.sleep(1.0)
-    assert len(receiver.requests) == 2 and len(receiver.verified) == 1
     headers = bearer(jwks_server.token(ada, ["customer"]))
-    async with http.get(service.url + f"{WEBHOOKS}/{sub['id']}/deliveries", headers=headers) as r:
-        [logged] = (await r.json())["items"]
+    items: list[dict[str, Any]] = []
+
+    async def recorded() -> bool:  # the sender records the answer after the receiver gave it
+        nonlocal items
+        async with http.get(
+            service.url + f"{WEBHOOKS}/{sub['id']}/deliveries", headers=headers
+        ) as r:
+            items = (await r.json())["items"]
+        return [item["status"] for item in items] == ["delivered"]
+
+    await eventually(recorded, 10)
+    await asyncio.sleep(1.0)  # room for a wrong third attempt
+    assert len(receiver.requests) == 2 and len(receiver.verified) == 1
+    [logged] = items
     assert (logged["status"], logged["attempts"]) == ("delivered", 2)
     async with http.post(
         service.url + f"{WEBHOOKS}/{sub['id']}/deliveries/{logged['id']}/redeliver",
@@ -273,14 +293,18 @@ async def test_a_slow_endpoint_does_not_hold_up_another_subscription(
 ) -> None:
     service = await start_service(smtp_port=smtp_sink.port, **WEBHOOK_SETTINGS)
     ada = await known_user(service)
-    slow, fast = await receivers(delay=4.0), await receivers()
+    # The slow endpoint answers only once the fast one has its delivery (no race with a
+    # fixed delay on a loaded machine): a sender that waited for it never delivers to fast.
+    slow, fast = await receivers(hold=asyncio.Event()), await receivers()
     token = jwks_server.token(ada, ["customer"])
     await subscribe(service, http, token, slow)
     await subscribe(service, http, token, fast)
-    published = time.monotonic()
     await payments.publish(deposit(ada))
+    await until(lambda: len(slow.requests) == 1, 10)  # slow holds its request
     await until(lambda: len(fast.verified) == 1, 10)
-    assert time.monotonic() - published < 3.0
+    assert slow.verified == []
+    assert slow.hold is not None
+    slow.hold.set()
     await until(lambda: len(slow.verified) == 1, 15)
 
 

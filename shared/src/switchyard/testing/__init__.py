@@ -13,6 +13,7 @@ from switchyard.testing.memory import InMemoryBus, InMemoryOutbox
 from switchyard.testing.servers import AppServer, TcpProxy, delete_exchange, docker_available
 from switchyard.testing.settings import settings_builder
 from switchyard.testing.smtp import SmtpSink
+from switchyard.testing.timing import Stopwatch
 from switchyard.testing.waiting import eventually, service_bus
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "JwksServer",
     "ReceivedPush",
     "SmtpSink",
+    "Stopwatch",
     "TcpProxy",
     "delete_exchange",
     "docker_available",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -46,6 +47,9 @@ class _Handler:
     reject_with: str | None = None
     # A slow mail server: seconds to wait (after recording the message) before the 250.
     accept_delay: float = 0.0
+    # A mail server that answers only once the test says so (set from any thread): a
+    # deterministic "slow" server, where a fixed delay races a loaded machine.
+    accept_gate: threading.Event | None = None
     on_message: Callable[[ReceivedMail], None] | None = None
     arrived: asyncio.Condition | None = None
 
@@ -66,6 +70,8 @@ class _Handler:
             self.on_message(received)
         if self.accept_delay:
             await asyncio.sleep(self.accept_delay)
+        if self.accept_gate is not None:
+            await asyncio.to_thread(self.accept_gate.wait)
         return "250 Message accepted for delivery"
 
 
