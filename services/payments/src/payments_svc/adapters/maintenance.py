@@ -229,10 +229,13 @@ class Pruner:
         """Prune both sides of every transfer in ``batch`` (all final): outside a pass, no
         transfer is pruned on one side only — the ledger check relies on that.
 
-        ``transfers`` and ``known`` (accounts) may come from this pass's selection: an
-        account read then is still exact for what is pruned here, since only a pass
-        removes entries or moves ``pruned`` and this pass holds the lease (entries of
-        transfers that arrived since are not final in ``batch`` and stay)."""
+        ``transfers`` and ``known`` (accounts) may come from this pass's selection. An
+        account read then lacks no entry a prune removed since (only a pass removes
+        entries or moves ``pruned``, and this pass holds the lease), but it may lack one
+        of a transfer that was in flight then and final when the transfers were read:
+        an account whose read lacks an entry a final transfer in ``batch`` must have
+        there (its debit; its credit when posted) is read again, so that transfer is
+        pruned on both sides and not on one."""
         final = transfers
         if final is None:
             final = {
@@ -244,7 +247,13 @@ class Pruner:
             }
         touched = sorted({doc[side] for doc in final.values() for side in ("debit", "credit")})
         read = {doc["_id"]: doc for doc in known or () if doc["_id"] in touched}
-        missing = [account for account in touched if account not in read]
+        behind = {
+            account
+            for tid, transfer in final.items()
+            for account in _sides(transfer)
+            if account in read and tid not in (read[account].get(APPLIED) or {})
+        }
+        missing = [account for account in touched if account not in read or account in behind]
         if missing:
             async for doc in self.accounts.find({"_id": {"$in": missing}}, _PRUNE_PROJECTION):
                 read[doc["_id"]] = doc
@@ -308,6 +317,14 @@ class Pruner:
         for line in lines:
             if line["_id"] not in present:
                 await insert_wallet_entry(self.entries, line)
+
+
+def _sides(transfer: Document) -> tuple[str, ...]:
+    """The accounts a final transfer has an entry on: both when posted; only the debit
+    (its refusal) when failed."""
+    if transfer["state"] == "posted":
+        return (transfer["debit"], transfer["credit"])
+    return (transfer["debit"],)
 
 
 _PRUNE_PROJECTION: Document = {APPLIED: 1, "pruned": 1, "sequenced": 1}
