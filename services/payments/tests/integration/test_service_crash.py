@@ -57,7 +57,10 @@ class ServiceProcess:
                 except aiohttp.ClientError:
                     return False
 
-            await eventually(ready, timeout=90, interval=0.1)  # a loaded machine took > 60 s
+            try:  # generous: a loaded machine took > 60 s; a timeout shows the log
+                await eventually(ready, timeout=90, interval=0.1)
+            except AssertionError as error:
+                raise AssertionError(f"{error}; log: {self.log.read_text()[-3000:]}") from None
 
     def kill(self) -> None:
         assert self.process is not None
@@ -92,6 +95,8 @@ def process_env(
         "JWKS_URL": jwks_server.jwks_url,
         "AUTH_ISSUER": jwks_server.issuer,
         "JWT_AUDIENCE": jwks_server.audience,
+        # reads the revoked sessions from the JwksServer standing in for auth (not ready before)
+        "INTERNAL_API_TOKEN": jwks_server.internal_token,
         "LEDGER_STALE_AFTER": "1",
         "LEDGER_SWEEP_INTERVAL": "0.2",
         "LOG_LEVEL": "WARNING",
