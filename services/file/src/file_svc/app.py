@@ -96,7 +96,7 @@ def deps_context(settings: FileSettings) -> Callable[[web.Application], AsyncIte
 
 
 async def _shutdown_began(app: web.Application) -> None:
-    app[keys.SHUTDOWN_BEGAN] = asyncio.get_running_loop().time()
+    app[keys.SHUTDOWN_CLOCK].began = asyncio.get_running_loop().time()
 
 
 def shutdown_time_left(app: web.Application, settings: FileSettings) -> float:
@@ -104,7 +104,7 @@ def shutdown_time_left(app: web.Application, settings: FileSettings) -> float:
     requests in flight up to SHUTDOWN_TIMEOUT to finish (a thumbnail requester still
     waiting among them): a second full timeout here would let the process run up to twice
     the time it advertises. All of it when shutdown never began (startup failed)."""
-    began = app.get(keys.SHUTDOWN_BEGAN)
+    began = app[keys.SHUTDOWN_CLOCK].began
     if began is None:
         return settings.shutdown_timeout
     spent = asyncio.get_running_loop().time() - began
@@ -117,6 +117,7 @@ def create_app(settings: FileSettings) -> web.Application:
     app = new_app(settings)
     app[keys.FILE_METRICS] = FileMetrics(app[shared_keys.METRICS])
     app.middlewares.append(authn_middleware())
+    app[keys.SHUTDOWN_CLOCK] = keys.ShutdownClock()
     app.on_shutdown.append(_shutdown_began)
     app.cleanup_ctx.extend(
         [
