@@ -60,6 +60,7 @@ class ServiceProcess:
             try:  # generous: a loaded machine took > 60 s; a timeout shows the log
                 await eventually(ready, timeout=90, interval=0.1)
             except AssertionError as error:
+                self.stop()  # a process that never became ready must not outlive the test
                 raise AssertionError(f"{error}; log: {self.log.read_text()[-3000:]}") from None
 
     def kill(self) -> None:
