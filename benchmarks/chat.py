@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.processes import ServiceProcess, gateway_process, service_process
+from benchmarks.processes import ServiceProcess, gateway_process, run_namespace, service_process
 from benchmarks.rows import row
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -254,14 +254,7 @@ async def _chat_runs(amqp_url: str, scratch: Path) -> dict[str, Any]:
         "AUTH_ISSUER": jwks.issuer,
         "JWT_AUDIENCE": jwks.audience,
     }
-    namespace = {
-        "AMQP_URL": amqp_url,
-        "MONGO_URL": mongo.url,
-        "MONGO_DATABASE": name,
-        "BUS_EXCHANGE": exchange,
-        "BUS_QUEUE_PREFIX": f"{name}.",
-        "BUS_QUEUE_EXPIRES_MS": "60000",
-    }
+    namespace = run_namespace(amqp_url, mongo.url, name, exchange)
     chat = service_process(
         "chat",
         chat_port,

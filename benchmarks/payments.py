@@ -37,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchmarks.processes import gateway_process, service_process
+from benchmarks.processes import gateway_process, run_namespace, service_process
 from benchmarks.rows import row
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -197,14 +197,7 @@ async def _measure(amqp_url: str, scratch: Path) -> list[dict[str, Any]]:
         "AUTH_ISSUER": jwks.issuer,
         "JWT_AUDIENCE": jwks.audience,
     }
-    namespace = {
-        "AMQP_URL": amqp_url,
-        "MONGO_URL": mongo.url,
-        "MONGO_DATABASE": name,
-        "BUS_EXCHANGE": exchange,
-        "BUS_QUEUE_PREFIX": f"{name}.",
-        "BUS_QUEUE_EXPIRES_MS": "60000",
-    }
+    namespace = run_namespace(amqp_url, mongo.url, name, exchange)
     payments = service_process("payments", payments_port, common, namespace, scratch)
     gateway = gateway_process("payments", payments_port, gateway_port, common, namespace, scratch)
     base = f"http://127.0.0.1:{gateway_port}/api/v1/payments"

@@ -10,7 +10,20 @@ from switchyard.testing.gateway import raised_limits_routes
 from switchyard.testing.jwks import TEST_INTERNAL_TOKEN
 from switchyard.testing.processes import ServiceProcess
 
-__all__ = ["ServiceProcess", "gateway_process", "service_process"]
+__all__ = ["ServiceProcess", "gateway_process", "run_namespace", "service_process"]
+
+
+def run_namespace(amqp_url: str, mongo_url: str, name: str, exchange: str) -> dict[str, str]:
+    """The settings that keep one benchmark run's processes to themselves: the broker and
+    store, the run's database, exchange and queue prefix, queues that expire after it."""
+    return {
+        "AMQP_URL": amqp_url,
+        "MONGO_URL": mongo_url,
+        "MONGO_DATABASE": name,
+        "BUS_EXCHANGE": exchange,
+        "BUS_QUEUE_PREFIX": f"{name}.",
+        "BUS_QUEUE_EXPIRES_MS": "60000",
+    }
 
 
 def service_process(
